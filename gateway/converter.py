@@ -1,0 +1,262 @@
+"""OpenAI shapes in and out: the one place that understands requests, answers and stream chunks.
+
+Pure functions and small state objects: no Django settings, no I/O. Bad client input raises
+`errors.ApiError` (400); an unusable router answer raises `errors.BadAnswer`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway import errors, sse
+from gateway.errors import BadAnswer
+
+# Fields that would steer a client library, never the router: not honoured, not forwarded
+# (a client's `api_key` must not travel to Hugging Face).
+_CONTROL_FIELDS = ("api_key", "api_base", "base_url")
+_NUMBER_FIELDS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
+_INTEGER_FIELDS = ("max_tokens", "max_completion_tokens", "n", "seed", "top_logprobs")
+_BOOLEAN_FIELDS = ("stream", "logprobs", "parallel_tool_calls")
+
+
+@dataclass
+class ChatRequest:
+    body: dict[str, Any]
+    model: str
+    stream: bool
+    # The client asked for the usage chunk itself (we always ask the router for it).
+    wants_usage: bool
+    # The raw body can be forwarded as it came (nothing to fill in, strip or add).
+    raw: bytes | None = None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_chat_request(raw: bytes, default_model: str) -> ChatRequest:
+    """Validate a chat completion request, without judging what only the router can judge."""
+    body = parse_json_object(raw)
+    unchanged = True
+
+    model = body.get("model")
+    if model is None:
+        model = default_model
+        body["model"] = model
+        unchanged = False
+    elif not isinstance(model, str) or not model.strip():
+        raise errors.invalid_request("`model` must be a non-empty string.", "model")
+
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise errors.invalid_request("`messages` must be a non-empty array of message objects.", "messages")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise errors.invalid_request(f"`messages[{index}]` must be an object.", f"messages[{index}]")
+        role = message.get("role")
+        if not isinstance(role, str) or not role:
+            raise errors.invalid_request(
+                f"`messages[{index}].role` must be a non-empty string.", f"messages[{index}].role"
+            )
+
+    for name in _BOOLEAN_FIELDS:
+        value = body.get(name)
+        if value is not None and not isinstance(value, bool):
+            raise errors.invalid_request(f"`{name}` must be a boolean.", name)
+    for name in _NUMBER_FIELDS:
+        value = body.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise errors.invalid_request(f"`{name}` must be a number.", name)
+    for name in _INTEGER_FIELDS:
+        value = body.get(name)
+        if value is not None and not _is_integer(value):
+            raise errors.invalid_request(f"`{name}` must be an integer.", name)
+
+    stream_options = body.get("stream_options")
+    if stream_options is not None and not isinstance(stream_options, dict):
+        raise errors.invalid_request("`stream_options` must be an object.", "stream_options")
+
+    for name in _CONTROL_FIELDS:
+        if name in body:
+            del body[name]
+            unchanged = False
+
+    stream = bool(body.get("stream"))
+    wants_usage = bool(stream_options and stream_options.get("include_usage"))
+    if stream and not wants_usage:
+        # Always ask for usage so the exact token count can be recorded; the relay drops the
+        # usage chunk before it reaches a client that did not ask for it.
+        body["stream_options"] = {**(stream_options or {}), "include_usage": True}
+        unchanged = False
+    return ChatRequest(
+        body=body, model=model, stream=stream, wants_usage=wants_usage, raw=raw if unchanged else None
+    )
+
+
+def _is_integer(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    if not raw.strip():
+        raise errors.invalid_request("The request body is empty; send a JSON object.")
+    try:
+        body = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError):
+        raise errors.invalid_request(
+            "We could not parse the JSON body of your request. Send valid JSON (UTF-8)."
+        ) from None
+    if not isinstance(body, dict):
+        raise errors.invalid_request("The request body must be a JSON object.")
+    return body
+
+
+def upstream_body(request: ChatRequest) -> bytes:
+    """The bytes to send to the router."""
+    if request.raw is not None:
+        return request.raw
+    return dump_json(request.body)
+
+
+def dump_json(data: Any) -> bytes:
+    try:
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError:
+        # Lone surrogates (valid JSON escapes, not valid UTF-8) go on escaped as they came.
+        return json.dumps(data, separators=(",", ":")).encode()
+
+
+# --- Answers ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+
+    @classmethod
+    def of(cls, data: Any) -> Usage | None:
+        if not isinstance(data, dict):
+            return None
+        usage = cls(
+            *(_count(data.get(key)) for key in ("prompt_tokens", "completion_tokens", "total_tokens"))
+        )
+        if usage.total_tokens is None and None not in (usage.prompt_tokens, usage.completion_tokens):
+            usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
+        return usage
+
+
+def _count(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return int(value)
+
+
+def parse_answer(raw: bytes) -> Any:
+    """A whole (non-streamed) router answer: JSON or `BadAnswer`."""
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise BadAnswer("the answer is not JSON") from None
+
+
+def parse_completion(raw: bytes) -> dict[str, Any]:
+    """A non-streaming chat answer must be a completion object."""
+    answer = parse_answer(raw)
+    if not isinstance(answer, dict):
+        raise BadAnswer("the answer is not a JSON object")
+    if "choices" not in answer and "error" in answer:
+        raise BadAnswer("the router answered with an error", error=answer)
+    return answer
+
+
+@dataclass
+class ChatStream:
+    """Follows a relayed chat stream event by event: what to pass on, and what it told us."""
+
+    wants_usage: bool
+    model: str | None = None
+    usage: Usage | None = None
+    done: bool = False
+    started: bool = False  # a chunk with choices has been seen (time to first token)
+    _splitter: sse.EventSplitter = field(default_factory=sse.EventSplitter)
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Bytes to send on for this chunk of the router's stream (possibly none)."""
+        out = b""
+        for event in self._splitter.feed(chunk):
+            if self.done:
+                break
+            out += self.event(event)
+        return out
+
+    def event(self, event: bytes) -> bytes:
+        data = sse.data_of(event)
+        if data is None:
+            return event + b"\n\n"  # a comment (keep-alive): pass it on
+        if data.strip() == b"[DONE]":
+            self.done = True
+            return sse.DONE
+        try:
+            chunk = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            raise BadAnswer("a stream event is not JSON") from None
+        if not isinstance(chunk, dict):
+            raise BadAnswer("a stream event is not a JSON object")
+        if "error" in chunk and not chunk.get("choices"):
+            raise BadAnswer("the router reported an error mid-stream", error=chunk)
+        if self.model is None and isinstance(chunk.get("model"), str):
+            self.model = chunk["model"]
+        if chunk.get("usage"):
+            self.usage = Usage.of(chunk["usage"]) or self.usage
+        if chunk.get("choices"):
+            self.started = True
+        elif chunk.get("usage") and not self.wants_usage:
+            return b""
+        return event + b"\n\n"
+
+    def check_finished(self) -> None:
+        """At the end of the router's stream: it must have ended with [DONE]."""
+        if not self.done:
+            raise BadAnswer("the stream ended before [DONE]")
+
+
+# --- Models ------------------------------------------------------------------------------------
+
+
+def models_list(answer: Any) -> dict[str, Any]:
+    """The router's model list in OpenAI's shape, keeping its extra fields."""
+    items = answer.get("data") if isinstance(answer, dict) else answer
+    if not isinstance(items, list):
+        raise BadAnswer("the model list is not a list")
+    return {
+        "object": "list",
+        "data": [model_entry(item) for item in items if isinstance(item, dict) and item.get("id")],
+    }
+
+
+def model_entry(item: dict[str, Any]) -> dict[str, Any]:
+    model_id = str(item["id"])
+    created = item.get("created")
+    return {
+        **item,
+        "id": model_id,
+        "object": "model",
+        "created": created if isinstance(created, int) and not isinstance(created, bool) else 0,
+        "owned_by": item.get("owned_by") or model_id.split("/")[0],
+    }
+
+
+def find_model(listing: dict[str, Any], model_id: str) -> dict[str, Any] | None:
+    """The listing's entry for a model id; a provider suffix (`:fastest`) names the same model."""
+    wanted = model_id.rsplit(":", 1)[0] if ":" in model_id else model_id
+    for entry in listing["data"]:
+        if entry["id"] == model_id or entry["id"] == wanted:
+            return entry
+    return None

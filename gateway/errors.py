@@ -1,0 +1,274 @@
+"""OpenAI-format errors: the only place that builds an error body.
+
+Every refusal or failure the gateway answers is an `ApiError`; `ApiError.response()` renders it
+as `{"error": {"message", "type", "param", "code"}}`, and `sse_event()` as a stream's last event.
+`from_upstream()` decides what each router failure means to our client.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any
+
+from django.http import JsonResponse
+
+from gateway import outcomes
+from gateway.upstream import UpstreamError
+
+logger = logging.getLogger("hfproxy.errors")
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+        outcome: str = outcomes.BAD_REQUEST,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+        self.outcome = outcome
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def response(self) -> JsonResponse:
+        response = JsonResponse(self.body(), status=self.status)
+        for name, value in self.headers.items():
+            response[name] = value
+        return response
+
+    def sse_event(self) -> bytes:
+        return b"data: " + json.dumps(self.body()).encode() + b"\n\n"
+
+
+class BadAnswer(Exception):
+    """The router's answer cannot be relayed. `error` is the router's own error object, if any."""
+
+    def __init__(self, detail: str, error: Any = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.error = error
+
+
+def invalid_request(message: str, param: str | None = None, code: str | None = None) -> ApiError:
+    return ApiError(400, message, param=param, code=code)
+
+
+def request_too_large(limit: int) -> ApiError:
+    return ApiError(
+        413,
+        f"Request body is larger than the limit of {limit} bytes.",
+        code="request_too_large",
+    )
+
+
+def not_found(message: str, code: str = "not_found") -> ApiError:
+    return ApiError(404, message, code=code)
+
+
+def method_not_allowed(method: str, allowed: list[str]) -> ApiError:
+    return ApiError(
+        405,
+        f"Method {method} is not allowed here; use {', '.join(allowed)}.",
+        code="method_not_allowed",
+        headers={"Allow": ", ".join(allowed)},
+    )
+
+
+def no_upstream_token() -> ApiError:
+    return ApiError(
+        502,
+        "The proxy has no Hugging Face token to call the router with (HF_TOKEN is not set).",
+        type="server_error",
+        code="upstream_token_missing",
+        outcome=outcomes.UPSTREAM_ERROR,
+    )
+
+
+def internal_error() -> ApiError:
+    return ApiError(
+        500,
+        "The proxy failed to handle this request.",
+        type="server_error",
+        code="internal_error",
+        outcome=outcomes.PROXY_ERROR,
+    )
+
+
+# Router statuses whose meaning we pass on unchanged, with the error type OpenAI uses for them.
+_KEPT_STATUSES = {
+    400: "invalid_request_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_exceeded",
+}
+
+
+def from_upstream(error: UpstreamError) -> ApiError:
+    """Translate a router failure into what our client should see.
+
+    Never echoes the Hugging Face token: messages come from the router's body or are ours.
+    """
+    if error.kind == UpstreamError.TIMEOUT:
+        return ApiError(
+            504,
+            f"The Hugging Face router did not answer in time ({error.detail}).",
+            type="server_error",
+            code="upstream_timeout",
+            outcome=outcomes.TIMEOUT,
+        )
+    if error.kind == UpstreamError.CONNECTION:
+        return ApiError(
+            502,
+            f"Could not reach the Hugging Face router: {error.detail}.",
+            type="server_error",
+            code="upstream_unreachable",
+            outcome=outcomes.UPSTREAM_ERROR,
+        )
+    if error.kind in (UpstreamError.MALFORMED, UpstreamError.STREAM_CUT):
+        return ApiError(
+            502,
+            f"The Hugging Face router sent an invalid answer: {error.detail}.",
+            type="server_error",
+            code="upstream_bad_response",
+            outcome=outcomes.UPSTREAM_ERROR,
+        )
+
+    status = error.status or 502
+    message = router_message(error.body) or f"The Hugging Face router answered HTTP {status}."
+    if status == 401:
+        return ApiError(
+            502,
+            "The Hugging Face router rejected the proxy's Hugging Face token "
+            f"(HTTP 401: {message}). This is a server configuration problem, not your API key.",
+            type="server_error",
+            code="upstream_auth_failed",
+            outcome=outcomes.UPSTREAM_ERROR,
+        )
+    if status == 402:
+        return ApiError(
+            429,
+            f"The Hugging Face account behind this proxy is out of credits: {message}",
+            type="insufficient_quota",
+            code="insufficient_quota",
+            outcome=outcomes.UPSTREAM_ERROR,
+        )
+    if status in _KEPT_STATUSES:
+        headers = {}
+        if status == 429 and error.headers.get("retry-after"):
+            headers["Retry-After"] = error.headers["retry-after"]
+        return ApiError(
+            status,
+            message,
+            type=_KEPT_STATUSES[status],
+            param=router_field(error.body, "param"),
+            code=router_field(error.body, "code") or _default_code(status),
+            headers=headers,
+            outcome=outcomes.UPSTREAM_ERROR,
+        )
+    return ApiError(
+        502,
+        f"The Hugging Face router failed (HTTP {status}): {message}",
+        type="server_error",
+        code="upstream_error",
+        outcome=outcomes.UPSTREAM_ERROR,
+    )
+
+
+def from_exception(exc: Exception) -> ApiError:
+    """The `ApiError` any failure while serving a request comes down to."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, UpstreamError):
+        return from_upstream(exc)
+    if isinstance(exc, BadAnswer):
+        if exc.error is not None:
+            message = router_message(exc.error) or exc.detail
+            return ApiError(
+                502,
+                f"The Hugging Face router reported an error: {message}",
+                type="server_error",
+                code="upstream_error",
+                outcome=outcomes.UPSTREAM_ERROR,
+            )
+        return from_upstream(UpstreamError(UpstreamError.MALFORMED, exc.detail))
+    logger.exception("Unhandled error while serving a request")
+    return internal_error()
+
+
+def _default_code(status: int) -> str | None:
+    return {404: "model_not_found", 429: "rate_limit_exceeded"}.get(status)
+
+
+def _parse(body: bytes | Any) -> Any:
+    if isinstance(body, (bytes, str)):
+        try:
+            return json.loads(body)
+        except ValueError:
+            return body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    return body
+
+
+def router_message(body: bytes | Any) -> str:
+    """The human message in a router error body, whatever its shape.
+
+    Seen shapes: a bare string, `{"detail": …}` (FastAPI, `detail` may be a list of
+    validation errors), `{"message": …}`, `{"error": "…"}` and `{"error": {"message": …}}`.
+    """
+    data = _parse(body)
+    if isinstance(data, str):
+        return _clip(data.strip())
+    if isinstance(data, list):
+        return _clip("; ".join(filter(None, (router_message(item) for item in data))))
+    if not isinstance(data, dict):
+        return ""
+    for key in ("error", "detail", "message", "msg", "error_message"):
+        value = data.get(key)
+        if isinstance(value, str) and value.strip():
+            return _clip(value.strip())
+        if isinstance(value, (dict, list)):
+            found = router_message(value)
+            if found:
+                return found
+    return ""
+
+
+def router_field(body: bytes | Any, field: str) -> str | None:
+    """`param` or `code` from an OpenAI-shaped router error, when it has one."""
+    data = _parse(body)
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        value = data["error"].get(field)
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            return str(value)
+    return None
+
+
+# A router message that quotes a token (it should not, but one did once somewhere) is scrubbed.
+_TOKEN_PATTERN = re.compile(r"hf_[A-Za-z0-9]{6,}")
+
+
+def _clip(text: str, limit: int = 1000) -> str:
+    text = _TOKEN_PATTERN.sub("hf_***", text)
+    return text if len(text) <= limit else text[:limit] + "…"

@@ -1,0 +1,44 @@
+"""`python manage.py serve`: run the proxy under uvicorn on HOST:PORT."""
+
+from __future__ import annotations
+
+import os
+
+import uvicorn
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+
+class Command(BaseCommand):
+    help = "Serve hfproxy with uvicorn on HOST:PORT (the settings' values unless overridden)."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--host", default=settings.HOST)
+        parser.add_argument("--port", type=int, default=settings.PORT)
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=int(os.environ.get("WEB_CONCURRENCY", "1")),
+            help="Worker processes (default: WEB_CONCURRENCY or 1).",
+        )
+        parser.add_argument("--reload", action="store_true", help="Restart on code changes.")
+        parser.add_argument(
+            "--access-log",
+            action="store_true",
+            help="Also log uvicorn's access line (every request already logs one report line).",
+        )
+
+    def handle(self, *args, host, port, workers, reload, access_log, **options) -> None:
+        self.check(display_num_errors=True)
+        self.stdout.write(f"hfproxy on http://{host}:{port}{settings.API_PREFIX} → {settings.HF_BASE_URL}")
+        uvicorn.run(
+            "hfproxy_site.asgi:application",
+            host=host,
+            port=port,
+            workers=None if reload else workers,
+            reload=reload,
+            lifespan="on",
+            access_log=access_log,
+            log_level="info",
+            timeout_graceful_shutdown=30,
+        )

@@ -1,0 +1,87 @@
+"""Middleware. Everything on the API path is async-only: no hook runs in a thread."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.http import HttpRequest, HttpResponse
+from django.utils.module_loading import import_string
+
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@+=/-]{1,128}")
+
+
+def request_id_from(value: str | None) -> str:
+    """The client's request id when it is sane, else a fresh one."""
+    if value and _SANE_REQUEST_ID.fullmatch(value):
+        return value
+    return uuid.uuid4().hex
+
+
+def is_api_path(path: str) -> bool:
+    prefix = settings.API_PREFIX
+    return path == prefix or path.startswith(prefix + "/")
+
+
+class RequestIdMiddleware:
+    """Give every request an id (the client's `x-request-id` if sane) and echo it back."""
+
+    sync_capable = False
+    async_capable = True
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+        markcoroutinefunction(self)
+
+    async def __call__(self, request: HttpRequest) -> HttpResponse:
+        request.request_id = request_id_from(request.META.get("HTTP_X_REQUEST_ID"))
+        response = await self.get_response(request)
+        response["x-request-id"] = request.request_id
+        return response
+
+
+class SiteOnlyMiddleware:
+    """Run `SITE_MIDDLEWARE` (sessions, auth, CSRF, messages: what the admin needs) for every
+    path outside `API_PREFIX`, and nothing at all for API paths.
+
+    Those middleware are sync; under ASGI Django runs each of their hooks in a thread, which
+    the API path must not pay for. Their `process_view` hooks (CSRF's check) are relayed here.
+    """
+
+    sync_capable = False
+    async_capable = True
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+        chain = get_response
+        self._view_hooks = []
+        for path in reversed(settings.SITE_MIDDLEWARE):
+            instance = import_string(path)(chain)
+            for hook in ("process_template_response", "process_exception"):
+                if hasattr(instance, hook):
+                    raise ImproperlyConfigured(f"SITE_MIDDLEWARE does not support {path}.{hook}.")
+            if hasattr(instance, "process_view"):
+                view_hook = instance.process_view
+                if not iscoroutinefunction(view_hook):
+                    view_hook = sync_to_async(view_hook)
+                self._view_hooks.insert(0, view_hook)
+            chain = instance
+        self.site_chain = chain
+        markcoroutinefunction(self)
+
+    async def __call__(self, request: HttpRequest) -> HttpResponse:
+        if is_api_path(request.path_info):
+            return await self.get_response(request)
+        return await self.site_chain(request)
+
+    async def process_view(self, request, view_func, view_args, view_kwargs):
+        if is_api_path(request.path_info):
+            return None
+        for hook in self._view_hooks:
+            response = await hook(request, view_func, view_args, view_kwargs)
+            if response is not None:
+                return response
+        return None

@@ -1,0 +1,46 @@
+"""Server-sent events: splitting a byte stream into events and framing our own."""
+
+from __future__ import annotations
+
+DONE = b"data: [DONE]\n\n"
+
+
+class EventSplitter:
+    """Incrementally splits bytes into SSE events (the text between blank lines).
+
+    Chunks may cut an event anywhere, or hold several; CRLF line ends are normalised.
+    """
+
+    def __init__(self) -> None:
+        self._pending = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        data = self._pending + chunk if self._pending else chunk
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n")
+        events = data.split(b"\n\n")
+        self._pending = events.pop()
+        return [event for event in events if event.strip(b"\n")]
+
+    @property
+    def pending(self) -> bytes:
+        """Bytes of an event that has not ended yet."""
+        return self._pending.strip()
+
+
+def data_of(event: bytes) -> bytes | None:
+    """The event's data (its `data:` lines joined), or None when it has none (a comment)."""
+    if event.startswith(b"data:") and b"\n" not in event.strip(b"\n"):
+        # The common case: one data line.
+        value = event.strip(b"\n")[5:]
+        return value[1:] if value.startswith(b" ") else value
+    lines = []
+    for line in event.split(b"\n"):
+        if line.startswith(b"data:"):
+            value = line[5:]
+            lines.append(value[1:] if value.startswith(b" ") else value)
+    return b"\n".join(lines) if lines else None
+
+
+def frame(data: bytes) -> bytes:
+    return b"data: " + data + b"\n\n"

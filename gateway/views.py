@@ -1,0 +1,124 @@
+"""The OpenAI-compatible endpoints. Each view is short: the work is in relay, catalog, converter."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from gateway import auth, catalog, converter, errors, outcomes, relay
+from gateway.reporting import Exchange
+from hfproxy_site import __version__
+
+ApiView = Callable[..., Awaitable[HttpResponse]]
+
+
+def api_view(*methods: str) -> Callable[[ApiView], ApiView]:
+    """Authenticate, open the request's `Exchange`, and turn every failure into an OpenAI error.
+
+    The view gets the exchange as its second argument. Every request that passed authentication
+    is reported exactly once: here, or by a streaming response when its stream ends.
+    """
+
+    def decorate(view: ApiView) -> ApiView:
+        @functools.wraps(view)
+        async def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            if request.method not in methods:
+                return errors.method_not_allowed(request.method, list(methods)).response()
+            try:
+                caller = await auth.authenticate(request)
+            except errors.ApiError as error:
+                return error.response()
+            exchange = Exchange(request_id=request.request_id, endpoint=view.__name__, caller=caller)
+            try:
+                response = await view(request, exchange, *args, **kwargs)
+            except asyncio.CancelledError:
+                exchange.finish(499, outcomes.CLIENT_DISCONNECTED)
+                raise
+            except Exception as exc:
+                error = errors.from_exception(exc)
+                exchange.finish(error.status, error.outcome)
+                return error.response()
+            if not response.streaming:
+                exchange.finish(response.status_code, outcomes.OK)
+            return response
+
+        return wrapper
+
+    return decorate
+
+
+@api_view("POST")
+async def chat_completions(request: HttpRequest, exchange: Exchange) -> HttpResponse:
+    chat = converter.parse_chat_request(request.body, settings.DEFAULT_MODEL)
+    return await relay.chat(chat, exchange)
+
+
+@api_view("GET")
+async def models(request: HttpRequest, exchange: Exchange) -> HttpResponse:
+    return JsonResponse(await catalog.models(exchange))
+
+
+@api_view("GET")
+async def model_detail(request: HttpRequest, exchange: Exchange, model_id: str) -> HttpResponse:
+    entry = converter.find_model(await catalog.models(exchange), model_id)
+    if entry is None:
+        raise errors.not_found(f"The model `{model_id}` does not exist.", code="model_not_found")
+    return JsonResponse(entry)
+
+
+def _database_answers() -> bool:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return True
+    except Exception:
+        return False
+    finally:
+        # Health checks come from outside request handling's connection management.
+        connection.close_if_unusable_or_obsolete()
+
+
+async def health(request: HttpRequest) -> HttpResponse:
+    """Liveness for load balancers: the database answers. Never calls the router."""
+    ok = await sync_to_async(_database_answers)()
+    return JsonResponse(
+        {
+            "status": "ok" if ok else "unavailable",
+            "database": "ok" if ok else "unavailable",
+            "version": __version__,
+        },
+        status=200 if ok else 503,
+    )
+
+
+async def index(request: HttpRequest) -> HttpResponse:
+    prefix = settings.API_PREFIX
+    return JsonResponse(
+        {
+            "service": "hfproxy",
+            "description": "OpenAI-compatible gateway to the Hugging Face inference router",
+            "version": __version__,
+            "endpoints": {
+                "chat_completions": f"POST {prefix}/chat/completions",
+                "models": f"GET {prefix}/models",
+                "model": f"GET {prefix}/models/{{id}}",
+                "health": "GET /health",
+            },
+            "default_model": settings.DEFAULT_MODEL,
+        }
+    )
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """404 for unknown paths, in OpenAI's error format."""
+    return errors.not_found(f"Unknown path: {request.path}").response()
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    return errors.internal_error().response()

@@ -1,0 +1,167 @@
+"""hfproxy settings: everything comes from the environment or an optional `.env` file.
+
+`.env.example` documents every variable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.utils import get_random_secret_key
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+# ENV_FILE="" disables the file (the test suite does, so a developer's .env cannot leak in).
+_env_file = os.environ.get("ENV_FILE", str(BASE_DIR / ".env"))
+if _env_file and Path(_env_file).is_file():
+    environ.Env.read_env(_env_file, overwrite=False)
+
+DEBUG = env.bool("DEBUG", default=False)
+
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. Set SECRET_KEY in the environment or .env "
+            "(python -c 'import secrets; print(secrets.token_urlsafe(50))'), "
+            "or set DEBUG=true for local development."
+        )
+    # Development only: a fresh key per process is fine, nothing durable is signed with it.
+    SECRET_KEY = get_random_secret_key()
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["*"] if DEBUG else ["localhost", "127.0.0.1", "[::1]"])
+
+# --- The proxy -----------------------------------------------------------------------------
+HF_TOKEN = env.str("HF_TOKEN", default="")
+HF_BASE_URL = env.str("HF_BASE_URL", default="https://router.huggingface.co/v1").rstrip("/")
+HOST = env.str("HOST", default="0.0.0.0")
+PORT = env.int("PORT", default=8000)
+API_PREFIX = "/" + env.str("API_PREFIX", default="/v1").strip("/")
+DEFAULT_MODEL = env.str("DEFAULT_MODEL", default="openai/gpt-oss-120b:fireworks-ai")
+# Seconds. REQUEST_TIMEOUT bounds the whole exchange with the router, streams included;
+# READ_TIMEOUT bounds the wait for the first byte and every gap between stream chunks.
+REQUEST_TIMEOUT = env.float("REQUEST_TIMEOUT", default=300.0)
+CONNECT_TIMEOUT = env.float("CONNECT_TIMEOUT", default=10.0)
+READ_TIMEOUT = env.float("READ_TIMEOUT", default=120.0)
+MAX_REQUEST_BYTES = env.int("MAX_REQUEST_BYTES", default=10 * 1024 * 1024)
+# "aiohttp" (httpx-aiohttp, fast) or "httpx" (httpx's own transport).
+UPSTREAM_TRANSPORT = env.str("UPSTREAM_TRANSPORT", default="aiohttp")
+UPSTREAM_MAX_CONNECTIONS = env.int("UPSTREAM_MAX_CONNECTIONS", default=200)
+MODELS_CACHE_TTL = env.float("MODELS_CACHE_TTL", default=60.0)
+
+if UPSTREAM_TRANSPORT not in ("aiohttp", "httpx"):
+    raise ImproperlyConfigured("UPSTREAM_TRANSPORT must be 'aiohttp' or 'httpx'.")
+
+# --- Django --------------------------------------------------------------------------------
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "corsheaders",
+    "gateway",
+]
+
+# Only async-capable middleware here: this stack runs for every request, /v1 included.
+MIDDLEWARE = [
+    "gateway.middleware.RequestIdMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+    "gateway.middleware.SiteOnlyMiddleware",
+]
+# What the admin and other HTML pages need. These are sync middleware (Django runs each hook in
+# a thread under ASGI), so SiteOnlyMiddleware runs them everywhere but under API_PREFIX.
+SITE_MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+# The admin's middleware checks look only at MIDDLEWARE; gateway.checks checks SITE_MIDDLEWARE.
+SILENCED_SYSTEM_CHECKS = ["admin.E408", "admin.E409", "admin.E410"]
+
+ROOT_URLCONF = "hfproxy_site.urls"
+ASGI_APPLICATION = "hfproxy_site.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Under ASGI, psycopg's pool instead of CONN_MAX_AGE (connections are per thread there).
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": env.int("DB_POOL_SIZE", default=10),
+        "timeout": 10,
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# The ASGI layer enforces MAX_REQUEST_BYTES on the bytes actually received (see gateway.asgi).
+DATA_UPLOAD_MAX_MEMORY_SIZE = None
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# --- CORS (django-cors-headers) ------------------------------------------------------------
+_cors_origins = env.list("CORS_ORIGINS", default=["*"])
+CORS_ALLOW_ALL_ORIGINS = "*" in _cors_origins
+CORS_ALLOWED_ORIGINS = [o for o in _cors_origins if o != "*"]
+CORS_EXPOSE_HEADERS = ["x-request-id", "retry-after"]
+CORS_ALLOW_HEADERS = [
+    "accept",
+    "authorization",
+    "content-type",
+    "user-agent",
+    "x-api-key",
+    "x-request-id",
+    "x-stainless-arch",
+    "x-stainless-lang",
+    "x-stainless-os",
+    "x-stainless-package-version",
+    "x-stainless-retry-count",
+    "x-stainless-runtime",
+    "x-stainless-runtime-version",
+    "x-stainless-timeout",
+    "openai-organization",
+    "openai-project",
+]
+
+# --- Logging -------------------------------------------------------------------------------
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {
+        "hfproxy": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
+    },
+}

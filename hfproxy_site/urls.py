@@ -1,0 +1,15 @@
+from django.conf import settings
+from django.contrib import admin
+from django.urls import include, path
+
+from gateway import views
+
+urlpatterns = [
+    path(settings.API_PREFIX.strip("/") + "/", include("gateway.urls")),
+    path("health", views.health, name="health"),
+    path("admin/", admin.site.urls),
+    path("", views.index, name="index"),
+]
+
+handler404 = "gateway.views.not_found"
+handler500 = "gateway.views.server_error"

@@ -1,0 +1,14 @@
+"""Test settings: the project's one settings module, with an environment fit for tests.
+
+The variables must be set before that module is imported, so this cannot be a fixture.
+"""
+
+import os
+
+os.environ["ENV_FILE"] = ""  # a developer's .env must not steer the tests
+os.environ.setdefault("SECRET_KEY", "insecure-test-secret-key-0123456789abcdefghijklmnopqrstuvwxyz")
+os.environ["HF_TOKEN"] = "hf_testtoken_for_the_suite_only"
+os.environ["HF_BASE_URL"] = "http://router.test/v1"
+os.environ["UPSTREAM_TRANSPORT"] = "aiohttp"
+
+from hfproxy_site.settings import *  # noqa: F403
