@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 import httpx
 from django.http import HttpResponse, StreamingHttpResponse
@@ -13,6 +14,22 @@ from gateway.converter import ChatRequest, Usage
 from gateway.reporting import Exchange
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class EventStreamResponse(StreamingHttpResponse):
+    """A stream of bytes that closes its source when the client goes away.
+
+    Django closes only its own wrapper generators, so without this the relay would learn of
+    a disconnect (and close the router's stream) only when garbage collection gets to it.
+    """
+
+    def __init__(self, events: AsyncIterator[bytes]) -> None:
+        super().__init__(events, content_type="text/event-stream", headers=STREAM_HEADERS)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async with aclosing(self._iterator) as events:
+            async for event in events:
+                yield event
 
 
 async def chat(chat: ChatRequest, exchange: Exchange) -> HttpResponse | StreamingHttpResponse:
@@ -32,11 +49,7 @@ async def chat(chat: ChatRequest, exchange: Exchange) -> HttpResponse | Streamin
     )
     if chat.stream:
         if upstream.is_event_stream(response):
-            return StreamingHttpResponse(
-                _relay(response, chat, exchange, deadline),
-                content_type="text/event-stream",
-                headers=STREAM_HEADERS,
-            )
+            return EventStreamResponse(_relay(response, chat, exchange, deadline))
         await response.aclose()
         raise errors.BadAnswer("a stream was asked for and the answer is not an event stream")
 
@@ -45,7 +58,7 @@ async def chat(chat: ChatRequest, exchange: Exchange) -> HttpResponse | Streamin
     exchange.model_answered = answer.get("model")
     exchange.usage = Usage.of(answer.get("usage"))
     # The router's bytes go back untouched: nothing to convert, nothing to re-encode.
-    return HttpResponse(raw, content_type="application/json")
+    return HttpResponse(raw, content_type="application/json", headers={"Content-Length": str(len(raw))})
 
 
 async def _relay(

@@ -1,0 +1,87 @@
+import pytest
+
+from gateway import errors, outcomes
+from gateway.upstream import UpstreamError
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"Model is overloaded", "Model is overloaded"),
+        (b'"plain json string"', "plain json string"),
+        (b'{"detail": "Not allowed"}', "Not allowed"),
+        (b'{"detail": [{"loc": ["body", "x"], "msg": "field required"}]}', "field required"),
+        (b'{"message": "bad thing"}', "bad thing"),
+        (b'{"error": "Model not found"}', "Model not found"),
+        (b'{"error": {"message": "too long", "type": "invalid_request_error", "code": "context_length"}}', "too long"),
+        (b"", ""),
+        (b"{}", ""),
+    ],
+)
+def test_it_finds_the_message_in_any_router_body(body, message):
+    assert errors.router_message(body) == message
+
+
+def test_it_never_repeats_a_token():
+    assert "hf_abcdefghijkl" not in errors.router_message(b'{"error": "bad token hf_abcdefghijkl"}')
+
+
+def status_error(status, body=b'{"error": {"message": "nope", "param": "messages", "code": "x1"}}', headers=None):
+    return errors.from_upstream(UpstreamError(UpstreamError.STATUS, status=status, body=body, headers=headers))
+
+
+@pytest.mark.parametrize(("status", "kind"), [(400, "invalid_request_error"), (403, "permission_error"), (404, "invalid_request_error"), (422, "invalid_request_error")])
+def test_it_keeps_client_error_statuses(status, kind):
+    error = status_error(status)
+    assert (error.status, error.type, error.message, error.param, error.code) == (status, kind, "nope", "messages", "x1")
+    assert error.outcome == outcomes.UPSTREAM_ERROR
+
+
+def test_it_keeps_429_and_its_retry_after():
+    error = status_error(429, b'{"detail": "slow down"}', {"retry-after": "12"})
+    assert (error.status, error.code, error.headers) == (429, "rate_limit_exceeded", {"Retry-After": "12"})
+    assert error.response()["Retry-After"] == "12"
+
+
+def test_router_401_is_our_token_not_the_client_key():
+    error = status_error(401, b'{"error": "Invalid credentials in Authorization header"}')
+    assert error.status == 502
+    assert error.code == "upstream_auth_failed"
+    assert "Hugging Face token" in error.message and "not your API key" in error.message
+
+
+def test_router_402_is_insufficient_quota():
+    error = status_error(402, b'{"error": "You have exceeded your monthly included credits"}')
+    assert (error.status, error.type, error.code) == (429, "insufficient_quota", "insufficient_quota")
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504, 418, 301])
+def test_other_statuses_are_bad_gateway(status):
+    error = status_error(status, b"<html>Bad Gateway</html>")
+    assert error.status == 502 and error.type == "server_error"
+    assert "<html>" in error.message  # the router's text, clipped; never an HTML page as our body
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "outcome"),
+    [
+        (UpstreamError.TIMEOUT, 504, outcomes.TIMEOUT),
+        (UpstreamError.CONNECTION, 502, outcomes.UPSTREAM_ERROR),
+        (UpstreamError.MALFORMED, 502, outcomes.UPSTREAM_ERROR),
+        (UpstreamError.STREAM_CUT, 502, outcomes.UPSTREAM_ERROR),
+    ],
+)
+def test_transport_failures(kind, status, outcome):
+    error = errors.from_upstream(UpstreamError(kind, "detail"))
+    assert (error.status, error.outcome) == (status, outcome)
+
+
+def test_error_body_has_the_openai_shape():
+    body = errors.invalid_request("bad", "messages").body()
+    assert body == {"error": {"message": "bad", "type": "invalid_request_error", "param": "messages", "code": None}}
+    assert errors.invalid_request("bad").sse_event().startswith(b'data: {"error": {"message": "bad"')
+
+
+def test_unexpected_exceptions_become_a_500_without_details():
+    error = errors.from_exception(RuntimeError("secret internals"))
+    assert error.status == 500 and "secret" not in error.message
