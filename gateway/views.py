@@ -78,10 +78,9 @@ def _database_answers() -> bool:
             cursor.execute("SELECT 1")
         return True
     except Exception:
+        # Drop the broken connection so that the next check connects afresh.
+        connection.close()
         return False
-    finally:
-        # Health checks come from outside request handling's connection management.
-        connection.close_if_unusable_or_obsolete()
 
 
 async def health(request: HttpRequest) -> HttpResponse:

@@ -1,0 +1,78 @@
+"""The ASGI layer: body limit on the bytes received, and lifespan."""
+
+import json
+
+import pytest
+
+from gateway.asgi import GatewayASGI
+from tests.conftest import asgi_request, completion
+
+URL = "/v1/chat/completions"
+
+
+def payload(size: int) -> bytes:
+    return json.dumps({"messages": [{"role": "user", "content": "x" * size}]}).encode()
+
+
+async def test_it_refuses_a_declared_oversized_body_without_reading_it(hf, settings, reports):
+    settings.MAX_REQUEST_BYTES = 1000
+    route = hf.post("/chat/completions").respond(200, json=completion())
+    result = await asgi_request("POST", URL, payload(2000), headers={"content-length": "2100", "x-request-id": "big-1"})
+    assert result.status == 413
+    assert result.json()["error"]["code"] == "request_too_large"
+    assert result.headers["x-request-id"] == "big-1"
+    assert not route.called and not reports
+
+
+async def test_it_refuses_an_oversized_chunked_body(hf, settings):
+    settings.MAX_REQUEST_BYTES = 1000
+    route = hf.post("/chat/completions").respond(200, json=completion())
+    body = payload(3000)
+    result = await asgi_request("POST", URL, [body[i : i + 500] for i in range(0, len(body), 500)])
+    assert result.status == 413
+    assert not route.called
+
+
+async def test_it_refuses_a_body_longer_than_its_content_length_says(hf, settings):
+    settings.MAX_REQUEST_BYTES = 1000
+    route = hf.post("/chat/completions").respond(200, json=completion())
+    result = await asgi_request("POST", URL, [payload(600), payload(600)], headers={"content-length": "100"})
+    assert result.status == 413
+    assert not route.called
+
+
+async def test_it_refuses_a_nonsense_content_length(hf):
+    result = await asgi_request("POST", URL, b"{}", headers={"content-length": "-5"})
+    assert result.status == 413
+
+
+async def test_a_body_under_the_limit_goes_through(hf, settings):
+    settings.MAX_REQUEST_BYTES = 10_000
+    hf.post("/chat/completions").respond(200, json=completion())
+    body = payload(5000)
+    result = await asgi_request("POST", URL, [body[:100], body[100:]], headers={"content-length": str(len(body))})
+    assert result.status == 200
+    assert result.json()["object"] == "chat.completion"
+
+
+async def test_the_default_limit_is_ten_mebibytes():
+    from hfproxy_site import settings as project_settings
+
+    assert project_settings.MAX_REQUEST_BYTES == 10 * 1024 * 1024
+
+
+async def test_lifespan_starts_and_closes_the_upstream_client():
+    sent = []
+    messages = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+
+    async def receive():
+        return messages.pop(0)
+
+    async def send(message):
+        sent.append(message["type"])
+
+    async def django_app(scope, receive, send):  # never reached for lifespan
+        pytest.fail("lifespan must not reach Django")
+
+    await GatewayASGI(django_app)({"type": "lifespan"}, receive, send)
+    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]

@@ -1,0 +1,91 @@
+"""The upstream client over real sockets, on both transports: what each failure is called."""
+
+import asyncio
+import socket
+
+import pytest
+
+from gateway import upstream
+from gateway.upstream import UpstreamError
+
+
+@pytest.fixture(params=["aiohttp", "httpx"])
+async def transport(request, settings):
+    settings.UPSTREAM_TRANSPORT = request.param
+    upstream.set_transport(None)
+    yield request.param
+    await upstream.aclose()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def serve(handler):
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def send(settings, port, path="/chat/completions", stream=False):
+    settings.HF_BASE_URL = f"http://127.0.0.1:{port}/v1"
+    return await upstream.send(
+        "POST", path, token="hf_x", request_id="r1", deadline=upstream.deadline(), body=b"{}", stream=stream
+    )
+
+
+async def test_connection_refused_is_a_connection_error_not_a_timeout(transport, settings):
+    with pytest.raises(UpstreamError) as caught:
+        await send(settings, free_port())
+    assert caught.value.kind == UpstreamError.CONNECTION
+
+
+async def test_no_headers_in_time_is_a_timeout(transport, settings):
+    settings.READ_TIMEOUT = 0.2
+
+    async def silent(reader, writer):
+        await asyncio.sleep(5)
+        writer.close()
+
+    server, port = await serve(silent)
+    async with server:
+        with pytest.raises(UpstreamError) as caught:
+            await send(settings, port)
+    assert caught.value.kind == UpstreamError.TIMEOUT
+
+
+async def test_a_connection_closed_before_headers_is_a_connection_error(transport, settings):
+    async def rude(reader, writer):
+        await reader.read(100)
+        writer.close()
+
+    server, port = await serve(rude)
+    async with server:
+        with pytest.raises(UpstreamError) as caught:
+            await send(settings, port)
+    assert caught.value.kind == UpstreamError.CONNECTION
+
+
+async def test_a_stream_cut_mid_body_is_stream_cut(transport, settings):
+    async def cut(reader, writer):
+        await reader.read(1000)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+            b"6\r\ndata: \r\n"
+        )
+        await writer.drain()
+        writer.close()
+
+    server, port = await serve(cut)
+    async with server:
+        response = await send(settings, port, stream=True)
+        with pytest.raises(UpstreamError) as caught:
+            async for _ in upstream.iter_chunks(response, upstream.deadline()):
+                pass
+        await response.aclose()
+    assert caught.value.kind == UpstreamError.STREAM_CUT
+
+
+async def test_the_client_is_shared_within_a_loop(transport):
+    assert upstream.client() is upstream.client()
