@@ -242,6 +242,7 @@ if __name__ == "__main__":
         port=args.port,
         log_level="warning",
         access_log=False,
+        timeout_graceful_shutdown=1,
         http="httptools",
         loop="uvloop",
     )

@@ -17,7 +17,9 @@ def payload(size: int) -> bytes:
 async def test_it_refuses_a_declared_oversized_body_without_reading_it(hf, settings, reports):
     settings.MAX_REQUEST_BYTES = 1000
     route = hf.post("/chat/completions").respond(200, json=completion())
-    result = await asgi_request("POST", URL, payload(2000), headers={"content-length": "2100", "x-request-id": "big-1"})
+    result = await asgi_request(
+        "POST", URL, payload(2000), headers={"content-length": "2100", "x-request-id": "big-1"}
+    )
     assert result.status == 413
     assert result.json()["error"]["code"] == "request_too_large"
     assert result.headers["x-request-id"] == "big-1"
@@ -50,7 +52,9 @@ async def test_a_body_under_the_limit_goes_through(hf, settings):
     settings.MAX_REQUEST_BYTES = 10_000
     hf.post("/chat/completions").respond(200, json=completion())
     body = payload(5000)
-    result = await asgi_request("POST", URL, [body[:100], body[100:]], headers={"content-length": str(len(body))})
+    result = await asgi_request(
+        "POST", URL, [body[:100], body[100:]], headers={"content-length": str(len(body))}
+    )
     assert result.status == 200
     assert result.json()["object"] == "chat.completion"
 

@@ -13,7 +13,9 @@ MESSAGES = [{"role": "user", "content": "Say hello"}]
 
 
 async def post(client, payload, **headers):
-    return await client.post(URL, json.dumps(payload).encode(), content_type="application/json", headers=headers)
+    return await client.post(
+        URL, json.dumps(payload).encode(), content_type="application/json", headers=headers
+    )
 
 
 async def read_stream(response) -> bytes:
@@ -22,7 +24,9 @@ async def read_stream(response) -> bytes:
 
 async def test_it_relays_a_completion(async_client, hf, reports):
     route = hf.post("/chat/completions").respond(200, json=completion("Hi!"))
-    response = await post(async_client, {"model": "org/m:fastest", "messages": MESSAGES}, x_request_id="req-42")
+    response = await post(
+        async_client, {"model": "org/m:fastest", "messages": MESSAGES}, x_request_id="req-42"
+    )
     assert response.status_code == 200
     assert response.json()["choices"][0]["message"]["content"] == "Hi!"
     assert response["x-request-id"] == "req-42"
@@ -75,7 +79,9 @@ async def test_it_streams_and_drops_the_usage_chunk(async_client, hf, reports):
 async def test_it_keeps_the_usage_chunk_when_asked(async_client, hf):
     answer, _ = sse_response(standard_stream(usage=(9, 2)))
     hf.post("/chat/completions").mock(return_value=answer)
-    response = await post(async_client, {"messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}})
+    response = await post(
+        async_client, {"messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}}
+    )
     events = events_of(await read_stream(response))
     assert json.loads(events[-2][6:])["usage"]["total_tokens"] == 11
 
@@ -144,7 +150,9 @@ async def test_unknown_api_paths_are_json_404s(async_client):
 )
 async def test_router_errors_keep_their_meaning(async_client, hf, reports, router_status, status, code):
     hf.post("/chat/completions").respond(
-        router_status, json={"error": {"message": "router says no", "code": "x"}}, headers={"Retry-After": "3"}
+        router_status,
+        json={"error": {"message": "router says no", "code": "x"}},
+        headers={"Retry-After": "3"},
     )
     response = await post(async_client, {"messages": MESSAGES})
     assert response.status_code == status

@@ -53,7 +53,9 @@ def test_it_keeps_every_field_it_does_not_need_to_understand():
             }
         ],
     }
-    forwarded = json.loads(converter.upstream_body(converter.parse_chat_request(json.dumps(fields).encode(), DEFAULT)))
+    forwarded = json.loads(
+        converter.upstream_body(converter.parse_chat_request(json.dumps(fields).encode(), DEFAULT))
+    )
     assert forwarded == {**fields, "stream_options": {"include_obfuscation": False, "include_usage": True}}
 
 
@@ -72,14 +74,18 @@ def test_it_does_not_add_stream_options_without_stream():
 
 
 def test_it_drops_client_control_fields():
-    chat = converter.parse_chat_request(body(model="m", api_key="sk-secret", base_url="http://evil", api_base="x"), DEFAULT)
+    chat = converter.parse_chat_request(
+        body(model="m", api_key="sk-secret", base_url="http://evil", api_base="x"), DEFAULT
+    )
     forwarded = json.loads(converter.upstream_body(chat))
     assert not {"api_key", "base_url", "api_base"} & forwarded.keys()
 
 
 def test_it_keeps_unicode_as_it_came():
     text = "héllo 👋 مرحبا 你好 " * 1000
-    chat = converter.parse_chat_request(body(model="m", api_key="x", messages=[{"role": "user", "content": text}]), DEFAULT)
+    chat = converter.parse_chat_request(
+        body(model="m", api_key="x", messages=[{"role": "user", "content": text}]), DEFAULT
+    )
     assert text.encode() in converter.upstream_body(chat)
 
 
@@ -127,7 +133,9 @@ def test_it_rejects_bad_requests(raw, param):
 
 
 def test_it_accepts_nulls_and_integral_floats():
-    chat = converter.parse_chat_request(body(model=None, temperature=None, max_tokens=100.0, stream=None), DEFAULT)
+    chat = converter.parse_chat_request(
+        body(model=None, temperature=None, max_tokens=100.0, stream=None), DEFAULT
+    )
     assert chat.model == DEFAULT and chat.stream is False
 
 
@@ -151,14 +159,14 @@ def test_stream_drops_the_usage_chunk_nobody_asked_for_but_counts_it():
 
 
 def test_stream_keeps_the_usage_chunk_when_asked():
-    out, stream = relay(standard_stream(usage=(11, 2)), wants_usage=True)
+    out, _stream = relay(standard_stream(usage=(11, 2)), wants_usage=True)
     assert out == b"".join(standard_stream(usage=(11, 2)))
 
 
 def test_stream_handles_events_split_and_merged_across_chunks():
     whole = b"".join(standard_stream())
     pieces = [whole[i : i + 7] for i in range(0, len(whole), 7)]
-    out, stream = relay(pieces, wants_usage=True)
+    out, _stream = relay(pieces, wants_usage=True)
     assert out == whole
     merged, _ = relay([whole], wants_usage=True)
     assert merged == whole
@@ -229,7 +237,13 @@ def test_models_list_takes_the_openai_shape_and_keeps_extras():
     assert listing == {
         "object": "list",
         "data": [
-            {"id": "org/a", "object": "model", "created": 5, "owned_by": "org", "providers": [{"provider": "p", "pricing": {"input": 1}}]},
+            {
+                "id": "org/a",
+                "object": "model",
+                "created": 5,
+                "owned_by": "org",
+                "providers": [{"provider": "p", "pricing": {"input": 1}}],
+            },
             {"id": "b", "object": "model", "created": 0, "owned_by": "b"},
         ],
     }

@@ -13,7 +13,10 @@ from gateway.upstream import UpstreamError
         (b'{"detail": [{"loc": ["body", "x"], "msg": "field required"}]}', "field required"),
         (b'{"message": "bad thing"}', "bad thing"),
         (b'{"error": "Model not found"}', "Model not found"),
-        (b'{"error": {"message": "too long", "type": "invalid_request_error", "code": "context_length"}}', "too long"),
+        (
+            b'{"error": {"message": "too long", "type": "invalid_request_error", "code": "context_length"}}',
+            "too long",
+        ),
         (b"", ""),
         (b"{}", ""),
     ],
@@ -26,14 +29,32 @@ def test_it_never_repeats_a_token():
     assert "hf_abcdefghijkl" not in errors.router_message(b'{"error": "bad token hf_abcdefghijkl"}')
 
 
-def status_error(status, body=b'{"error": {"message": "nope", "param": "messages", "code": "x1"}}', headers=None):
-    return errors.from_upstream(UpstreamError(UpstreamError.STATUS, status=status, body=body, headers=headers))
+def status_error(
+    status, body=b'{"error": {"message": "nope", "param": "messages", "code": "x1"}}', headers=None
+):
+    return errors.from_upstream(
+        UpstreamError(UpstreamError.STATUS, status=status, body=body, headers=headers)
+    )
 
 
-@pytest.mark.parametrize(("status", "kind"), [(400, "invalid_request_error"), (403, "permission_error"), (404, "invalid_request_error"), (422, "invalid_request_error")])
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (400, "invalid_request_error"),
+        (403, "permission_error"),
+        (404, "invalid_request_error"),
+        (422, "invalid_request_error"),
+    ],
+)
 def test_it_keeps_client_error_statuses(status, kind):
     error = status_error(status)
-    assert (error.status, error.type, error.message, error.param, error.code) == (status, kind, "nope", "messages", "x1")
+    assert (error.status, error.type, error.message, error.param, error.code) == (
+        status,
+        kind,
+        "nope",
+        "messages",
+        "x1",
+    )
     assert error.outcome == outcomes.UPSTREAM_ERROR
 
 
@@ -78,7 +99,9 @@ def test_transport_failures(kind, status, outcome):
 
 def test_error_body_has_the_openai_shape():
     body = errors.invalid_request("bad", "messages").body()
-    assert body == {"error": {"message": "bad", "type": "invalid_request_error", "param": "messages", "code": None}}
+    assert body == {
+        "error": {"message": "bad", "type": "invalid_request_error", "param": "messages", "code": None}
+    }
     assert errors.invalid_request("bad").sse_event().startswith(b'data: {"error": {"message": "bad"')
 
 

@@ -71,7 +71,9 @@ async def test_api_requests_skip_the_site_middleware(async_client, hf, caplog):
     hf.post("/chat/completions").respond(200, json=completion())
     with caplog.at_level(logging.DEBUG, logger="django.request"):
         response = await async_client.post(
-            "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}, content_type="application/json"
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": "hi"}]},
+            content_type="application/json",
         )
     assert response.status_code == 200
     assert not response.cookies  # no session, no CSRF cookie

@@ -1,0 +1,186 @@
+"""End to end: uvicorn serving hfproxy in front of the fake router, driven by real clients."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from huggingface_hub import InferenceClient
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+MESSAGES = [{"role": "user", "content": "Say hello 👋 你好"}]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_up(url: str, process: subprocess.Popen, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url}: the server exited with {process.returncode}")
+        try:
+            httpx.get(url, timeout=0.5)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def start(args: list[str], env: dict[str, str], url: str) -> subprocess.Popen:
+    process = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env)
+    wait_until_up(url, process)
+    return process
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    router_port, proxy_port = free_port(), free_port()
+    base_env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    router = start(
+        ["-m", "tests.fake_router", "--port", str(router_port)],
+        {**base_env, "FAKE_ROUTER_DRIP": "0.2"},
+        f"http://127.0.0.1:{router_port}/_stats",
+    )
+    database = os.environ.get("DATABASE_URL") or f"sqlite:///{tmp_path_factory.mktemp('db') / 'e2e.sqlite3'}"
+    proxy_env = {
+        **base_env,
+        "ENV_FILE": "",
+        "DEBUG": "false",
+        "SECRET_KEY": "e2e-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
+        "HF_TOKEN": "hf_e2e_token_value",
+        "HF_BASE_URL": f"http://127.0.0.1:{router_port}/v1",
+        "DATABASE_URL": database,
+        "MAX_REQUEST_BYTES": "100000",
+        "READ_TIMEOUT": "2",
+    }
+    proxy = start(
+        ["-m", "uvicorn", "hfproxy_site.asgi:application", "--port", str(proxy_port), "--lifespan", "on"],
+        proxy_env,
+        f"http://127.0.0.1:{proxy_port}/",
+    )
+    try:
+        yield {"router": f"http://127.0.0.1:{router_port}", "proxy": f"http://127.0.0.1:{proxy_port}"}
+    finally:
+        for process in (proxy, router):
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+@pytest.fixture
+def router_stats(servers):
+    httpx.post(servers["router"] + "/_reset")
+
+    def read():
+        return httpx.get(servers["router"] + "/_stats").json()
+
+    return read
+
+
+@pytest.fixture
+def client(servers):
+    return openai.OpenAI(base_url=servers["proxy"] + "/v1", api_key="any-key", max_retries=0)
+
+
+def test_openai_sdk_non_streaming(client, router_stats):
+    answer = client.chat.completions.create(model="openai/gpt-oss-120b:fireworks-ai", messages=MESSAGES)
+    assert answer.choices[0].message.content.startswith("tok0 tok1")
+    assert answer.usage.completion_tokens == 20
+    stats = router_stats()
+    assert stats["last_headers"]["authorization"] == "Bearer hf_e2e_token_value"
+    assert json.loads(stats["last_body"])["messages"] == MESSAGES  # Unicode intact
+
+
+def test_openai_sdk_streaming_without_and_with_usage(client):
+    chunks = list(client.chat.completions.create(model="m", messages=MESSAGES, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).startswith("tok0 tok1")
+    assert all(c.usage is None for c in chunks)
+
+    chunks = list(
+        client.chat.completions.create(
+            model="m", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    assert chunks[-1].usage.completion_tokens == 20
+
+
+def test_huggingface_hub_inference_client(servers):
+    hub = InferenceClient(base_url=servers["proxy"] + "/v1", api_key="any-key")
+    answer = hub.chat_completion(messages=MESSAGES, model="openai/gpt-oss-120b", max_tokens=50)
+    assert answer.choices[0].message.content.startswith("tok0")
+    text = "".join(
+        c.choices[0].delta.content or ""
+        for c in hub.chat_completion(messages=MESSAGES, stream=True)
+        if c.choices
+    )
+    assert text.startswith("tok0 tok1")
+
+
+def test_router_errors_reach_the_sdk_as_openai_errors(client):
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.chat.completions.create(model="fault/status-429", messages=MESSAGES)
+    assert caught.value.response.headers["retry-after"] == "7"
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(model="fault/status-503", messages=MESSAGES)
+    assert caught.value.status_code == 502
+
+
+def test_a_cut_stream_raises_in_the_sdk(client):
+    with pytest.raises(openai.APIError):
+        list(client.chat.completions.create(model="fault/cut", messages=MESSAGES, stream=True))
+
+
+def test_a_router_that_hangs_is_a_504(client):
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(model="fault/hang", messages=MESSAGES)
+    assert caught.value.status_code == 504
+
+
+def test_a_client_that_leaves_closes_the_router_stream(servers, router_stats):
+    body = {"model": "fault/drip", "messages": MESSAGES, "stream": True}
+    with httpx.stream("POST", servers["proxy"] + "/v1/chat/completions", json=body, timeout=10) as response:
+        lines = response.iter_lines()
+        assert next(lines).startswith("data: ")
+    deadline = time.monotonic() + 2
+    while router_stats()["streams_abandoned"] < 1:
+        assert time.monotonic() < deadline, "the router's stream stayed open after the client left"
+        time.sleep(0.05)
+
+
+def test_oversized_bodies_are_refused(servers):
+    big = json.dumps({"messages": [{"role": "user", "content": "x" * 200_000}]}).encode()
+    url = servers["proxy"] + "/v1/chat/completions"
+    declared = httpx.post(url, content=big)
+    assert declared.status_code == 413
+    chunked = httpx.post(url, content=iter([big[:50_000], big[50_000:]]))
+    assert chunked.status_code == 413
+    assert chunked.json()["error"]["code"] == "request_too_large"
+
+
+def test_every_response_has_a_request_id(servers):
+    response = httpx.get(servers["proxy"] + "/v1/models", headers={"x-request-id": "trace-7"})
+    assert response.status_code == 200
+    assert response.headers["x-request-id"] == "trace-7"
+    assert httpx.get(servers["proxy"] + "/health").headers["x-request-id"]
+
+
+def test_wrong_method_is_405(servers):
+    response = httpx.get(servers["proxy"] + "/v1/chat/completions")
+    assert response.status_code == 405
+    assert response.json()["error"]["code"] == "method_not_allowed"
