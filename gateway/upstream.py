@@ -120,8 +120,10 @@ def _is_timeout(exc: httpx.HTTPError) -> bool:
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    # httpx-aiohttp renames aiohttp's errors; the original says what really happened.
+    cause = exc.__cause__ or exc
+    text = str(cause).strip()
+    return text or type(cause).__name__
 
 
 async def send(

@@ -10,8 +10,10 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 
 from gateway import auth, catalog, converter, errors, outcomes, relay
+from gateway.middleware import is_api_path
 from gateway.reporting import Exchange
 from hfproxy_site import __version__
 
@@ -28,29 +30,38 @@ def api_view(*methods: str) -> Callable[[ApiView], ApiView]:
     def decorate(view: ApiView) -> ApiView:
         @functools.wraps(view)
         async def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-            if request.method not in methods:
-                return errors.method_not_allowed(request.method, list(methods)).response()
-            try:
-                caller = await auth.authenticate(request)
-            except errors.ApiError as error:
-                return error.response()
-            exchange = Exchange(request_id=request.request_id, endpoint=view.__name__, caller=caller)
-            try:
-                response = await view(request, exchange, *args, **kwargs)
-            except asyncio.CancelledError:
-                exchange.finish(499, outcomes.CLIENT_DISCONNECTED)
-                raise
-            except Exception as exc:
-                error = errors.from_exception(exc)
-                exchange.finish(error.status, error.outcome)
-                return error.response()
-            if not response.streaming:
-                exchange.finish(response.status_code, outcomes.OK)
+            response = await _serve(view, methods, request, *args, **kwargs)
+            # Each request already has its report line; Django need not log errors again.
+            response._has_been_logged = True
             return response
 
         return wrapper
 
     return decorate
+
+
+async def _serve(
+    view: ApiView, methods: tuple[str, ...], request: HttpRequest, *args, **kwargs
+) -> HttpResponse:
+    if request.method not in methods:
+        return errors.method_not_allowed(request.method, list(methods)).response()
+    try:
+        caller = await auth.authenticate(request)
+    except errors.ApiError as error:
+        return error.response()
+    exchange = Exchange(request_id=request.request_id, endpoint=view.__name__, caller=caller)
+    try:
+        response = await view(request, exchange, *args, **kwargs)
+    except asyncio.CancelledError:
+        exchange.finish(499, outcomes.CLIENT_DISCONNECTED)
+        raise
+    except Exception as exc:
+        error = errors.from_exception(exc)
+        exchange.finish(error.status, error.outcome)
+        return error.response()
+    if not response.streaming:
+        exchange.finish(response.status_code, outcomes.OK)
+    return response
 
 
 @api_view("POST")
@@ -114,10 +125,28 @@ async def index(request: HttpRequest) -> HttpResponse:
     )
 
 
-def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    """404 for unknown paths, in OpenAI's error format."""
+# Django's error handlers: OpenAI's format under API_PREFIX, Django's pages elsewhere.
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if not is_api_path(request.path_info):
+        return defaults.bad_request(request, exception)
+    return errors.invalid_request("Bad request.").response()
+
+
+def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if not is_api_path(request.path_info):
+        return defaults.permission_denied(request, exception)
+    return errors.ApiError(403, "Forbidden.", type="permission_error", code="forbidden").response()
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if not is_api_path(request.path_info):
+        return defaults.page_not_found(request, exception)
     return errors.not_found(f"Unknown path: {request.path}").response()
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
+    if not is_api_path(request.path_info):
+        return defaults.server_error(request)
     return errors.internal_error().response()

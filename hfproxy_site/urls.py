@@ -11,5 +11,7 @@ urlpatterns = [
     path("", views.index, name="index"),
 ]
 
+handler400 = "gateway.views.bad_request"
+handler403 = "gateway.views.permission_denied"
 handler404 = "gateway.views.not_found"
 handler500 = "gateway.views.server_error"

@@ -95,3 +95,19 @@ def test_index_and_health_are_async_views():
     assert asyncio.iscoroutinefunction(views.index)
     assert asyncio.iscoroutinefunction(views.health)
     assert asyncio.iscoroutinefunction(views.chat_completions)
+
+
+async def test_admin_paths_keep_django_pages(async_client):
+    response = await async_client.get("/admin-nope/")
+    assert response.status_code == 404
+    assert response["content-type"].startswith("text/html")
+
+
+async def test_api_errors_are_not_logged_twice(async_client, hf, caplog):
+    hf.post("/chat/completions").respond(503, text="down")
+    with caplog.at_level(logging.INFO):
+        for payload in ({"messages": []}, {"messages": [{"role": "user", "content": "hi"}]}):
+            await async_client.post("/v1/chat/completions", payload, content_type="application/json")
+    names = [r.name for r in caplog.records]
+    assert names.count("hfproxy.requests") == 2
+    assert "django.request" not in names

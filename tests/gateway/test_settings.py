@@ -1,0 +1,66 @@
+"""Start-up configuration: what refuses to start, and the serve command."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+
+from gateway import upstream
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def import_settings(**env) -> subprocess.CompletedProcess:
+    clean = {
+        k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DEBUG", "DJANGO_SETTINGS_MODULE")
+    }
+    return subprocess.run(
+        [sys.executable, "-c", "import hfproxy_site.settings as s; print(s.DEBUG, bool(s.SECRET_KEY))"],
+        cwd=ROOT,
+        env={**clean, "ENV_FILE": "", **env},
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_it_refuses_to_start_without_a_secret_key_in_production():
+    result = import_settings(DEBUG="false")
+    assert result.returncode != 0
+    assert "SECRET_KEY is not set" in result.stderr
+
+
+def test_debug_may_run_without_a_secret_key():
+    result = import_settings(DEBUG="true")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True True"
+
+
+def test_it_refuses_an_unknown_transport():
+    result = import_settings(SECRET_KEY="x" * 50, UPSTREAM_TRANSPORT="carrier-pigeon")
+    assert result.returncode != 0
+    assert "UPSTREAM_TRANSPORT" in result.stderr
+
+
+async def test_the_client_has_explicit_timeouts(settings):
+    settings.CONNECT_TIMEOUT, settings.READ_TIMEOUT = 3, 7
+    upstream.set_transport(None)
+    try:
+        timeout = upstream.client().timeout
+        assert (timeout.connect, timeout.read, timeout.pool) == (3, 7, 3)
+    finally:
+        await upstream.aclose()
+
+
+@pytest.mark.parametrize(
+    ("args", "host", "port"), [((), "0.0.0.0", 8000), (("--port", "9001"), "0.0.0.0", 9001)]
+)
+def test_serve_runs_uvicorn_on_host_and_port(monkeypatch, args, host, port):
+    calls = []
+    monkeypatch.setattr("uvicorn.run", lambda app, **kwargs: calls.append((app, kwargs)))
+    call_command("serve", *args)
+    [(app, kwargs)] = calls
+    assert app == "hfproxy_site.asgi:application"
+    assert (kwargs["host"], kwargs["port"], kwargs["lifespan"]) == (host, port, "on")
