@@ -13,26 +13,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.servers import free_port, start, stop
+
 BODY = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hello there"}]}).encode()
 STREAM_BODY = json.dumps(
     {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hello there"}]}
 ).encode()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_transport(name: str, limits: httpx.Limits) -> httpx.AsyncBaseTransport:
@@ -80,25 +71,15 @@ def main() -> None:
     args = parser.parse_args()
 
     port = free_port()
-    router = subprocess.Popen(
-        [sys.executable, "-m", "tests.fake_router", "--port", str(port)],
-        cwd=ROOT,
-    )
     base = f"http://127.0.0.1:{port}"
+    router = start(["-m", "tests.fake_router", "--port", str(port)], None, base + "/_stats")
     try:
-        for _ in range(100):
-            try:
-                httpx.get(base + "/_stats")
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
         results = []
         for stream in (False, True):
             for transport in ("httpx", "aiohttp", "httpx", "aiohttp"):  # interleaved: drift cancels out
                 results.append(asyncio.run(run(base, transport, stream, args.requests, args.concurrency)))
     finally:
-        router.terminate()
-        router.wait(10)
+        stop(router)
 
     print(json.dumps(results))
     print(f"\n{'transport':<10}{'mode':<12}{'req/s':>8}{'CPU ms/req':>12}   (c={args.concurrency})")

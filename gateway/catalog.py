@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -11,14 +12,26 @@ from gateway import converter, upstream
 from gateway.reporting import Exchange
 
 _cached: tuple[float, dict[str, Any]] | None = None
+_fetching: asyncio.Task | None = None
 
 
 async def models(exchange: Exchange) -> dict[str, Any]:
-    """The model list in OpenAI's shape, from the cache when it is fresh."""
-    global _cached
-    now = time.monotonic()
-    if _cached is not None and now - _cached[0] < settings.MODELS_CACHE_TTL:
+    """The model list in OpenAI's shape, from the cache when it is fresh.
+
+    Concurrent misses share one fetch; a client that leaves does not cancel it for the rest.
+    """
+    global _fetching
+    if _cached is not None and time.monotonic() - _cached[0] < settings.MODELS_CACHE_TTL:
         return _cached[1]
+    if _fetching is None or _fetching.done() or _fetching.get_loop() is not asyncio.get_running_loop():
+        _fetching = asyncio.ensure_future(_fetch(exchange))
+        # Mark a failure as seen even when every waiter has left (no "never retrieved" warning).
+        _fetching.add_done_callback(lambda task: task.cancelled() or task.exception())
+    return await asyncio.shield(_fetching)
+
+
+async def _fetch(exchange: Exchange) -> dict[str, Any]:
+    global _cached
     deadline = upstream.deadline()
     response = await upstream.send(
         "GET",
@@ -28,10 +41,10 @@ async def models(exchange: Exchange) -> dict[str, Any]:
         deadline=deadline,
     )
     listing = converter.models_list(converter.parse_answer(await upstream.read_body(response, deadline)))
-    _cached = (now, listing)
+    _cached = (time.monotonic(), listing)
     return listing
 
 
 def clear() -> None:
-    global _cached
-    _cached = None
+    global _cached, _fetching
+    _cached, _fetching = None, None

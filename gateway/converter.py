@@ -1,7 +1,8 @@
 """OpenAI shapes in and out: the one place that understands requests, answers and stream chunks.
 
-Pure functions and small state objects: no Django settings, no I/O. Bad client input raises
-`errors.ApiError` (400); an unusable router answer raises `errors.BadAnswer`.
+Pure functions and small state objects: no Django, no I/O. Bad client input raises
+`InvalidRequest`; an answer from the router that cannot be relayed raises `BadAnswer`.
+`gateway.errors` turns both into OpenAI error bodies.
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway import errors, sse
-from gateway.errors import BadAnswer
+from gateway import sse
 
 # Fields that would steer a client library, never the router: not honoured, not forwarded
 # (a client's `api_key` must not travel to Hugging Face).
@@ -20,6 +20,24 @@ _CONTROL_FIELDS = ("api_key", "api_base", "base_url")
 _NUMBER_FIELDS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
 _INTEGER_FIELDS = ("max_tokens", "max_completion_tokens", "n", "seed", "top_logprobs")
 _BOOLEAN_FIELDS = ("stream", "logprobs", "parallel_tool_calls")
+
+
+class InvalidRequest(ValueError):
+    """The client's request cannot be forwarded; `param` names the offending field."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class BadAnswer(Exception):
+    """The router's answer cannot be relayed. `error` is the router's own error object, if any."""
+
+    def __init__(self, detail: str, error: Any = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.error = error
 
 
 @dataclass
@@ -47,37 +65,37 @@ def parse_chat_request(raw: bytes, default_model: str) -> ChatRequest:
         model = default_model
         body["model"] = model
         unchanged = False
-    elif not isinstance(model, str) or not model.strip():
-        raise errors.invalid_request("`model` must be a non-empty string.", "model")
+    elif not isinstance(model, str) or not model.strip() or not model.isprintable():
+        raise InvalidRequest("`model` must be a non-empty string of printable characters.", "model")
 
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise errors.invalid_request("`messages` must be a non-empty array of message objects.", "messages")
+        raise InvalidRequest("`messages` must be a non-empty array of message objects.", "messages")
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
-            raise errors.invalid_request(f"`messages[{index}]` must be an object.", f"messages[{index}]")
+            raise InvalidRequest(f"`messages[{index}]` must be an object.", f"messages[{index}]")
         role = message.get("role")
         if not isinstance(role, str) or not role:
-            raise errors.invalid_request(
+            raise InvalidRequest(
                 f"`messages[{index}].role` must be a non-empty string.", f"messages[{index}].role"
             )
 
     for name in _BOOLEAN_FIELDS:
         value = body.get(name)
         if value is not None and not isinstance(value, bool):
-            raise errors.invalid_request(f"`{name}` must be a boolean.", name)
+            raise InvalidRequest(f"`{name}` must be a boolean.", name)
     for name in _NUMBER_FIELDS:
         value = body.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise errors.invalid_request(f"`{name}` must be a number.", name)
+            raise InvalidRequest(f"`{name}` must be a number.", name)
     for name in _INTEGER_FIELDS:
         value = body.get(name)
         if value is not None and not _is_integer(value):
-            raise errors.invalid_request(f"`{name}` must be an integer.", name)
+            raise InvalidRequest(f"`{name}` must be an integer.", name)
 
     stream_options = body.get("stream_options")
     if stream_options is not None and not isinstance(stream_options, dict):
-        raise errors.invalid_request("`stream_options` must be an object.", "stream_options")
+        raise InvalidRequest("`stream_options` must be an object.", "stream_options")
 
     for name in _CONTROL_FIELDS:
         if name in body:
@@ -104,15 +122,15 @@ def _is_integer(value: Any) -> bool:
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
     if not raw.strip():
-        raise errors.invalid_request("The request body is empty; send a JSON object.")
+        raise InvalidRequest("The request body is empty; send a JSON object.")
     try:
         body = json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError):
-        raise errors.invalid_request(
+        raise InvalidRequest(
             "We could not parse the JSON body of your request. Send valid JSON (UTF-8)."
         ) from None
     if not isinstance(body, dict):
-        raise errors.invalid_request("The request body must be a JSON object.")
+        raise InvalidRequest("The request body must be a JSON object.")
     return body
 
 
@@ -221,10 +239,13 @@ class ChatStream:
             return b""
         return event + b"\n\n"
 
-    def check_finished(self) -> None:
-        """At the end of the router's stream: it must have ended with [DONE]."""
+    def end(self) -> bytes:
+        """At the end of the router's stream: what is left to send. The stream must have
+        reached [DONE]; a last event without its blank line still counts."""
+        out = b"" if self.done else self.feed(b"\n\n")
         if not self.done:
             raise BadAnswer("the stream ended before [DONE]")
+        return out
 
 
 # --- Models ------------------------------------------------------------------------------------

@@ -15,9 +15,14 @@ from typing import Any
 from django.http import JsonResponse
 
 from gateway import outcomes
+from gateway.converter import BadAnswer, InvalidRequest
 from gateway.upstream import UpstreamError
 
 logger = logging.getLogger("hfproxy.errors")
+
+
+# OpenAI's SDKs retry 429 and 5xx; this header tells them a retry cannot help.
+NO_RETRY = {"x-should-retry": "false"}
 
 
 class ApiError(Exception):
@@ -32,13 +37,14 @@ class ApiError(Exception):
         headers: dict[str, str] | None = None,
         outcome: str = outcomes.BAD_REQUEST,
     ) -> None:
+        message = _scrub(message)
         super().__init__(message)
         self.status = status
         self.message = message
         self.type = type
         self.param = param
         self.code = code
-        self.headers = headers or {}
+        self.headers = dict(headers or {})
         self.outcome = outcome
 
     def body(self) -> dict[str, Any]:
@@ -59,15 +65,6 @@ class ApiError(Exception):
 
     def sse_event(self) -> bytes:
         return b"data: " + json.dumps(self.body()).encode() + b"\n\n"
-
-
-class BadAnswer(Exception):
-    """The router's answer cannot be relayed. `error` is the router's own error object, if any."""
-
-    def __init__(self, detail: str, error: Any = None) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.error = error
 
 
 def invalid_request(message: str, param: str | None = None, code: str | None = None) -> ApiError:
@@ -101,6 +98,7 @@ def no_upstream_token() -> ApiError:
         "The proxy has no Hugging Face token to call the router with (HF_TOKEN is not set).",
         type="server_error",
         code="upstream_token_missing",
+        headers=NO_RETRY,
         outcome=outcomes.UPSTREAM_ERROR,
     )
 
@@ -147,10 +145,12 @@ def from_upstream(error: UpstreamError) -> ApiError:
             code="upstream_unreachable",
             outcome=outcomes.UPSTREAM_ERROR,
         )
-    if error.kind in (UpstreamError.MALFORMED, UpstreamError.STREAM_CUT):
+    if error.kind == UpstreamError.MALFORMED:
+        return bad_answer(error.detail)
+    if error.kind == UpstreamError.STREAM_CUT:
         return ApiError(
             502,
-            f"The Hugging Face router sent an invalid answer: {error.detail}.",
+            f"The connection to the Hugging Face router broke: {error.detail}.",
             type="server_error",
             code="upstream_bad_response",
             outcome=outcomes.UPSTREAM_ERROR,
@@ -165,6 +165,7 @@ def from_upstream(error: UpstreamError) -> ApiError:
             f"(HTTP 401: {message}). This is a server configuration problem, not your API key.",
             type="server_error",
             code="upstream_auth_failed",
+            headers=NO_RETRY,
             outcome=outcomes.UPSTREAM_ERROR,
         )
     if status == 402:
@@ -173,6 +174,7 @@ def from_upstream(error: UpstreamError) -> ApiError:
             f"The Hugging Face account behind this proxy is out of credits: {message}",
             type="insufficient_quota",
             code="insufficient_quota",
+            headers=NO_RETRY,
             outcome=outcomes.UPSTREAM_ERROR,
         )
     if status in _KEPT_STATUSES:
@@ -201,6 +203,8 @@ def from_exception(exc: Exception) -> ApiError:
     """The `ApiError` any failure while serving a request comes down to."""
     if isinstance(exc, ApiError):
         return exc
+    if isinstance(exc, InvalidRequest):
+        return invalid_request(exc.message, exc.param)
     if isinstance(exc, UpstreamError):
         return from_upstream(exc)
     if isinstance(exc, BadAnswer):
@@ -213,9 +217,19 @@ def from_exception(exc: Exception) -> ApiError:
                 code="upstream_error",
                 outcome=outcomes.UPSTREAM_ERROR,
             )
-        return from_upstream(UpstreamError(UpstreamError.MALFORMED, exc.detail))
+        return bad_answer(exc.detail)
     logger.exception("Unhandled error while serving a request")
     return internal_error()
+
+
+def bad_answer(detail: str) -> ApiError:
+    return ApiError(
+        502,
+        f"The Hugging Face router sent an invalid answer: {detail}.",
+        type="server_error",
+        code="upstream_bad_response",
+        outcome=outcomes.UPSTREAM_ERROR,
+    )
 
 
 def _default_code(status: int) -> str | None:
@@ -239,7 +253,9 @@ def router_message(body: bytes | Any) -> str:
     """
     data = _parse(body)
     if isinstance(data, str):
-        return _clip(data.strip())
+        text = data.strip()
+        # An HTML error page (a proxy's or a load balancer's) says nothing a client can use.
+        return "" if text.startswith("<") else _clip(text, 300)
     if isinstance(data, list):
         return _clip("; ".join(filter(None, (router_message(item) for item in data))))
     if not isinstance(data, dict):
@@ -265,10 +281,14 @@ def router_field(body: bytes | Any, field: str) -> str | None:
     return None
 
 
-# A router message that quotes a token (it should not, but one did once somewhere) is scrubbed.
+# Whatever a message quotes (a router body, a transport error that printed a header), no
+# Hugging Face token leaves in it.
 _TOKEN_PATTERN = re.compile(r"hf_[A-Za-z0-9]{6,}")
 
 
+def _scrub(text: str) -> str:
+    return _TOKEN_PATTERN.sub("hf_***", text)
+
+
 def _clip(text: str, limit: int = 1000) -> str:
-    text = _TOKEN_PATTERN.sub("hf_***", text)
     return text if len(text) <= limit else text[:limit] + "…"

@@ -5,31 +5,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from typing import TYPE_CHECKING
 
-import httpx
+from asgiref.sync import async_to_sync
 from django.http import HttpResponse, StreamingHttpResponse
 
 from gateway import converter, errors, outcomes, upstream
-from gateway.converter import ChatRequest, Usage
+from gateway.converter import BadAnswer, ChatRequest, Usage
 from gateway.reporting import Exchange
 
+if TYPE_CHECKING:
+    import httpx
+
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-class EventStreamResponse(StreamingHttpResponse):
-    """A stream of bytes that closes its source when the client goes away.
-
-    Django closes only its own wrapper generators, so without this the relay would learn of
-    a disconnect (and close the router's stream) only when garbage collection gets to it.
-    """
-
-    def __init__(self, events: AsyncIterator[bytes]) -> None:
-        super().__init__(events, content_type="text/event-stream", headers=STREAM_HEADERS)
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async with aclosing(self._iterator) as events:
-            async for event in events:
-                yield event
 
 
 async def chat(chat: ChatRequest, exchange: Exchange) -> HttpResponse | StreamingHttpResponse:
@@ -48,10 +36,12 @@ async def chat(chat: ChatRequest, exchange: Exchange) -> HttpResponse | Streamin
         stream=chat.stream,
     )
     if chat.stream:
-        if upstream.is_event_stream(response):
-            return EventStreamResponse(_relay(response, chat, exchange, deadline))
-        await response.aclose()
-        raise errors.BadAnswer("a stream was asked for and the answer is not an event stream")
+        if not upstream.is_event_stream(response):
+            await response.aclose()
+            raise BadAnswer("a stream was asked for and the answer is not an event stream")
+        relay = StreamRelay(response, chat, exchange, deadline)
+        await relay.start()
+        return EventStreamResponse(relay)
 
     raw = await upstream.read_body(response, deadline)
     answer = converter.parse_completion(raw)
@@ -61,36 +51,108 @@ async def chat(chat: ChatRequest, exchange: Exchange) -> HttpResponse | Streamin
     return HttpResponse(raw, content_type="application/json", headers={"Content-Length": str(len(raw))})
 
 
-async def _relay(
-    response: httpx.Response, chat: ChatRequest, exchange: Exchange, deadline: float
-) -> AsyncIterator[bytes]:
-    """Pass the router's events on as they arrive; finish the exchange however it ends."""
-    stream = converter.ChatStream(wants_usage=chat.wants_usage)
-    outcome = outcomes.OK
-    try:
-        async for chunk in upstream.iter_chunks(response, deadline):
-            out = stream.feed(chunk)
-            if stream.started:
-                exchange.mark_first_token()
-            if out:
-                yield out
-            if stream.done:
-                break
-        else:
-            stream.check_finished()
-    except (asyncio.CancelledError, GeneratorExit):
-        # The client went away (Django cancels the task or closes this generator).
-        if not stream.done:
-            outcome = outcomes.CLIENT_DISCONNECTED
-        raise
-    except Exception as exc:
-        # Headers are sent: the failure becomes the stream's last event, and no [DONE].
-        error = errors.from_exception(exc)
-        outcome = error.outcome
-        yield error.sse_event()
-    finally:
+class StreamRelay:
+    """Relays the router's event stream and finishes the exchange however the stream ends."""
+
+    def __init__(
+        self, response: httpx.Response, chat: ChatRequest, exchange: Exchange, deadline: float
+    ) -> None:
+        self.response = response
+        self.exchange = exchange
+        self.stream = converter.ChatStream(wants_usage=chat.wants_usage)
+        self.chunks = upstream.iter_chunks(response, deadline)
+        self.first = b""
+        self.started = False
+
+    def _feed(self, chunk: bytes) -> bytes:
+        out = self.stream.feed(chunk)
+        if self.stream.started:
+            self.exchange.mark_first_token()
+        return out
+
+    async def start(self) -> None:
+        """Wait for the first event worth sending. Until then nothing is sent to the client, so
+        a failure keeps its own status (504, 502, the router's 4xx) instead of becoming an
+        error event behind a 200."""
+        try:
+            async for chunk in self.chunks:
+                self.first = self._feed(chunk)
+                if self.first:
+                    return
+            self.first = self.stream.end()
+        except BaseException:
+            await self._close_upstream()
+            raise
+
+    async def events(self) -> AsyncIterator[bytes]:
+        self.started = True
+        outcome = outcomes.OK
+        try:
+            yield self.first
+            if not self.stream.done:
+                async for chunk in self.chunks:
+                    out = self._feed(chunk)
+                    if out:
+                        yield out
+                    if self.stream.done:
+                        break
+                else:
+                    out = self.stream.end()
+                    if out:
+                        yield out
+        except (asyncio.CancelledError, GeneratorExit):
+            # The client went away: Django cancels the task, or closes this generator.
+            if not self.stream.done:
+                outcome = outcomes.CLIENT_DISCONNECTED
+            raise
+        except Exception as exc:
+            # Headers are sent: the failure becomes the stream's last event, and no [DONE].
+            error = errors.from_exception(exc)
+            outcome = error.outcome
+            yield error.sse_event()
+        finally:
+            await self._close_upstream()
+            self._finish(outcome)
+
+    async def _close_upstream(self) -> None:
         # Closing an unfinished response drops its connection: the router stops generating.
-        await response.aclose()
-        exchange.model_answered = stream.model
-        exchange.usage = stream.usage
-        exchange.finish(200, outcome)
+        await self.chunks.aclose()
+        await self.response.aclose()
+
+    def _finish(self, outcome: str) -> None:
+        self.exchange.model_answered = self.stream.model
+        self.exchange.usage = self.stream.usage
+        self.exchange.finish(200, outcome)
+
+    def abandon(self) -> None:
+        """The response is being closed and `events()` never ran: the client left while the
+        headers were being sent. Close the router's stream and record the request."""
+        if self.started or self.exchange.finished:
+            return
+        try:
+            asyncio.get_running_loop().create_task(self._close_upstream())
+        except RuntimeError:  # in Django's worker thread: run it on the server's loop
+            async_to_sync(self._close_upstream)()
+        self._finish(outcomes.CLIENT_DISCONNECTED)
+
+
+class EventStreamResponse(StreamingHttpResponse):
+    """The relay's events as `text/event-stream`, closing the relay whatever the client does.
+
+    Django closes only its own wrapper generators on a disconnect, and never iterates a
+    response whose client left while its headers were sent; `__aiter__` and `close()` make
+    sure the relay hears of both at once.
+    """
+
+    def __init__(self, relay: StreamRelay) -> None:
+        super().__init__(relay.events(), content_type="text/event-stream", headers=STREAM_HEADERS)
+        self._relay = relay
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async with aclosing(self._iterator) as events:
+            async for event in events:
+                yield event
+
+    def close(self) -> None:
+        self._relay.abandon()
+        super().close()

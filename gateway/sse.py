@@ -22,11 +22,6 @@ class EventSplitter:
         self._pending = events.pop()
         return [event for event in events if event.strip(b"\n")]
 
-    @property
-    def pending(self) -> bytes:
-        """Bytes of an event that has not ended yet."""
-        return self._pending.strip()
-
 
 def data_of(event: bytes) -> bytes | None:
     """The event's data (its `data:` lines joined), or None when it has none (a comment)."""
@@ -40,7 +35,3 @@ def data_of(event: bytes) -> bytes | None:
             value = line[5:]
             lines.append(value[1:] if value.startswith(b" ") else value)
     return b"\n".join(lines) if lines else None
-
-
-def frame(data: bytes) -> bytes:
-    return b"data: " + data + b"\n\n"

@@ -113,10 +113,13 @@ def _until(deadline: float) -> float:
 
 
 def _is_timeout(exc: httpx.HTTPError) -> bool:
-    # httpx-aiohttp maps every aiohttp connection error to ConnectTimeout; the cause tells.
-    return isinstance(exc, httpx.TimeoutException) and (
-        exc.__cause__ is None or isinstance(exc.__cause__, TimeoutError)
-    )
+    if not isinstance(exc, httpx.TimeoutException):
+        return False
+    # httpx-aiohttp raises ConnectTimeout for every aiohttp connection error (refused, reset…);
+    # among aiohttp's errors only its timeouts, which are TimeoutErrors, are timeouts.
+    cause = exc.__cause__
+    from_aiohttp = type(cause).__module__.startswith("aiohttp")
+    return not from_aiohttp or isinstance(cause, TimeoutError)
 
 
 def _describe(exc: BaseException) -> str:

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.exceptions import DisallowedHost
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
@@ -131,7 +132,9 @@ async def index(request: HttpRequest) -> HttpResponse:
 def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
     if not is_api_path(request.path_info):
         return defaults.bad_request(request, exception)
-    return errors.invalid_request("Bad request.").response()
+    # The one case seen on the API path: a Host header not in ALLOWED_HOSTS.
+    message = str(exception) if isinstance(exception, DisallowedHost) else "Bad request."
+    return errors.invalid_request(message).response()
 
 
 def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:

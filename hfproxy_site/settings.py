@@ -36,7 +36,9 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["*"] if DEBUG else ["localhost", "127.0.0.1", "[::1]"])
 
 # --- The proxy -----------------------------------------------------------------------------
-HF_TOKEN = env.str("HF_TOKEN", default="")
+HF_TOKEN = env.str("HF_TOKEN", default="").strip()
+if HF_TOKEN and not (HF_TOKEN.isascii() and HF_TOKEN.isprintable() and " " not in HF_TOKEN):
+    raise ImproperlyConfigured("HF_TOKEN contains spaces or control characters; check its value.")
 HF_BASE_URL = env.str("HF_BASE_URL", default="https://router.huggingface.co/v1").rstrip("/")
 HOST = env.str("HOST", default="0.0.0.0")
 PORT = env.int("PORT", default=8000)
@@ -117,8 +119,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-# The ASGI layer enforces MAX_REQUEST_BYTES on the bytes actually received (see gateway.asgi).
-DATA_UPLOAD_MAX_MEMORY_SIZE = None
+# gateway.asgi enforces MAX_REQUEST_BYTES on the bytes actually received; Django's own check
+# (on Content-Length) only matters when served some other way.
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

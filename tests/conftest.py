@@ -132,9 +132,11 @@ async def asgi_request(
     headers: dict[str, str] | None = None,
     disconnect_after_chunks: int | None = None,
     disconnect_after_seconds: float | None = None,
+    disconnect_on_start: bool = False,
 ) -> AsgiResult:
     """Drive the real ASGI application. The client goes away once it has received
-    `disconnect_after_chunks` body chunks, or after `disconnect_after_seconds`."""
+    `disconnect_after_chunks` body chunks, after `disconnect_after_seconds`, or while the
+    response's headers are being sent (`disconnect_on_start`)."""
     from hfproxy_site.asgi import application
 
     parts = body if isinstance(body, list) else [body]
@@ -155,6 +157,9 @@ async def asgi_request(
         if message["type"] == "http.response.start":
             result.status = message["status"]
             result.headers = {k.decode().lower(): v.decode() for k, v in message["headers"]}
+            if disconnect_on_start:
+                gone.set()
+                await asyncio.sleep(0.05)
         elif message["type"] == "http.response.body" and message.get("body"):
             result.chunks.append(message["body"])
             if disconnect_after_chunks is not None and len(result.chunks) >= disconnect_after_chunks:

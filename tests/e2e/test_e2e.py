@@ -4,46 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import openai
 import pytest
 from huggingface_hub import InferenceClient
 
+from tests.servers import free_port, start, stop
+
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
 MESSAGES = [{"role": "user", "content": "Say hello 👋 你好"}]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until_up(url: str, process: subprocess.Popen, seconds: float = 20) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{url}: the server exited with {process.returncode}")
-        try:
-            httpx.get(url, timeout=0.5)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
-
-
-def start(args: list[str], env: dict[str, str], url: str) -> subprocess.Popen:
-    process = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env)
-    wait_until_up(url, process)
-    return process
 
 
 @pytest.fixture(scope="module")
@@ -67,20 +39,18 @@ def servers(tmp_path_factory):
         "MAX_REQUEST_BYTES": "100000",
         "READ_TIMEOUT": "2",
     }
-    proxy = start(
-        ["-m", "uvicorn", "hfproxy_site.asgi:application", "--port", str(proxy_port), "--lifespan", "on"],
-        proxy_env,
-        f"http://127.0.0.1:{proxy_port}/",
-    )
     try:
-        yield {"router": f"http://127.0.0.1:{router_port}", "proxy": f"http://127.0.0.1:{proxy_port}"}
+        proxy = start(
+            ["-m", "uvicorn", "hfproxy_site.asgi:application", "--port", str(proxy_port), "--lifespan", "on"],
+            proxy_env,
+            f"http://127.0.0.1:{proxy_port}/",
+        )
+        try:
+            yield {"router": f"http://127.0.0.1:{router_port}", "proxy": f"http://127.0.0.1:{proxy_port}"}
+        finally:
+            stop(proxy)
     finally:
-        for process in (proxy, router):
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop(router)
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from gateway import upstream
 from gateway.asgi import GatewayASGI
 from tests.conftest import asgi_request, completion
 
@@ -66,6 +67,7 @@ async def test_the_default_limit_is_ten_mebibytes():
 
 
 async def test_lifespan_starts_and_closes_the_upstream_client():
+    client = upstream.client()
     sent = []
     messages = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
 
@@ -80,3 +82,4 @@ async def test_lifespan_starts_and_closes_the_upstream_client():
 
     await GatewayASGI(django_app)({"type": "lifespan"}, receive, send)
     assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert client.is_closed

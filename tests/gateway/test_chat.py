@@ -222,6 +222,44 @@ async def test_the_whole_request_is_bounded_even_when_the_router_drips(async_cli
     assert [r.outcome for r in reports] == [outcomes.TIMEOUT]
 
 
+async def test_a_stream_that_fails_before_its_first_event_keeps_its_status(
+    async_client, hf, reports, settings
+):
+    settings.READ_TIMEOUT = 0.2
+    answer, upstream_body = sse_response([], hang_after=True)
+    hf.post("/chat/completions").mock(return_value=answer)
+    response = await post(async_client, {"messages": MESSAGES, "stream": True})
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "upstream_timeout"
+    assert upstream_body.closed
+    assert [(r.status, r.outcome) for r in reports] == [(504, outcomes.TIMEOUT)]
+
+
+@pytest.mark.parametrize(
+    "events",
+    [[b'data: {"error": {"message": "context too long"}}\n\n'], [b"data: {not json\n\n"], []],
+)
+async def test_a_stream_whose_first_event_is_bad_is_a_plain_502(async_client, hf, reports, events):
+    answer, _ = sse_response(events)
+    hf.post("/chat/completions").mock(return_value=answer)
+    response = await post(async_client, {"messages": MESSAGES, "stream": True})
+    assert response.status_code == 502
+    assert response["content-type"] == "application/json"
+    assert [r.outcome for r in reports] == [outcomes.UPSTREAM_ERROR]
+
+
+async def test_a_slow_non_streamed_answer_is_bounded_by_the_request_timeout(
+    async_client, hf, reports, settings
+):
+    settings.REQUEST_TIMEOUT = 0.3
+    answer, upstream_body = sse_response([b"{"] + [b" "] * 100, delay=0.05)
+    hf.post("/chat/completions").mock(return_value=answer)
+    response = await post(async_client, {"messages": MESSAGES})
+    assert response.status_code == 504
+    assert upstream_body.closed
+    assert [r.outcome for r in reports] == [outcomes.TIMEOUT]
+
+
 async def test_a_stalled_stream_times_out(async_client, hf, reports, settings):
     settings.READ_TIMEOUT = 0.2
     answer, upstream_body = sse_response([chunk("a")], hang_after=True)
@@ -262,6 +300,19 @@ async def test_a_disconnected_client_closes_the_router_stream(hf, reports):
     assert upstream_body.sent < 10
     [report] = reports
     assert report.outcome == outcomes.CLIENT_DISCONNECTED
+
+
+async def test_a_client_leaving_while_headers_are_sent_is_recorded(hf, reports):
+    answer, upstream_body = sse_response([chunk(f"w{i}") for i in range(50)], delay=0.02)
+    hf.post("/chat/completions").mock(return_value=answer)
+    body = json.dumps({"messages": MESSAGES, "stream": True}).encode()
+    # The client leaves just as the headers go out and the write is held up (flow control):
+    # Django then never iterates the response.
+    result = await asgi_request("POST", URL, body, disconnect_on_start=True)
+    assert result.status == 200 and not result.chunks
+    await asyncio.sleep(0.05)
+    assert upstream_body.closed
+    assert [r.outcome for r in reports] == [outcomes.CLIENT_DISCONNECTED]
 
 
 async def test_a_client_leaving_before_the_answer_is_recorded(hf, reports):

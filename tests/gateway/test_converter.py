@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from gateway import converter, errors, sse
-from gateway.converter import ChatStream, Usage
+from gateway import converter, sse
+from gateway.converter import BadAnswer, ChatStream, InvalidRequest, Usage
 from tests.conftest import chunk, standard_stream
 
 DEFAULT = "org/default-model:provider"
@@ -106,6 +106,7 @@ def test_it_forwards_lone_surrogates_escaped():
         (body(temperature=float("nan")), None),
         (body(model=""), "model"),
         (body(model=5), "model"),
+        (body(model="org/m\nrequest_id=forged"), "model"),
         (b'{"model": "m"}', "messages"),
         (body(messages=[]), "messages"),
         (body(messages="hi"), "messages"),
@@ -125,11 +126,9 @@ def test_it_forwards_lone_surrogates_escaped():
     ],
 )
 def test_it_rejects_bad_requests(raw, param):
-    with pytest.raises(errors.ApiError) as caught:
+    with pytest.raises(InvalidRequest) as caught:
         converter.parse_chat_request(raw, DEFAULT)
-    assert caught.value.status == 400
     assert caught.value.param == param
-    assert caught.value.body()["error"]["type"] == "invalid_request_error"
 
 
 def test_it_accepts_nulls_and_integral_floats():
@@ -194,14 +193,19 @@ def test_stream_ignores_what_follows_done():
     [b"data: not json\n\n", b"data: [1, 2]\n\n", b'data: {"error": {"message": "overloaded"}}\n\n'],
 )
 def test_stream_refuses_events_it_cannot_relay(event):
-    with pytest.raises(errors.BadAnswer):
+    with pytest.raises(BadAnswer):
         relay([chunk("a"), event])
 
 
 def test_stream_without_done_is_unfinished():
     _, stream = relay([chunk("a")])
-    with pytest.raises(errors.BadAnswer):
-        stream.check_finished()
+    with pytest.raises(BadAnswer):
+        stream.end()
+
+
+def test_stream_end_accepts_a_last_event_without_its_blank_line():
+    _, stream = relay([chunk("a"), b"data: [DONE]\n"])
+    assert stream.end() == sse.DONE
 
 
 def test_usage_of_odd_shapes():
@@ -214,11 +218,11 @@ def test_usage_of_odd_shapes():
 
 
 def test_completion_must_be_an_object():
-    with pytest.raises(errors.BadAnswer):
+    with pytest.raises(BadAnswer):
         converter.parse_completion(b"<html>oops</html>")
-    with pytest.raises(errors.BadAnswer):
+    with pytest.raises(BadAnswer):
         converter.parse_completion(b"[]")
-    with pytest.raises(errors.BadAnswer) as caught:
+    with pytest.raises(BadAnswer) as caught:
         converter.parse_completion(b'{"error": "model is loading"}')
     assert caught.value.error == {"error": "model is loading"}
 

@@ -1,6 +1,7 @@
 import pytest
 
 from gateway import errors, outcomes
+from gateway.converter import BadAnswer, InvalidRequest
 from gateway.upstream import UpstreamError
 
 
@@ -26,7 +27,17 @@ def test_it_finds_the_message_in_any_router_body(body, message):
 
 
 def test_it_never_repeats_a_token():
-    assert "hf_abcdefghijkl" not in errors.router_message(b'{"error": "bad token hf_abcdefghijkl"}')
+    assert "hf_abcdefghijkl" not in status_error(400, b'{"error": "bad token hf_abcdefghijkl"}').message
+    transport_error = UpstreamError(
+        UpstreamError.CONNECTION, "Illegal header value b'Bearer hf_SECRETSECRET\\n'"
+    )
+    assert "hf_SECRETSECRET" not in errors.from_upstream(transport_error).message
+
+
+def test_errors_a_retry_cannot_fix_say_so():
+    assert status_error(401).response()["x-should-retry"] == "false"
+    assert status_error(402).response()["x-should-retry"] == "false"
+    assert "x-should-retry" not in status_error(503).response()
 
 
 def status_error(
@@ -78,9 +89,19 @@ def test_router_402_is_insufficient_quota():
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504, 418, 301])
 def test_other_statuses_are_bad_gateway(status):
-    error = status_error(status, b"<html>Bad Gateway</html>")
+    error = status_error(status, b'{"error": "Model too busy"}')
     assert error.status == 502 and error.type == "server_error"
-    assert "<html>" in error.message  # the router's text, clipped; never an HTML page as our body
+    assert "Model too busy" in error.message
+
+
+def test_html_error_pages_are_not_repeated():
+    error = status_error(502, b"<html><body><h1>502 Bad Gateway</h1>cloudflare</body></html>")
+    assert "<" not in error.message and "cloudflare" not in error.message
+    assert "HTTP 502" in error.message
+
+
+def test_long_plain_text_is_clipped():
+    assert len(errors.router_message(b"x" * 5000)) <= 301
 
 
 @pytest.mark.parametrize(
@@ -103,6 +124,15 @@ def test_error_body_has_the_openai_shape():
         "error": {"message": "bad", "type": "invalid_request_error", "param": "messages", "code": None}
     }
     assert errors.invalid_request("bad").sse_event().startswith(b'data: {"error": {"message": "bad"')
+
+
+def test_converter_failures_map_to_400_and_502():
+    invalid = errors.from_exception(InvalidRequest("bad field", "temperature"))
+    assert (invalid.status, invalid.param, invalid.outcome) == (400, "temperature", outcomes.BAD_REQUEST)
+    bad = errors.from_exception(BadAnswer("not JSON"))
+    assert (bad.status, bad.code) == (502, "upstream_bad_response")
+    reported = errors.from_exception(BadAnswer("error event", error={"error": {"message": "GPU on fire"}}))
+    assert "GPU on fire" in reported.message
 
 
 def test_unexpected_exceptions_become_a_500_without_details():

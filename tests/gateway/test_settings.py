@@ -13,12 +13,12 @@ from gateway import upstream
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def import_settings(**env) -> subprocess.CompletedProcess:
-    clean = {
-        k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DEBUG", "DJANGO_SETTINGS_MODULE")
-    }
+def import_settings(show="s.DEBUG, bool(s.SECRET_KEY)", **env) -> subprocess.CompletedProcess:
+    """Import the settings in a fresh interpreter with this environment; print `show`."""
+    unset = ("SECRET_KEY", "DEBUG", "DJANGO_SETTINGS_MODULE", "HF_TOKEN", "CORS_ORIGINS")
+    clean = {k: v for k, v in os.environ.items() if k not in unset}
     return subprocess.run(
-        [sys.executable, "-c", "import hfproxy_site.settings as s; print(s.DEBUG, bool(s.SECRET_KEY))"],
+        [sys.executable, "-c", f"import hfproxy_site.settings as s; print({show})"],
         cwd=ROOT,
         env={**clean, "ENV_FILE": "", **env},
         capture_output=True,
@@ -42,6 +42,22 @@ def test_it_refuses_an_unknown_transport():
     result = import_settings(SECRET_KEY="x" * 50, UPSTREAM_TRANSPORT="carrier-pigeon")
     assert result.returncode != 0
     assert "UPSTREAM_TRANSPORT" in result.stderr
+
+
+def test_cors_origins_are_a_comma_list_or_a_star():
+    show = "s.CORS_ALLOW_ALL_ORIGINS, s.CORS_ALLOWED_ORIGINS"
+    listed = import_settings(show, DEBUG="true", CORS_ORIGINS="https://a.example,https://b.example")
+    assert listed.stdout.strip() == "False ['https://a.example', 'https://b.example']"
+    assert import_settings(show, DEBUG="true").stdout.strip() == "True []"
+
+
+def test_a_token_with_stray_whitespace_is_trimmed_and_a_broken_one_refused():
+    assert (
+        import_settings("repr(s.HF_TOKEN)", DEBUG="true", HF_TOKEN=" hf_abc\n").stdout.strip() == "'hf_abc'"
+    )
+    broken = import_settings("s.HF_TOKEN", DEBUG="true", HF_TOKEN="hf_abc def")
+    assert broken.returncode != 0 and "HF_TOKEN" in broken.stderr
+    assert "hf_abc def" not in broken.stderr
 
 
 async def test_the_client_has_explicit_timeouts(settings):

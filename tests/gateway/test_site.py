@@ -47,10 +47,9 @@ async def test_cors_preflight_is_answered(async_client):
     assert "authorization" in response["access-control-allow-headers"]
 
 
-async def test_cors_is_limited_to_configured_origins(async_client, hf, settings):
+async def test_cors_is_limited_to_configured_origins(async_client, settings):
     settings.CORS_ALLOW_ALL_ORIGINS = False
     settings.CORS_ALLOWED_ORIGINS = ["https://allowed.example"]
-    hf.post("/chat/completions").respond(200, json=completion())
     allowed = await async_client.get("/", headers={"origin": "https://allowed.example"})
     other = await async_client.get("/", headers={"origin": "https://other.example"})
     assert allowed["access-control-allow-origin"] == "https://allowed.example"
@@ -67,7 +66,8 @@ def test_the_admin_still_has_sessions_and_csrf(client):
     assert refused.status_code == 403
 
 
-async def test_api_requests_skip_the_site_middleware(async_client, hf, caplog):
+async def test_api_requests_skip_the_site_middleware(async_client, hf, caplog, settings):
+    settings.DEBUG = True  # Django logs middleware adaptation only in debug mode
     hf.post("/chat/completions").respond(200, json=completion())
     with caplog.at_level(logging.DEBUG, logger="django.request"):
         response = await async_client.post(
@@ -111,3 +111,33 @@ async def test_api_errors_are_not_logged_twice(async_client, hf, caplog):
     names = [r.name for r in caplog.records]
     assert names.count("hfproxy.requests") == 2
     assert "django.request" not in names
+
+
+async def test_api_paths_refuse_hosts_not_allowed(async_client, hf, settings):
+    settings.ALLOWED_HOSTS = ["proxy.example"]
+    route = hf.post("/chat/completions").respond(200, json=completion())
+    response = await async_client.post(
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": "hi"}]},
+        content_type="application/json",
+        headers={"host": "evil.example"},
+    )
+    assert response.status_code == 400
+    assert "evil.example" in response.json()["error"]["message"]
+    assert not route.called
+
+
+async def test_the_log_line_has_the_request_id_and_never_the_token(async_client, hf, caplog):
+    hf.post("/chat/completions").respond(401, json={"error": f"Invalid token {settings.HF_TOKEN}"})
+    with caplog.at_level(logging.DEBUG):
+        response = await async_client.post(
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": "hi"}]},
+            content_type="application/json",
+            headers={"x-request-id": "trace-123"},
+        )
+    assert response.status_code == 502
+    assert settings.HF_TOKEN not in response.content.decode()
+    [line] = [r.getMessage() for r in caplog.records if r.name == "hfproxy.requests"]
+    assert "request_id=trace-123" in line and "status=502" in line
+    assert all(settings.HF_TOKEN not in r.getMessage() for r in caplog.records)

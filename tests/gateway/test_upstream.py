@@ -1,12 +1,15 @@
 """The upstream client over real sockets, on both transports: what each failure is called."""
 
 import asyncio
-import socket
 
+import aiohttp
+import httpcore
+import httpx
 import pytest
 
 from gateway import upstream
 from gateway.upstream import UpstreamError
+from tests.servers import free_port
 
 
 @pytest.fixture(params=["aiohttp", "httpx"])
@@ -15,12 +18,6 @@ async def transport(request, settings):
     upstream.set_transport(None)
     yield request.param
     await upstream.aclose()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def serve(handler):
@@ -89,3 +86,30 @@ async def test_a_stream_cut_mid_body_is_stream_cut(transport, settings):
 
 async def test_the_client_is_shared_within_a_loop(transport):
     assert upstream.client() is upstream.client()
+
+
+def raised_from(exc: Exception, cause: BaseException) -> Exception:
+    try:
+        raise exc from cause
+    except Exception as raised:
+        return raised
+
+
+@pytest.mark.parametrize(
+    ("error", "is_timeout"),
+    [
+        # httpx's own transport: httpcore's timeouts are the cause.
+        (raised_from(httpx.ReadTimeout("read"), httpcore.ReadTimeout("read")), True),
+        (raised_from(httpx.ConnectTimeout("connect"), httpcore.ConnectTimeout("connect")), True),
+        (raised_from(httpx.PoolTimeout("pool"), httpcore.PoolTimeout("pool")), True),
+        (httpx.ReadTimeout("no cause"), True),
+        # httpx-aiohttp calls every aiohttp connection error ConnectTimeout.
+        (raised_from(httpx.ConnectTimeout("x"), aiohttp.ServerDisconnectedError()), False),
+        (raised_from(httpx.ConnectTimeout("x"), aiohttp.ClientConnectionError("refused")), False),
+        (raised_from(httpx.ConnectTimeout("x"), aiohttp.ConnectionTimeoutError("slow")), True),
+        (raised_from(httpx.ReadTimeout("x"), aiohttp.SocketTimeoutError("slow")), True),
+        (httpx.ConnectError("refused"), False),
+    ],
+)
+def test_what_counts_as_a_timeout(error, is_timeout):
+    assert upstream._is_timeout(error) is is_timeout

@@ -29,7 +29,6 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, host, port, workers, reload, access_log, **options) -> None:
-        self.check(display_num_errors=True)
         self.stdout.write(f"hfproxy on http://{host}:{port}{settings.API_PREFIX} → {settings.HF_BASE_URL}")
         uvicorn.run(
             "hfproxy_site.asgi:application",
