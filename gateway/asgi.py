@@ -1,6 +1,7 @@
 """The ASGI layer around Django: what Django's handler cannot do for us.
 
-- Lifespan: Django has none; on shutdown the upstream client closes its connections.
+- Lifespan: Django has none; on shutdown queued usage records are written and the upstream
+  client closes its connections.
 - The request body limit, on the bytes actually received: Django reads a whole body (to disk if
   need be) before any view runs, and trusts `Content-Length` when it checks size.
 """
@@ -11,6 +12,7 @@ import json
 
 from django.conf import settings
 
+from accounts import usage
 from gateway import errors, upstream
 from gateway.middleware import request_id_from
 
@@ -58,6 +60,8 @@ class GatewayASGI:
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                # uvicorn has let in-flight requests finish; their records are queued.
+                await usage.writer.stop()
                 await upstream.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

@@ -1,27 +1,31 @@
-"""Who is calling: the one place a request is authenticated.
+"""Who is calling: the one place a gateway request is authenticated.
 
-For now every caller is the operator and the upstream token is `HF_TOKEN`; per-user API keys
-replace this function's body, not its callers.
+`Authorization: Bearer <key>` (or `x-api-key: <key>`), looked up through the in-process key
+cache of `accounts.keys`; a cache hit costs no I/O.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from django.conf import settings
+from django.db import DatabaseError
 from django.http import HttpRequest
 
+from accounts import keys
+from accounts.keys import Caller
+from gateway import errors
 
-@dataclass(frozen=True)
-class Caller:
-    name: str
-    # The Hugging Face token this caller's requests go upstream with. Never logged.
-    upstream_token: str = ""
-
-    def __repr__(self) -> str:
-        return f"Caller(name={self.name!r})"
+__all__ = ["Caller", "authenticate"]
 
 
 async def authenticate(request: HttpRequest) -> Caller:
-    """The caller of a gateway request, or `errors.ApiError` (401)."""
-    return Caller(name="environment", upstream_token=settings.HF_TOKEN)
+    """The caller of a gateway request, or `errors.ApiError`: 401 for any key that is not
+    a valid one (all with the same body), 503 when the database cannot tell."""
+    key = keys.presented_key(request)
+    if not key:
+        raise errors.invalid_api_key()
+    try:
+        caller = await keys.aresolve(key)
+    except DatabaseError:
+        raise errors.service_unavailable() from None
+    if caller is None:
+        raise errors.invalid_api_key()
+    return caller

@@ -49,6 +49,8 @@ class ChatRequest:
     wants_usage: bool
     # The raw body can be forwarded as it came (nothing to fill in, strip or add).
     raw: bytes | None = None
+    # Characters of text in the messages: the prompt's size when tokens must be estimated.
+    prompt_chars: int = 0
 
 
 def _reject_constant(name: str) -> Any:
@@ -110,8 +112,38 @@ def parse_chat_request(raw: bytes, default_model: str) -> ChatRequest:
         body["stream_options"] = {**(stream_options or {}), "include_usage": True}
         unchanged = False
     return ChatRequest(
-        body=body, model=model, stream=stream, wants_usage=wants_usage, raw=raw if unchanged else None
+        body=body,
+        model=model,
+        stream=stream,
+        wants_usage=wants_usage,
+        raw=raw if unchanged else None,
+        prompt_chars=sum(_text_length(message.get("content")) for message in messages),
     )
+
+
+def _text_length(content: Any) -> int:
+    """Characters of text in a message's content or a delta's fields (strings, parts, calls)."""
+    if isinstance(content, str):
+        return len(content)
+    if isinstance(content, list):
+        return sum(_text_length(part) for part in content)
+    if isinstance(content, dict):
+        return sum(
+            _text_length(content.get(key))
+            for key in ("text", "content", "reasoning_content", "arguments", "function", "tool_calls")
+        )
+    return 0
+
+
+# Roughly four characters a token for the tokenizers of the models the router serves: used
+# only when the provider gave no counts (a stream cut short, an answer without `usage`).
+CHARS_PER_TOKEN = 4
+
+
+def estimate_usage(prompt_chars: int, completion_chars: int) -> Usage:
+    prompt = -(-prompt_chars // CHARS_PER_TOKEN)
+    completion = -(-completion_chars // CHARS_PER_TOKEN)
+    return Usage(prompt, completion, prompt + completion)
 
 
 def _is_integer(value: Any) -> bool:
@@ -171,9 +203,23 @@ class Usage:
 
 
 def _count(value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
         return None
     return int(value)
+
+
+def completion_chars(answer: dict[str, Any]) -> int:
+    """Characters of generated text in a completion or a stream chunk."""
+    total = 0
+    for choice in answer.get("choices") or ():
+        if isinstance(choice, dict):
+            total += _text_length(choice.get("message")) + _text_length(choice.get("delta"))
+    return total
 
 
 def parse_answer(raw: bytes) -> Any:
@@ -203,6 +249,7 @@ class ChatStream:
     usage: Usage | None = None
     done: bool = False
     started: bool = False  # a chunk with choices has been seen (time to first token)
+    completion_chars: int = 0
     _splitter: sse.EventSplitter = field(default_factory=sse.EventSplitter)
 
     def feed(self, chunk: bytes) -> bytes:
@@ -235,6 +282,7 @@ class ChatStream:
             self.usage = Usage.of(chunk["usage"]) or self.usage
         if chunk.get("choices"):
             self.started = True
+            self.completion_chars += completion_chars(chunk)
         elif chunk.get("usage") and not self.wants_usage:
             return b""
         return event + b"\n\n"

@@ -92,10 +92,42 @@ def method_not_allowed(method: str, allowed: list[str]) -> ApiError:
     )
 
 
-def no_upstream_token() -> ApiError:
+def invalid_api_key() -> ApiError:
+    # One body for every kind of bad key: nothing tells a guesser which part was wrong.
+    return ApiError(
+        401,
+        "Invalid API key. Send your hfproxy key as `Authorization: Bearer hfp_…`.",
+        code="invalid_api_key",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+def service_unavailable() -> ApiError:
+    return ApiError(
+        503,
+        "The proxy cannot reach its database; try again shortly.",
+        type="server_error",
+        code="service_unavailable",
+        headers={"Retry-After": "5"},
+        outcome=outcomes.PROXY_ERROR,
+    )
+
+
+def no_upstream_token(problem: str, token_name: str) -> ApiError:
+    """The caller's key has no usable Hugging Face token: fail closed, never another token."""
+    if problem == "undecryptable":
+        return ApiError(
+            500,
+            f"The Hugging Face token {token_name!r} of this key cannot be decrypted with the "
+            "server's FIELD_ENCRYPTION_KEY. Ask an admin.",
+            type="server_error",
+            code="upstream_token_unreadable",
+            headers=NO_RETRY,
+            outcome=outcomes.PROXY_ERROR,
+        )
     return ApiError(
         502,
-        "The proxy has no Hugging Face token to call the router with (HF_TOKEN is not set).",
+        "This key has no Hugging Face token and the server has none either (HF_TOKEN is not set).",
         type="server_error",
         code="upstream_token_missing",
         headers=NO_RETRY,
@@ -124,10 +156,11 @@ _KEPT_STATUSES = {
 }
 
 
-def from_upstream(error: UpstreamError) -> ApiError:
+def from_upstream(error: UpstreamError, token_name: str = "") -> ApiError:
     """Translate a router failure into what our client should see.
 
-    Never echoes the Hugging Face token: messages come from the router's body or are ours.
+    Never echoes the Hugging Face token: messages come from the router's body or are ours;
+    a rejected token is named by its name.
     """
     if error.kind == UpstreamError.TIMEOUT:
         return ApiError(
@@ -161,7 +194,7 @@ def from_upstream(error: UpstreamError) -> ApiError:
     if status == 401:
         return ApiError(
             502,
-            "The Hugging Face router rejected the proxy's Hugging Face token "
+            f"The Hugging Face router rejected the proxy's Hugging Face token {token_name!r} "
             f"(HTTP 401: {message}). This is a server configuration problem, not your API key.",
             type="server_error",
             code="upstream_auth_failed",
@@ -199,14 +232,14 @@ def from_upstream(error: UpstreamError) -> ApiError:
     )
 
 
-def from_exception(exc: Exception) -> ApiError:
+def from_exception(exc: Exception, token_name: str = "") -> ApiError:
     """The `ApiError` any failure while serving a request comes down to."""
     if isinstance(exc, ApiError):
         return exc
     if isinstance(exc, InvalidRequest):
         return invalid_request(exc.message, exc.param)
     if isinstance(exc, UpstreamError):
-        return from_upstream(exc)
+        return from_upstream(exc, token_name)
     if isinstance(exc, BadAnswer):
         if exc.error is not None:
             message = router_message(exc.error) or exc.detail

@@ -23,8 +23,9 @@ STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 async def chat(chat: ChatRequest, exchange: Exchange) -> HttpResponse | StreamingHttpResponse:
     """Forward a chat completion; a stream's exchange is finished by the stream itself."""
     exchange.model_requested, exchange.stream = chat.model, chat.stream
-    if not exchange.caller.upstream_token:
-        raise errors.no_upstream_token()
+    caller = exchange.caller
+    if not caller.upstream_token:
+        raise errors.no_upstream_token(caller.token_problem, caller.token_name)
     deadline = upstream.deadline()
     response = await upstream.send(
         "POST",
@@ -45,8 +46,11 @@ async def chat(chat: ChatRequest, exchange: Exchange) -> HttpResponse | Streamin
 
     raw = await upstream.read_body(response, deadline)
     answer = converter.parse_completion(raw)
-    exchange.model_answered = answer.get("model")
-    exchange.usage = Usage.of(answer.get("usage"))
+    exchange.model_answered = str(answer.get("model") or "")
+    exchange.note_usage(
+        Usage.of(answer.get("usage")),
+        converter.estimate_usage(chat.prompt_chars, converter.completion_chars(answer)),
+    )
     # The router's bytes go back untouched: nothing to convert, nothing to re-encode.
     return HttpResponse(raw, content_type="application/json", headers={"Content-Length": str(len(raw))})
 
@@ -58,11 +62,13 @@ class StreamRelay:
         self, response: httpx.Response, chat: ChatRequest, exchange: Exchange, deadline: float
     ) -> None:
         self.response = response
+        self.chat = chat
         self.exchange = exchange
         self.stream = converter.ChatStream(wants_usage=chat.wants_usage)
         self.chunks = upstream.iter_chunks(response, deadline)
         self.first = b""
         self.started = False
+        self.events = self._events()
 
     def _feed(self, chunk: bytes) -> bytes:
         out = self.stream.feed(chunk)
@@ -84,7 +90,7 @@ class StreamRelay:
             await self._close_upstream()
             raise
 
-    async def events(self) -> AsyncIterator[bytes]:
+    async def _events(self) -> AsyncIterator[bytes]:
         self.started = True
         outcome = outcomes.OK
         try:
@@ -120,20 +126,40 @@ class StreamRelay:
         await self.response.aclose()
 
     def _finish(self, outcome: str) -> None:
-        self.exchange.model_answered = self.stream.model
-        self.exchange.usage = self.stream.usage
+        stream = self.stream
+        self.exchange.model_answered = stream.model or ""
+        # Without the router's usage chunk (the client left, the stream broke), what was
+        # generated so far is estimated; a stream that produced nothing has no counts.
+        estimate = (
+            converter.estimate_usage(self.chat.prompt_chars, stream.completion_chars)
+            if stream.started
+            else None
+        )
+        self.exchange.note_usage(stream.usage, estimate)
         self.exchange.finish(200, outcome)
 
-    def abandon(self) -> None:
-        """The response is being closed and `events()` never ran: the client left while the
-        headers were being sent. Close the router's stream and record the request."""
-        if self.started or self.exchange.finished:
+    def close(self) -> None:
+        """The response is closed. If the relay has not finished, the client is gone: it left
+        while the headers were sent (Django then never iterates the response), or something
+        between Django and the relay dropped the stream without closing it."""
+        if self.exchange.finished:
             return
+        cleanup = self.events.aclose if self.started else self._abandon
         try:
-            asyncio.get_running_loop().create_task(self._close_upstream())
-        except RuntimeError:  # in Django's worker thread: run it on the server's loop
-            async_to_sync(self._close_upstream)()
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # Django's worker thread: run it on the server's loop, and wait
+            async_to_sync(cleanup)()
+        else:
+            task = loop.create_task(cleanup())
+            _cleanups.add(task)
+            task.add_done_callback(_cleanups.discard)
+
+    async def _abandon(self) -> None:
+        await self._close_upstream()
         self._finish(outcomes.CLIENT_DISCONNECTED)
+
+
+_cleanups: set[asyncio.Task] = set()  # strong references until they are done
 
 
 class EventStreamResponse(StreamingHttpResponse):
@@ -145,7 +171,7 @@ class EventStreamResponse(StreamingHttpResponse):
     """
 
     def __init__(self, relay: StreamRelay) -> None:
-        super().__init__(relay.events(), content_type="text/event-stream", headers=STREAM_HEADERS)
+        super().__init__(relay.events, content_type="text/event-stream", headers=STREAM_HEADERS)
         self._relay = relay
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -154,5 +180,5 @@ class EventStreamResponse(StreamingHttpResponse):
                 yield event
 
     def close(self) -> None:
-        self._relay.abandon()
+        self._relay.close()
         super().close()

@@ -1,19 +1,25 @@
 """What happened to each request: one report per authenticated request, however it ended.
 
 `Exchange` follows a request from authentication to its last byte; `finish()` reports it
-exactly once. For now a report is a log line; the usage writer takes over this seam.
+exactly once: a log line, and a usage record queued for the database.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
-from gateway.auth import Caller
+from accounts.keys import Caller
+from accounts.usage import writer
+from gateway import outcomes
 from gateway.converter import Usage
 
 logger = logging.getLogger("hfproxy.requests")
+
+PROVIDER, ESTIMATED, MISSING = "provider", "estimated", "missing"
 
 
 @dataclass
@@ -21,11 +27,14 @@ class Exchange:
     request_id: str
     endpoint: str
     caller: Caller
+    id: uuid.UUID = field(default_factory=uuid.uuid4)
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     started: float = field(default_factory=time.perf_counter)
-    model_requested: str | None = None
-    model_answered: str | None = None
+    model_requested: str = ""
+    model_answered: str = ""
     stream: bool = False
     usage: Usage | None = None
+    usage_source: str = MISSING
     first_token_at: float | None = None
     status: int | None = None
     outcome: str | None = None
@@ -34,6 +43,13 @@ class Exchange:
     def mark_first_token(self) -> None:
         if self.first_token_at is None:
             self.first_token_at = time.perf_counter()
+
+    def note_usage(self, usage: Usage | None, estimate: Usage | None = None) -> None:
+        """The provider's counts when it gave them, else the estimate (if anything was made)."""
+        if usage is not None and usage.total_tokens is not None:
+            self.usage, self.usage_source = usage, PROVIDER
+        elif estimate is not None:
+            self.usage, self.usage_source = estimate, ESTIMATED
 
     @property
     def finished(self) -> bool:
@@ -48,17 +64,48 @@ class Exchange:
         report(self)
 
 
+def _text(value: str | None, limit: int = 200) -> str:
+    # PostgreSQL refuses NUL in text; a column has a length. A record must always be writable.
+    return (value or "").replace("\x00", "")[:limit]
+
+
+def _ms(seconds: float | None) -> int | None:
+    return None if seconds is None else max(0, round(seconds * 1000))
+
+
 def report(exchange: Exchange) -> None:
     usage = exchange.usage or Usage()
     ttft = exchange.first_token_at - exchange.started if exchange.first_token_at else None
+    writer.record(
+        {
+            "id": exchange.id,
+            "created_at": exchange.created_at,
+            "request_id": _text(exchange.request_id, 128),
+            "user_id": exchange.caller.user_id,
+            "api_key_id": exchange.caller.key_id,
+            "endpoint": exchange.endpoint,
+            "model_requested": _text(exchange.model_requested),
+            "model_answered": _text(exchange.model_answered),
+            "stream": exchange.stream,
+            "status": exchange.status,
+            "outcome": exchange.outcome,
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens,
+            "usage_source": exchange.usage_source if exchange.usage else MISSING,
+            "latency_ms": _ms(exchange.latency),
+            "ttft_ms": _ms(ttft),
+        }
+    )
     logger.info(
-        "request_id=%s endpoint=%s caller=%s model=%s answered_by=%s stream=%s status=%s "
-        "outcome=%s latency_ms=%.1f ttft_ms=%s prompt_tokens=%s completion_tokens=%s",
+        "request_id=%s endpoint=%s user=%s key=%s model=%s answered_by=%s stream=%s status=%s "
+        "outcome=%s latency_ms=%.1f ttft_ms=%s prompt_tokens=%s completion_tokens=%s usage=%s",
         exchange.request_id,
         exchange.endpoint,
-        exchange.caller.name,
-        exchange.model_requested,
-        exchange.model_answered,
+        exchange.caller.username,
+        exchange.caller.key_prefix,
+        exchange.model_requested or None,
+        exchange.model_answered or None,
         exchange.stream,
         exchange.status,
         exchange.outcome,
@@ -66,4 +113,8 @@ def report(exchange: Exchange) -> None:
         f"{ttft * 1000:.1f}" if ttft is not None else None,
         usage.prompt_tokens,
         usage.completion_tokens,
+        exchange.usage_source,
     )
+
+
+__all__ = ["Exchange", "outcomes", "report"]

@@ -57,7 +57,7 @@ async def _serve(
         exchange.finish(499, outcomes.CLIENT_DISCONNECTED)
         raise
     except Exception as exc:
-        error = errors.from_exception(exc)
+        error = errors.from_exception(exc, caller.token_name)
         exchange.finish(error.status, error.outcome)
         return error.response()
     if not response.streaming:

@@ -55,6 +55,19 @@ UPSTREAM_TRANSPORT = env.str("UPSTREAM_TRANSPORT", default="aiohttp")
 UPSTREAM_MAX_CONNECTIONS = env.int("UPSTREAM_MAX_CONNECTIONS", default=200)
 MODELS_CACHE_TTL = env.float("MODELS_CACHE_TTL", default=60.0)
 
+# --- Accounts ------------------------------------------------------------------------------
+# Fernet key(s) encrypting Hugging Face tokens at rest; comma-separated to rotate (first encrypts).
+FIELD_ENCRYPTION_KEY = env.str("FIELD_ENCRYPTION_KEY", default="")
+if not FIELD_ENCRYPTION_KEY and not DEBUG:
+    raise ImproperlyConfigured(
+        "FIELD_ENCRYPTION_KEY is not set. Generate one with: python -c "
+        "'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+    )
+# Seconds a key lookup is trusted in each process: revocation takes effect within this.
+AUTH_CACHE_TTL = env.float("AUTH_CACHE_TTL", default=5.0)
+# Seconds between two batch writes of usage records.
+USAGE_FLUSH_INTERVAL = env.float("USAGE_FLUSH_INTERVAL", default=0.5)
+
 if UPSTREAM_TRANSPORT not in ("aiohttp", "httpx"):
     raise ImproperlyConfigured("UPSTREAM_TRANSPORT must be 'aiohttp' or 'httpx'.")
 
@@ -67,6 +80,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "corsheaders",
+    "rest_framework",
+    "accounts",
     "gateway",
 ]
 
@@ -130,6 +145,14 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "UNAUTHENTICATED_USER": None,
+    "EXCEPTION_HANDLER": "accounts.api.exception_handler",
+}
 
 # --- CORS (django-cors-headers) ------------------------------------------------------------
 _cors_origins = env.list("CORS_ORIGINS", default=["*"])

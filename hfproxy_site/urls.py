@@ -6,6 +6,7 @@ from gateway import views
 
 urlpatterns = [
     path(settings.API_PREFIX.strip("/") + "/", include("gateway.urls")),
+    path("api/", include("accounts.urls")),
     path("health", views.health, name="health"),
     path("admin/", admin.site.urls),
     path("", views.index, name="index"),

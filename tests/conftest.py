@@ -11,8 +11,55 @@ import httpx
 import pytest
 import respx
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.test import AsyncClient
 
+from accounts import keys, services, usage
 from gateway import catalog, reporting, upstream
+
+
+@pytest.fixture(autouse=True)
+def _forget_keys():
+    """Cached key lookups must not leak from one test into the next."""
+    keys.forget_all()
+    yield
+    keys.forget_all()
+
+
+@pytest.fixture
+async def usage_db(transactional_db):
+    """A database the usage writer can write to; queued records are written (or the test
+    fails) before the database is emptied."""
+    yield
+    await asyncio.sleep(0.02)  # let cleanups scheduled by closed responses run
+    assert await usage.writer.stop(deadline=10), "usage records were left unwritten"
+
+
+@pytest.fixture
+def user(usage_db):
+    return get_user_model().objects.create_user("alice", password="alice-password-123")
+
+
+@pytest.fixture
+def api_key(user) -> str:
+    """A valid key of `user` (alice), calling upstream with HF_TOKEN."""
+    return services.api_key_create(user=user, name="test key")[1]
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+def async_client(api_key) -> AsyncClient:
+    """Django's async test client, authenticated with `api_key`."""
+    # ASGI header names as defaults: AsyncClient(headers=…) turns them into WSGI names.
+    return AsyncClient(authorization=f"Bearer {api_key}")
+
+
+@pytest.fixture
+def anonymous_client() -> AsyncClient:
+    return AsyncClient()
 
 
 @pytest.fixture

@@ -10,5 +10,10 @@ os.environ.setdefault("SECRET_KEY", "insecure-test-secret-key-0123456789abcdefgh
 os.environ["HF_TOKEN"] = "hf_testtoken_for_the_suite_only"
 os.environ["HF_BASE_URL"] = "http://router.test/v1"
 os.environ["UPSTREAM_TRANSPORT"] = "aiohttp"
+os.environ["FIELD_ENCRYPTION_KEY"] = "Jl5dCJQpxBfIsBZV8vsj0mD8Q4QOEbbS3bQw9Dt1Rmo="  # a test-only Fernet key
+os.environ["USAGE_FLUSH_INTERVAL"] = "0.05"
 
 from hfproxy_site.settings import *  # noqa: F403
+
+# Password hashing at production strength costs half a second a user; tests need none of it.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -9,9 +10,10 @@ import time
 import httpx
 import openai
 import pytest
+from cryptography.fernet import Fernet
 from huggingface_hub import InferenceClient
 
-from tests.servers import free_port, start, stop
+from tests.servers import free_port, manage, scratch_database, start, stop
 
 pytestmark = pytest.mark.e2e
 
@@ -20,6 +22,11 @@ MESSAGES = [{"role": "user", "content": "Say hello 👋 你好"}]
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
+    with contextlib.ExitStack() as stack:
+        yield from _servers(stack, tmp_path_factory)
+
+
+def _servers(stack, tmp_path_factory):
     router_port, proxy_port = free_port(), free_port()
     base_env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     router = start(
@@ -27,18 +34,21 @@ def servers(tmp_path_factory):
         {**base_env, "FAKE_ROUTER_DRIP": "0.2"},
         f"http://127.0.0.1:{router_port}/_stats",
     )
-    database = os.environ.get("DATABASE_URL") or f"sqlite:///{tmp_path_factory.mktemp('db') / 'e2e.sqlite3'}"
+    database = stack.enter_context(scratch_database(tmp_path_factory.mktemp("db")))
     proxy_env = {
         **base_env,
         "ENV_FILE": "",
         "DEBUG": "false",
         "SECRET_KEY": "e2e-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
         "HF_TOKEN": "hf_e2e_token_value",
+        "FIELD_ENCRYPTION_KEY": Fernet.generate_key().decode(),
         "HF_BASE_URL": f"http://127.0.0.1:{router_port}/v1",
         "DATABASE_URL": database,
         "MAX_REQUEST_BYTES": "100000",
         "READ_TIMEOUT": "2",
     }
+    manage("migrate", "--verbosity", "0", env=proxy_env)
+    key = manage("create_api_key", "e2e-user", env=proxy_env).splitlines()[-1]
     try:
         proxy = start(
             ["-m", "uvicorn", "hfproxy_site.asgi:application", "--port", str(proxy_port), "--lifespan", "on"],
@@ -46,11 +56,20 @@ def servers(tmp_path_factory):
             f"http://127.0.0.1:{proxy_port}/",
         )
         try:
-            yield {"router": f"http://127.0.0.1:{router_port}", "proxy": f"http://127.0.0.1:{proxy_port}"}
+            yield {
+                "router": f"http://127.0.0.1:{router_port}",
+                "proxy": f"http://127.0.0.1:{proxy_port}",
+                "key": key,
+                "env": proxy_env,
+            }
         finally:
             stop(proxy)
     finally:
         stop(router)
+
+
+def auth(servers) -> dict[str, str]:
+    return {"Authorization": f"Bearer {servers['key']}"}
 
 
 @pytest.fixture
@@ -65,7 +84,7 @@ def router_stats(servers):
 
 @pytest.fixture
 def client(servers):
-    return openai.OpenAI(base_url=servers["proxy"] + "/v1", api_key="any-key", max_retries=0)
+    return openai.OpenAI(base_url=servers["proxy"] + "/v1", api_key=servers["key"], max_retries=0)
 
 
 def test_openai_sdk_non_streaming(client, router_stats):
@@ -91,7 +110,7 @@ def test_openai_sdk_streaming_without_and_with_usage(client):
 
 
 def test_huggingface_hub_inference_client(servers):
-    hub = InferenceClient(base_url=servers["proxy"] + "/v1", api_key="any-key")
+    hub = InferenceClient(base_url=servers["proxy"] + "/v1", api_key=servers["key"])
     answer = hub.chat_completion(messages=MESSAGES, model="openai/gpt-oss-120b", max_tokens=50)
     assert answer.choices[0].message.content.startswith("tok0")
     text = "".join(
@@ -124,7 +143,9 @@ def test_a_router_that_hangs_is_a_504(client):
 
 def test_a_client_that_leaves_closes_the_router_stream(servers, router_stats):
     body = {"model": "fault/drip", "messages": MESSAGES, "stream": True}
-    with httpx.stream("POST", servers["proxy"] + "/v1/chat/completions", json=body, timeout=10) as response:
+    with httpx.stream(
+        "POST", servers["proxy"] + "/v1/chat/completions", json=body, headers=auth(servers), timeout=10
+    ) as response:
         lines = response.iter_lines()
         assert next(lines).startswith("data: ")
     deadline = time.monotonic() + 2
@@ -136,21 +157,23 @@ def test_a_client_that_leaves_closes_the_router_stream(servers, router_stats):
 def test_oversized_bodies_are_refused(servers):
     big = json.dumps({"messages": [{"role": "user", "content": "x" * 200_000}]}).encode()
     url = servers["proxy"] + "/v1/chat/completions"
-    declared = httpx.post(url, content=big)
+    declared = httpx.post(url, content=big, headers=auth(servers))
     assert declared.status_code == 413
-    chunked = httpx.post(url, content=iter([big[:50_000], big[50_000:]]))
+    chunked = httpx.post(url, content=iter([big[:50_000], big[50_000:]]), headers=auth(servers))
     assert chunked.status_code == 413
     assert chunked.json()["error"]["code"] == "request_too_large"
 
 
 def test_every_response_has_a_request_id(servers):
-    response = httpx.get(servers["proxy"] + "/v1/models", headers={"x-request-id": "trace-7"})
+    response = httpx.get(
+        servers["proxy"] + "/v1/models", headers={**auth(servers), "x-request-id": "trace-7"}
+    )
     assert response.status_code == 200
     assert response.headers["x-request-id"] == "trace-7"
     assert httpx.get(servers["proxy"] + "/health").headers["x-request-id"]
 
 
 def test_wrong_method_is_405(servers):
-    response = httpx.get(servers["proxy"] + "/v1/chat/completions")
+    response = httpx.get(servers["proxy"] + "/v1/chat/completions", headers=auth(servers))
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "method_not_allowed"

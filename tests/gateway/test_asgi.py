@@ -6,7 +6,7 @@ import pytest
 
 from gateway import upstream
 from gateway.asgi import GatewayASGI
-from tests.conftest import asgi_request, completion
+from tests.conftest import asgi_request, bearer, completion
 
 URL = "/v1/chat/completions"
 
@@ -15,11 +15,14 @@ def payload(size: int) -> bytes:
     return json.dumps({"messages": [{"role": "user", "content": "x" * size}]}).encode()
 
 
-async def test_it_refuses_a_declared_oversized_body_without_reading_it(hf, settings, reports):
+async def test_it_refuses_a_declared_oversized_body_without_reading_it(hf, api_key, settings, reports):
     settings.MAX_REQUEST_BYTES = 1000
     route = hf.post("/chat/completions").respond(200, json=completion())
     result = await asgi_request(
-        "POST", URL, payload(2000), headers={"content-length": "2100", "x-request-id": "big-1"}
+        "POST",
+        URL,
+        payload(2000),
+        headers={**bearer(api_key), "content-length": "2100", "x-request-id": "big-1"},
     )
     assert result.status == 413
     assert result.json()["error"]["code"] == "request_too_large"
@@ -27,34 +30,38 @@ async def test_it_refuses_a_declared_oversized_body_without_reading_it(hf, setti
     assert not route.called and not reports
 
 
-async def test_it_refuses_an_oversized_chunked_body(hf, settings):
+async def test_it_refuses_an_oversized_chunked_body(hf, api_key, settings):
     settings.MAX_REQUEST_BYTES = 1000
     route = hf.post("/chat/completions").respond(200, json=completion())
     body = payload(3000)
-    result = await asgi_request("POST", URL, [body[i : i + 500] for i in range(0, len(body), 500)])
+    result = await asgi_request(
+        "POST", URL, [body[i : i + 500] for i in range(0, len(body), 500)], headers=bearer(api_key)
+    )
     assert result.status == 413
     assert not route.called
 
 
-async def test_it_refuses_a_body_longer_than_its_content_length_says(hf, settings):
+async def test_it_refuses_a_body_longer_than_its_content_length_says(hf, api_key, settings):
     settings.MAX_REQUEST_BYTES = 1000
     route = hf.post("/chat/completions").respond(200, json=completion())
-    result = await asgi_request("POST", URL, [payload(600), payload(600)], headers={"content-length": "100"})
+    result = await asgi_request(
+        "POST", URL, [payload(600), payload(600)], headers={**bearer(api_key), "content-length": "100"}
+    )
     assert result.status == 413
     assert not route.called
 
 
-async def test_it_refuses_a_nonsense_content_length(hf):
-    result = await asgi_request("POST", URL, b"{}", headers={"content-length": "-5"})
+async def test_it_refuses_a_nonsense_content_length(hf, api_key):
+    result = await asgi_request("POST", URL, b"{}", headers={**bearer(api_key), "content-length": "-5"})
     assert result.status == 413
 
 
-async def test_a_body_under_the_limit_goes_through(hf, settings):
+async def test_a_body_under_the_limit_goes_through(hf, api_key, settings):
     settings.MAX_REQUEST_BYTES = 10_000
     hf.post("/chat/completions").respond(200, json=completion())
     body = payload(5000)
     result = await asgi_request(
-        "POST", URL, [body[:100], body[100:]], headers={"content-length": str(len(body))}
+        "POST", URL, [body[:100], body[100:]], headers={**bearer(api_key), "content-length": str(len(body))}
     )
     assert result.status == 200
     assert result.json()["object"] == "chat.completion"

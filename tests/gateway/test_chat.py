@@ -6,7 +6,7 @@ import pytest
 from django.conf import settings
 
 from gateway import outcomes
-from tests.conftest import asgi_request, chunk, completion, events_of, sse_response, standard_stream
+from tests.conftest import asgi_request, bearer, chunk, completion, events_of, sse_response, standard_stream
 
 URL = "/v1/chat/completions"
 MESSAGES = [{"role": "user", "content": "Say hello"}]
@@ -40,12 +40,13 @@ async def test_it_relays_a_completion(async_client, hf, reports):
     assert report.model_requested == "org/m:fastest" and report.model_answered == "openai/gpt-oss-120b"
 
 
-async def test_it_never_sends_the_client_credentials_upstream(async_client, hf):
+async def test_it_never_sends_the_client_credentials_upstream(async_client, api_key, hf):
     route = hf.post("/chat/completions").respond(200, json=completion())
-    await post(async_client, {"messages": MESSAGES, "api_key": "sk-client"}, authorization="Bearer sk-client")
+    await post(async_client, {"messages": MESSAGES, "api_key": "sk-client"})
     sent = route.calls.last.request
     assert b"sk-client" not in sent.content
-    assert "sk-client" not in str(sent.headers)
+    assert api_key not in str(sent.headers) and api_key.encode() not in sent.content
+    assert sent.headers["authorization"] == f"Bearer {settings.HF_TOKEN}"
 
 
 async def test_it_fills_the_default_model(async_client, hf):
@@ -94,7 +95,8 @@ async def test_it_relays_chunks_as_they_arrive(async_client, hf):
     first = await anext(events)
     assert b"Hel" in first
     assert upstream_body.sent == 1  # the rest is still on its way
-    await events.aclose()
+    rest = b"".join([part async for part in events])
+    assert rest.endswith(b"data: [DONE]\n\n")
 
 
 @pytest.mark.parametrize(
@@ -289,11 +291,15 @@ async def test_an_error_event_mid_stream_is_relayed_as_an_error(async_client, hf
     assert "GPU fell over" in json.loads(events[-1][6:])["error"]["message"]
 
 
-async def test_a_disconnected_client_closes_the_router_stream(hf, reports):
+async def test_a_disconnected_client_closes_the_router_stream(hf, api_key, reports):
     answer, upstream_body = sse_response([chunk(f"w{i}") for i in range(50)], delay=0.02)
     hf.post("/chat/completions").mock(return_value=answer)
     result = await asgi_request(
-        "POST", URL, json.dumps({"messages": MESSAGES, "stream": True}).encode(), disconnect_after_chunks=3
+        "POST",
+        URL,
+        json.dumps({"messages": MESSAGES, "stream": True}).encode(),
+        headers=bearer(api_key),
+        disconnect_after_chunks=3,
     )
     assert result.status == 200
     assert upstream_body.closed
@@ -302,26 +308,30 @@ async def test_a_disconnected_client_closes_the_router_stream(hf, reports):
     assert report.outcome == outcomes.CLIENT_DISCONNECTED
 
 
-async def test_a_client_leaving_while_headers_are_sent_is_recorded(hf, reports):
+async def test_a_client_leaving_while_headers_are_sent_is_recorded(hf, api_key, reports):
     answer, upstream_body = sse_response([chunk(f"w{i}") for i in range(50)], delay=0.02)
     hf.post("/chat/completions").mock(return_value=answer)
     body = json.dumps({"messages": MESSAGES, "stream": True}).encode()
     # The client leaves just as the headers go out and the write is held up (flow control):
     # Django then never iterates the response.
-    result = await asgi_request("POST", URL, body, disconnect_on_start=True)
+    result = await asgi_request("POST", URL, body, headers=bearer(api_key), disconnect_on_start=True)
     assert result.status == 200 and not result.chunks
     await asyncio.sleep(0.05)
     assert upstream_body.closed
     assert [r.outcome for r in reports] == [outcomes.CLIENT_DISCONNECTED]
 
 
-async def test_a_client_leaving_before_the_answer_is_recorded(hf, reports):
+async def test_a_client_leaving_before_the_answer_is_recorded(hf, api_key, reports):
     async def slow(request):
         await asyncio.sleep(30)
 
     hf.post("/chat/completions").mock(side_effect=slow)
     result = await asgi_request(
-        "POST", URL, json.dumps({"messages": MESSAGES}).encode(), disconnect_after_seconds=0.2
+        "POST",
+        URL,
+        json.dumps({"messages": MESSAGES}).encode(),
+        headers=bearer(api_key),
+        disconnect_after_seconds=0.2,
     )
     assert result.status is None
     assert [r.outcome for r in reports] == [outcomes.CLIENT_DISCONNECTED]

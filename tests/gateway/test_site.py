@@ -11,26 +11,26 @@ from tests.conftest import completion
 
 
 @pytest.mark.django_db
-async def test_health_is_ok_when_the_database_answers(async_client, hf):
-    response = await async_client.get("/health")
+async def test_health_is_ok_when_the_database_answers(anonymous_client, hf):
+    response = await anonymous_client.get("/health")
     assert response.status_code == 200
     assert response.json()["status"] == "ok"
     assert not hf.calls  # never spends tokens
 
 
-async def test_health_is_503_when_the_database_does_not(async_client, monkeypatch):
+async def test_health_is_503_when_the_database_does_not(anonymous_client, monkeypatch):
     def broken_cursor(self):
         raise connection.Database.OperationalError("connection refused")
 
     # The class, not the thread-local proxy: the check runs in another thread.
     monkeypatch.setattr(type(connections["default"]), "cursor", broken_cursor)
-    response = await async_client.get("/health")
+    response = await anonymous_client.get("/health")
     assert response.status_code == 503
     assert response.json()["status"] == "unavailable"
 
 
-async def test_index_describes_the_service(async_client):
-    response = await async_client.get("/")
+async def test_index_describes_the_service(anonymous_client):
+    response = await anonymous_client.get("/")
     data = response.json()
     assert data["service"] == "hfproxy"
     assert data["default_model"] == settings.DEFAULT_MODEL
@@ -47,11 +47,11 @@ async def test_cors_preflight_is_answered(async_client):
     assert "authorization" in response["access-control-allow-headers"]
 
 
-async def test_cors_is_limited_to_configured_origins(async_client, settings):
+async def test_cors_is_limited_to_configured_origins(anonymous_client, settings):
     settings.CORS_ALLOW_ALL_ORIGINS = False
     settings.CORS_ALLOWED_ORIGINS = ["https://allowed.example"]
-    allowed = await async_client.get("/", headers={"origin": "https://allowed.example"})
-    other = await async_client.get("/", headers={"origin": "https://other.example"})
+    allowed = await anonymous_client.get("/", headers={"origin": "https://allowed.example"})
+    other = await anonymous_client.get("/", headers={"origin": "https://other.example"})
     assert allowed["access-control-allow-origin"] == "https://allowed.example"
     assert "access-control-allow-origin" not in other
 
@@ -97,8 +97,8 @@ def test_index_and_health_are_async_views():
     assert asyncio.iscoroutinefunction(views.chat_completions)
 
 
-async def test_admin_paths_keep_django_pages(async_client):
-    response = await async_client.get("/admin-nope/")
+async def test_admin_paths_keep_django_pages(anonymous_client):
+    response = await anonymous_client.get("/admin-nope/")
     assert response.status_code == 404
     assert response["content-type"].startswith("text/html")
 

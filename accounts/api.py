@@ -1,0 +1,120 @@
+"""The self-service API for key holders (DRF), authenticated with the same bearer key.
+
+GET /api/me      who am I, and my keys (never their secrets)
+GET /api/usage   my usage by model and day (?since=YYYY-MM-DD, default the last 30 days)
+Staff may pass ?user=USERNAME to either; nobody else sees another user's data.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from django.contrib.auth import get_user_model
+from django.db.models.functions import TruncDate
+from rest_framework import exceptions, serializers
+from rest_framework.decorators import api_view
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from accounts.models import ApiKey
+from accounts.selectors import USAGE_TOTALS, usage_in
+from gateway import errors
+
+
+def exception_handler(exc, context):
+    """DRF's errors in OpenAI's error format, like the rest of the proxy."""
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    codes = exc.get_codes() if isinstance(exc, exceptions.APIException) else None
+    code = codes if isinstance(codes, str) else None
+    detail = response.data.get("detail") if isinstance(response.data, dict) else None
+    message = str(detail) if detail else str(response.data)
+    kind = {401: "invalid_request_error", 403: "permission_error"}.get(
+        response.status_code, "invalid_request_error"
+    )
+    if response.status_code >= 500:
+        kind = "server_error"
+    response.data = errors.ApiError(response.status_code, message, type=kind, code=code).body()
+    return response
+
+
+class KeySerializer(serializers.ModelSerializer):
+    status = serializers.CharField(read_only=True)
+    hf_token = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ApiKey
+        fields = [
+            "prefix",
+            "name",
+            "status",
+            "created_at",
+            "last_used_at",
+            "expires_at",
+            "revoked_at",
+            "hf_token",
+        ]
+
+    def get_hf_token(self, key: ApiKey) -> dict | None:
+        if key.hf_token is None:
+            return None
+        return {"name": key.hf_token.name, "masked": key.hf_token.masked, "shared": key.hf_token.is_shared}
+
+
+def _subject(request):
+    """Whose data: the caller's own, or (staff only) the user named by ?user=."""
+    username = request.query_params.get("user")
+    if not username or username == request.user.get_username():
+        return request.user
+    if not request.user.is_staff:
+        raise exceptions.PermissionDenied("Only staff may see another user's data.")
+    user_model = get_user_model()
+    found = user_model.objects.filter(**{user_model.USERNAME_FIELD: username}).first()
+    if found is None:
+        raise exceptions.NotFound(f"No user is named {username!r}.")
+    return found
+
+
+@api_view(["GET"])
+def me(request):
+    user = _subject(request)
+    api_keys = ApiKey.objects.filter(user=user).select_related("hf_token")
+    return Response(
+        {
+            "username": user.get_username(),
+            "is_staff": user.is_staff,
+            "current_key": request.auth.key_prefix if user == request.user else None,
+            "keys": KeySerializer(api_keys, many=True).data,
+        }
+    )
+
+
+@api_view(["GET"])
+def usage(request):
+    user = _subject(request)
+    since_text = request.query_params.get("since")
+    if since_text:
+        try:
+            since = datetime.strptime(since_text, "%Y-%m-%d").replace(tzinfo=UTC)
+        except ValueError:
+            raise exceptions.ValidationError({"detail": "`since` takes a date as YYYY-MM-DD."}) from None
+    else:
+        since = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=30)
+    rows = (
+        usage_in(since=since, user_id=user.pk)
+        .annotate(day=TruncDate("created_at"))
+        .values("day", "model_requested")
+        .annotate(**USAGE_TOTALS)
+        .order_by("day", "model_requested")
+    )
+    return Response(
+        {
+            "user": user.get_username(),
+            "since": since.date().isoformat(),
+            "usage": [
+                {"day": row.pop("day").isoformat(), "model": row.pop("model_requested"), **row}
+                for row in rows
+            ],
+        }
+    )

@@ -1,0 +1,75 @@
+"""Encryption at rest for Hugging Face tokens: Fernet under FIELD_ENCRYPTION_KEY.
+
+FIELD_ENCRYPTION_KEY holds one or more Fernet keys, comma-separated: the first encrypts, all
+decrypt (MultiFernet), so a key can be rotated in by putting it first and running
+`manage.py rotate_encryption_key`, then dropped once every token is re-encrypted.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import logging
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+logger = logging.getLogger("hfproxy.crypto")
+
+
+class DecryptionError(Exception):
+    """A stored token cannot be decrypted with any configured key."""
+
+
+def derived_debug_key(secret_key: str) -> bytes:
+    """DEBUG only: a Fernet key derived from SECRET_KEY, so a dev setup needs no extra variable."""
+    digest = hashlib.sha256(b"hfproxy field encryption\0" + secret_key.encode()).digest()
+    return base64.urlsafe_b64encode(digest)
+
+
+@functools.cache
+def _fernet() -> MultiFernet:
+    keys = [key.strip() for key in settings.FIELD_ENCRYPTION_KEY.split(",") if key.strip()]
+    if not keys:
+        if not settings.DEBUG:
+            raise ImproperlyConfigured(
+                "FIELD_ENCRYPTION_KEY is not set. Generate one with: "
+                "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+            )
+        logger.warning(
+            "FIELD_ENCRYPTION_KEY is not set: Hugging Face tokens are encrypted with a key derived "
+            "from SECRET_KEY (DEBUG only). Set FIELD_ENCRYPTION_KEY before storing real tokens."
+        )
+        keys = [derived_debug_key(settings.SECRET_KEY).decode()]
+    try:
+        return MultiFernet([Fernet(key) for key in keys])
+    except ValueError:
+        raise ImproperlyConfigured(
+            "FIELD_ENCRYPTION_KEY must be Fernet keys (32 url-safe base64-encoded bytes), comma-separated."
+        ) from None
+
+
+def reset() -> None:
+    """Forget the keys read from settings (tests that change FIELD_ENCRYPTION_KEY)."""
+    _fernet.cache_clear()
+
+
+def encrypt(plaintext: str) -> str:
+    return _fernet().encrypt(plaintext.encode()).decode()
+
+
+def decrypt(ciphertext: str) -> str:
+    try:
+        return _fernet().decrypt(ciphertext.encode()).decode()
+    except (InvalidToken, ValueError):
+        raise DecryptionError("the token cannot be decrypted with FIELD_ENCRYPTION_KEY") from None
+
+
+def rotate(ciphertext: str) -> str:
+    """Re-encrypt under the first key."""
+    try:
+        return _fernet().rotate(ciphertext.encode()).decode()
+    except (InvalidToken, ValueError):
+        raise DecryptionError("the token cannot be decrypted with FIELD_ENCRYPTION_KEY") from None

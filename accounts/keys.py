@@ -1,0 +1,139 @@
+"""API keys: their format, and recognising one on the hot path.
+
+A lookup costs a database query once per AUTH_CACHE_TTL seconds per key and process; in
+between, a hit is a dict lookup: no I/O, no thread hop. Revocation and expiry therefore take
+effect on every worker within AUTH_CACHE_TTL (expiry is also checked on every request).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from accounts import crypto
+
+KEY_PREFIX = "hfp_"
+DISPLAY_LENGTH = 12  # "hfp_" and 8 characters: enough to tell keys apart, useless to guess
+_MAX_CACHED = 10_000
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling, and with which Hugging Face token their requests go upstream."""
+
+    key_id: int
+    key_prefix: str
+    user_id: int
+    username: str
+    is_staff: bool
+    token_name: str
+    # The token in the clear; empty when there is none to use (see `token_problem`). Never logged.
+    upstream_token: str = ""
+    token_problem: str = ""  # "missing" or "undecryptable"
+    expires_at: float | None = None  # epoch seconds
+
+    def __repr__(self) -> str:
+        return f"Caller(user={self.username!r}, key={self.key_prefix!r})"
+
+
+def generate() -> str:
+    """A new key: the prefix and 256 bits of randomness."""
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def presented_key(request) -> str:
+    """The key a request carries: `Authorization: Bearer <key>` or `x-api-key: <key>`."""
+    authorization = request.META.get("HTTP_AUTHORIZATION", "")
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    return request.META.get("HTTP_X_API_KEY", "").strip()
+
+
+def looks_like_a_key(key: str) -> bool:
+    # Refused without a lookup: not ours, or absurd. A stored digest is not a key either.
+    return key.startswith(KEY_PREFIX) and 20 <= len(key) <= 100
+
+
+_cache: dict[str, tuple[float, Caller | None]] = {}
+
+
+def forget_all() -> None:
+    """Drop every cached lookup (tests; a revocation that must not wait for the TTL)."""
+    _cache.clear()
+
+
+async def aresolve(key: str) -> Caller | None:
+    """The caller a key belongs to, or None for an unknown, revoked or expired key.
+
+    Raises django.db.DatabaseError when the database cannot answer (a 503, never a 401).
+    """
+    if not looks_like_a_key(key):
+        return None
+    key_digest = digest(key)
+    cached = _cache.get(key_digest)
+    if cached is not None and cached[0] > time.monotonic():
+        return _unexpired(cached[1])
+    return _unexpired(_remember(key_digest, await sync_to_async(_load)(key_digest)))
+
+
+def resolve(key: str) -> Caller | None:
+    """`aresolve` for sync code (the DRF API), sharing its cache."""
+    if not looks_like_a_key(key):
+        return None
+    key_digest = digest(key)
+    cached = _cache.get(key_digest)
+    if cached is not None and cached[0] > time.monotonic():
+        return _unexpired(cached[1])
+    return _unexpired(_remember(key_digest, _load(key_digest)))
+
+
+def _remember(key_digest: str, caller: Caller | None) -> Caller | None:
+    if len(_cache) >= _MAX_CACHED:
+        _cache.clear()  # a flood of made-up keys must not grow memory without bound
+    _cache[key_digest] = (time.monotonic() + settings.AUTH_CACHE_TTL, caller)
+    return caller
+
+
+def _unexpired(caller: Caller | None) -> Caller | None:
+    if caller is not None and caller.expires_at is not None and caller.expires_at <= time.time():
+        return None
+    return caller
+
+
+def _load(key_digest: str) -> Caller | None:
+    from accounts.models import ApiKey
+
+    key = ApiKey.objects.active().select_related("user", "hf_token").filter(digest=key_digest).first()
+    if key is None or not key.user.is_active or not hmac.compare_digest(key.digest, key_digest):
+        return None
+    token, token_name, problem = settings.HF_TOKEN, "HF_TOKEN", ""
+    if key.hf_token is not None:
+        token_name = key.hf_token.name
+        try:
+            token = key.hf_token.value()
+        except crypto.DecryptionError:
+            token, problem = "", "undecryptable"  # fail closed: never another token
+    if not token and not problem:
+        problem = "missing"
+    return Caller(
+        key_id=key.pk,
+        key_prefix=key.prefix,
+        user_id=key.user_id,
+        username=key.user.get_username(),
+        is_staff=key.user.is_staff,
+        token_name=token_name,
+        upstream_token=token,
+        token_problem=problem,
+        expires_at=key.expires_at.timestamp() if key.expires_at else None,
+    )

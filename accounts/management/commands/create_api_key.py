@@ -1,0 +1,65 @@
+"""`manage.py create_api_key USERNAME [--name NAME] [--hf-token TOKEN | --hf-token-name NAME]`
+
+Creates the user if needed and prints the new key alone on the last line of stdout.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+
+from accounts import services
+from accounts.models import HuggingFaceToken
+
+
+class Command(BaseCommand):
+    help = "Create an API key for a user (created if needed); the key is printed on the last line."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("username")
+        parser.add_argument("--name", default="", help="A label for the key.")
+        token = parser.add_mutually_exclusive_group()
+        token.add_argument(
+            "--hf-token",
+            metavar="TOKEN",
+            help="A personal Hugging Face token for this user's key ('-' reads it from stdin).",
+        )
+        token.add_argument(
+            "--hf-token-name",
+            metavar="NAME",
+            help="Use an existing Hugging Face token (shared or this user's).",
+        )
+
+    def handle(self, *args, username, name, hf_token, hf_token_name, **options) -> None:
+        if hf_token == "-":
+            hf_token = sys.stdin.readline().strip()
+        try:
+            with transaction.atomic():
+                user = services.user_get_or_create(username)
+                token = None
+                if hf_token:
+                    token = services.hf_token_create(
+                        name=_free_token_name(username), value=hf_token, owner=user
+                    )
+                elif hf_token_name:
+                    token = HuggingFaceToken.objects.filter(name=hf_token_name).first()
+                    if token is None:
+                        raise CommandError(f"No Hugging Face token is named {hf_token_name!r}.")
+                api_key, plaintext = services.api_key_create(user=user, name=name, hf_token=token)
+        except ValidationError as error:
+            raise CommandError("; ".join(error.messages)) from None
+        upstream = f"Hugging Face token {token.name!r} ({token.masked})" if token else "the server's HF_TOKEN"
+        self.stderr.write(f"Created key {api_key.prefix}… for {username}, calling with {upstream}.")
+        self.stderr.write("Store it now: it is not kept and cannot be shown again.")
+        self.stdout.write(plaintext)
+
+
+def _free_token_name(username: str) -> str:
+    name, number = username, 1
+    while HuggingFaceToken.objects.filter(name=name).exists():
+        number += 1
+        name = f"{username}-{number}"
+    return name

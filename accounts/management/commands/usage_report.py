@@ -1,0 +1,57 @@
+"""`manage.py usage_report [--user USERNAME] [--since YYYY-MM-DD] [--format json|table]`"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+
+from accounts.selectors import usage_by_user_and_model
+
+COLUMNS = ["user", "model", "requests", "prompt_tokens", "completion_tokens", "total_tokens", "errors"]
+
+
+class Command(BaseCommand):
+    help = "Usage per user and model: requests, tokens and errors."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--user", metavar="USERNAME")
+        parser.add_argument("--since", metavar="YYYY-MM-DD", help="From this day on (UTC).")
+        parser.add_argument("--format", choices=["json", "table"], default="table")
+
+    def handle(self, *args, user, since, format, **options) -> None:
+        user_id = None
+        if user:
+            user_model = get_user_model()
+            found = user_model.objects.filter(**{user_model.USERNAME_FIELD: user}).first()
+            if found is None:
+                raise CommandError(f"No user is named {user!r}.")
+            user_id = found.pk
+        start = None
+        if since:
+            try:
+                start = datetime.strptime(since, "%Y-%m-%d").replace(tzinfo=UTC)
+            except ValueError:
+                raise CommandError("--since takes a date as YYYY-MM-DD.") from None
+        rows = usage_by_user_and_model(since=start, user_id=user_id)
+        if format == "json":
+            self.stdout.write(json.dumps(rows, indent=2))
+        else:
+            self.stdout.write(_table(rows))
+
+
+def _table(rows: list[dict]) -> str:
+    cells = [COLUMNS, *([str(row[column]) for column in COLUMNS] for row in rows)]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
+    numeric = [False, False, True, True, True, True, True]
+    lines = [
+        "  ".join(
+            cell.rjust(width) if right else cell.ljust(width)
+            for cell, width, right in zip(line, widths, numeric, strict=True)
+        )
+        for line in cells
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(line.rstrip() for line in lines)

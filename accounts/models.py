@@ -1,0 +1,158 @@
+"""Keys, Hugging Face tokens and usage records.
+
+Secrets never sit in a column in the clear: an API key is kept as its SHA-256 digest (it has
+128+ bits of randomness, so a plain digest cannot be reversed), a Hugging Face token encrypted.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from accounts import crypto
+
+
+class HuggingFaceToken(models.Model):
+    """A Hugging Face access token: personal (an owner) or shared by the team (no owner)."""
+
+    name = models.CharField(max_length=100, unique=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="hf_tokens",
+        help_text="Leave empty for a shared team token.",
+    )
+    encrypted_value = models.TextField(editable=False)
+    last4 = models.CharField(max_length=4, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "Hugging Face token"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.masked})"
+
+    @property
+    def masked(self) -> str:
+        return f"hf_…{self.last4}"
+
+    @property
+    def is_shared(self) -> bool:
+        return self.owner_id is None
+
+    def set_value(self, plaintext: str) -> None:
+        self.encrypted_value = crypto.encrypt(plaintext)
+        self.last4 = plaintext[-4:]
+
+    def value(self) -> str:
+        """The token in the clear; `crypto.DecryptionError` when the keys do not fit."""
+        return crypto.decrypt(self.encrypted_value)
+
+
+class ApiKeyQuerySet(models.QuerySet):
+    def active(self, now=None) -> ApiKeyQuerySet:
+        now = now or timezone.now()
+        return self.filter(revoked_at__isnull=True).filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+
+
+class ApiKey(models.Model):
+    """A user's key to the gateway. The key itself is shown once and kept only as a digest."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100, blank=True)
+    prefix = models.CharField(max_length=16, db_index=True, editable=False)
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    hf_token = models.ForeignKey(
+        HuggingFaceToken,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="api_keys",
+        verbose_name="Hugging Face token",
+        help_text="Empty: the server's HF_TOKEN.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = ApiKeyQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "API key"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.name or 'unnamed'})"
+
+    @property
+    def status(self) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= timezone.now():
+            return "expired"
+        return "active"
+
+
+class Outcome(models.TextChoices):
+    OK = "ok", "ok"
+    BAD_REQUEST = "bad_request", "bad request"
+    UPSTREAM_ERROR = "upstream_error", "upstream error"
+    CLIENT_DISCONNECTED = "client_disconnected", "client disconnected"
+    TIMEOUT = "timeout", "timeout"
+    PROXY_ERROR = "proxy_error", "proxy error"
+
+
+class UsageSource(models.TextChoices):
+    PROVIDER = "provider", "from the provider"
+    ESTIMATED = "estimated", "estimated"
+    MISSING = "missing", "missing"
+
+
+class UsageRecord(models.Model):
+    """One request that passed authentication, however it ended."""
+
+    # Made by the gateway, so a retried batch insert cannot write a record twice.
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    request_id = models.CharField(max_length=128)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="usage")
+    api_key = models.ForeignKey(ApiKey, on_delete=models.PROTECT, related_name="usage")
+    endpoint = models.CharField(max_length=40)
+    model_requested = models.CharField(max_length=200, blank=True)
+    model_answered = models.CharField(max_length=200, blank=True)
+    stream = models.BooleanField(default=False)
+    status = models.PositiveSmallIntegerField()
+    outcome = models.CharField(max_length=24, choices=Outcome.choices)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    total_tokens = models.PositiveIntegerField(null=True, blank=True)
+    usage_source = models.CharField(max_length=12, choices=UsageSource.choices)
+    latency_ms = models.PositiveIntegerField()
+    ttft_ms = models.PositiveIntegerField(null=True, blank=True, verbose_name="time to first token (ms)")
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["created_at"]),
+            models.Index(fields=["user", "created_at"]),
+            models.Index(fields=["api_key", "created_at"]),
+            models.Index(fields=["model_requested", "created_at"]),
+            models.Index(fields=["outcome", "created_at"]),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(total_tokens__isnull=True) | Q(usage_source__in=["provider", "estimated"]),
+                name="usage_tokens_have_a_source",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.request_id} {self.model_requested} {self.outcome}"

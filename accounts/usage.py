@@ -1,0 +1,134 @@
+"""The usage writer: records go to the database in batches, off the response path.
+
+`record()` only appends to a list; a background task per process writes what has gathered
+every USAGE_FLUSH_INTERVAL seconds (or sooner, when a batch is full) in one transaction, one
+thread hop per batch instead of one database round trip per request. A failed write is
+retried with backoff and never discarded; retries cannot duplicate a row (records carry their
+own primary key and conflicts are ignored). `flush()` writes everything now: on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+from django.db.models import Q
+
+logger = logging.getLogger("hfproxy.usage")
+
+BATCH_SIZE = 500
+_MAX_BACKOFF = 30.0
+
+
+class UsageWriter:
+    def __init__(self) -> None:
+        self._pending: list[dict[str, Any]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task | None = None
+        self._wakeup: asyncio.Event | None = None
+        self._lock: asyncio.Lock | None = None
+        self._failures = 0
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def record(self, fields: dict[str, Any]) -> None:
+        """Queue one usage record (UsageRecord's fields). Call it from the event loop."""
+        self._pending.append(fields)
+        self._ensure_running()
+        if len(self._pending) >= BATCH_SIZE:
+            self._wakeup.set()
+
+    def _ensure_running(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or self._task is None or self._task.done():
+            self._loop = loop
+            self._wakeup = asyncio.Event()
+            self._lock = asyncio.Lock()
+            # A fresh context: the task must not inherit the request's thread-sensitive context.
+            self._task = loop.create_task(self._run(), context=contextvars.Context())
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), settings.USAGE_FLUSH_INTERVAL)
+            self._wakeup.clear()
+            await self._write_pending()
+            if self._failures:
+                await asyncio.sleep(min(_MAX_BACKOFF, 0.5 * 2**self._failures))
+
+    async def _write_pending(self) -> None:
+        async with self._lock:
+            while self._pending:
+                batch = self._pending[:BATCH_SIZE]
+                try:
+                    await sync_to_async(_write)(batch)
+                except Exception:
+                    self._failures += 1
+                    logger.exception(
+                        "Writing %d usage records failed (attempt %d); they stay queued (%d in all)",
+                        len(batch),
+                        self._failures,
+                        len(self._pending),
+                    )
+                    return
+                del self._pending[: len(batch)]
+                self._failures = 0
+
+    async def flush(self, deadline: float | None = None) -> bool:
+        """Write every queued record now, retrying until the database takes them or `deadline`
+        seconds have passed. True when nothing is left."""
+        if not self._pending:
+            return True
+        self._ensure_running()
+        try:
+            async with asyncio.timeout(deadline):
+                while self._pending:
+                    await self._write_pending()
+                    if self._pending:
+                        await asyncio.sleep(min(_MAX_BACKOFF, 0.5 * 2**self._failures))
+        except TimeoutError:
+            logger.error("%d usage records could not be written before the deadline", len(self._pending))
+        return not self._pending
+
+    async def stop(self, deadline: float | None = None) -> bool:
+        """Flush, then end the background task (shutdown; the end of a test)."""
+        flushed = await self.flush(deadline)
+        if self._task is not None and self._loop is asyncio.get_running_loop():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._task = None
+        return flushed
+
+
+def _write(batch: list[dict[str, Any]]) -> None:
+    from accounts.models import ApiKey, UsageRecord
+
+    # This thread's connection may be stale (the database restarted): drop it if so.
+    close_old_connections()
+    try:
+        records = [UsageRecord(**fields) for fields in batch]
+        last_used: dict[int, Any] = {}
+        for record in records:
+            if record.api_key_id not in last_used or record.created_at > last_used[record.api_key_id]:
+                last_used[record.api_key_id] = record.created_at
+        with transaction.atomic():
+            UsageRecord.objects.bulk_create(records, ignore_conflicts=True)
+            for key_id, when in last_used.items():
+                ApiKey.objects.filter(pk=key_id).filter(
+                    Q(last_used_at__isnull=True) | Q(last_used_at__lt=when)
+                ).update(last_used_at=when)
+    except Exception:
+        connection.close()  # reconnect on the next attempt
+        raise
+
+
+writer = UsageWriter()
