@@ -98,7 +98,7 @@ def usage(request):
         try:
             since = datetime.strptime(since_text, "%Y-%m-%d").replace(tzinfo=UTC)
         except ValueError:
-            raise exceptions.ValidationError({"detail": "`since` takes a date as YYYY-MM-DD."}) from None
+            raise exceptions.ParseError("`since` takes a date as YYYY-MM-DD.") from None
     else:
         since = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=30)
     rows = (

@@ -1,0 +1,74 @@
+"""The self-service API: a key holder sees their own keys and usage, staff anyone's."""
+
+import pytest
+from rest_framework.test import APIClient
+
+from accounts import keys, services
+from accounts.models import ApiKey
+from tests.accounts.test_commands import make_usage
+
+
+def client_for(key: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    return client
+
+
+@pytest.fixture
+def bob_key(usage_db, django_user_model) -> str:
+    bob = django_user_model.objects.create_user("bob")
+    return services.api_key_create(user=bob, name="bob's")[1]
+
+
+def test_me_lists_my_keys_without_secrets(api_key, bob_key):
+    response = client_for(api_key).get("/api/me")
+    assert response.status_code == 200
+    data = response.json()
+    assert data["username"] == "alice" and data["current_key"] == api_key[:12]
+    assert [key["prefix"] for key in data["keys"]] == [api_key[:12]]
+    assert data["keys"][0]["status"] == "active"
+    assert api_key not in response.content.decode()
+    assert keys.digest(api_key) not in response.content.decode()
+
+
+def test_usage_by_model_and_day(api_key, bob_key):
+    alice_key = ApiKey.objects.get(digest=keys.digest(api_key))
+    make_usage(alice_key, "m1")
+    make_usage(alice_key, "m1", outcome="timeout")
+    make_usage(ApiKey.objects.get(digest=keys.digest(bob_key)), "m1")
+    data = client_for(api_key).get("/api/usage").json()
+    assert data["user"] == "alice"
+    [row] = data["usage"]
+    assert (row["model"], row["requests"], row["total_tokens"], row["errors"]) == ("m1", 2, 30, 1)
+
+
+def test_nobody_sees_another_users_data(api_key, bob_key):
+    response = client_for(bob_key).get("/api/me?user=alice")
+    assert response.status_code == 403
+    assert response.json()["error"]["type"] == "permission_error"
+    assert client_for(bob_key).get("/api/usage?user=alice").status_code == 403
+
+
+def test_staff_may_look_at_anyone(api_key, bob_key, user):
+    user.is_staff = True
+    user.save()
+    keys.forget_all()
+    assert client_for(api_key).get("/api/me?user=bob").json()["username"] == "bob"
+    assert client_for(api_key).get("/api/usage?user=bob").json()["user"] == "bob"
+    assert client_for(api_key).get("/api/me?user=nobody").status_code == 404
+
+
+@pytest.mark.parametrize("header", [None, "Bearer hfp_unknownunknownunknownunknown", "Bearer nonsense"])
+def test_it_wants_a_valid_key(usage_db, header):
+    client = APIClient()
+    if header:
+        client.credentials(HTTP_AUTHORIZATION=header)
+    response = client.get("/api/me")
+    assert response.status_code == 401
+    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_a_bad_since_is_a_400(api_key):
+    response = client_for(api_key).get("/api/usage?since=last-week")
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == "`since` takes a date as YYYY-MM-DD."

@@ -1,0 +1,167 @@
+"""Usage records: one per authenticated request, however it ended, written off the hot path."""
+
+import asyncio
+import json
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import connection
+
+from accounts import usage
+from accounts.models import ApiKey, UsageRecord
+from gateway.asgi import GatewayASGI
+from tests.conftest import asgi_request, bearer, chunk, completion, sse_response, standard_stream
+
+URL = "/v1/chat/completions"
+MESSAGES = [{"role": "user", "content": "Say hello to everyone in the room"}]
+
+
+async def post(client, payload, **headers):
+    return await client.post(
+        URL, json.dumps(payload).encode(), content_type="application/json", headers=headers
+    )
+
+
+async def records() -> list[UsageRecord]:
+    assert await usage.writer.flush(deadline=10)
+    return [r async for r in UsageRecord.objects.select_related("user", "api_key").order_by("created_at")]
+
+
+async def test_a_completion_leaves_one_full_record(async_client, api_key, hf):
+    hf.post("/chat/completions").respond(200, json=completion(usage=(12, 5)))
+    await post(async_client, {"model": "org/m:fastest", "messages": MESSAGES}, x_request_id="req-1")
+    [record] = await records()
+    assert record.user.username == "alice"
+    assert record.api_key.prefix == api_key[:12]
+    assert (record.request_id, record.endpoint, record.stream) == ("req-1", "chat_completions", False)
+    assert (record.model_requested, record.model_answered) == ("org/m:fastest", "openai/gpt-oss-120b")
+    assert (record.status, record.outcome) == (200, "ok")
+    assert (record.prompt_tokens, record.completion_tokens, record.total_tokens) == (12, 5, 17)
+    assert record.usage_source == "provider"
+    assert record.latency_ms >= 0 and record.ttft_ms is None
+
+
+async def test_a_stream_records_the_routers_usage_and_time_to_first_token(async_client, hf):
+    answer, _ = sse_response(standard_stream(usage=(9, 2)), delay=0.01)
+    hf.post("/chat/completions").mock(return_value=answer)
+    response = await post(async_client, {"messages": MESSAGES, "stream": True})
+    b"".join([part async for part in response.streaming_content])
+    [record] = await records()
+    assert (record.stream, record.outcome, record.usage_source) == (True, "ok", "provider")
+    assert (record.prompt_tokens, record.completion_tokens, record.total_tokens) == (9, 2, 11)
+    assert record.ttft_ms is not None and record.ttft_ms <= record.latency_ms
+
+
+async def test_failures_are_recorded_too(async_client, hf):
+    hf.post("/chat/completions").respond(503, text="down")
+    await post(async_client, {"messages": []})  # bad request
+    await post(async_client, {"messages": MESSAGES})  # upstream error
+    bad, failed = await records()
+    assert (bad.status, bad.outcome, bad.usage_source, bad.total_tokens) == (
+        400,
+        "bad_request",
+        "missing",
+        None,
+    )
+    assert (failed.status, failed.outcome) == (502, "upstream_error")
+
+
+async def test_a_disconnect_mid_stream_leaves_one_record_with_estimated_tokens(api_key, hf):
+    answer, _ = sse_response([chunk("word " * 10) for _ in range(50)], delay=0.02)
+    hf.post("/chat/completions").mock(return_value=answer)
+    body = json.dumps({"messages": MESSAGES, "stream": True}).encode()
+    await asgi_request("POST", URL, body, headers=bearer(api_key), disconnect_after_chunks=3)
+    [record] = await records()
+    assert record.outcome == "client_disconnected"
+    assert record.usage_source == "estimated"
+    # Three chunks of 50 characters reached the client before it left: about 12 tokens each.
+    assert 30 <= record.completion_tokens <= 60
+    assert record.prompt_tokens == -(-len(MESSAGES[0]["content"]) // 4)
+
+
+async def test_concurrent_streams_each_leave_one_record(api_key, hf):
+    def answer(request):
+        return sse_response(standard_stream(usage=(3, 2)), delay=0.005)[0]
+
+    hf.post("/chat/completions").mock(side_effect=answer)
+    body = json.dumps({"messages": MESSAGES, "stream": True}).encode()
+    results = await asyncio.gather(
+        *(asgi_request("POST", URL, body, headers=bearer(api_key)) for _ in range(50))
+    )
+    assert all(result.status == 200 and result.body.endswith(b"data: [DONE]\n\n") for result in results)
+    stored = await records()
+    assert len(stored) == 50
+    assert len({record.id for record in stored}) == 50
+    assert all(record.total_tokens == 5 for record in stored)
+
+
+async def test_records_hold_no_secret(async_client, api_key, hf):
+    hf.post("/chat/completions").respond(200, json=completion())
+    await post(async_client, {"messages": MESSAGES})
+    await records()
+    dump = await sync_to_async(_dump_tables)()
+    assert api_key not in dump and settings.HF_TOKEN not in dump
+
+
+def _dump_tables() -> str:
+    with connection.cursor() as cursor:
+        rows = []
+        for table in ("accounts_usagerecord", "accounts_apikey", "accounts_huggingfacetoken"):
+            cursor.execute(f"SELECT * FROM {table}")
+            rows.append(repr(cursor.fetchall()))
+    return "\n".join(rows)
+
+
+async def test_the_key_remembers_when_it_was_last_used(async_client, api_key, hf):
+    hf.post("/chat/completions").respond(200, json=completion())
+    await post(async_client, {"messages": MESSAGES})
+    [record] = await records()
+    key = await ApiKey.objects.aget(pk=record.api_key_id)
+    assert key.last_used_at == record.created_at
+
+
+async def test_a_failed_write_is_retried_not_dropped(async_client, hf, monkeypatch):
+    hf.post("/chat/completions").respond(200, json=completion())
+    real_write, attempts = usage._write, []
+
+    def flaky(batch):
+        attempts.append(len(batch))
+        if len(attempts) < 3:
+            raise RuntimeError("database went away")
+        real_write(batch)
+
+    monkeypatch.setattr(usage, "_write", flaky)
+    await post(async_client, {"messages": MESSAGES})
+    await post(async_client, {"messages": MESSAGES})
+    assert len(await records()) == 2
+    assert len(attempts) >= 3
+
+
+async def test_writing_is_not_on_the_response_path(async_client, hf, monkeypatch):
+    hf.post("/chat/completions").respond(200, json=completion())
+    monkeypatch.setattr(
+        usage, "_write", lambda batch: (_ for _ in ()).throw(AssertionError("written inline"))
+    )
+    response = await post(async_client, {"messages": MESSAGES})
+    assert response.status_code == 200
+    assert usage.writer.pending == 1
+    monkeypatch.undo()
+
+
+async def test_shutdown_writes_what_is_queued(async_client, hf, settings):
+    settings.USAGE_FLUSH_INTERVAL = 3600  # nothing would be written before shutdown
+    hf.post("/chat/completions").respond(200, json=completion())
+    for _ in range(3):
+        await post(async_client, {"messages": MESSAGES})
+    assert usage.writer.pending == 3
+    messages = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+
+    async def receive():
+        return messages.pop(0)
+
+    async def send(message):
+        pass
+
+    await GatewayASGI(None)({"type": "lifespan"}, receive, send)
+    assert usage.writer.pending == 0
+    assert await UsageRecord.objects.acount() == 3
