@@ -143,6 +143,7 @@ async def send(
 
     The body is not read yet: the caller reads it with `read_body` or `iter_chunks` and must
     close the response. A non-2xx answer is read, closed and raised as `UpstreamError`.
+    A failed connection or a 5xx is retried once (a cancelled request, a client gone, is not).
     """
     headers = {
         "X-Request-Id": request_id,
@@ -156,6 +157,23 @@ async def send(
         headers["Content-Type"] = "application/json"
     http = client()
     request = http.build_request(method, settings.HF_BASE_URL + path, content=body, headers=headers)
+    try:
+        return await _send_once(http, request, deadline)
+    except UpstreamError as error:
+        if not _worth_retrying(error):
+            raise
+        # Once, and only here, before anything reached our client: a pooled connection the
+        # router had just closed, or a router replica that failed, usually works the second time.
+        return await _send_once(http, request, deadline)
+
+
+def _worth_retrying(error: UpstreamError) -> bool:
+    return error.kind == UpstreamError.CONNECTION or (
+        error.kind == UpstreamError.STATUS and error.status in (500, 502, 503, 504)
+    )
+
+
+async def _send_once(http: httpx.AsyncClient, request: httpx.Request, deadline: float) -> httpx.Response:
     try:
         async with asyncio.timeout_at(_until(deadline)):
             response = await http.send(request, stream=True)

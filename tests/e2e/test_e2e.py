@@ -46,6 +46,8 @@ def _servers(stack, tmp_path_factory):
         "DATABASE_URL": database,
         "MAX_REQUEST_BYTES": "100000",
         "READ_TIMEOUT": "2",
+        "AUTH_CACHE_TTL": "1",
+        "USAGE_FLUSH_INTERVAL": "0.1",
     }
     manage("migrate", "--verbosity", "0", env=proxy_env)
     key = manage("create_api_key", "e2e-user", env=proxy_env).splitlines()[-1]
@@ -177,3 +179,71 @@ def test_wrong_method_is_405(servers):
     response = httpx.get(servers["proxy"] + "/v1/chat/completions", headers=auth(servers))
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+def usage_rows(servers, expected: int) -> list[dict]:
+    """The server's usage report (JSON), once it holds `expected` requests in all."""
+    deadline = time.monotonic() + 10
+    while True:
+        rows = json.loads(manage("usage_report", "--format", "json", env=servers["env"]))
+        if sum(row["requests"] for row in rows) >= expected or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.2)
+
+
+def test_each_user_calls_with_their_own_token_and_every_request_is_recorded(servers, router_stats):
+    env = servers["env"]
+    before = sum(row["requests"] for row in json.loads(manage("usage_report", "--format", "json", env=env)))
+    kim = manage("create_api_key", "kim", "--hf-token", "hf_kims_own_token", env=env).splitlines()[-1]
+    lee = manage("create_api_key", "lee", env=env).splitlines()[-1]
+    proxy = servers["proxy"] + "/v1"
+
+    kim_client = openai.OpenAI(base_url=proxy, api_key=kim, max_retries=0)
+    kim_client.chat.completions.create(model="m", messages=MESSAGES)
+    assert router_stats()["last_headers"]["authorization"] == "Bearer hf_kims_own_token"
+    lee_client = openai.OpenAI(base_url=proxy, api_key=lee, max_retries=0)
+    list(lee_client.chat.completions.create(model="m", messages=MESSAGES, stream=True))
+    assert router_stats()["last_headers"]["authorization"] == "Bearer hf_e2e_token_value"
+
+    manage("revoke_api_key", lee[:12], env=env)
+    time.sleep(float(env.get("AUTH_CACHE_TTL", "5")) + 0.2)
+    with pytest.raises(openai.AuthenticationError):
+        lee_client.chat.completions.create(model="m", messages=MESSAGES)
+
+    rows = {row["user"]: row for row in usage_rows(servers, before + 2)}
+    assert rows["kim"]["requests"] == 1 and rows["kim"]["total_tokens"] > 20
+    assert rows["lee"]["requests"] == 1 and rows["lee"]["completion_tokens"] == 20
+
+
+def test_concurrent_streams_and_a_disconnect_each_leave_one_record(servers):
+    import asyncio
+
+    env = servers["env"]
+    key = manage("create_api_key", "mo", env=env).splitlines()[-1]
+    client = openai.AsyncOpenAI(base_url=servers["proxy"] + "/v1", api_key=key, max_retries=0)
+
+    async def one_stream():
+        stream = await client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+        return [chunk async for chunk in stream]
+
+    async def main():
+        await asyncio.gather(*(one_stream() for _ in range(50)))
+        await client.close()
+
+    asyncio.run(main())
+    body = {"model": "fault/drip", "messages": MESSAGES, "stream": True}
+    with httpx.stream(
+        "POST",
+        servers["proxy"] + "/v1/chat/completions",
+        json=body,
+        headers={"Authorization": f"Bearer {key}"},
+    ) as response:
+        next(response.iter_lines())
+    rows = usage_rows(servers, 0)
+    deadline = time.monotonic() + 10
+    while sum(r["requests"] for r in rows if r["user"] == "mo") < 51 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        rows = usage_rows(servers, 0)
+    mine = {row["model"]: row for row in rows if row["user"] == "mo"}
+    assert mine["m"]["requests"] == 50 and mine["m"]["errors"] == 0
+    assert mine["fault/drip"]["requests"] == 1 and mine["fault/drip"]["errors"] == 1

@@ -344,3 +344,42 @@ async def test_without_a_token_nothing_is_sent(async_client, hf, settings):
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "upstream_token_missing"
     assert not route.called
+
+
+async def test_a_connection_failure_is_retried_once(async_client, hf, reports):
+    route = hf.post("/chat/completions").mock(
+        side_effect=[httpx.RemoteProtocolError("Server disconnected"), httpx.Response(200, json=completion())]
+    )
+    response = await post(async_client, {"messages": MESSAGES})
+    assert response.status_code == 200
+    assert route.call_count == 2
+    assert [r.outcome for r in reports] == [outcomes.OK]
+
+
+async def test_a_router_5xx_is_retried_once_then_reported(async_client, hf):
+    route = hf.post("/chat/completions").respond(503, text="busy")
+    response = await post(async_client, {"messages": MESSAGES})
+    assert response.status_code == 502
+    assert route.call_count == 2
+    route.side_effect = [httpx.Response(503, text="busy"), httpx.Response(200, json=completion())]
+    assert (await post(async_client, {"messages": MESSAGES})).status_code == 200
+
+
+@pytest.mark.parametrize("status", [400, 401, 402, 404, 429])
+async def test_client_errors_and_limits_are_not_retried(async_client, hf, status):
+    route = hf.post("/chat/completions").respond(status, json={"error": "no"})
+    await post(async_client, {"messages": MESSAGES})
+    assert route.call_count == 1
+
+
+async def test_a_timeout_is_not_retried(async_client, hf, settings):
+    settings.READ_TIMEOUT = 0.1
+    attempts = []
+
+    async def hang(request):
+        attempts.append(request)
+        await asyncio.sleep(30)
+
+    hf.post("/chat/completions").mock(side_effect=hang)
+    assert (await post(async_client, {"messages": MESSAGES})).status_code == 504
+    assert len(attempts) == 1
