@@ -10,7 +10,6 @@ from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
-from django.core.management.utils import get_random_secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -30,8 +29,9 @@ if not SECRET_KEY:
             "(python -c 'import secrets; print(secrets.token_urlsafe(50))'), "
             "or set DEBUG=true for local development."
         )
-    # Development only: a fresh key per process is fine, nothing durable is signed with it.
-    SECRET_KEY = get_random_secret_key()
+    # Development only, and stable so that sessions (and a FIELD_ENCRYPTION_KEY derived from
+    # it) survive a restart. Never used without DEBUG.
+    SECRET_KEY = "django-insecure-hfproxy-development-only"
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["*"] if DEBUG else ["localhost", "127.0.0.1", "[::1]"])
 
