@@ -28,8 +28,8 @@ def check_upstream_token(app_configs, **kwargs):
         return []
     return [
         checks.Warning(
-            "HF_TOKEN is not set: chat requests will fail with 502 until it is.",
-            hint="Set HF_TOKEN in the environment or .env to a Hugging Face access token.",
+            "HF_TOKEN is not set: keys without a Hugging Face token of their own will get 502.",
+            hint="Set HF_TOKEN in the environment or .env, or give every key its own token.",
             id="hfproxy.W001",
         )
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import time
 
 import httpx
@@ -247,3 +248,32 @@ def test_concurrent_streams_and_a_disconnect_each_leave_one_record(servers):
     mine = {row["model"]: row for row in rows if row["user"] == "mo"}
     assert mine["m"]["requests"] == 50 and mine["m"]["errors"] == 0
     assert mine["fault/drip"]["requests"] == 1 and mine["fault/drip"]["errors"] == 1
+
+
+def test_a_clean_shutdown_writes_every_queued_record(servers):
+    env = {**servers["env"], "USAGE_FLUSH_INTERVAL": "3600"}  # nothing is written before shutdown
+    key = manage("create_api_key", "nia", env=env).splitlines()[-1]
+    port = free_port()
+    proxy = start(
+        ["-m", "uvicorn", "hfproxy_site.asgi:application", "--port", str(port), "--lifespan", "on"],
+        env,
+        f"http://127.0.0.1:{port}/",
+    )
+    try:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0)
+        for _ in range(3):
+            client.chat.completions.create(model="m", messages=MESSAGES)
+        list(client.chat.completions.create(model="m", messages=MESSAGES, stream=True))
+        assert not [
+            row
+            for row in json.loads(manage("usage_report", "--format", "json", env=env))
+            if row["user"] == "nia"
+        ]
+    finally:
+        proxy.send_signal(signal.SIGTERM)
+        # uvicorn re-raises the signal once it has shut down cleanly.
+        assert proxy.wait(15) in (0, -signal.SIGTERM)
+    [row] = [
+        row for row in json.loads(manage("usage_report", "--format", "json", env=env)) if row["user"] == "nia"
+    ]
+    assert row["requests"] == 4
