@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import async_to_sync, iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse
@@ -24,6 +24,10 @@ def request_id_from(value: str | None) -> str:
 def is_api_path(path: str) -> bool:
     prefix = settings.API_PREFIX
     return path == prefix or path.startswith(prefix + "/")
+
+
+def _as_async(handler):
+    return handler if iscoroutinefunction(handler) else sync_to_async(handler)
 
 
 class RequestIdMiddleware:
@@ -59,7 +63,13 @@ class SiteOnlyMiddleware:
         chain = get_response
         self._view_hooks = []
         for path in reversed(settings.SITE_MIDDLEWARE):
-            instance = import_string(path)(chain)
+            middleware = import_string(path)
+            # As Django's own loader does: a sync-only middleware (whitenoise) gets a sync
+            # handler, and is itself called through a thread.
+            if getattr(middleware, "async_capable", False):
+                instance = middleware(_as_async(chain))
+            else:
+                instance = middleware(async_to_sync(chain) if iscoroutinefunction(chain) else chain)
             for hook in ("process_template_response", "process_exception"):
                 if hasattr(instance, hook):
                     raise ImproperlyConfigured(f"SITE_MIDDLEWARE does not support {path}.{hook}.")
@@ -69,7 +79,7 @@ class SiteOnlyMiddleware:
                     view_hook = sync_to_async(view_hook)
                 self._view_hooks.insert(0, view_hook)
             chain = instance
-        self.site_chain = chain
+        self.site_chain = _as_async(chain)
         markcoroutinefunction(self)
 
     async def __call__(self, request: HttpRequest) -> HttpResponse:

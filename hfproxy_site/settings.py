@@ -95,6 +95,8 @@ MIDDLEWARE = [
 # a thread under ASGI), so SiteOnlyMiddleware runs them everywhere but under API_PREFIX.
 SITE_MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # The admin's CSS and JS under uvicorn (Django serves static files only under runserver).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -144,7 +146,10 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Static files (the admin's) are served by whitenoise straight from the apps' folders, so no
+# collectstatic step is needed to run; set STATIC_ROOT to collect them for a container image.
+STATIC_ROOT = env.str("STATIC_ROOT", default="") or None
+WHITENOISE_USE_FINDERS = True
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.ApiKeyAuthentication"],

@@ -141,3 +141,9 @@ async def test_the_log_line_has_the_request_id_and_never_the_token(async_client,
     [line] = [r.getMessage() for r in caplog.records if r.name == "hfproxy.requests"]
     assert "request_id=trace-123" in line and "status=502" in line
     assert all(settings.HF_TOKEN not in r.getMessage() for r in caplog.records)
+
+
+async def test_the_admin_has_its_styles(anonymous_client):
+    response = await anonymous_client.get("/static/admin/css/base.css")
+    assert response.status_code == 200
+    assert "text/css" in response["content-type"]

@@ -1,0 +1,644 @@
+"""The admin: users and their keys, Hugging Face tokens, usage records and the usage dashboard.
+
+No page shows a secret: a key's plaintext appears once, in the response that created it (never
+in messages or the session), digests nowhere, Hugging Face tokens only masked.
+"""
+
+from __future__ import annotations
+
+import csv
+from datetime import date, datetime, timedelta
+
+from asgiref.sync import sync_to_async
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ChangeList
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import formats, timezone
+from django.utils.functional import cached_property
+from django.utils.html import format_html
+from django.utils.text import capfirst
+
+from accounts import dashboard, keys, services
+from accounts.models import ApiKey, HuggingFaceToken, UsageRecord
+
+User = get_user_model()
+
+RECENT = timedelta(days=30)
+
+# The dashboard is linked from the admin's index page.
+admin.site.index_template = "admin/accounts/index.html"
+
+
+# --- Users -------------------------------------------------------------------------------------
+
+
+class ApiKeyInline(admin.TabularInline):
+    model = ApiKey
+    fields = (
+        "prefix",
+        "name",
+        "status",
+        "hf_token",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+    )
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    verbose_name_plural = "API keys (create them under API keys: the key is shown once there)"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ApiKey]:
+        return super().get_queryset(request).select_related("hf_token")
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class HfproxyUserAdmin(UserAdmin):
+    inlines = [*UserAdmin.inlines, ApiKeyInline]
+    list_display = (*UserAdmin.list_display, "api_keys_link")
+
+    @admin.display(description="API keys")
+    def api_keys_link(self, user) -> str:
+        url = reverse("admin:accounts_apikey_changelist") + f"?user__id__exact={user.pk}"
+        return format_html('<a href="{}">keys</a>', url)
+
+
+# --- API keys ----------------------------------------------------------------------------------
+
+
+def check_token_owner(form: forms.ModelForm, user) -> None:
+    # api_key_create enforces this too; checked here so it is a form error, not a 500.
+    token = form.cleaned_data.get("hf_token")
+    if token is not None and user is not None and token.owner_id not in (None, user.pk):
+        form.add_error("hf_token", f"The Hugging Face token {token.name!r} belongs to another user.")
+
+
+class ApiKeyAddForm(forms.ModelForm):
+    class Meta:
+        model = ApiKey
+        fields = ("user", "name", "hf_token", "expires_at")
+
+    def clean_expires_at(self):
+        expires_at = self.cleaned_data["expires_at"]
+        if expires_at is not None and expires_at <= timezone.now():
+            raise ValidationError("A new key must expire in the future.")
+        return expires_at
+
+    def clean(self):
+        cleaned = super().clean()
+        check_token_owner(self, cleaned.get("user"))
+        return cleaned
+
+
+class ApiKeyChangeForm(forms.ModelForm):
+    class Meta:
+        model = ApiKey
+        fields = ("name", "hf_token", "expires_at")
+
+    def clean(self):
+        cleaned = super().clean()
+        check_token_owner(self, self.instance.user)
+        return cleaned
+
+
+class KeyStatusFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request, model_admin):
+        return [("active", "active"), ("revoked", "revoked"), ("expired", "expired")]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        if self.value() == "active":
+            return queryset.active(now)
+        if self.value() == "revoked":
+            return queryset.filter(revoked_at__isnull=False)
+        if self.value() == "expired":
+            return queryset.filter(revoked_at__isnull=True, expires_at__lte=now)
+        return queryset
+
+
+def recent_usage(column) -> Subquery:
+    """One aggregate of a key's usage over the last 30 days, as a correlated subquery: the
+    database computes it for the keys on the page only, in the list's one query."""
+    recent = (
+        UsageRecord.objects.filter(api_key=OuterRef("pk"), created_at__gte=timezone.now() - RECENT)
+        .order_by()
+        .values("api_key")
+        .annotate(value=column)
+        .values("value")
+    )
+    return Coalesce(Subquery(recent, output_field=IntegerField()), 0)
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = (
+        "prefix",
+        "user",
+        "name",
+        "status",
+        "hf_token",
+        "last_used_at",
+        "requests_30d",
+        "tokens_30d",
+        "created_at",
+        "expires_at",
+    )
+    list_display_links = ("prefix", "name")
+    list_select_related = ("user", "hf_token")
+    list_filter = (KeyStatusFilter, "user")
+    search_fields = ("prefix", "name", "user__username")
+    actions = ["revoke_selected"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ApiKey]:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(requests_30d=recent_usage(Count("*")), tokens_30d=recent_usage(Sum("total_tokens")))
+        )
+
+    @admin.display(description="requests (30 d)", ordering="requests_30d")
+    def requests_30d(self, key: ApiKey) -> int:
+        return key.requests_30d
+
+    @admin.display(description="tokens (30 d)", ordering="tokens_30d")
+    def tokens_30d(self, key: ApiKey) -> int:
+        return key.tokens_30d
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        kwargs["form"] = ApiKeyChangeForm if obj is not None else ApiKeyAddForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ApiKeyAddForm.Meta.fields
+        return (
+            "prefix",
+            "user",
+            "status",
+            *ApiKeyChangeForm.Meta.fields,
+            "created_at",
+            "last_used_at",
+            "revoked_at",
+        )
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return ()
+        return ("prefix", "user", "status", "created_at", "last_used_at", "revoked_at")
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # revoke instead: usage rows keep pointing at the key
+
+    def save_model(self, request, obj: ApiKey, form, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            keys.forget_all()  # a new token or expiry applies at once here, elsewhere within the TTL
+            return
+        created, plaintext = services.api_key_create(
+            user=obj.user, name=obj.name, hf_token=obj.hf_token, expires_at=obj.expires_at
+        )
+        # The admin carries on with `obj` (the log entry, the response): make it the new row.
+        for model_field in ApiKey._meta.concrete_fields:
+            setattr(obj, model_field.attname, getattr(created, model_field.attname))
+        obj._state.adding, obj._state.db = False, created._state.db
+        # Lives as long as this request: the page below is the only place it is ever shown.
+        request._new_api_key = plaintext
+
+    def response_add(self, request, obj: ApiKey, post_url_continue=None) -> HttpResponse:
+        plaintext = getattr(request, "_new_api_key", None)
+        if plaintext is None:
+            return super().response_add(request, obj, post_url_continue)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "API key created",
+            "opts": self.opts,
+            "api_key": obj,
+            "plaintext": plaintext,
+        }
+        return TemplateResponse(request, "admin/accounts/apikey/created.html", context)
+
+    @admin.action(description="Revoke selected keys", permissions=["change"])
+    def revoke_selected(self, request, queryset: QuerySet[ApiKey]) -> None:
+        revoked = 0
+        for key in queryset.filter(revoked_at__isnull=True):
+            services.api_key_revoke(api_key=key)
+            self.log_change(request, key, "Revoked.")
+            revoked += 1
+        self.message_user(request, f"Revoked {revoked} key{'s' if revoked != 1 else ''}.", messages.SUCCESS)
+
+
+# --- Hugging Face tokens -----------------------------------------------------------------------
+
+
+class HuggingFaceTokenForm(forms.ModelForm):
+    value = forms.CharField(
+        label="Token",
+        required=False,
+        # Never rendered back, not even after a failed submission.
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+    )
+
+    class Meta:
+        model = HuggingFaceToken
+        fields = ("name", "owner", "value")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk is None:
+            self.fields["value"].required = True
+            self.fields["value"].help_text = "Stored encrypted; shown only masked from now on."
+        else:
+            self.fields[
+                "value"
+            ].help_text = f"Leave empty to keep the current token ({self.instance.masked}). Stored encrypted."
+
+    def clean_value(self) -> str:
+        value = self.cleaned_data["value"]
+        return services.validate_hf_token(value) if value else ""
+
+    def clean_owner(self):
+        owner = self.cleaned_data["owner"]
+        if owner is not None and self.instance.pk is not None:
+            others = self.instance.api_keys.exclude(user=owner)
+            if others.exists():
+                raise ValidationError(
+                    "Keys of other users use this token: it can only stay shared or theirs."
+                )
+        return owner
+
+
+@admin.register(HuggingFaceToken)
+class HuggingFaceTokenAdmin(admin.ModelAdmin):
+    form = HuggingFaceTokenForm
+    list_display = ("name", "owner_or_shared", "masked", "keys_using", "created_at")
+    list_select_related = ("owner",)
+    search_fields = ("name", "owner__username")
+    readonly_fields = ("masked", "created_at")
+
+    def get_fields(self, request, obj=None):
+        return (
+            ("name", "owner", "value") if obj is None else ("name", "owner", "masked", "value", "created_at")
+        )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[HuggingFaceToken]:
+        return super().get_queryset(request).annotate(keys_using=Count("api_keys"))
+
+    @admin.display(description="owner", ordering="owner__username")
+    def owner_or_shared(self, token: HuggingFaceToken) -> str:
+        return token.owner.get_username() if token.owner_id else "shared"
+
+    @admin.display(description="token")
+    def masked(self, token: HuggingFaceToken) -> str:
+        return token.masked
+
+    @admin.display(description="keys using it", ordering="keys_using")
+    def keys_using(self, token: HuggingFaceToken) -> int:
+        return token.keys_using
+
+    def save_model(self, request, obj: HuggingFaceToken, form, change: bool) -> None:
+        value = form.cleaned_data.get("value")
+        if value:
+            obj.set_value(value)
+        super().save_model(request, obj, form, change)
+        if change:
+            keys.forget_all()  # keys using it pick up the new value at once here
+
+
+# --- Usage -------------------------------------------------------------------------------------
+
+CSV_COLUMNS = {
+    "created_at": "created_at",
+    "request_id": "request_id",
+    "user": "user__username",
+    "api_key": "api_key__prefix",
+    "endpoint": "endpoint",
+    "model_requested": "model_requested",
+    "model_answered": "model_answered",
+    "stream": "stream",
+    "status": "status",
+    "outcome": "outcome",
+    "prompt_tokens": "prompt_tokens",
+    "completion_tokens": "completion_tokens",
+    "total_tokens": "total_tokens",
+    "usage_source": "usage_source",
+    "latency_ms": "latency_ms",
+    "ttft_ms": "ttft_ms",
+}
+CSV_PAGE = 2_000
+
+
+class _Line:
+    """csv.writer's file: hands back each written line."""
+
+    def write(self, line: str) -> str:
+        return line
+
+
+def _cell(value) -> object:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    # Model names come from clients: a leading = + - @ must not become a formula in a spreadsheet.
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def _csv_page(records: QuerySet[UsageRecord], after: tuple | None) -> list[tuple]:
+    # Keyset pagination: each page is one indexed query, however deep into the export.
+    page = records.order_by("-created_at", "-id")
+    if after is not None:
+        page = page.filter(Q(created_at__lt=after[0]) | Q(created_at=after[0], id__lt=after[1]))
+    return list(page.values_list("created_at", "id", *CSV_COLUMNS.values())[:CSV_PAGE])
+
+
+async def _csv_lines(records: QuerySet[UsageRecord]):
+    writer = csv.writer(_Line())
+    yield writer.writerow(CSV_COLUMNS)
+    after = None
+    while True:
+        rows = await sync_to_async(_csv_page)(records, after)
+        for row in rows:
+            yield writer.writerow([_cell(value) for value in row[2:]])
+        if len(rows) < CSV_PAGE:
+            return
+        after = rows[-1][:2]
+
+
+def usage_csv_response(records: QuerySet[UsageRecord]) -> StreamingHttpResponse:
+    """The records as CSV, newest first, streamed page by page (an async iterator: under ASGI a
+    sync one would be read whole into memory first)."""
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    return StreamingHttpResponse(
+        _csv_lines(records.order_by()),
+        content_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="usage-{stamp}.csv"'},
+    )
+
+
+class UsageChangeList(ChangeList):
+    @cached_property
+    def date_drilldown(self) -> dict:
+        """The date hierarchy's links, as admin/date_hierarchy.html takes them, without the
+        admin's SELECT DISTINCT of every row's truncated date (seconds at a million rows; on
+        SQLite the truncation is a Python call per row). Choices are the years, months or days
+        from the first listed record to the last: two index lookups."""
+        name = self.date_hierarchy
+        fields = {part: f"{name}__{part}" for part in ("year", "month", "day")}
+        year, month, day = (self.params.get(fields[part]) for part in ("year", "month", "day"))
+
+        def link(filters: dict) -> str:
+            return self.get_query_string(filters, [f"{name}__"])
+
+        if year and month and day:
+            chosen = date(int(year), int(month), int(day))
+            return {
+                "show": True,
+                "back": {
+                    "link": link({fields["year"]: year, fields["month"]: month}),
+                    "title": capfirst(formats.date_format(chosen, "YEAR_MONTH_FORMAT")),
+                },
+                "choices": [{"title": capfirst(formats.date_format(chosen, "MONTH_DAY_FORMAT"))}],
+            }
+        first = self.queryset.order_by(name).values_list(name, flat=True).first()
+        last = self.queryset.order_by(f"-{name}").values_list(name, flat=True).first()
+        if first is None:
+            return {"show": False}
+        first, last = timezone.localdate(first), timezone.localdate(last)
+        if not year and first.year == last.year:
+            year = str(first.year)
+            if first.month == last.month:
+                month = str(first.month)
+        if year and month:
+            start = max(first, date(int(year), int(month), 1))
+            days = [start + timedelta(days=n) for n in range((last - start).days + 1)]
+            return {
+                "show": True,
+                "back": {"link": link({fields["year"]: year}), "title": year},
+                "choices": [
+                    {
+                        "link": link({fields["year"]: year, fields["month"]: month, fields["day"]: each.day}),
+                        "title": capfirst(formats.date_format(each, "MONTH_DAY_FORMAT")),
+                    }
+                    for each in days
+                    if each.month == int(month)
+                ],
+            }
+        if year:
+            months = [
+                date(int(year), number, 1)
+                for number in range(1, 13)
+                if (first.year, first.month) <= (int(year), number) <= (last.year, last.month)
+            ]
+            return {
+                "show": True,
+                "back": {"link": link({}), "title": "All dates"},
+                "choices": [
+                    {
+                        "link": link({fields["year"]: year, fields["month"]: each.month}),
+                        "title": capfirst(formats.date_format(each, "YEAR_MONTH_FORMAT")),
+                    }
+                    for each in months
+                ],
+            }
+        return {
+            "show": True,
+            "back": None,
+            "choices": [
+                {"link": link({fields["year"]: str(number)}), "title": str(number)}
+                for number in range(first.year, last.year + 1)
+            ],
+        }
+
+
+@admin.register(UsageRecord)
+class UsageRecordAdmin(admin.ModelAdmin):
+    list_display = (
+        "created_at",
+        "request_id",
+        "user",
+        "key_prefix",
+        "model_requested",
+        "model_answered",
+        "stream",
+        "status",
+        "outcome",
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "usage_source",
+        "latency_ms",
+        "ttft_ms",
+    )
+    list_select_related = ("user", "api_key")
+    list_filter = ("user", "api_key", "model_requested", "outcome", ("created_at", admin.DateFieldListFilter))
+    search_fields = ("=request_id", "model_requested", "model_answered")
+    date_hierarchy = "created_at"
+    actions = ["export_selected_csv"]
+    show_full_result_count = False  # a second COUNT(*) over every row on each filtered page
+
+    @admin.display(description="API key", ordering="api_key__prefix")
+    def key_prefix(self, record: UsageRecord) -> str:
+        return record.api_key.prefix
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.action(description="Export selected as CSV", permissions=["view"])
+    def export_selected_csv(self, request, queryset: QuerySet[UsageRecord]) -> StreamingHttpResponse:
+        return usage_csv_response(queryset)
+
+    def get_changelist(self, request, **kwargs):
+        return UsageChangeList
+
+    def get_urls(self):
+        own = [
+            path("export/", self.admin_site.admin_view(self.export_view), name="accounts_usagerecord_export"),
+            path(
+                "dashboard/",
+                self.admin_site.admin_view(self.dashboard_view),
+                name="accounts_usagerecord_dashboard",
+            ),
+        ]
+        return own + super().get_urls()
+
+    def export_view(self, request: HttpRequest) -> StreamingHttpResponse:
+        """The change list's rows as CSV: the same filters, search and date drill-down."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        try:
+            changelist = self.get_changelist_instance(request)
+        except IncorrectLookupParameters:
+            return redirect(reverse("admin:accounts_usagerecord_changelist") + "?e=1")
+        return usage_csv_response(changelist.get_queryset(request))
+
+    def dashboard_view(self, request: HttpRequest) -> TemplateResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        period = request.GET.get("period", dashboard.DEFAULT_PERIOD)
+        if period not in dashboard.PERIODS:
+            period = dashboard.DEFAULT_PERIOD
+        figures = dashboard.usage_dashboard(period=period)
+        step = figures.period.step_name
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Usage dashboard",
+            "opts": self.opts,
+            "dashboard": figures,
+            "periods": dashboard.PERIODS.values(),
+            "figures": [
+                ("requests", "requests", _count(figures.requests)),
+                ("tokens", "tokens", _count(figures.tokens)),
+                ("errors", "errors", _count(figures.errors)),
+                ("error-rate", "error rate", _percent(figures.error_rate)),
+                ("latency-p50", "latency p50", _ms(figures.latency["p50"])),
+                ("latency-p95", "latency p95", _ms(figures.latency["p95"])),
+                ("ttft-p50", "time to first token p50", _ms(figures.ttft["p50"])),
+                ("ttft-p95", "time to first token p95", _ms(figures.ttft["p95"])),
+            ],
+            "charts": [bar_chart(figures.series, key, step) for key in ("requests", "tokens", "errors")],
+            "tops": [
+                ("Top users", _top_rows(figures.top_users, "user"), "user"),
+                ("Top models", _top_rows(figures.top_models, "model_requested"), "model"),
+            ],
+        }
+        return TemplateResponse(request, "admin/accounts/usage_dashboard.html", context)
+
+
+def _count(value: int) -> str:
+    return f"{value:,}"
+
+
+def _percent(fraction: float | None) -> str:
+    return "–" if fraction is None else f"{fraction:.2%}"
+
+
+def _ms(value: int | None) -> str:
+    return "–" if value is None else f"{value:,} ms"
+
+
+def _top_rows(rows: list[dict], name: str) -> list[dict]:
+    return [
+        {
+            "name": row[name] or "(none)",
+            "requests": _count(row["requests"]),
+            "tokens": _count(row["tokens"]),
+            "errors": _count(row["errors"]),
+            "error_rate": _percent(row["errors"] / row["requests"] if row["requests"] else None),
+        }
+        for row in rows
+    ]
+
+
+# --- Charts: server-side SVG ---------------------------------------------------------------------
+
+CHART_WIDTH, CHART_HEIGHT, CHART_LEFT, CHART_BOTTOM = 760, 180, 56, 22
+
+
+def bar_chart(series: list[dict], key: str, step: str) -> dict:
+    """Bar geometry for one value of the series; the template draws it as SVG."""
+    plot_width, plot_height = CHART_WIDTH - CHART_LEFT - 4, CHART_HEIGHT - CHART_BOTTOM - 8
+    top = max((point[key] for point in series), default=0)
+    slot = plot_width / max(len(series), 1)
+    label_format = "%b %d" if step == "day" else "%b %d %H:%M"
+    bars = []
+    for index, point in enumerate(series):
+        value = point[key]
+        # A bucket with any data stays visible, however small next to the biggest.
+        height = max(1.0, plot_height * value / top) if value and top else 0.0
+        bars.append(
+            {
+                "x": round(CHART_LEFT + index * slot + slot * 0.1, 2),
+                "y": round(8 + plot_height - height, 2),
+                "width": round(max(slot * 0.8, 1.0), 2),
+                "height": round(height, 2),
+                "value": value,
+                "start": point["start"],
+                "label": point["start"].strftime(label_format),
+            }
+        )
+    ticks = [bars[0], bars[len(bars) // 2], bars[-1]] if bars else []
+    return {
+        "key": key,
+        "unit": key,
+        "width": CHART_WIDTH,
+        "height": CHART_HEIGHT,
+        "left": CHART_LEFT,
+        "baseline": CHART_HEIGHT - CHART_BOTTOM,
+        "label_y": CHART_HEIGHT - 6,
+        "axis_label_x": CHART_LEFT - 6,
+        "top_label": _count(top),
+        "total": sum(point[key] for point in series),
+        "total_label": _count(sum(point[key] for point in series)),
+        "bars": bars,
+        "ticks": ticks,
+    }

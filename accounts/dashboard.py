@@ -1,0 +1,183 @@
+"""Reads behind the admin's usage dashboard. Every figure is computed by the database.
+
+A page costs a fixed number of queries, whatever the number of rows: one for the time series
+(whose buckets also give the totals), one per top list, and one per percentile. Each is shaped
+so that both SQLite and PostgreSQL answer it from an index in one pass, without sorting the
+period's rows (see `usage_series` and `percentile`); bench/dashboard.py measures them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from django.contrib.auth import get_user_model
+from django.db.models import Count, Q, QuerySet, Sum, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from accounts.models import Outcome
+from accounts.selectors import usage_in
+
+
+@dataclass(frozen=True)
+class Period:
+    key: str
+    label: str
+    span: timedelta
+    step: timedelta
+    step_name: str
+
+
+PERIODS = {
+    period.key: period
+    for period in (
+        Period("24h", "24 hours", timedelta(hours=24), timedelta(hours=1), "hour"),
+        Period("7d", "7 days", timedelta(days=7), timedelta(hours=6), "6 hours"),
+        Period("30d", "30 days", timedelta(days=30), timedelta(days=1), "day"),
+    )
+}
+DEFAULT_PERIOD = "24h"
+
+# Count("*") and the counted columns, never the primary key: an index holding the time,
+# outcome, tokens and time to first token then answers without reading the table.
+TOTALS = {
+    "requests": Count("*"),
+    "tokens": Coalesce(Sum("total_tokens"), 0),
+    "errors": Count("outcome", filter=~Q(outcome=Outcome.OK)),
+}
+SERIES_TOTALS = {**TOTALS, "with_ttft": Count("ttft_ms")}
+
+
+def bucket_edges(since: datetime, until: datetime, step: timedelta) -> list[datetime]:
+    """`since`, then every multiple of `step` since the epoch (UTC) before `until`: where the
+    buckets begin."""
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    edges = [since]
+    edge = epoch + (since - epoch) // step * step + step
+    while edge < until:
+        edges.append(edge)
+        edge += step
+    return edges
+
+
+def usage_series(*, since: datetime, until: datetime, step: timedelta) -> list[dict]:
+    """Requests, tokens, errors and streamed requests per hour or day since `since`: one query.
+
+    One aggregate per bucket, joined by UNION ALL, rather than GROUP BY a truncated time:
+    each bucket is a range of the time index, so no database sorts the period's rows (SQLite
+    would: it groups by sorting, and Django's time truncation on SQLite runs in Python, once a
+    row). Building each part costs Python time, hence at most a few dozen buckets a period.
+    The last bucket has no end, so the series counts the same rows as the other queries.
+    """
+    edges = bucket_edges(since, until, step)
+    parts = [
+        usage_in(since=start)
+        .filter(created_at__lt=end)
+        .order_by()
+        .annotate(bucket=Value(index))
+        .values("bucket")
+        .annotate(**SERIES_TOTALS)
+        for index, (start, end) in enumerate(itertools.pairwise(edges))
+    ]
+    parts.append(
+        usage_in(since=edges[-1])
+        .order_by()
+        .annotate(bucket=Value(len(parts)))
+        .values("bucket")
+        .annotate(**SERIES_TOTALS)
+    )
+    found = {row["bucket"]: row for row in parts[0].union(*parts[1:], all=True)}
+    return [
+        {"start": start, **dict.fromkeys(SERIES_TOTALS, 0), **found.get(index, {})}
+        for index, start in enumerate(edges)
+    ]
+
+
+def usage_top(*, since: datetime, by: str, limit: int = 10) -> list[dict]:
+    """The `limit` biggest callers (by="user_id") or models (by="model_requested") since `since`."""
+    # Bounded on one side only, here and in the percentiles: without statistics on the time
+    # column, SQLite takes a two-sided range for a small one and sorts it instead of walking
+    # the covering index.
+    return list(usage_in(since=since).values(by).annotate(**TOTALS).order_by("-requests", by)[:limit])
+
+
+def percentile(records: QuerySet, field_name: str, fraction: float, count: int) -> int | None:
+    """The nearest-rank percentile of `field_name` over `records`, of which `count` have a
+    value: one ORDER BY … LIMIT 1 OFFSET k, which an index on (field, created_at) answers by
+    walking k entries, without sorting."""
+    if count == 0:
+        return None
+    offset = max(0, math.ceil(fraction * count) - 1)
+    # From whichever end is nearer: fewer index entries to walk.
+    if offset >= count // 2:
+        ordered, offset = records.order_by(f"-{field_name}"), count - 1 - offset
+    else:
+        ordered = records.order_by(field_name)
+    found = list(
+        ordered.exclude(**{f"{field_name}__isnull": True}).values_list(field_name, flat=True)[
+            offset : offset + 1
+        ]
+    )
+    return found[0] if found else None  # rows deleted since they were counted
+
+
+@dataclass
+class Dashboard:
+    period: Period
+    since: datetime
+    until: datetime
+    series: list[dict]
+    top_users: list[dict]
+    top_models: list[dict]
+    requests: int = 0
+    tokens: int = 0
+    errors: int = 0
+    latency: dict[str, int | None] = field(default_factory=dict)
+    ttft: dict[str, int | None] = field(default_factory=dict)
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.errors / self.requests if self.requests else None
+
+
+def usage_dashboard(*, period: str = DEFAULT_PERIOD, now: datetime | None = None) -> Dashboard:
+    """Every figure of the dashboard for the `period` (a key of PERIODS) that ends `now`."""
+    chosen = PERIODS[period]
+    until = now or timezone.now()
+    since = until - chosen.span
+    series = usage_series(since=since, until=until, step=chosen.step)
+    top_users = usage_top(since=since, by="user_id")
+    user_model = get_user_model()
+    names = dict(
+        user_model.objects.filter(pk__in=[row["user_id"] for row in top_users]).values_list(
+            "pk", user_model.USERNAME_FIELD
+        )
+    )
+    for row in top_users:
+        row["user"] = names.get(row["user_id"], f"#{row['user_id']}")
+    # The totals are the buckets' sums: no second pass over the rows.
+    requests = sum(point["requests"] for point in series)
+    with_ttft = sum(point["with_ttft"] for point in series)
+    records = usage_in(since=since)
+    return Dashboard(
+        period=chosen,
+        since=since,
+        until=until,
+        series=series,
+        top_users=top_users,
+        top_models=usage_top(since=since, by="model_requested"),
+        requests=requests,
+        tokens=sum(point["tokens"] for point in series),
+        errors=sum(point["errors"] for point in series),
+        latency={
+            "p50": percentile(records, "latency_ms", 0.50, requests),
+            "p95": percentile(records, "latency_ms", 0.95, requests),
+        },
+        ttft={
+            "p50": percentile(records, "ttft_ms", 0.50, with_ttft),
+            "p95": percentile(records, "ttft_ms", 0.95, with_ttft),
+        },
+    )

@@ -1,0 +1,396 @@
+"""The admin: every page renders for staff and refuses anonymous users, keys are shown once,
+tokens are write-only, usage is read-only and exports as CSV, and no page shows a secret."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from datetime import timedelta
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.contrib.admin.models import LogEntry
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from accounts import keys, services
+from accounts.models import ApiKey, HuggingFaceToken, Outcome, UsageRecord, UsageSource
+
+pytestmark = pytest.mark.django_db
+
+HF_VALUE = "hf_SecretTokenValueForAdminTests1234"
+KEY_PATTERN = re.compile(r"hfp_[A-Za-z0-9_-]{40,}")
+
+
+def record(api_key: ApiKey, **fields) -> UsageRecord:
+    values = {
+        "request_id": f"req-{UsageRecord.objects.count()}",
+        "user_id": api_key.user_id,
+        "api_key": api_key,
+        "endpoint": "chat_completions",
+        "model_requested": "openai/gpt-oss-120b",
+        "model_answered": "openai/gpt-oss-120b",
+        "status": 200,
+        "outcome": Outcome.OK,
+        "prompt_tokens": 5,
+        "completion_tokens": 3,
+        "total_tokens": 8,
+        "usage_source": UsageSource.PROVIDER,
+        "latency_ms": 120,
+        **fields,
+    }
+    return UsageRecord.objects.create(**values)
+
+
+@pytest.fixture
+def alice():
+    return get_user_model().objects.create_user("alice", password="alice-password-123")
+
+
+@pytest.fixture
+def hf_token(alice) -> HuggingFaceToken:
+    return services.hf_token_create(name="team", value=HF_VALUE)
+
+
+@pytest.fixture
+def key_and_plaintext(alice, hf_token) -> tuple[ApiKey, str]:
+    return services.api_key_create(user=alice, name="laptop", hf_token=hf_token)
+
+
+@pytest.fixture
+def secrets_(key_and_plaintext, hf_token) -> list[str]:
+    """Everything that must never appear on a page or in a CSV."""
+    api_key, plaintext = key_and_plaintext
+    hf_token.refresh_from_db()
+    return [plaintext, api_key.digest, HF_VALUE, hf_token.encrypted_value]
+
+
+def text_of(response) -> str:
+    if not response.streaming:
+        return response.content.decode()
+
+    # Read as the ASGI server would: the CSV's rows come from an async iterator.
+    async def collect() -> bytes:
+        return b"".join([chunk async for chunk in response.streaming_content])
+
+    return async_to_sync(collect)().decode()
+
+
+def admin_urls(api_key: ApiKey, hf_token: HuggingFaceToken, usage: UsageRecord) -> list[str]:
+    return [
+        "/admin/",
+        "/admin/accounts/",
+        "/admin/auth/user/",
+        f"/admin/auth/user/{api_key.user_id}/change/",
+        "/admin/accounts/apikey/",
+        "/admin/accounts/apikey/add/",
+        f"/admin/accounts/apikey/{api_key.pk}/change/",
+        f"/admin/accounts/apikey/{api_key.pk}/history/",
+        "/admin/accounts/huggingfacetoken/",
+        "/admin/accounts/huggingfacetoken/add/",
+        f"/admin/accounts/huggingfacetoken/{hf_token.pk}/change/",
+        "/admin/accounts/usagerecord/",
+        f"/admin/accounts/usagerecord/{usage.pk}/change/",
+        "/admin/accounts/usagerecord/dashboard/",
+        "/admin/accounts/usagerecord/export/",
+    ]
+
+
+def test_it_renders_every_page_for_staff_without_a_secret(
+    admin_client, key_and_plaintext, hf_token, secrets_
+):
+    api_key = key_and_plaintext[0]
+    usage = record(api_key, model_requested="=HYPERLINK(1)")
+    for url in admin_urls(api_key, hf_token, usage):
+        response = admin_client.get(url)
+        assert response.status_code == 200, url
+        body = text_of(response)
+        for secret in secrets_:
+            assert secret not in body, url
+
+
+def test_it_refuses_anonymous_users(client, key_and_plaintext, hf_token):
+    usage = record(key_and_plaintext[0])
+    for url in admin_urls(key_and_plaintext[0], hf_token, usage):
+        response = client.get(url)
+        assert response.status_code == 302, url
+        assert response["location"].startswith("/admin/login/"), url
+
+
+def test_it_refuses_staff_without_permission_on_usage(client, key_and_plaintext):
+    staff = get_user_model().objects.create_user("bob", password="bob-password-123", is_staff=True)
+    client.force_login(staff)
+    assert client.get("/admin/accounts/usagerecord/dashboard/").status_code == 403
+    assert client.get("/admin/accounts/usagerecord/export/").status_code == 403
+    staff.user_permissions.add(Permission.objects.get(codename="view_usagerecord"))
+    assert client.get("/admin/accounts/usagerecord/dashboard/").status_code == 200
+
+
+def test_the_index_links_to_the_dashboard(admin_client):
+    assert b'href="/admin/accounts/usagerecord/dashboard/"' in admin_client.get("/admin/").content
+
+
+# --- API keys ----------------------------------------------------------------------------------
+
+
+def test_adding_a_key_shows_it_once_and_stores_only_its_digest(admin_client, alice):
+    response = admin_client.post(
+        "/admin/accounts/apikey/add/",
+        {"user": alice.pk, "name": "ci", "hf_token": "", "expires_at_0": "", "expires_at_1": ""},
+    )
+    assert response.status_code == 200
+    assert "no-store" in response["cache-control"]
+    shown = KEY_PATTERN.findall(response.content.decode())
+    assert len(set(shown)) == 1
+    plaintext = shown[0]
+    api_key = ApiKey.objects.get()
+    assert (api_key.user, api_key.name) == (alice, "ci")
+    assert api_key.digest == keys.digest(plaintext)
+    assert plaintext.startswith(api_key.prefix)
+    assert keys.resolve(plaintext).user_id == alice.pk
+    # Nowhere else: no message, nothing in the session, the log or any later page.
+    assert not list(response.wsgi_request._messages)
+    assert plaintext not in str(dict(admin_client.session))
+    assert all(plaintext not in str(row) for row in ApiKey.objects.values_list())
+    entry = LogEntry.objects.get()
+    assert plaintext not in entry.object_repr + entry.change_message
+    for url in ("/admin/accounts/apikey/", f"/admin/accounts/apikey/{api_key.pk}/change/"):
+        assert plaintext not in admin_client.get(url).content.decode()
+
+
+def test_the_add_form_refuses_another_users_token(admin_client, alice):
+    bob = get_user_model().objects.create_user("bob")
+    bobs = services.hf_token_create(name="bob's", value=HF_VALUE, owner=bob)
+    response = admin_client.post(
+        "/admin/accounts/apikey/add/",
+        {"user": alice.pk, "name": "", "hf_token": bobs.pk, "expires_at_0": "", "expires_at_1": ""},
+    )
+    assert response.status_code == 200
+    assert "belongs to another user" in response.content.decode()
+    assert not ApiKey.objects.exists()
+
+
+def test_the_key_list_shows_usage_of_the_last_30_days(admin_client, key_and_plaintext):
+    api_key = key_and_plaintext[0]
+    record(api_key, total_tokens=100)
+    record(api_key, total_tokens=None, prompt_tokens=None, completion_tokens=None, usage_source="missing")
+    record(api_key, total_tokens=1000, created_at=timezone.now() - timedelta(days=31))
+    response = admin_client.get("/admin/accounts/apikey/")
+    row = response.context["cl"].result_list[0]
+    assert (row.requests_30d, row.tokens_30d) == (2, 100)
+    html = response.content.decode()
+    for column in ("Requests (30 d)", "Tokens (30 d)", "active", api_key.prefix, "alice"):
+        assert column in html
+
+
+def test_the_key_list_costs_the_same_queries_for_more_keys(admin_client, alice):
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert admin_client.get("/admin/accounts/apikey/").status_code == 200
+        return len(captured)
+
+    record(services.api_key_create(user=alice)[0])
+    few = queries()
+    for number in range(10):
+        record(services.api_key_create(user=alice, name=f"k{number}")[0])
+    assert queries() == few
+
+
+def test_the_revoke_action_revokes_the_selected_keys(admin_client, alice):
+    (kept, kept_plain), (gone, gone_plain) = (services.api_key_create(user=alice) for _ in range(2))
+    response = admin_client.post(
+        "/admin/accounts/apikey/",
+        {"action": "revoke_selected", "_selected_action": [gone.pk], "index": 0},
+        follow=True,
+    )
+    assert "Revoked 1 key." in response.content.decode()
+    gone.refresh_from_db()
+    kept.refresh_from_db()
+    assert (gone.status, kept.status) == ("revoked", "active")
+    assert keys.resolve(gone_plain) is None
+    assert keys.resolve(kept_plain) is not None
+    assert LogEntry.objects.get().change_message == "Revoked."
+
+
+def test_keys_cannot_be_deleted(admin_client, key_and_plaintext):
+    api_key = key_and_plaintext[0]
+    assert admin_client.get(f"/admin/accounts/apikey/{api_key.pk}/delete/").status_code == 403
+    assert "delete_selected" not in admin_client.get("/admin/accounts/apikey/").content.decode()
+    assert ApiKey.objects.filter(pk=api_key.pk).exists()
+
+
+def test_the_user_page_lists_their_keys(admin_client, key_and_plaintext, alice):
+    api_key = key_and_plaintext[0]
+    html = admin_client.get(f"/admin/auth/user/{alice.pk}/change/").content.decode()
+    assert api_key.prefix in html
+    assert f"/admin/accounts/apikey/{api_key.pk}/change/" in html
+    users = admin_client.get("/admin/auth/user/").content.decode()
+    assert f"/admin/accounts/apikey/?user__id__exact={alice.pk}" in users
+
+
+# --- Hugging Face tokens -----------------------------------------------------------------------
+
+
+def test_the_token_form_never_renders_the_value_back(admin_client):
+    taken = services.hf_token_create(name="taken", value="hf_AnotherValue99")
+    response = admin_client.post(
+        "/admin/accounts/huggingfacetoken/add/", {"name": "taken", "owner": "", "value": HF_VALUE}
+    )
+    assert response.status_code == 200  # the name is taken: the form comes back
+    assert HF_VALUE not in response.content.decode()
+    assert 'type="password"' in response.content.decode()
+
+    response = admin_client.post(
+        "/admin/accounts/huggingfacetoken/add/", {"name": "shared", "owner": "", "value": HF_VALUE}
+    )
+    assert response.status_code == 302
+    token = HuggingFaceToken.objects.get(name="shared")
+    assert token.value() == HF_VALUE
+    assert HF_VALUE not in token.encrypted_value
+    assert HF_VALUE not in LogEntry.objects.get().change_message
+
+    page = admin_client.get(f"/admin/accounts/huggingfacetoken/{token.pk}/change/").content.decode()
+    assert HF_VALUE not in page and token.encrypted_value not in page
+    assert "hf_…1234" in page
+    assert (
+        "hf_AnotherValue99"
+        not in admin_client.get(f"/admin/accounts/huggingfacetoken/{taken.pk}/change/").content.decode()
+    )
+
+
+def test_a_token_keeps_its_value_unless_a_new_one_is_given(admin_client, hf_token):
+    url = f"/admin/accounts/huggingfacetoken/{hf_token.pk}/change/"
+    assert admin_client.post(url, {"name": "renamed", "owner": "", "value": ""}).status_code == 302
+    hf_token.refresh_from_db()
+    assert (hf_token.name, hf_token.value()) == ("renamed", HF_VALUE)
+    assert (
+        admin_client.post(url, {"name": "renamed", "owner": "", "value": "hf_TheNewValue5678"}).status_code
+        == 302
+    )
+    hf_token.refresh_from_db()
+    assert (hf_token.value(), hf_token.masked) == ("hf_TheNewValue5678", "hf_…5678")
+
+
+def test_the_token_form_validates_the_value(admin_client):
+    response = admin_client.post(
+        "/admin/accounts/huggingfacetoken/add/", {"name": "bad", "owner": "", "value": "hf_ with spaces"}
+    )
+    assert response.status_code == 200
+    assert "printable ASCII" in response.content.decode()
+    assert not HuggingFaceToken.objects.exists()
+
+
+def test_the_token_list_shows_owner_or_shared_and_keys_using_it(admin_client, key_and_plaintext, alice):
+    services.hf_token_create(name="personal", value="hf_PersonalValue42", owner=alice)
+    response = admin_client.get("/admin/accounts/huggingfacetoken/")
+    rows = {token.name: token for token in response.context["cl"].result_list}
+    assert (rows["team"].keys_using, rows["personal"].keys_using) == (1, 0)
+    html = response.content.decode()
+    assert "shared" in html and "hf_…ue42" in html and "hf_…1234" in html
+
+
+# --- Usage -------------------------------------------------------------------------------------
+
+
+def test_usage_is_read_only(admin_client, key_and_plaintext):
+    usage = record(key_and_plaintext[0])
+    assert admin_client.get("/admin/accounts/usagerecord/add/").status_code == 403
+    page = admin_client.get(f"/admin/accounts/usagerecord/{usage.pk}/change/")
+    assert page.status_code == 200
+    assert 'name="_save"' not in page.content.decode()
+    assert admin_client.post(f"/admin/accounts/usagerecord/{usage.pk}/change/", {}).status_code == 403
+    assert admin_client.get(f"/admin/accounts/usagerecord/{usage.pk}/delete/").status_code == 403
+    assert "delete_selected" not in admin_client.get("/admin/accounts/usagerecord/").content.decode()
+
+
+def test_the_usage_list_filters_searches_and_drills_down_by_date(admin_client, key_and_plaintext):
+    api_key = key_and_plaintext[0]
+    record(api_key, request_id="wanted", model_requested="m/one", outcome=Outcome.TIMEOUT, status=504)
+    record(api_key, request_id="other", model_requested="m/two")
+    today = timezone.now()
+
+    def listed(query: str) -> set[str]:
+        response = admin_client.get("/admin/accounts/usagerecord/" + query)
+        assert response.status_code == 200, query
+        return {usage.request_id for usage in response.context["cl"].result_list}
+
+    assert listed("?outcome__exact=timeout") == {"wanted"}
+    assert listed("?model_requested=m/one") == {"wanted"}
+    assert listed(f"?api_key__id__exact={api_key.pk}&user__id__exact={api_key.user_id}") == {
+        "wanted",
+        "other",
+    }
+    assert listed("?q=wanted") == {"wanted"}
+    assert listed(f"?created_at__year={today.year}&created_at__month={today.month}") == {"wanted", "other"}
+    assert listed(f"?created_at__year={today.year - 1}") == set()
+    drill = admin_client.get("/admin/accounts/usagerecord/").content.decode()
+    assert f"created_at__day={today.day}" in drill  # one month of data: the days are offered
+
+
+def test_the_usage_list_costs_the_same_queries_for_more_rows(admin_client, key_and_plaintext):
+    api_key = key_and_plaintext[0]
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert admin_client.get("/admin/accounts/usagerecord/").status_code == 200
+        return len(captured)
+
+    record(api_key)
+    few = queries()
+    other = services.api_key_create(user=get_user_model().objects.create_user("bob"))[0]
+    for _ in range(30):
+        record(other)
+    assert queries() == few
+
+
+def csv_rows(response) -> list[dict]:
+    assert response["content-type"] == "text/csv; charset=utf-8"
+    assert response["content-disposition"].startswith('attachment; filename="usage-')
+    return list(csv.DictReader(io.StringIO(text_of(response))))
+
+
+def test_it_exports_the_selected_records_as_csv(admin_client, key_and_plaintext, secrets_):
+    api_key = key_and_plaintext[0]
+    wanted = record(api_key, request_id="wanted", model_requested="=cmd|' /C calc'!A0", ttft_ms=40)
+    record(api_key, request_id="other")
+    response = admin_client.post(
+        "/admin/accounts/usagerecord/",
+        {"action": "export_selected_csv", "_selected_action": [wanted.pk], "index": 0},
+    )
+    [row] = csv_rows(response)
+    assert row["request_id"] == "wanted"
+    assert row["user"] == "alice"
+    assert row["api_key"] == api_key.prefix
+    assert row["model_requested"] == "'=cmd|' /C calc'!A0"  # never a spreadsheet formula
+    assert (row["total_tokens"], row["ttft_ms"], row["outcome"]) == ("8", "40", "ok")
+    assert row["created_at"] == wanted.created_at.isoformat()
+    assert "digest" not in row
+
+
+def test_it_exports_the_filtered_list_as_csv_page_by_page(
+    admin_client, key_and_plaintext, secrets_, monkeypatch
+):
+    from accounts import admin as accounts_admin
+
+    monkeypatch.setattr(accounts_admin, "CSV_PAGE", 3)  # several pages, one row repeated never
+    api_key = key_and_plaintext[0]
+    now = timezone.now()
+    for number in range(7):
+        record(api_key, request_id=f"ok-{number}", created_at=now - timedelta(minutes=number % 3))
+    record(api_key, request_id="failed", outcome=Outcome.UPSTREAM_ERROR, status=502)
+    response = admin_client.get("/admin/accounts/usagerecord/export/?outcome__exact=ok")
+    body = text_of(response)
+    assert all(secret not in body for secret in secrets_)
+    rows = list(csv.DictReader(io.StringIO(body)))
+    assert sorted(row["request_id"] for row in rows) == [f"ok-{number}" for number in range(7)]
+    assert [row["created_at"] for row in rows] == sorted((row["created_at"] for row in rows), reverse=True)
+
+
+def test_the_usage_list_links_to_the_export_with_its_filters(admin_client, key_and_plaintext):
+    html = admin_client.get("/admin/accounts/usagerecord/?outcome__exact=ok").content.decode()
+    assert "/admin/accounts/usagerecord/export/?outcome__exact=ok" in html
+    assert "/admin/accounts/usagerecord/dashboard/" in html
