@@ -17,7 +17,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import close_old_connections, connection, connections, transaction
 from django.db.models import Q
 
 logger = logging.getLogger("hfproxy.usage")
@@ -106,6 +106,8 @@ class UsageWriter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._task = None
+        # The writer's thread holds its own database connection; let it go.
+        await sync_to_async(connections.close_all)()
         return flushed
 
 
