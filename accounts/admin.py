@@ -29,7 +29,7 @@ from django.utils.html import format_html
 from django.utils.text import capfirst
 
 from accounts import dashboard, keys, services
-from accounts.models import ApiKey, HuggingFaceToken, UsageRecord
+from accounts.models import ApiKey, HuggingFaceToken, UsageRecord, UserPolicy
 
 User = get_user_model()
 
@@ -70,12 +70,23 @@ class ApiKeyInline(admin.TabularInline):
         return False
 
 
+class UserPolicyInline(admin.StackedInline):
+    model = UserPolicy
+    can_delete = False
+    verbose_name_plural = "Defaults for this user's keys"
+
+
 admin.site.unregister(User)
 
 
 @admin.register(User)
 class HfproxyUserAdmin(UserAdmin):
-    inlines = [*UserAdmin.inlines, ApiKeyInline]
+    inlines = [*UserAdmin.inlines, UserPolicyInline, ApiKeyInline]
+
+    def save_related(self, request, form, formsets, change) -> None:
+        super().save_related(request, form, formsets, change)
+        keys.forget_all()  # new defaults apply at once here, elsewhere within the TTL
+
     list_display = (*UserAdmin.list_display, "api_keys_link")
 
     @admin.display(description="API keys")
@@ -97,7 +108,7 @@ def check_token_owner(form: forms.ModelForm, user) -> None:
 class ApiKeyAddForm(forms.ModelForm):
     class Meta:
         model = ApiKey
-        fields = ("user", "name", "hf_token", "expires_at")
+        fields = ("user", "name", "hf_token", "expires_at", "allowed_models")
 
     def clean_expires_at(self):
         expires_at = self.cleaned_data["expires_at"]
@@ -114,7 +125,7 @@ class ApiKeyAddForm(forms.ModelForm):
 class ApiKeyChangeForm(forms.ModelForm):
     class Meta:
         model = ApiKey
-        fields = ("name", "hf_token", "expires_at")
+        fields = ("name", "hf_token", "expires_at", "allowed_models")
 
     def clean(self):
         cleaned = super().clean()
@@ -219,7 +230,11 @@ class ApiKeyAdmin(admin.ModelAdmin):
             keys.forget_all()  # a new token or expiry applies at once here, elsewhere within the TTL
             return
         created, plaintext = services.api_key_create(
-            user=obj.user, name=obj.name, hf_token=obj.hf_token, expires_at=obj.expires_at
+            user=obj.user,
+            name=obj.name,
+            hf_token=obj.hf_token,
+            expires_at=obj.expires_at,
+            allowed_models=obj.allowed_models,
         )
         # The admin carries on with `obj` (the log entry, the response): make it the new row.
         for model_field in ApiKey._meta.concrete_fields:

@@ -12,11 +12,15 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from accounts import crypto
+from accounts import crypto, policy
+
+if TYPE_CHECKING:
+    from accounts.models import UserPolicy
 
 KEY_PREFIX = "hfp_"
 DISPLAY_LENGTH = 12  # "hfp_" and 8 characters: enough to tell keys apart, useless to guess
@@ -37,6 +41,7 @@ class Caller:
     upstream_token: str = ""
     token_problem: str = ""  # "missing" or "undecryptable"
     expires_at: float | None = None  # epoch seconds
+    allowed_models: tuple[str, ...] = ()  # empty: any model
 
     def __repr__(self) -> str:
         return f"Caller(user={self.username!r}, key={self.key_prefix!r})"
@@ -114,7 +119,12 @@ def _unexpired(caller: Caller | None) -> Caller | None:
 def _load(key_digest: str) -> Caller | None:
     from accounts.models import ApiKey
 
-    key = ApiKey.objects.active().select_related("user", "hf_token").filter(digest=key_digest).first()
+    key = (
+        ApiKey.objects.active()
+        .select_related("user", "user__policy", "hf_token")
+        .filter(digest=key_digest)
+        .first()
+    )
     if key is None or not key.user.is_active or not hmac.compare_digest(key.digest, key_digest):
         return None
     token, token_name, problem = settings.HF_TOKEN, "HF_TOKEN", ""
@@ -136,4 +146,14 @@ def _load(key_digest: str) -> Caller | None:
         upstream_token=token,
         token_problem=problem,
         expires_at=key.expires_at.timestamp() if key.expires_at else None,
+        allowed_models=policy.parse_models(key.allowed_models or _user_policy(key.user).allowed_models),
     )
+
+
+def _user_policy(user) -> UserPolicy:
+    from accounts.models import UserPolicy
+
+    try:
+        return user.policy
+    except UserPolicy.DoesNotExist:
+        return UserPolicy(user=user)

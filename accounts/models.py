@@ -81,6 +81,11 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     expires_at = models.DateTimeField(null=True, blank=True)
+    allowed_models = models.TextField(
+        blank=True,
+        verbose_name="allowed models",
+        help_text="Model ids or * patterns, comma- or line-separated. Empty: the user's list, else any.",
+    )
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     objects = ApiKeyQuerySet.as_manager()
@@ -101,12 +106,31 @@ class ApiKey(models.Model):
         return "active"
 
 
+class UserPolicy(models.Model):
+    """Defaults for a user's keys that set none of their own."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="policy")
+    allowed_models = models.TextField(
+        blank=True,
+        verbose_name="allowed models",
+        help_text="Model ids or * patterns, comma- or line-separated. Empty: any model.",
+    )
+
+    class Meta:
+        verbose_name = "user policy"
+        verbose_name_plural = "user policies"
+
+    def __str__(self) -> str:
+        return f"policy of {self.user}"
+
+
 class Outcome(models.TextChoices):
     OK = "ok", "ok"
     BAD_REQUEST = "bad_request", "bad request"
     UPSTREAM_ERROR = "upstream_error", "upstream error"
     CLIENT_DISCONNECTED = "client_disconnected", "client disconnected"
     TIMEOUT = "timeout", "timeout"
+    REFUSED = "refused", "refused by policy"
     PROXY_ERROR = "proxy_error", "proxy error"
 
 

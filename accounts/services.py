@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from accounts import crypto, keys
+from accounts import crypto, keys, policy
 from accounts.models import ApiKey, HuggingFaceToken
 
 
@@ -37,6 +37,7 @@ def api_key_create(
     name: str = "",
     hf_token: HuggingFaceToken | None = None,
     expires_at: datetime | None = None,
+    allowed_models: str = "",
 ) -> tuple[ApiKey, str]:
     """Create a key; returns it with the plaintext, which exists nowhere else from now on."""
     if hf_token is not None and hf_token.owner_id not in (None, user.pk):
@@ -49,6 +50,7 @@ def api_key_create(
         digest=keys.digest(plaintext),
         hf_token=hf_token,
         expires_at=expires_at,
+        allowed_models=", ".join(policy.parse_models(allowed_models)),
     )
     return api_key, plaintext
 

@@ -102,6 +102,17 @@ def invalid_api_key() -> ApiError:
     )
 
 
+def model_not_allowed(model: str) -> ApiError:
+    return ApiError(
+        403,
+        f"This API key may not use the model `{model}`.",
+        type="permission_error",
+        param="model",
+        code="model_not_allowed",
+        outcome=outcomes.REFUSED,
+    )
+
+
 def service_unavailable() -> ApiError:
     return ApiError(
         503,

@@ -6,3 +6,4 @@ UPSTREAM_ERROR = "upstream_error"
 CLIENT_DISCONNECTED = "client_disconnected"
 TIMEOUT = "timeout"
 PROXY_ERROR = "proxy_error"
+REFUSED = "refused"  # by the key's policy: a model not allowed, a limit reached

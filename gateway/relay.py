@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from asgiref.sync import async_to_sync
 from django.http import HttpResponse, StreamingHttpResponse
 
+from accounts import policy
 from gateway import converter, errors, outcomes, upstream
 from gateway.converter import BadAnswer, ChatRequest, Usage
 from gateway.reporting import Exchange
@@ -24,6 +25,8 @@ async def chat(chat: ChatRequest, exchange: Exchange) -> HttpResponse | Streamin
     """Forward a chat completion; a stream's exchange is finished by the stream itself."""
     exchange.model_requested, exchange.stream = chat.model, chat.stream
     caller = exchange.caller
+    if not policy.model_allowed(caller.allowed_models, chat.model):
+        raise errors.model_not_allowed(chat.model)
     if not caller.upstream_token:
         raise errors.no_upstream_token(caller.token_problem, caller.token_name)
     deadline = upstream.deadline()

@@ -13,6 +13,7 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 
+from accounts import policy
 from gateway import auth, catalog, converter, errors, outcomes, relay
 from gateway.middleware import is_api_path
 from gateway.reporting import Exchange
@@ -73,13 +74,17 @@ async def chat_completions(request: HttpRequest, exchange: Exchange) -> HttpResp
 
 @api_view("GET")
 async def models(request: HttpRequest, exchange: Exchange) -> HttpResponse:
-    return JsonResponse(await catalog.models(exchange))
+    listing = await catalog.models(exchange)
+    allowed = exchange.caller.allowed_models
+    if allowed:  # a key sees only the models it may use
+        listing = {**listing, "data": [m for m in listing["data"] if policy.model_allowed(allowed, m["id"])]}
+    return JsonResponse(listing)
 
 
 @api_view("GET")
 async def model_detail(request: HttpRequest, exchange: Exchange, model_id: str) -> HttpResponse:
     entry = converter.find_model(await catalog.models(exchange), model_id)
-    if entry is None:
+    if entry is None or not policy.model_allowed(exchange.caller.allowed_models, model_id):
         raise errors.not_found(f"The model `{model_id}` does not exist.", code="model_not_found")
     return JsonResponse(entry)
 

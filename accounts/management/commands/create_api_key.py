@@ -1,4 +1,5 @@
-"""`manage.py create_api_key USERNAME [--name NAME] [--hf-token TOKEN | --hf-token-name NAME]`
+"""`manage.py create_api_key USERNAME [--name NAME] [--hf-token TOKEN | --hf-token-name NAME]
+[--models a,b] [--expires-in-days N]`
 
 Creates the user if needed and prints the new key alone on the last line of stdout.
 """
@@ -6,10 +7,12 @@ Creates the user if needed and prints the new key alone on the last line of stdo
 from __future__ import annotations
 
 import sys
+from datetime import timedelta
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
+from django.utils import timezone
 
 from accounts import services
 from accounts.models import HuggingFaceToken
@@ -33,7 +36,17 @@ class Command(BaseCommand):
             help="Use an existing Hugging Face token (shared or this user's).",
         )
 
-    def handle(self, *args, username, name, hf_token, hf_token_name, **options) -> None:
+        parser.add_argument("--models", default="", help="Allowed model ids or * patterns, comma-separated.")
+        parser.add_argument(
+            "--expires-in-days", type=int, metavar="N", help="The key stops working after N days."
+        )
+
+    def handle(
+        self, *args, username, name, hf_token, hf_token_name, models, expires_in_days, **options
+    ) -> None:
+        if expires_in_days is not None and expires_in_days <= 0:
+            raise CommandError("--expires-in-days takes a positive number of days.")
+        expires_at = timezone.now() + timedelta(days=expires_in_days) if expires_in_days else None
         if hf_token == "-":
             hf_token = sys.stdin.readline().strip()
         try:
@@ -48,7 +61,9 @@ class Command(BaseCommand):
                     token = HuggingFaceToken.objects.filter(name=hf_token_name).first()
                     if token is None:
                         raise CommandError(f"No Hugging Face token is named {hf_token_name!r}.")
-                api_key, plaintext = services.api_key_create(user=user, name=name, hf_token=token)
+                api_key, plaintext = services.api_key_create(
+                    user=user, name=name, hf_token=token, expires_at=expires_at, allowed_models=models
+                )
         except ValidationError as error:
             raise CommandError("; ".join(error.messages)) from None
         upstream = f"Hugging Face token {token.name!r} ({token.masked})" if token else "the server's HF_TOKEN"
