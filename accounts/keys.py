@@ -18,6 +18,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from accounts import crypto, policy
+from accounts.limits import NO_LIMITS, KeyLimits
 
 if TYPE_CHECKING:
     from accounts.models import UserPolicy
@@ -42,6 +43,7 @@ class Caller:
     token_problem: str = ""  # "missing" or "undecryptable"
     expires_at: float | None = None  # epoch seconds
     allowed_models: tuple[str, ...] = ()  # empty: any model
+    limits: KeyLimits = NO_LIMITS
 
     def __repr__(self) -> str:
         return f"Caller(user={self.username!r}, key={self.key_prefix!r})"
@@ -127,6 +129,7 @@ def _load(key_digest: str) -> Caller | None:
     )
     if key is None or not key.user.is_active or not hmac.compare_digest(key.digest, key_digest):
         return None
+    defaults = _user_policy(key.user)
     token, token_name, problem = settings.HF_TOKEN, "HF_TOKEN", ""
     if key.hf_token is not None:
         token_name = key.hf_token.name
@@ -146,7 +149,14 @@ def _load(key_digest: str) -> Caller | None:
         upstream_token=token,
         token_problem=problem,
         expires_at=key.expires_at.timestamp() if key.expires_at else None,
-        allowed_models=policy.parse_models(key.allowed_models or _user_policy(key.user).allowed_models),
+        allowed_models=policy.parse_models(key.allowed_models or defaults.allowed_models),
+        # Each limit: the key's own, else the user's default.
+        limits=KeyLimits(
+            **{
+                name: getattr(key, name) if getattr(key, name) is not None else getattr(defaults, name)
+                for name in key.LIMIT_FIELDS
+            }
+        ),
     )
 
 

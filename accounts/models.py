@@ -56,13 +56,33 @@ class HuggingFaceToken(models.Model):
         return crypto.decrypt(self.encrypted_value)
 
 
+class Limits(models.Model):
+    """Limits a key carries, or a user's defaults for keys that carry none. Empty: no limit."""
+
+    rpm = models.PositiveIntegerField(null=True, blank=True, verbose_name="requests per minute")
+    tpm = models.PositiveIntegerField(null=True, blank=True, verbose_name="tokens per minute")
+    token_budget = models.PositiveBigIntegerField(
+        null=True,
+        blank=True,
+        verbose_name="monthly token budget",
+        help_text="Tokens per calendar month (UTC).",
+    )
+    lifetime_token_budget = models.PositiveBigIntegerField(null=True, blank=True)
+    max_parallel = models.PositiveIntegerField(null=True, blank=True, verbose_name="concurrent requests")
+
+    LIMIT_FIELDS = ("rpm", "tpm", "token_budget", "lifetime_token_budget", "max_parallel")
+
+    class Meta:
+        abstract = True
+
+
 class ApiKeyQuerySet(models.QuerySet):
     def active(self, now=None) -> ApiKeyQuerySet:
         now = now or timezone.now()
         return self.filter(revoked_at__isnull=True).filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
 
 
-class ApiKey(models.Model):
+class ApiKey(Limits):
     """A user's key to the gateway. The key itself is shown once and kept only as a digest."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys")
@@ -106,7 +126,7 @@ class ApiKey(models.Model):
         return "active"
 
 
-class UserPolicy(models.Model):
+class UserPolicy(Limits):
     """Defaults for a user's keys that set none of their own."""
 
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="policy")

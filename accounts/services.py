@@ -38,8 +38,11 @@ def api_key_create(
     hf_token: HuggingFaceToken | None = None,
     expires_at: datetime | None = None,
     allowed_models: str = "",
+    **limits: int | None,
 ) -> tuple[ApiKey, str]:
-    """Create a key; returns it with the plaintext, which exists nowhere else from now on."""
+    """Create a key; returns it with the plaintext, which exists nowhere else from now on.
+
+    `limits`: any of ApiKey.LIMIT_FIELDS (rpm, tpm, token_budget, …)."""
     if hf_token is not None and hf_token.owner_id not in (None, user.pk):
         raise ValidationError(f"The Hugging Face token {hf_token.name!r} belongs to another user.")
     plaintext = keys.generate()
@@ -51,6 +54,7 @@ def api_key_create(
         hf_token=hf_token,
         expires_at=expires_at,
         allowed_models=", ".join(policy.parse_models(allowed_models)),
+        **limits,
     )
     return api_key, plaintext
 

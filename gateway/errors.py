@@ -14,6 +14,7 @@ from typing import Any
 
 from django.http import JsonResponse
 
+from accounts.limits import Refusal
 from gateway import outcomes
 from gateway.converter import BadAnswer, InvalidRequest
 from gateway.upstream import UpstreamError
@@ -109,6 +110,19 @@ def model_not_allowed(model: str) -> ApiError:
         type="permission_error",
         param="model",
         code="model_not_allowed",
+        outcome=outcomes.REFUSED,
+    )
+
+
+def refused(refusal: Refusal) -> ApiError:
+    """Over a rate limit (429 rate_limit_exceeded) or out of budget (429 insufficient_quota)."""
+    kind = "insufficient_quota" if refusal.kind == "budget" else "rate_limit_exceeded"
+    return ApiError(
+        429,
+        refusal.message,
+        type=kind,
+        code=kind,
+        headers={**refusal.headers, "Retry-After": str(refusal.retry_after)},
         outcome=outcomes.REFUSED,
     )
 
@@ -247,6 +261,8 @@ def from_exception(exc: Exception, token_name: str = "") -> ApiError:
     """The `ApiError` any failure while serving a request comes down to."""
     if isinstance(exc, ApiError):
         return exc
+    if isinstance(exc, Refusal):
+        return refused(exc)
     if isinstance(exc, InvalidRequest):
         return invalid_request(exc.message, exc.param)
     if isinstance(exc, UpstreamError):

@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from accounts import limits
 from accounts.keys import Caller
 from accounts.usage import writer
 from gateway import outcomes
@@ -39,6 +40,7 @@ class Exchange:
     status: int | None = None
     outcome: str | None = None
     latency: float | None = None
+    admission: limits.Admission | None = None
 
     def mark_first_token(self) -> None:
         if self.first_token_at is None:
@@ -62,6 +64,7 @@ class Exchange:
         self.status, self.outcome = status, outcome
         self.latency = time.perf_counter() - self.started
         report(self)
+        limits.settle(self.admission, (self.usage.total_tokens or 0) if self.usage else 0)
 
 
 def _text(value: str | None, limit: int = 200) -> str:

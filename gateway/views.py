@@ -13,7 +13,7 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 
-from accounts import policy
+from accounts import limits, policy
 from gateway import auth, catalog, converter, errors, outcomes, relay
 from gateway.middleware import is_api_path
 from gateway.reporting import Exchange
@@ -53,6 +53,7 @@ async def _serve(
         return error.response()
     exchange = Exchange(request_id=request.request_id, endpoint=view.__name__, caller=caller)
     try:
+        exchange.admission = await limits.admit(caller.key_id, caller.user_id, caller.limits)
         response = await view(request, exchange, *args, **kwargs)
     except asyncio.CancelledError:
         exchange.finish(499, outcomes.CLIENT_DISCONNECTED)
@@ -60,9 +61,13 @@ async def _serve(
     except Exception as exc:
         error = errors.from_exception(exc, caller.token_name)
         exchange.finish(error.status, error.outcome)
-        return error.response()
-    if not response.streaming:
-        exchange.finish(response.status_code, outcomes.OK)
+        response = error.response()
+    else:
+        if not response.streaming:
+            exchange.finish(response.status_code, outcomes.OK)
+    if exchange.admission is not None:
+        for name, value in exchange.admission.headers.items():
+            response.setdefault(name, value)
     return response
 
 

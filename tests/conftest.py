@@ -12,6 +12,7 @@ import pytest
 import respx
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.cache import caches
 from django.test import AsyncClient
 
 from accounts import keys, services, usage
@@ -20,8 +21,9 @@ from gateway import catalog, reporting, upstream
 
 @pytest.fixture(autouse=True)
 def _forget_keys():
-    """Cached key lookups must not leak from one test into the next."""
+    """Cached key lookups and limit counters must not leak from one test into the next."""
     keys.forget_all()
+    caches["default"].clear()
     yield
     keys.forget_all()
 

@@ -1,5 +1,5 @@
 """`manage.py create_api_key USERNAME [--name NAME] [--hf-token TOKEN | --hf-token-name NAME]
-[--models a,b] [--expires-in-days N]`
+[--rpm N] [--tpm N] [--token-budget N] [--max-parallel N] [--models a,b] [--expires-in-days N]`
 
 Creates the user if needed and prints the new key alone on the last line of stdout.
 """
@@ -36,6 +36,13 @@ class Command(BaseCommand):
             help="Use an existing Hugging Face token (shared or this user's).",
         )
 
+        for flag, help_text in (
+            ("--rpm", "Requests per minute."),
+            ("--tpm", "Tokens per minute."),
+            ("--token-budget", "Tokens per calendar month (UTC)."),
+            ("--max-parallel", "Requests in flight at once."),
+        ):
+            parser.add_argument(flag, type=int, metavar="N", help=help_text)
         parser.add_argument("--models", default="", help="Allowed model ids or * patterns, comma-separated.")
         parser.add_argument(
             "--expires-in-days", type=int, metavar="N", help="The key stops working after N days."
@@ -47,6 +54,9 @@ class Command(BaseCommand):
         if expires_in_days is not None and expires_in_days <= 0:
             raise CommandError("--expires-in-days takes a positive number of days.")
         expires_at = timezone.now() + timedelta(days=expires_in_days) if expires_in_days else None
+        limits = {name: options[name] for name in ("rpm", "tpm", "token_budget", "max_parallel")}
+        if any(value is not None and value < 0 for value in limits.values()):
+            raise CommandError("Limits are whole numbers of 0 or more.")
         if hf_token == "-":
             hf_token = sys.stdin.readline().strip()
         try:
@@ -62,7 +72,12 @@ class Command(BaseCommand):
                     if token is None:
                         raise CommandError(f"No Hugging Face token is named {hf_token_name!r}.")
                 api_key, plaintext = services.api_key_create(
-                    user=user, name=name, hf_token=token, expires_at=expires_at, allowed_models=models
+                    user=user,
+                    name=name,
+                    hf_token=token,
+                    expires_at=expires_at,
+                    allowed_models=models,
+                    **limits,
                 )
         except ValidationError as error:
             raise CommandError("; ".join(error.messages)) from None

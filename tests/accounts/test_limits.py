@@ -1,0 +1,138 @@
+"""Rate limits, concurrency and token budgets (one process, the local-memory cache)."""
+
+import asyncio
+import io
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.core.management import call_command
+
+from accounts import keys, services
+from accounts.models import ApiKey, UserPolicy
+from tests.accounts.test_commands import make_usage
+from tests.conftest import completion, sse_response, standard_stream
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+async def new_key(user, **limits) -> str:
+    return (await sync_to_async(services.api_key_create)(user=user, **limits))[1]
+
+
+async def chat(client, key, stream=False):
+    return await client.post(
+        "/v1/chat/completions",
+        {"messages": MESSAGES, "stream": stream},
+        content_type="application/json",
+        headers={"authorization": f"Bearer {key}"},
+    )
+
+
+async def test_exactly_rpm_requests_pass_then_429(anonymous_client, user, hf, reports):
+    route = hf.post("/chat/completions").respond(200, json=completion())
+    key = await new_key(user, rpm=3)
+    responses = [await chat(anonymous_client, key) for _ in range(4)]
+    assert [r.status_code for r in responses] == [200, 200, 200, 429]
+    assert route.call_count == 3
+    refused = responses[-1]
+    assert refused.json()["error"]["type"] == refused.json()["error"]["code"] == "rate_limit_exceeded"
+    assert 1 <= int(refused["Retry-After"]) <= 60
+    assert [r["x-ratelimit-remaining-requests"] for r in responses] == ["2", "1", "0", "0"]
+    assert all(r["x-ratelimit-limit-requests"] == "3" for r in responses)
+    assert responses[0]["x-ratelimit-reset-requests"].endswith("s")
+    assert [r.outcome for r in reports][-1] == "refused"
+
+
+async def test_tokens_per_minute(anonymous_client, user, hf):
+    hf.post("/chat/completions").respond(200, json=completion(usage=(30, 20)))
+    key = await new_key(user, tpm=100)
+    statuses = []
+    for _ in range(4):
+        statuses.append((await chat(anonymous_client, key)).status_code)
+        await asyncio.sleep(0.01)  # the tokens are counted just after the response
+    assert statuses == [200, 200, 429, 429]
+
+
+async def test_max_parallel(anonymous_client, user, hf):
+    def slow(request):
+        return sse_response(standard_stream(), delay=0.1)[0]
+
+    hf.post("/chat/completions").mock(side_effect=slow)
+    key = await new_key(user, max_parallel=1)
+    first = await chat(anonymous_client, key, stream=True)
+    assert (await chat(anonymous_client, key)).status_code == 429
+    b"".join([part async for part in first.streaming_content])
+    await asyncio.sleep(0.01)
+    assert (await chat(anonymous_client, key, stream=True)).status_code == 200
+
+
+async def test_a_budget_already_used_in_the_database_refuses_at_once(anonymous_client, user, hf):
+    route = hf.post("/chat/completions").respond(200, json=completion())
+    key = await new_key(user, token_budget=100)
+    api_key = await ApiKey.objects.aget(digest=keys.digest(key))
+    await sync_to_async(make_usage)(api_key, "m", tokens=(60, 40))
+    response = await chat(anonymous_client, key)
+    assert response.status_code == 429
+    assert response.json()["error"]["code"] == "insufficient_quota"
+    assert not route.called
+
+
+async def test_a_burst_cannot_overshoot_the_budget_by_more_than_what_was_in_flight(
+    anonymous_client, user, hf
+):
+    def answer(request):
+        return sse_response(standard_stream(usage=(5, 5)), delay=0.002)[0]
+
+    hf.post("/chat/completions").mock(side_effect=answer)
+    key = await new_key(user, token_budget=100)  # room for 10 requests of 10 tokens
+    in_flight = asyncio.Semaphore(4)
+
+    async def one():
+        async with in_flight:
+            response = await chat(anonymous_client, key, stream=True)
+            if response.status_code == 200:
+                b"".join([part async for part in response.streaming_content])
+            await asyncio.sleep(0.005)  # the tokens are settled just after the stream
+            return response.status_code
+
+    statuses = await asyncio.gather(*(one() for _ in range(30)))
+    passed = statuses.count(200)
+    assert 10 <= passed <= 10 + 3  # 3 others can be in flight when the 10th finishes
+    assert set(statuses) == {200, 429}
+
+
+async def test_user_defaults_apply_to_keys_without_their_own(anonymous_client, user, hf):
+    hf.post("/chat/completions").respond(200, json=completion())
+    await UserPolicy.objects.acreate(user=user, rpm=1)
+    plain, own = await new_key(user), await new_key(user, rpm=5)
+    assert [(await chat(anonymous_client, plain)).status_code for _ in range(2)] == [200, 429]
+    assert [(await chat(anonymous_client, own)).status_code for _ in range(2)] == [200, 200]
+
+
+async def test_no_limits_no_headers(async_client, hf):
+    hf.post("/chat/completions").respond(200, json=completion())
+    response = await async_client.post(
+        "/v1/chat/completions", {"messages": MESSAGES}, content_type="application/json"
+    )
+    assert "x-ratelimit-limit-requests" not in response
+
+
+@pytest.mark.django_db(transaction=True)
+def test_create_api_key_takes_the_limit_flags(usage_db):
+    out = io.StringIO()
+    call_command(
+        "create_api_key",
+        "pat",
+        "--rpm",
+        "60",
+        "--tpm",
+        "1000",
+        "--token-budget",
+        "50000",
+        "--max-parallel",
+        "2",
+        stdout=out,
+        stderr=io.StringIO(),
+    )
+    stored = ApiKey.objects.get(digest=keys.digest(out.getvalue().splitlines()[-1]))
+    assert (stored.rpm, stored.tpm, stored.token_budget, stored.max_parallel) == (60, 1000, 50000, 2)
