@@ -35,7 +35,11 @@ def exception_handler(exc, context):
     )
     if response.status_code >= 500:
         kind = "server_error"
+    if response.status_code == 401:
+        code = "invalid_api_key"  # as on /v1, whatever was wrong with the key
     response.data = errors.ApiError(response.status_code, message, type=kind, code=code).body()
+    if response.status_code == 503:
+        response["Retry-After"] = "5"
     return response
 
 

@@ -13,6 +13,12 @@ from rest_framework.authentication import BaseAuthentication
 from accounts import keys
 
 
+class ServiceUnavailable(exceptions.APIException):
+    status_code = 503
+    default_detail = "The proxy cannot reach its database; try again shortly."
+    default_code = "service_unavailable"
+
+
 class ApiKeyAuthentication(BaseAuthentication):
     def authenticate(self, request):
         key = keys.presented_key(request)
@@ -20,11 +26,11 @@ class ApiKeyAuthentication(BaseAuthentication):
             return None
         try:
             caller = keys.resolve(key)
-            user = get_user_model().objects.get(pk=caller.user_id) if caller else None
+            user = (
+                get_user_model().objects.filter(pk=caller.user_id, is_active=True).first() if caller else None
+            )
         except DatabaseError:
-            raise exceptions.APIException(
-                "The database cannot be reached.", code="service_unavailable"
-            ) from None
+            raise ServiceUnavailable() from None
         if user is None:
             raise exceptions.AuthenticationFailed("Invalid API key.", code="invalid_api_key")
         return user, caller

@@ -2,7 +2,7 @@
 
 FIELD_ENCRYPTION_KEY holds one or more Fernet keys, comma-separated: the first encrypts, all
 decrypt (MultiFernet), so a key can be rotated in by putting it first and running
-`manage.py rotate_encryption_key`, then dropped once every token is re-encrypted.
+`manage.py reencrypt_tokens`, then dropped once every token is re-encrypted.
 """
 
 from __future__ import annotations

@@ -73,10 +73,13 @@ def looks_like_a_key(key: str) -> bool:
 
 
 _cache: dict[str, tuple[float, Caller | None]] = {}
+_generation = 0  # bumped by forget_all: a lookup begun before must not refill the cache
 
 
 def forget_all() -> None:
     """Drop every cached lookup (tests; a revocation that must not wait for the TTL)."""
+    global _generation
+    _generation += 1
     _cache.clear()
 
 
@@ -91,7 +94,9 @@ async def aresolve(key: str) -> Caller | None:
     cached = _cache.get(key_digest)
     if cached is not None and cached[0] > time.monotonic():
         return _unexpired(cached[1])
-    return _unexpired(_remember(key_digest, await sync_to_async(_load)(key_digest)))
+    # The TTL counts from before the query: the row read may be older than its answer.
+    started, generation = time.monotonic(), _generation
+    return _unexpired(_remember(key_digest, await sync_to_async(_load)(key_digest), started, generation))
 
 
 def resolve(key: str) -> Caller | None:
@@ -102,13 +107,16 @@ def resolve(key: str) -> Caller | None:
     cached = _cache.get(key_digest)
     if cached is not None and cached[0] > time.monotonic():
         return _unexpired(cached[1])
-    return _unexpired(_remember(key_digest, _load(key_digest)))
+    started, generation = time.monotonic(), _generation
+    return _unexpired(_remember(key_digest, _load(key_digest), started, generation))
 
 
-def _remember(key_digest: str, caller: Caller | None) -> Caller | None:
+def _remember(key_digest: str, caller: Caller | None, started: float, generation: int) -> Caller | None:
+    if generation != _generation:
+        return caller  # forgotten meanwhile (a revocation): answer, but do not keep it
     if len(_cache) >= _MAX_CACHED:
         _cache.clear()  # a flood of made-up keys must not grow memory without bound
-    _cache[key_digest] = (time.monotonic() + settings.AUTH_CACHE_TTL, caller)
+    _cache[key_digest] = (started + settings.AUTH_CACHE_TTL, caller)
     return caller
 
 

@@ -78,9 +78,25 @@ class UsageWriter:
                         self._failures,
                         len(self._pending),
                     )
+                    if self._failures >= 2:
+                        await self._isolate(batch)
                     return
                 del self._pending[: len(batch)]
                 self._failures = 0
+
+    async def _isolate(self, batch: list[dict[str, Any]]) -> None:
+        """A batch failed again: write its records one by one, so that one record the database
+        refuses (while it answers) cannot hold back every record queued after it."""
+        try:
+            done, unwritable = await sync_to_async(_write_each)(batch)
+        except Exception:
+            return  # the database itself is down: everything stays queued
+        for fields in unwritable:
+            # Nothing is dropped silently: the whole record goes to the error log.
+            logger.error("Usage record the database refuses, logged instead: %r", fields)
+        gone = {id(fields) for fields in done + unwritable}
+        self._pending = [fields for fields in self._pending if id(fields) not in gone]
+        self._failures = 0
 
     async def flush(self, deadline: float | None = None) -> bool:
         """Write every queued record now, retrying until the database takes them or `deadline`
@@ -131,6 +147,20 @@ def _write(batch: list[dict[str, Any]]) -> None:
     except Exception:
         connection.close()  # reconnect on the next attempt
         raise
+
+
+def _write_each(batch: list[dict[str, Any]]) -> tuple[list, list]:
+    """Write records one at a time: (written, refused while the database answers)."""
+    written, unwritable = [], []
+    for fields in batch:
+        try:
+            _write([fields])
+            written.append(fields)
+        except Exception:
+            with connection.cursor() as cursor:  # raises if the database is down
+                cursor.execute("SELECT 1")
+            unwritable.append(fields)
+    return written, unwritable
 
 
 writer = UsageWriter()

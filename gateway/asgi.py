@@ -61,7 +61,7 @@ class GatewayASGI:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 # uvicorn has let in-flight requests finish; their records are queued.
-                await usage.writer.stop()
+                await usage.writer.stop(deadline=settings.USAGE_SHUTDOWN_TIMEOUT)
                 await upstream.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

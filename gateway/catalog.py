@@ -8,26 +8,31 @@ from typing import Any
 
 from django.conf import settings
 
-from gateway import converter, upstream
+from gateway import converter, errors, upstream
 from gateway.reporting import Exchange
 
 _cached: tuple[float, dict[str, Any]] | None = None
-_fetching: asyncio.Task | None = None
+_fetching: dict[str, asyncio.Task] = {}  # by upstream token: a failure is told to its own callers
 
 
 async def models(exchange: Exchange) -> dict[str, Any]:
     """The model list in OpenAI's shape, from the cache when it is fresh.
 
-    Concurrent misses share one fetch; a client that leaves does not cancel it for the rest.
+    Concurrent misses with the same token share one fetch; a client that leaves does not
+    cancel it for the rest.
     """
-    global _fetching
+    caller = exchange.caller
+    if not caller.upstream_token:
+        raise errors.no_upstream_token(caller.token_problem, caller.token_name)
     if _cached is not None and time.monotonic() - _cached[0] < settings.MODELS_CACHE_TTL:
         return _cached[1]
-    if _fetching is None or _fetching.done() or _fetching.get_loop() is not asyncio.get_running_loop():
-        _fetching = asyncio.ensure_future(_fetch(exchange))
+    task = _fetching.get(caller.upstream_token)
+    if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
+        task = _fetching[caller.upstream_token] = asyncio.ensure_future(_fetch(exchange))
         # Mark a failure as seen even when every waiter has left (no "never retrieved" warning).
-        _fetching.add_done_callback(lambda task: task.cancelled() or task.exception())
-    return await asyncio.shield(_fetching)
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())
+        task.add_done_callback(lambda done: _fetching.pop(caller.upstream_token, None))
+    return await asyncio.shield(task)
 
 
 async def _fetch(exchange: Exchange) -> dict[str, Any]:
@@ -46,5 +51,6 @@ async def _fetch(exchange: Exchange) -> dict[str, Any]:
 
 
 def clear() -> None:
-    global _cached, _fetching
-    _cached, _fetching = None, None
+    global _cached
+    _cached = None
+    _fetching.clear()

@@ -207,7 +207,7 @@ def _count(value: Any) -> int | None:
         isinstance(value, bool)
         or not isinstance(value, (int, float))
         or not math.isfinite(value)
-        or value < 0
+        or not 0 <= value < 2**31  # what a usage column holds; anything else is nonsense
     ):
         return None
     return int(value)

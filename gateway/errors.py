@@ -300,7 +300,7 @@ def _parse(body: bytes | Any) -> Any:
     if isinstance(body, (bytes, str)):
         try:
             return json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             return body.decode("utf-8", "replace") if isinstance(body, bytes) else body
     return body
 

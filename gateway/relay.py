@@ -120,8 +120,10 @@ class StreamRelay:
             outcome = error.outcome
             yield error.sse_event()
         finally:
-            await self._close_upstream()
-            self._finish(outcome)
+            try:
+                await self._close_upstream()
+            finally:
+                self._finish(outcome)
 
     async def _close_upstream(self) -> None:
         # Closing an unfinished response drops its connection: the router stops generating.
@@ -158,8 +160,10 @@ class StreamRelay:
             task.add_done_callback(_cleanups.discard)
 
     async def _abandon(self) -> None:
-        await self._close_upstream()
-        self._finish(outcomes.CLIENT_DISCONNECTED)
+        try:
+            await self._close_upstream()
+        finally:
+            self._finish(outcomes.CLIENT_DISCONNECTED)
 
 
 _cleanups: set[asyncio.Task] = set()  # strong references until they are done

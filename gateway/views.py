@@ -52,6 +52,7 @@ async def _serve(
     except errors.ApiError as error:
         return error.response()
     exchange = Exchange(request_id=request.request_id, endpoint=view.__name__, caller=caller)
+    response = None
     try:
         exchange.admission = await limits.admit(caller.key_id, caller.user_id, caller.limits)
         response = await view(request, exchange, *args, **kwargs)
@@ -65,6 +66,10 @@ async def _serve(
     else:
         if not response.streaming:
             exchange.finish(response.status_code, outcomes.OK)
+    finally:
+        if not exchange.finished and (response is None or not response.streaming):
+            # Something failed while failing: the request is still recorded, once.
+            exchange.finish(500, outcomes.PROXY_ERROR)
     if exchange.admission is not None:
         for name, value in exchange.admission.headers.items():
             response.setdefault(name, value)

@@ -63,10 +63,20 @@ if not FIELD_ENCRYPTION_KEY and not DEBUG:
         "FIELD_ENCRYPTION_KEY is not set. Generate one with: python -c "
         "'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
     )
+try:
+    from cryptography.fernet import Fernet
+
+    [Fernet(key.strip()) for key in FIELD_ENCRYPTION_KEY.split(",") if key.strip()]
+except ValueError:
+    raise ImproperlyConfigured(
+        "FIELD_ENCRYPTION_KEY must be Fernet keys (32 url-safe base64-encoded bytes), comma-separated."
+    ) from None
 # Seconds a key lookup is trusted in each process: revocation takes effect within this.
 AUTH_CACHE_TTL = env.float("AUTH_CACHE_TTL", default=5.0)
 # Seconds between two batch writes of usage records.
 USAGE_FLUSH_INTERVAL = env.float("USAGE_FLUSH_INTERVAL", default=0.5)
+# Seconds a shutdown waits for the database to take the queued usage records.
+USAGE_SHUTDOWN_TIMEOUT = env.float("USAGE_SHUTDOWN_TIMEOUT", default=20.0)
 
 if UPSTREAM_TRANSPORT not in ("aiohttp", "httpx"):
     raise ImproperlyConfigured("UPSTREAM_TRANSPORT must be 'aiohttp' or 'httpx'.")
