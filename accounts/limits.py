@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -67,27 +68,44 @@ def _cache():
 
 
 def _local() -> bool:
-    # An in-process cache does no I/O: calling it directly saves a thread hop per call.
     return isinstance(_cache(), LocMemCache)
 
 
-async def _incr(key: str, delta: int, ttl: int) -> int:
+async def _call(function, *args):
+    # An in-process cache does no I/O: called directly, it saves a thread hop per call.
+    # (Django's async cache methods are thread hops too, and its aincr is not atomic.)
+    return function(*args) if _local() else await sync_to_async(function)(*args)
+
+
+def _count_up(key: str, delta: int, ttl: int) -> int:
     cache = _cache()
     for _ in range(2):  # the key may expire between add and incr
+        cache.add(key, 0, ttl)
         try:
-            if _local():
-                cache.add(key, 0, ttl)
-                return cache.incr(key, delta)
-            await cache.aadd(key, 0, ttl)
-            return await cache.aincr(key, delta)
+            return cache.incr(key, delta)  # atomic: Redis INCR, or under the local cache's lock
         except ValueError:
             continue
     raise RuntimeError(f"cannot count {key}")
 
 
-async def _get(key: str) -> int | None:
+def _count_up_if_present(key: str, delta: int) -> None:
+    # A counter not in the cache starts from the database next time, this request included.
+    with contextlib.suppress(ValueError):
+        _cache().incr(key, delta)
+
+
+def _start_at(key: str, value: int, ttl: int) -> int:
     cache = _cache()
-    return cache.get(key) if _local() else await cache.aget(key)
+    cache.add(key, value, ttl)
+    return cache.get(key, value)
+
+
+async def _incr(key: str, delta: int, ttl: int) -> int:
+    return await _call(_count_up, key, delta, ttl)
+
+
+async def _get(key: str) -> int | None:
+    return await _call(_cache().get, key)
 
 
 def _reset_text(seconds: float) -> str:
@@ -117,12 +135,7 @@ async def _budget_used(key: str, key_id: int, since: datetime | None, ttl: int) 
     if used is None:
         # First look in this cache: start from what the database has recorded.
         counted = await sync_to_async(_tokens_in_db)(key_id, since)
-        cache = _cache()
-        if _local():
-            cache.add(key, counted, ttl)
-        else:
-            await cache.aadd(key, counted, ttl)
-        used = await _get(key) or counted
+        used = await _call(_start_at, key, counted, ttl)
     return used
 
 
@@ -201,21 +214,9 @@ async def asettle(admission: Admission, tokens: int) -> None:
         await _incr(f"hfp:tpm:{key_id}:{int(now // 60)}", tokens, 120)
     if limits.token_budget is not None:
         tag = _month(now)[0]
-        await _add_if_counted(f"hfp:month:{key_id}:{tag}", tokens)
+        await _call(_count_up_if_present, f"hfp:month:{key_id}:{tag}", tokens)
     if limits.lifetime_token_budget is not None:
-        await _add_if_counted(f"hfp:life:{key_id}", tokens)
-
-
-async def _add_if_counted(key: str, tokens: int) -> None:
-    # A counter not in the cache starts from the database next time, this request included.
-    cache = _cache()
-    try:
-        if _local():
-            cache.incr(key, tokens)
-        else:
-            await cache.aincr(key, tokens)
-    except ValueError:
-        pass
+        await _call(_count_up_if_present, f"hfp:life:{key_id}", tokens)
 
 
 _settling: set[asyncio.Task] = set()

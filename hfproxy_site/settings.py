@@ -145,6 +145,21 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         "timeout": 10,
     }
 
+# Limit counters live in the default cache: this process's memory, or Redis (REDIS_URL) so that
+# several workers and replicas share them.
+REDIS_URL = env.str("REDIS_URL", default="")
+CACHES = {
+    "default": (
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "hfproxy",
+        }
+        if REDIS_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "OPTIONS": {"MAX_ENTRIES": 100_000}}
+    )
+}
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # gateway.asgi enforces MAX_REQUEST_BYTES on the bytes actually received; Django's own check
 # (on Content-Length) only matters when served some other way.

@@ -1,0 +1,92 @@
+"""Limits shared by two uvicorn workers through Redis."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import httpx
+import pytest
+from cryptography.fernet import Fernet
+
+from tests.servers import free_port, manage, scratch_database, start, stop
+
+pytestmark = pytest.mark.e2e
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+
+
+def redis_answers() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(
+    not redis_answers() and os.environ.get("CI") != "true", reason="no Redis at 127.0.0.1:6379"
+)
+def test_two_workers_share_one_rate_limit(tmp_path):
+    import redis
+
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    router_port, proxy_port = free_port(), free_port()
+    router = start(
+        ["-m", "tests.fake_router", "--port", str(router_port)],
+        None,
+        f"http://127.0.0.1:{router_port}/_stats",
+    )
+    try:
+        with scratch_database(tmp_path) as database:
+            env = {
+                **{k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"},
+                "ENV_FILE": "",
+                "DEBUG": "false",
+                "SECRET_KEY": "workers-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
+                "FIELD_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+                "HF_TOKEN": "hf_workers_token",
+                "HF_BASE_URL": f"http://127.0.0.1:{router_port}/v1",
+                "DATABASE_URL": database,
+                "REDIS_URL": REDIS_URL,
+            }
+            manage("migrate", "--verbosity", "0", env=env)
+            key = manage(
+                "create_api_key", "wanda", "--rpm", "10", "--max-parallel", "50", env=env
+            ).splitlines()[-1]
+            proxy = start(
+                [
+                    "-m",
+                    "uvicorn",
+                    "hfproxy_site.asgi:application",
+                    "--port",
+                    str(proxy_port),
+                    "--workers",
+                    "2",
+                ],
+                env,
+                f"http://127.0.0.1:{proxy_port}/",
+            )
+            try:
+                statuses = []
+                # All 16 in one one-minute window: start afresh if this one is about to end.
+                if (left := 60 - time.time() % 60) < 10:
+                    time.sleep(left + 0.2)
+                for _ in range(16):
+                    # A new connection each time, so that both workers take requests.
+                    with httpx.Client(
+                        headers={"Authorization": f"Bearer {key}", "Connection": "close"}
+                    ) as client:
+                        statuses.append(
+                            client.post(
+                                f"http://127.0.0.1:{proxy_port}/v1/chat/completions",
+                                json={"messages": [{"role": "user", "content": "hi"}]},
+                            ).status_code
+                        )
+            finally:
+                stop(proxy)
+    finally:
+        stop(router)
+    assert statuses.count(200) == 10
+    assert statuses.count(429) == 6
