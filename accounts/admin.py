@@ -108,7 +108,7 @@ def check_token_owner(form: forms.ModelForm, user) -> None:
 class ApiKeyAddForm(forms.ModelForm):
     class Meta:
         model = ApiKey
-        fields = ("user", "name", "hf_token", "expires_at", "allowed_models")
+        fields = ("user", "name", "hf_token", "expires_at", "allowed_models", *ApiKey.LIMIT_FIELDS)
 
     def clean_expires_at(self):
         expires_at = self.cleaned_data["expires_at"]
@@ -125,7 +125,7 @@ class ApiKeyAddForm(forms.ModelForm):
 class ApiKeyChangeForm(forms.ModelForm):
     class Meta:
         model = ApiKey
-        fields = ("name", "hf_token", "expires_at", "allowed_models")
+        fields = ("name", "hf_token", "expires_at", "allowed_models", *ApiKey.LIMIT_FIELDS)
 
     def clean(self):
         cleaned = super().clean()
@@ -151,11 +151,19 @@ class KeyStatusFilter(admin.SimpleListFilter):
         return queryset
 
 
-def recent_usage(column) -> Subquery:
-    """One aggregate of a key's usage over the last 30 days, as a correlated subquery: the
-    database computes it for the keys on the page only, in the list's one query."""
+def _short(count: int) -> str:
+    """12345 → 12.3k, 50000 → 50k, 1200000 → 1.2M."""
+    for size, unit in ((1_000_000_000, "G"), (1_000_000, "M"), (1_000, "k")):
+        if count >= size:
+            return f"{count / size:.1f}".removesuffix(".0") + unit
+    return str(count)
+
+
+def recent_usage(column, since=None) -> Subquery:
+    """One aggregate of a key's usage since `since` (default: the last 30 days), as a correlated
+    subquery: the database computes it for the keys on the page only, in the list's one query."""
     recent = (
-        UsageRecord.objects.filter(api_key=OuterRef("pk"), created_at__gte=timezone.now() - RECENT)
+        UsageRecord.objects.filter(api_key=OuterRef("pk"), created_at__gte=since or timezone.now() - RECENT)
         .order_by()
         .values("api_key")
         .annotate(value=column)
@@ -175,11 +183,12 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "last_used_at",
         "requests_30d",
         "tokens_30d",
+        "budget_this_month",
         "created_at",
         "expires_at",
     )
     list_display_links = ("prefix", "name")
-    list_select_related = ("user", "hf_token")
+    list_select_related = ("user", "user__policy", "hf_token")
     list_filter = (KeyStatusFilter, "user")
     search_fields = ("prefix", "name", "user__username")
     actions = ["revoke_selected"]
@@ -188,8 +197,24 @@ class ApiKeyAdmin(admin.ModelAdmin):
         return (
             super()
             .get_queryset(request)
-            .annotate(requests_30d=recent_usage(Count("*")), tokens_30d=recent_usage(Sum("total_tokens")))
+            .annotate(
+                requests_30d=recent_usage(Count("*")),
+                tokens_30d=recent_usage(Sum("total_tokens")),
+                tokens_this_month=recent_usage(
+                    Sum("total_tokens"),
+                    since=timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0),
+                ),
+            )
         )
+
+    @admin.display(description="budget (this month)")
+    def budget_this_month(self, key: ApiKey) -> str:
+        budget = key.token_budget
+        if budget is None:
+            policy = getattr(key.user, "policy", None)
+            budget = policy.token_budget if policy is not None else None
+        used = _short(key.tokens_this_month)
+        return f"{used} / {_short(budget)}" if budget is not None else f"{used} / no budget"
 
     @admin.display(description="requests (30 d)", ordering="requests_30d")
     def requests_30d(self, key: ApiKey) -> int:
@@ -235,6 +260,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
             hf_token=obj.hf_token,
             expires_at=obj.expires_at,
             allowed_models=obj.allowed_models,
+            **{name: getattr(obj, name) for name in ApiKey.LIMIT_FIELDS},
         )
         # The admin carries on with `obj` (the log entry, the response): make it the new row.
         for model_field in ApiKey._meta.concrete_fields:

@@ -137,6 +137,7 @@ class Dashboard:
     errors: int = 0
     latency: dict[str, int | None] = field(default_factory=dict)
     ttft: dict[str, int | None] = field(default_factory=dict)
+    refused: list[dict] = field(default_factory=list)  # requests refused by policy, by reason
 
     @property
     def error_rate(self) -> float | None:
@@ -180,4 +181,10 @@ def usage_dashboard(*, period: str = DEFAULT_PERIOD, now: datetime | None = None
             "p50": percentile(records, "ttft_ms", 0.50, with_ttft),
             "p95": percentile(records, "ttft_ms", 0.95, with_ttft),
         },
+        refused=list(
+            records.filter(outcome=Outcome.REFUSED)
+            .values("error_code")
+            .annotate(requests=Count("*"))
+            .order_by("-requests", "error_code")
+        ),
     )

@@ -178,6 +178,7 @@ class UsageRecord(models.Model):
     stream = models.BooleanField(default=False)
     status = models.PositiveSmallIntegerField()
     outcome = models.CharField(max_length=24, choices=Outcome.choices)
+    error_code = models.CharField(max_length=40, blank=True, help_text="The error's `code`, if it failed.")
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
     total_tokens = models.PositiveIntegerField(null=True, blank=True)

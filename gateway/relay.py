@@ -95,7 +95,7 @@ class StreamRelay:
 
     async def _events(self) -> AsyncIterator[bytes]:
         self.started = True
-        outcome = outcomes.OK
+        outcome, error_code = outcomes.OK, ""
         try:
             yield self.first
             if not self.stream.done:
@@ -117,20 +117,20 @@ class StreamRelay:
         except Exception as exc:
             # Headers are sent: the failure becomes the stream's last event, and no [DONE].
             error = errors.from_exception(exc)
-            outcome = error.outcome
+            outcome, error_code = error.outcome, error.code
             yield error.sse_event()
         finally:
             try:
                 await self._close_upstream()
             finally:
-                self._finish(outcome)
+                self._finish(outcome, error_code)
 
     async def _close_upstream(self) -> None:
         # Closing an unfinished response drops its connection: the router stops generating.
         await self.chunks.aclose()
         await self.response.aclose()
 
-    def _finish(self, outcome: str) -> None:
+    def _finish(self, outcome: str, error_code: str | None = None) -> None:
         stream = self.stream
         self.exchange.model_answered = stream.model or ""
         # Without the router's usage chunk (the client left, the stream broke), what was
@@ -141,7 +141,7 @@ class StreamRelay:
             else None
         )
         self.exchange.note_usage(stream.usage, estimate)
-        self.exchange.finish(200, outcome)
+        self.exchange.finish(200, outcome, error_code)
 
     def close(self) -> None:
         """The response is closed. If the relay has not finished, the client is gone: it left

@@ -39,6 +39,7 @@ class Exchange:
     first_token_at: float | None = None
     status: int | None = None
     outcome: str | None = None
+    error_code: str = ""
     latency: float | None = None
     admission: limits.Admission | None = None
 
@@ -57,11 +58,11 @@ class Exchange:
     def finished(self) -> bool:
         return self.outcome is not None
 
-    def finish(self, status: int, outcome: str) -> None:
+    def finish(self, status: int, outcome: str, error_code: str | None = None) -> None:
         """Record how the request ended; later calls are ignored (first word wins)."""
         if self.finished:
             return
-        self.status, self.outcome = status, outcome
+        self.status, self.outcome, self.error_code = status, outcome, error_code or ""
         self.latency = time.perf_counter() - self.started
         report(self)
         limits.settle(self.admission, (self.usage.total_tokens or 0) if self.usage else 0)
@@ -92,6 +93,7 @@ def report(exchange: Exchange) -> None:
             "stream": exchange.stream,
             "status": exchange.status,
             "outcome": exchange.outcome,
+            "error_code": _text(exchange.error_code, 40),
             "prompt_tokens": usage.prompt_tokens,
             "completion_tokens": usage.completion_tokens,
             "total_tokens": usage.total_tokens,

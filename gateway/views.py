@@ -61,7 +61,7 @@ async def _serve(
         raise
     except Exception as exc:
         error = errors.from_exception(exc, caller.token_name)
-        exchange.finish(error.status, error.outcome)
+        exchange.finish(error.status, error.outcome, error.code)
         response = error.response()
     else:
         if not response.streaming:

@@ -172,8 +172,8 @@ def test_the_query_count_stays_flat_as_rows_grow(admin_client, keys):
     assert {period: queries(period) for period in dashboard.PERIODS} == few
     with CaptureQueriesContext(connection) as captured:
         dashboard.usage_dashboard(period="30d")
-    # Series, top users, their names, top models, four percentiles.
-    assert len(captured) == 8
+    # Series, top users, their names, top models, four percentiles, refusals by reason.
+    assert len(captured) == 9
 
 
 def test_the_page_draws_charts_with_data(admin_client, keys):

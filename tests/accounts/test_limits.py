@@ -136,3 +136,37 @@ def test_create_api_key_takes_the_limit_flags(usage_db):
     )
     stored = ApiKey.objects.get(digest=keys.digest(out.getvalue().splitlines()[-1]))
     assert (stored.rpm, stored.tpm, stored.token_budget, stored.max_parallel) == (60, 1000, 50000, 2)
+
+
+async def test_refusals_are_recorded_with_their_reason_and_shown_on_the_dashboard(anonymous_client, user, hf):
+    from accounts import dashboard, usage
+    from accounts.models import UsageRecord
+
+    hf.post("/chat/completions").respond(200, json=completion())
+    key = await new_key(user, rpm=1, allowed_models="m")
+    await chat(anonymous_client, key)  # model DEFAULT_MODEL: not allowed
+    await anonymous_client.post(
+        "/v1/chat/completions",
+        {"model": "m", "messages": MESSAGES},
+        content_type="application/json",
+        headers={"authorization": f"Bearer {key}"},
+    )
+    assert await usage.writer.flush(deadline=10)
+    codes = sorted([r.error_code async for r in UsageRecord.objects.filter(outcome="refused")])
+    assert codes == ["model_not_allowed", "rate_limit_exceeded"]
+    board = await sync_to_async(dashboard.usage_dashboard)(period="24h")
+    assert {row["error_code"]: row["requests"] for row in board.refused} == {
+        "model_not_allowed": 1,
+        "rate_limit_exceeded": 1,
+    }
+
+
+def test_the_key_list_shows_this_months_use_against_the_budget(admin_client, usage_db):
+    from accounts.models import ApiKey
+    from tests.accounts.test_commands import make_usage
+
+    admin_user = ApiKey._meta.get_field("user").related_model.objects.get(username="admin")
+    api_key, _ = services.api_key_create(user=admin_user, token_budget=50_000)
+    make_usage(api_key, "m", tokens=(10_000, 2_300))
+    page = admin_client.get("/admin/accounts/apikey/").content.decode()
+    assert "12.3k / 50k" in page
