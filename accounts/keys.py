@@ -88,36 +88,45 @@ async def aresolve(key: str) -> Caller | None:
 
     Raises django.db.DatabaseError when the database cannot answer (a 503, never a 401).
     """
-    if not looks_like_a_key(key):
-        return None
-    key_digest = digest(key)
-    cached = _cache.get(key_digest)
-    if cached is not None and cached[0] > time.monotonic():
-        return _unexpired(cached[1])
-    # The TTL counts from before the query: the row read may be older than its answer.
-    started, generation = time.monotonic(), _generation
-    return _unexpired(_remember(key_digest, await sync_to_async(_load)(key_digest), started, generation))
+    found = _from_cache(key)
+    if not isinstance(found, _Miss):
+        return found
+    return found.keep(await sync_to_async(_load)(found.digest))
 
 
 def resolve(key: str) -> Caller | None:
     """`aresolve` for sync code (the DRF API), sharing its cache."""
+    found = _from_cache(key)
+    if not isinstance(found, _Miss):
+        return found
+    return found.keep(_load(found.digest))
+
+
+@dataclass(frozen=True)
+class _Miss:
+    """A lookup the cache could not answer; its TTL counts from before the query, since the
+    row read may be older than its answer."""
+
+    digest: str
+    started: float
+    generation: int  # a forget_all() meanwhile (a revocation): answer, but do not keep it
+
+    def keep(self, caller: Caller | None) -> Caller | None:
+        if self.generation == _generation:
+            if len(_cache) >= _MAX_CACHED:
+                _cache.clear()  # a flood of made-up keys must not grow memory without bound
+            _cache[self.digest] = (self.started + settings.AUTH_CACHE_TTL, caller)
+        return _unexpired(caller)
+
+
+def _from_cache(key: str) -> Caller | _Miss | None:
     if not looks_like_a_key(key):
         return None
     key_digest = digest(key)
     cached = _cache.get(key_digest)
     if cached is not None and cached[0] > time.monotonic():
         return _unexpired(cached[1])
-    started, generation = time.monotonic(), _generation
-    return _unexpired(_remember(key_digest, _load(key_digest), started, generation))
-
-
-def _remember(key_digest: str, caller: Caller | None, started: float, generation: int) -> Caller | None:
-    if generation != _generation:
-        return caller  # forgotten meanwhile (a revocation): answer, but do not keep it
-    if len(_cache) >= _MAX_CACHED:
-        _cache.clear()  # a flood of made-up keys must not grow memory without bound
-    _cache[key_digest] = (started + settings.AUTH_CACHE_TTL, caller)
-    return caller
+    return _Miss(key_digest, time.monotonic(), _generation)
 
 
 def _unexpired(caller: Caller | None) -> Caller | None:
