@@ -14,10 +14,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from accounts import crypto, policy
+from accounts import crypto, db, policy
 from accounts.limits import NO_LIMITS, KeyLimits
 
 if TYPE_CHECKING:
@@ -91,7 +90,7 @@ async def aresolve(key: str) -> Caller | None:
     found = _from_cache(key)
     if not isinstance(found, _Miss):
         return found
-    return found.keep(await sync_to_async(_load)(found.digest))
+    return found.keep(await db.run(_load, found.digest))
 
 
 def resolve(key: str) -> Caller | None:

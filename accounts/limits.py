@@ -1,9 +1,10 @@
-"""Rate limits, concurrency and token budgets, counted in Django's cache.
+"""Rate limits, concurrency and token budgets, counted in process memory or in Redis.
 
-Counters live in the `default` cache: local memory for one process, Redis (REDIS_URL) when
-several workers or replicas must share them; there every step is one atomic INCR, so limits
-hold across processes. `admit()` runs before a request goes upstream and refuses it with
-`Refusal`; `settle()` runs when it has finished and counts its tokens.
+Counters live in this process's memory (Django's local-memory cache) by default, or in Redis
+(REDIS_URL) when several workers or replicas must share them; there every step is one atomic
+command, so limits hold across processes, and each admission or settlement is one pipelined
+round trip on redis-py's asyncio client (no thread hop). `admit()` runs before a request goes
+upstream and refuses it with `Refusal`; `settle()` runs when it has finished and counts its tokens.
 
 - rpm: fixed one-minute windows; exactly `rpm` requests pass in a window.
 - tpm: tokens finished in the current minute; a request is refused once they reach `tpm`.
@@ -24,11 +25,11 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import caches
-from django.core.cache.backends.locmem import LocMemCache
 from django.db.models import Sum
+
+from accounts import db
 
 
 @dataclass(frozen=True)
@@ -63,49 +64,103 @@ class Admission:
     holds_slot: bool = False
 
 
-def _cache():
-    return caches["default"]
+# Counter operations, batched so that one admission is one round trip:
+#   ("add", key, delta, ttl)  create at 0 (expiring after ttl) if absent, add delta; → new value
+#   ("get", key)              → value or None
+#   ("bump", key, delta)      add delta only if present (absent starts from the database); → None
+#   ("seed", key, value, ttl) create at value if absent; → the value now there
+Op = tuple
 
 
-def _local() -> bool:
-    return isinstance(_cache(), LocMemCache)
+class _LocalCounters:
+    """This process's memory: called directly, no I/O, no thread hop."""
+
+    def __init__(self) -> None:
+        self.cache = caches["default"]
+
+    async def run(self, ops: list[Op]) -> list[int | None]:
+        return [self._one(*op) for op in ops]
+
+    def _one(self, kind: str, key: str, value: int = 0, ttl: int = 0) -> int | None:
+        cache = self.cache
+        if kind == "get":
+            return cache.get(key)
+        if kind == "bump":
+            with contextlib.suppress(ValueError):
+                cache.incr(key, value)
+            return None
+        cache.add(key, 0 if kind == "add" else value, ttl)
+        if kind == "seed":
+            return cache.get(key, value)
+        for _ in range(2):  # the key may expire between add and incr
+            try:
+                return cache.incr(key, value)
+            except ValueError:
+                cache.add(key, 0, ttl)
+        raise RuntimeError(f"cannot count {key}")
 
 
-async def _call(function, *args):
-    # An in-process cache does no I/O: called directly, it saves a thread hop per call.
-    # (Django's async cache methods are thread hops too, and its aincr is not atomic.)
-    return function(*args) if _local() else await sync_to_async(function)(*args)
+_BUMP = "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('INCRBY', KEYS[1], ARGV[1]) end"
 
 
-def _count_up(key: str, delta: int, ttl: int) -> int:
-    cache = _cache()
-    for _ in range(2):  # the key may expire between add and incr
-        cache.add(key, 0, ttl)
-        try:
-            return cache.incr(key, delta)  # atomic: Redis INCR, or under the local cache's lock
-        except ValueError:
-            continue
-    raise RuntimeError(f"cannot count {key}")
+class _RedisCounters:
+    """Redis through redis-py's asyncio client: each op atomic, a batch one pipelined round trip."""
+
+    PREFIX = "hfproxy:limits:"
+
+    def __init__(self, url: str) -> None:
+        import redis.asyncio
+
+        self.client = redis.asyncio.Redis.from_url(url)
+
+    async def run(self, ops: list[Op]) -> list[int | None]:
+        pipe = self.client.pipeline(transaction=False)
+        replies = []  # per reply: None (a step, not an answer), True (the answer), False (no answer)
+        for kind, key, *args in ops:
+            key = self.PREFIX + key
+            if kind == "get":
+                pipe.get(key)
+            elif kind == "bump":
+                pipe.eval(_BUMP, 1, key, args[0])
+            else:
+                value, ttl = args
+                pipe.set(key, 0 if kind == "add" else value, ex=ttl, nx=True)
+                replies.append(None)
+                if kind == "add":
+                    pipe.incrby(key, value)
+                else:
+                    pipe.get(key)
+            replies.append(kind != "bump")
+        return [
+            int(reply) if answer and reply is not None else None
+            for reply, answer in zip(await pipe.execute(), replies, strict=True)
+            if answer is not None
+        ]
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
 
 
-def _count_up_if_present(key: str, delta: int) -> None:
-    # A counter not in the cache starts from the database next time, this request included.
-    with contextlib.suppress(ValueError):
-        _cache().incr(key, delta)
+_store: _LocalCounters | _RedisCounters | None = None
+_store_loop: asyncio.AbstractEventLoop | None = None
 
 
-def _start_at(key: str, value: int, ttl: int) -> int:
-    cache = _cache()
-    cache.add(key, value, ttl)
-    return cache.get(key, value)
+def _counters() -> _LocalCounters | _RedisCounters:
+    """The running loop's counters (an asyncio client cannot cross loops)."""
+    global _store, _store_loop
+    loop = asyncio.get_running_loop()
+    if _store is None or _store_loop is not loop:
+        _store = _RedisCounters(settings.REDIS_URL) if settings.REDIS_URL else _LocalCounters()
+        _store_loop = loop
+    return _store
 
 
-async def _incr(key: str, delta: int, ttl: int) -> int:
-    return await _call(_count_up, key, delta, ttl)
-
-
-async def _get(key: str) -> int | None:
-    return await _call(_cache().get, key)
+async def aclose() -> None:
+    """Close the running loop's Redis connections: on shutdown."""
+    global _store, _store_loop
+    if isinstance(_store, _RedisCounters) and _store_loop is asyncio.get_running_loop():
+        await _store.aclose()
+    _store, _store_loop = None, None
 
 
 def _reset_text(seconds: float) -> str:
@@ -130,13 +185,8 @@ def _tokens_in_db(key_id: int, since: datetime | None) -> int:
     return records.aggregate(total=Sum("total_tokens"))["total"] or 0
 
 
-async def _budget_used(key: str, key_id: int, since: datetime | None, ttl: int) -> int:
-    used = await _get(key)
-    if used is None:
-        # First look in this cache: start from what the database has recorded.
-        counted = await sync_to_async(_tokens_in_db)(key_id, since)
-        used = await _call(_start_at, key, counted, ttl)
-    return used
+def _parallel(key_id: int) -> tuple[str, int]:
+    return f"par:{key_id}", int(settings.REQUEST_TIMEOUT) + 120
 
 
 async def admit(key_id: int, user_id: int, limits: KeyLimits) -> Admission:
@@ -147,9 +197,45 @@ async def admit(key_id: int, user_id: int, limits: KeyLimits) -> Admission:
     now = time.time()
     minute = int(now // 60)
     reset = 60 - now % 60
-    headers = admission.headers
+    tag, month_start, until_next_month = _month(now)
+    parallel_key, parallel_ttl = _parallel(key_id)
+    # Every counter this request touches, read or taken in one batch (one Redis round trip).
+    ops: dict[str, Op] = {}
     if limits.rpm is not None:
-        count = await _incr(f"hfp:rpm:{key_id}:{minute}", 1, 120)
+        ops["rpm"] = ("add", f"rpm:{key_id}:{minute}", 1, 120)
+    if limits.tpm is not None:
+        ops["tpm"] = ("get", f"tpm:{key_id}:{minute}")
+    if limits.token_budget is not None:
+        ops["month"] = ("get", f"month:{key_id}:{tag}")
+    if limits.lifetime_token_budget is not None:
+        ops["life"] = ("get", f"life:{key_id}")
+    if limits.max_parallel is not None:
+        ops["parallel"] = ("add", parallel_key, 1, parallel_ttl)
+    counters = _counters()
+    seen = dict(zip(ops, await counters.run(list(ops.values())), strict=True))
+    admission.holds_slot = "parallel" in seen
+    try:
+        _check(limits, seen, admission.headers, reset, until_next_month)
+        # A budget not yet counted here starts from what the database has recorded.
+        for name, since, ttl in (("month", month_start, until_next_month + 3600), ("life", None, 30 * 86400)):
+            if name in seen and seen[name] is None:
+                counted = await db.run(_tokens_in_db, key_id, since)
+                seen[name] = (await counters.run([("seed", ops[name][1], counted, ttl)]))[0]
+        _check(limits, seen, admission.headers, reset, until_next_month)
+    except Refusal:
+        if admission.holds_slot:
+            admission.holds_slot = False
+            await counters.run([("add", parallel_key, -1, parallel_ttl)])
+        raise
+    return admission
+
+
+def _check(
+    limits: KeyLimits, seen: dict, headers: dict[str, str], reset: float, until_next_month: int
+) -> None:
+    """Refuse (raise `Refusal`) on the first limit the counters `seen` are over."""
+    if "rpm" in seen:
+        count = seen["rpm"]
         headers.update(
             {
                 "x-ratelimit-limit-requests": str(limits.rpm),
@@ -164,8 +250,8 @@ async def admit(key_id: int, user_id: int, limits: KeyLimits) -> Admission:
                 math.ceil(reset),
                 headers,
             )
-    if limits.tpm is not None:
-        used = await _get(f"hfp:tpm:{key_id}:{minute}") or 0
+    if "tpm" in seen:
+        used = seen["tpm"] or 0
         headers.update(
             {
                 "x-ratelimit-limit-tokens": str(limits.tpm),
@@ -177,46 +263,36 @@ async def admit(key_id: int, user_id: int, limits: KeyLimits) -> Admission:
             raise Refusal(
                 "tokens", f"Rate limit reached: {limits.tpm} tokens per minute.", math.ceil(reset), headers
             )
-    if limits.token_budget is not None:
-        tag, start, until_next = _month(now)
-        used = await _budget_used(f"hfp:month:{key_id}:{tag}", key_id, start, until_next + 3600)
-        if used >= limits.token_budget:
-            raise Refusal(
-                "budget", f"Monthly token budget of {limits.token_budget} used up.", until_next, headers
-            )
-    if limits.lifetime_token_budget is not None:
-        used = await _budget_used(f"hfp:life:{key_id}", key_id, None, 30 * 86400)
-        if used >= limits.lifetime_token_budget:
-            raise Refusal(
-                "budget", f"Lifetime token budget of {limits.lifetime_token_budget} used up.", 86400, headers
-            )
-    if limits.max_parallel is not None:
-        key = f"hfp:par:{key_id}"
-        if await _incr(key, 1, int(settings.REQUEST_TIMEOUT) + 120) > limits.max_parallel:
-            await _incr(key, -1, int(settings.REQUEST_TIMEOUT) + 120)
-            raise Refusal(
-                "parallel", f"Too many requests in flight: at most {limits.max_parallel}.", 1, headers
-            )
-        admission.holds_slot = True
-    return admission
+    if limits.token_budget is not None and (seen.get("month") or 0) >= limits.token_budget:
+        raise Refusal(
+            "budget", f"Monthly token budget of {limits.token_budget} used up.", until_next_month, headers
+        )
+    if limits.lifetime_token_budget is not None and (seen.get("life") or 0) >= limits.lifetime_token_budget:
+        raise Refusal(
+            "budget", f"Lifetime token budget of {limits.lifetime_token_budget} used up.", 86400, headers
+        )
+    if limits.max_parallel is not None and seen["parallel"] > limits.max_parallel:
+        raise Refusal("parallel", f"Too many requests in flight: at most {limits.max_parallel}.", 1, headers)
 
 
 async def asettle(admission: Admission, tokens: int) -> None:
-    """The request is over: give back its slot and count its tokens."""
+    """The request is over: give back its slot and count its tokens (one batch)."""
     key_id, limits = admission.key_id, admission.limits
+    ops: list[Op] = []
     if admission.holds_slot:
         admission.holds_slot = False
-        await _incr(f"hfp:par:{key_id}", -1, int(settings.REQUEST_TIMEOUT) + 120)
-    if not tokens:
-        return
-    now = time.time()
-    if limits.tpm is not None:
-        await _incr(f"hfp:tpm:{key_id}:{int(now // 60)}", tokens, 120)
-    if limits.token_budget is not None:
-        tag = _month(now)[0]
-        await _call(_count_up_if_present, f"hfp:month:{key_id}:{tag}", tokens)
-    if limits.lifetime_token_budget is not None:
-        await _call(_count_up_if_present, f"hfp:life:{key_id}", tokens)
+        key, ttl = _parallel(key_id)
+        ops.append(("add", key, -1, ttl))
+    if tokens:
+        now = time.time()
+        if limits.tpm is not None:
+            ops.append(("add", f"tpm:{key_id}:{int(now // 60)}", tokens, 120))
+        if limits.token_budget is not None:
+            ops.append(("bump", f"month:{key_id}:{_month(now)[0]}", tokens))
+        if limits.lifetime_token_budget is not None:
+            ops.append(("bump", f"life:{key_id}", tokens))
+    if ops:
+        await _counters().run(ops)
 
 
 _settling: set[asyncio.Task] = set()

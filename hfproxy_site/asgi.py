@@ -2,12 +2,12 @@
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hfproxy_site.settings")
+django.setup(set_prefix=False)  # as django.core.asgi.get_asgi_application() does
 
-django_application = get_asgi_application()
+from gateway.asgi import GatewayASGI, Handler  # noqa: E402  (needs Django set up)
 
-from gateway.asgi import GatewayASGI  # noqa: E402  (needs Django set up)
-
-application = GatewayASGI(django_application)
+# Django's handler (ours skips its per-request thread on the API path) inside our ASGI layer.
+application = GatewayASGI(Handler())

@@ -25,10 +25,21 @@ def free_port() -> int:
 
 
 def start(
-    args: list[str], env: dict[str, str] | None, ready_url: str, seconds: float = 20
+    args: list[str],
+    env: dict[str, str] | None,
+    ready_url: str,
+    seconds: float = 20,
+    cpus: set[int] | None = None,
+    python: str = sys.executable,
+    output=None,
 ) -> subprocess.Popen:
-    """Run `python ARGS` from the project root and wait until `ready_url` answers."""
-    process = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env)
+    """Run `python ARGS` from the project root and wait until `ready_url` answers.
+    `cpus` pins the process (as `taskset` would) to those CPUs; `output`: a file for its
+    stdout and stderr (default: ours)."""
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+    process = subprocess.Popen(
+        [python, *args], cwd=ROOT, env=env, preexec_fn=pin, stdout=output, stderr=output
+    )
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -52,10 +63,10 @@ def stop(process: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def scratch_database(folder: Path) -> Iterator[str]:
-    """A DATABASE_URL for a server under test: a new PostgreSQL database when DATABASE_URL
-    names a PostgreSQL server (dropped afterwards), else a SQLite file in `folder`."""
-    base = os.environ.get("DATABASE_URL", "")
+def scratch_database(folder: Path, base: str | None = None) -> Iterator[str]:
+    """A DATABASE_URL for a server under test: a new PostgreSQL database when `base` (default:
+    DATABASE_URL) names a PostgreSQL server (dropped afterwards), else a SQLite file in `folder`."""
+    base = os.environ.get("DATABASE_URL", "") if base is None else base
     if not base.startswith(("postgres://", "postgresql://")):
         yield f"sqlite:///{folder / 'server.sqlite3'}"
         return

@@ -1,0 +1,359 @@
+"""Compare the router called directly, hfproxy, and optionally the LiteLLM proxy, interleaved.
+
+    python -m bench.compare [--requests 2000] [--rounds 3] [--litellm] [--soak 600] [--json FILE]
+
+Starts the fake router (tests/fake_router.py: uvicorn, httptools, uvloop; 20 content chunks)
+and hfproxy as in production: one uvicorn worker, DEBUG off, a real API key with limits on
+(rpm, tpm, monthly budget, max_parallel: all counted, none reached), usage recorded in
+PostgreSQL (a scratch database on DATABASE_URL's server, default the local one) and counters
+in Redis when `--redis-url` answers. With `--litellm`, the LiteLLM proxy too, from its own
+virtual environment under `.bench/` (installed on first use; never a project dependency).
+
+The proxies are pinned to CPU 0; this driver and the router to CPU 1 (as `taskset` would), so a
+proxy's figures are its own. Every scenario (c=1 and c=32, non-stream and stream) runs for each
+target in turn, round after round (A B C A B C …), so that drift cancels out; the table shows
+the median round. After every hfproxy run the usage records are counted against the requests.
+
+`--soak SECONDS` then runs a mixed load (half streams) against hfproxy alone and compares its
+RSS after the first minute with its RSS at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+from cryptography.fernet import Fernet
+
+from bench import load
+from tests.servers import ROOT, free_port, manage, scratch_database, start, stop
+
+PROXY_CPU, DRIVER_CPU = 0, 1
+LITELLM_HOME = ROOT / ".bench" / "litellm"
+SCENARIOS = [(1, "non-stream"), (1, "stream"), (32, "non-stream"), (32, "stream")]
+
+
+def _base_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL")}
+
+
+def _redis_answers(url: str) -> bool:
+    if not url:
+        return False
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+        return True
+    except redis.RedisError:
+        return False
+
+
+def _log(stack: contextlib.ExitStack, name: str):
+    """Where a server's output goes: `.bench/NAME.log` (the driver's terminal stays readable)."""
+    (ROOT / ".bench").mkdir(exist_ok=True)
+    return stack.enter_context(open(ROOT / ".bench" / f"{name}.log", "w"))
+
+
+def start_router(stack: contextlib.ExitStack, port: int) -> subprocess.Popen:
+    process = start(
+        ["-m", "tests.fake_router", "--port", str(port)],
+        _base_env(),
+        f"http://127.0.0.1:{port}/_stats",
+        cpus={DRIVER_CPU},
+        output=_log(stack, "router"),
+    )
+    stack.callback(stop, process)
+    return process
+
+
+def start_hfproxy(stack: contextlib.ExitStack, port: int, router: str, database_url: str, redis_url: str):
+    folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+    database = stack.enter_context(scratch_database(folder, database_url))
+    env = {
+        **_base_env(),
+        "ENV_FILE": "",
+        "DEBUG": "false",
+        "SECRET_KEY": "bench-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
+        "FIELD_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "HF_TOKEN": "hf_bench_token_value",
+        "HF_BASE_URL": f"{router}/v1",
+        "DATABASE_URL": database,
+        "REDIS_URL": redis_url,
+    }
+    if redis_url:
+        import redis
+
+        redis.Redis.from_url(redis_url).flushdb()
+    manage("migrate", "--verbosity", "0", env=env)
+    # Limits on, none reached: every request pays for the counting.
+    key = manage(
+        "create_api_key", "bench", "--rpm", "10000000", "--tpm", "1000000000",
+        "--token-budget", "1000000000000", "--max-parallel", "100000", env=env,
+    ).splitlines()[-1]  # fmt: skip
+    process = start(
+        ["manage.py", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env,
+        f"http://127.0.0.1:{port}/health",
+        cpus={PROXY_CPU},
+        output=_log(stack, "hfproxy"),
+    )
+    stack.callback(stop, process)
+    return process, key, database
+
+
+def install_litellm() -> Path:
+    python = LITELLM_HOME / "venv" / "bin" / "python"
+    if not python.exists():
+        print("installing the LiteLLM proxy into", LITELLM_HOME / "venv", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(LITELLM_HOME / "venv")], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "litellm[proxy]"], check=True)
+    return python
+
+
+def start_litellm(stack: contextlib.ExitStack, port: int, router: str):
+    python = install_litellm()
+    config = LITELLM_HOME / "config.yaml"
+    config.write_text(
+        "model_list:\n"
+        f"  - model_name: {load.MODEL}\n"
+        "    litellm_params:\n"
+        f"      model: openai/{load.MODEL}\n"
+        f"      api_base: {router}/v1\n"
+        "      api_key: fake\n"
+        "general_settings:\n"
+        "  master_key: sk-bench\n"
+        "litellm_settings:\n"
+        "  set_verbose: false\n"
+    )
+    litellm = python.parent / "litellm"
+    process = start(
+        ["--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"],
+        {**_base_env(), "LITELLM_LOG": "ERROR"},
+        f"http://127.0.0.1:{port}/health/liveliness",
+        seconds=120,
+        cpus={PROXY_CPU},
+        python=str(litellm),
+        output=_log(stack, "litellm"),
+    )
+    stack.callback(stop, process)
+    return process
+
+
+def count_records(database: str) -> int:
+    if database.startswith("sqlite:///"):
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(database.removeprefix("sqlite:///"))) as db:
+            return db.execute("SELECT count(*) FROM accounts_usagerecord").fetchone()[0]
+    import psycopg
+
+    with psycopg.connect(database.replace("postgres://", "postgresql://", 1)) as db:
+        return db.execute("SELECT count(*) FROM accounts_usagerecord").fetchone()[0]
+
+
+def _merge(results: list[load.Result]) -> dict:
+    """The median round's figures; latencies from all rounds together."""
+    rows = [r.summary() for r in results]
+    median = sorted(rows, key=lambda r: r["requests_per_s"] or 0)[len(rows) // 2]
+    merged = load.Result(
+        target=results[0].target,
+        mode=results[0].mode,
+        concurrency=results[0].concurrency,
+        requests=median["requests"],
+        errors=sum(r.errors for r in results),
+        latencies_ms=[x for r in results for x in r.latencies_ms],
+        ttfts_ms=[x for r in results for x in r.ttfts_ms],
+        first_error=next((r.first_error for r in results if r.first_error), ""),
+    ).summary()
+    merged.update(
+        requests_per_s=median["requests_per_s"],
+        server_cpu_s=median["server_cpu_s"],
+        cpu_ms_per_request={
+            name: round(statistics.median(r["cpu_ms_per_request"][name] for r in rows), 3)
+            for name in median["cpu_ms_per_request"]
+        },
+        rounds=len(rows),
+    )
+    return merged
+
+
+async def measure(targets: dict, args) -> tuple[list[dict], dict]:
+    runs: dict[tuple, list[load.Result]] = {}
+    sent = 0
+    records = {"sent": 0, "recorded": None}
+    connector = aiohttp.TCPConnector(limit=64)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=120)
+    ) as session:
+        for name, target in targets.items():  # warm up: pools, caches, imports
+            await load.run(target["url"], target["key"], "stream", 64, 32, session=session)
+            sent += 64 if name == "hfproxy" else 0
+        for round_no in range(args.rounds):
+            for concurrency, mode in SCENARIOS:
+                requests = args.requests if concurrency > 1 else max(1, args.requests // 4)
+                for name, target in targets.items():
+                    result = await load.run(
+                        target["url"], target["key"], mode, requests, concurrency,
+                        pids=target["pids"], target=name, session=session,
+                    )  # fmt: skip
+                    runs.setdefault((name, concurrency, mode), []).append(result)
+                    if name == "hfproxy":
+                        sent += requests
+            print(f"round {round_no + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+    if "hfproxy" in targets:
+        records = {"sent": sent, "recorded": await _wait_for_records(targets["hfproxy"]["database"], sent)}
+    order = list(targets)
+    rows = [
+        _merge(runs[(name, c, mode)])
+        for c, mode in sorted(SCENARIOS, key=lambda s: (s[0], s[1] == "stream"))
+        for name in order
+    ]
+    return rows, records
+
+
+async def _wait_for_records(database: str, expected: int, seconds: float = 10) -> int:
+    deadline = time.monotonic() + seconds
+    while True:
+        found = count_records(database)
+        if found >= expected or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(0.2)
+
+
+async def soak(target: dict, seconds: float, concurrency: int = 32) -> dict:
+    """Half streams, half not, for `seconds`; RSS sampled every 10 s."""
+    pid = target["pids"]["hfproxy"]
+    samples: list[tuple[float, float]] = []
+    stop_at = time.monotonic() + seconds
+    started = time.monotonic()
+    sent = 0
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+        while time.monotonic() < stop_at:
+            for mode in ("non-stream", "stream"):
+                await load.run(target["url"], target["key"], mode, 500, concurrency, session=session)
+                sent += 500
+            elapsed = time.monotonic() - started
+            if not samples or elapsed - samples[-1][0] >= 10:
+                samples.append((elapsed, load.rss_mib(pid)))
+    after_first_minute = next((rss for t, rss in samples if t >= 60), samples[-1][1])
+    end = load.rss_mib(pid)
+    recorded = await _wait_for_records(target["database"], 0)
+    return {
+        "seconds": round(seconds),
+        "requests": sent,
+        "rss_mib_after_1_min": round(after_first_minute, 1),
+        "rss_mib_at_end": round(end, 1),
+        "growth_percent": round((end / after_first_minute - 1) * 100, 1),
+        "usage_records_in_db": recorded,
+        "rss_samples": [(round(t), round(r, 1)) for t, r in samples],
+    }
+
+
+def machine() -> str:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return f"{os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, {platform.system()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000, help="per run at c=32 (c=1 runs a quarter)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--litellm", action="store_true", help="also the LiteLLM proxy (installed on first use)"
+    )
+    parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/13", help="'' for in-process counters")
+    parser.add_argument("--soak", type=float, default=0, help="seconds of mixed load afterwards (memory)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+
+    if len(os.sched_getaffinity(0)) < 2:
+        sys.exit("bench.compare needs two CPUs: one for the proxy, one for the driver and the router")
+    os.sched_setaffinity(0, {DRIVER_CPU})
+    redis_url = args.redis_url if _redis_answers(args.redis_url) else ""
+
+    with contextlib.ExitStack() as stack:
+        router_port = free_port()
+        router_url = f"http://127.0.0.1:{router_port}"
+        router = start_router(stack, router_port)
+        targets = {"direct": {"url": f"{router_url}/v1", "key": "none", "pids": {"router": router.pid}}}
+
+        port = free_port()
+        proxy, key, database = start_hfproxy(stack, port, router_url, args.database_url, redis_url)
+        targets["hfproxy"] = {
+            "url": f"http://127.0.0.1:{port}/v1",
+            "key": key,
+            "pids": {"hfproxy": proxy.pid, "router": router.pid},
+            "database": database,
+        }
+        if args.litellm:
+            port = free_port()
+            litellm = start_litellm(stack, port, router_url)
+            targets["litellm"] = {
+                "url": f"http://127.0.0.1:{port}/v1",
+                "key": "sk-bench",
+                "pids": {"litellm": litellm.pid, "router": router.pid},
+            }
+
+        rows, records = asyncio.run(measure(targets, args))
+        soaked = asyncio.run(soak(targets["hfproxy"], args.soak)) if args.soak else None
+
+    setup = (
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {machine()}\n"
+        f"proxies pinned to CPU {PROXY_CPU}, driver and router to CPU {DRIVER_CPU}; "
+        f"hfproxy: 1 uvicorn worker, DEBUG off, key auth, limits on, usage in "
+        f"{'PostgreSQL' if args.database_url.startswith('postgres') else 'SQLite'}, counters in "
+        f"{'Redis' if redis_url else 'process memory'}; {args.rounds} interleaved rounds, "
+        f"{args.requests} requests per c=32 run, {max(1, args.requests // 4)} per c=1 run"
+    )
+    print(setup)
+    print(load.table(rows))
+    added = _added_latency(rows)
+    for line in added:
+        print(line)
+    print(f"usage records: {records['recorded']} in the database for {records['sent']} requests sent")
+    if soaked:
+        print(
+            f"soak {soaked['seconds']} s, {soaked['requests']} requests: RSS {soaked['rss_mib_after_1_min']} MiB "
+            f"after 1 min, {soaked['rss_mib_at_end']} MiB at the end ({soaked['growth_percent']:+}%)"
+        )
+    if args.json:
+        args.json.write_text(
+            json.dumps({"setup": setup, "rows": rows, "usage_records": records, "soak": soaked}, indent=1)
+        )
+
+
+def _added_latency(rows: list[dict]) -> list[str]:
+    by = {(r["target"], r["concurrency"], r["mode"]): r for r in rows}
+    lines = []
+    for (target, c, mode), row in by.items():
+        direct = by.get(("direct", c, mode))
+        if target == "direct" or c != 1 or not direct or row["p50_ms"] is None:
+            continue
+        lines.append(f"added p50 latency at c=1, {mode}: {target} {row['p50_ms'] - direct['p50_ms']:+.2f} ms")
+    return lines
+
+
+if __name__ == "__main__":
+    main()
