@@ -100,11 +100,31 @@ class _LocalCounters:
         raise RuntimeError(f"cannot count {key}")
 
 
-_BUMP = "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('INCRBY', KEYS[1], ARGV[1]) end"
+# The ops of one batch, run by Redis as one script: one command, one reply, and the batch is
+# atomic as a whole. ARGV holds kind, value, ttl for each key; `false` comes back as nil.
+_BATCH = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local kind, value, ttl = ARGV[3 * i - 2], ARGV[3 * i - 1], ARGV[3 * i]
+  if kind == 'get' then
+    out[i] = redis.call('GET', key)
+  elseif kind == 'bump' then
+    if redis.call('EXISTS', key) == 1 then redis.call('INCRBY', key, value) end
+    out[i] = false
+  elseif kind == 'add' then
+    redis.call('SET', key, 0, 'EX', ttl, 'NX')
+    out[i] = redis.call('INCRBY', key, value)
+  else -- seed
+    redis.call('SET', key, value, 'EX', ttl, 'NX')
+    out[i] = redis.call('GET', key)
+  end
+end
+return out
+"""
 
 
 class _RedisCounters:
-    """Redis through redis-py's asyncio client: each op atomic, a batch one pipelined round trip."""
+    """Redis through redis-py's asyncio client: a batch is one script call (EVALSHA)."""
 
     PREFIX = "hfproxy:limits:"
 
@@ -112,30 +132,15 @@ class _RedisCounters:
         import redis.asyncio
 
         self.client = redis.asyncio.Redis.from_url(url)
+        self.batch = self.client.register_script(_BATCH)
 
     async def run(self, ops: list[Op]) -> list[int | None]:
-        pipe = self.client.pipeline(transaction=False)
-        replies = []  # per reply: None (a step, not an answer), True (the answer), False (no answer)
-        for kind, key, *args in ops:
-            key = self.PREFIX + key
-            if kind == "get":
-                pipe.get(key)
-            elif kind == "bump":
-                pipe.eval(_BUMP, 1, key, args[0])
-            else:
-                value, ttl = args
-                pipe.set(key, 0 if kind == "add" else value, ex=ttl, nx=True)
-                replies.append(None)
-                if kind == "add":
-                    pipe.incrby(key, value)
-                else:
-                    pipe.get(key)
-            replies.append(kind != "bump")
-        return [
-            int(reply) if answer and reply is not None else None
-            for reply, answer in zip(await pipe.execute(), replies, strict=True)
-            if answer is not None
-        ]
+        keys, args = [], []
+        for kind, key, *rest in ops:
+            value, ttl = [*rest, 0, 0][:2]
+            keys.append(self.PREFIX + key)
+            args += [kind, value, ttl]
+        return [None if reply is None else int(reply) for reply in await self.batch(keys=keys, args=args)]
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -1,12 +1,15 @@
-"""The ASGI layer: body limit on the bytes received, and lifespan."""
+"""The ASGI layer: body limit on the bytes received, lifespan, and the handler's API path."""
 
 import json
+import threading
 
+import httpx
 import pytest
+from django.core import signals
 
 from gateway import upstream
 from gateway.asgi import GatewayASGI
-from tests.conftest import asgi_request, bearer, completion
+from tests.conftest import asgi_request, bearer, completion, sse_response, standard_stream
 
 URL = "/v1/chat/completions"
 
@@ -90,3 +93,48 @@ async def test_lifespan_starts_and_closes_the_upstream_client():
     await GatewayASGI(django_app)({"type": "lifespan"}, receive, send)
     assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
     assert client.is_closed
+
+
+async def test_api_requests_start_no_thread(hf, api_key, monkeypatch):
+    """Django's handler starts and joins a thread per request (ThreadSensitiveContext +
+    sync_to_async for signals and response.close()); ours must not, once warm."""
+
+    def answer(request):
+        if json.loads(request.content).get("stream"):
+            return sse_response(standard_stream())[0]
+        return httpx.Response(200, json=completion())
+
+    hf.post("/chat/completions").mock(side_effect=answer)
+    plain = json.dumps({"messages": [{"role": "user", "content": "hi"}]}).encode()
+    streamed = json.dumps({"messages": [{"role": "user", "content": "hi"}], "stream": True}).encode()
+    for body in (plain, streamed):  # warm: key lookup (a worker thread), usage writer
+        assert (await asgi_request("POST", URL, body, headers=bearer(api_key))).status == 200
+
+    started = []
+    original = threading.Thread.start
+    monkeypatch.setattr(threading.Thread, "start", lambda self: (started.append(self.name), original(self)))
+    for body in (plain, streamed) * 10:
+        result = await asgi_request("POST", URL, body, headers=bearer(api_key))
+        assert result.status == 200
+    assert started == []
+
+
+async def test_api_requests_still_send_the_request_signals(hf, api_key):
+    hf.post("/chat/completions").respond(200, json=completion())
+    seen = []
+
+    def started(sender, **kwargs):
+        seen.append(("started", threading.current_thread() is threading.main_thread()))
+
+    def finished(sender, **kwargs):
+        seen.append(("finished", threading.current_thread() is threading.main_thread()))
+
+    signals.request_started.connect(started)
+    signals.request_finished.connect(finished)
+    try:
+        body = json.dumps({"messages": [{"role": "user", "content": "hi"}]}).encode()
+        assert (await asgi_request("POST", URL, body, headers=bearer(api_key))).status == 200
+    finally:
+        signals.request_started.disconnect(started)
+        signals.request_finished.disconnect(finished)
+    assert seen == [("started", True), ("finished", True)]  # once each, on the event loop

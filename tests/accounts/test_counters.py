@@ -1,0 +1,67 @@
+"""The limit counters' operations, the same in process memory and in Redis."""
+
+import os
+
+import pytest
+import redis
+
+from accounts import limits
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+
+
+def _redis_answers() -> bool:
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=0.5).ping()
+        return True
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def counters(request):
+    if request.param == "memory":
+        yield limits._LocalCounters()
+        return
+    if not _redis_answers():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Redis does not answer at {REDIS_URL}")
+        pytest.skip(f"Redis does not answer at {REDIS_URL}")
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    store = limits._RedisCounters(REDIS_URL)
+    yield store
+    await store.aclose()
+
+
+async def test_the_operations(counters):
+    assert await counters.run([("get", "a"), ("add", "a", 2, 60), ("add", "a", 3, 60), ("get", "a")]) == [
+        None,
+        2,
+        5,
+        5,
+    ]
+    # bump counts only a counter that exists; seed never overwrites one
+    assert await counters.run([("bump", "b", 7), ("get", "b"), ("bump", "a", 1), ("get", "a")]) == [
+        None,
+        None,
+        None,
+        6,
+    ]
+    assert await counters.run([("seed", "b", 40, 60), ("seed", "b", 99, 60), ("add", "b", -1, 60)]) == [
+        40,
+        40,
+        39,
+    ]
+    assert await counters.run([]) == []
+
+
+async def test_counters_expire(counters):
+    import asyncio
+
+    await counters.run([("add", "short", 1, 1), ("seed", "seeded", 5, 1)])
+    await asyncio.sleep(1.2)
+    assert await counters.run([("get", "short"), ("get", "seeded"), ("add", "short", 1, 60)]) == [
+        None,
+        None,
+        1,
+    ]
