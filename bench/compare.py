@@ -194,7 +194,7 @@ def _merge(results: list[load.Result]) -> dict:
 async def measure(targets: dict, args) -> tuple[list[dict], dict]:
     runs: dict[tuple, list[load.Result]] = {}
     sent = 0
-    records = {"sent": 0, "recorded": None}
+    records = {"runs_checked": 0, "mismatches": [], "sent": 0, "recorded": None}
     connector = aiohttp.TCPConnector(limit=64)
     async with aiohttp.ClientSession(
         connector=connector, timeout=aiohttp.ClientTimeout(total=120)
@@ -211,11 +211,15 @@ async def measure(targets: dict, args) -> tuple[list[dict], dict]:
                         pids=target["pids"], target=name, session=session,
                     )  # fmt: skip
                     runs.setdefault((name, concurrency, mode), []).append(result)
-                    if name == "hfproxy":
+                    if name == "hfproxy":  # every request leaves its record: count after each run
                         sent += requests
+                        found = await _wait_for_records(target["database"], sent)
+                        records["runs_checked"] += 1
+                        if found != sent:
+                            records["mismatches"].append(f"{mode} c={concurrency}: {found} for {sent}")
             print(f"round {round_no + 1}/{args.rounds} done", file=sys.stderr, flush=True)
     if "hfproxy" in targets:
-        records = {"sent": sent, "recorded": await _wait_for_records(targets["hfproxy"]["database"], sent)}
+        records.update(sent=sent, recorded=count_records(targets["hfproxy"]["database"]))
     order = list(targets)
     rows = [
         _merge(runs[(name, c, mode)])
@@ -234,7 +238,7 @@ async def _wait_for_records(database: str, expected: int, seconds: float = 10) -
         await asyncio.sleep(0.2)
 
 
-async def soak(target: dict, seconds: float, concurrency: int = 32) -> dict:
+async def soak(target: dict, seconds: float, already_sent: int, concurrency: int = 32) -> dict:
     """Half streams, half not, for `seconds`; RSS sampled every 10 s."""
     pid = target["pids"]["hfproxy"]
     samples: list[tuple[float, float]] = []
@@ -251,14 +255,14 @@ async def soak(target: dict, seconds: float, concurrency: int = 32) -> dict:
                 samples.append((elapsed, load.rss_mib(pid)))
     after_first_minute = next((rss for t, rss in samples if t >= 60), samples[-1][1])
     end = load.rss_mib(pid)
-    recorded = await _wait_for_records(target["database"], 0)
+    recorded = await _wait_for_records(target["database"], already_sent + sent)
     return {
         "seconds": round(seconds),
         "requests": sent,
         "rss_mib_after_1_min": round(after_first_minute, 1),
         "rss_mib_at_end": round(end, 1),
         "growth_percent": round((end / after_first_minute - 1) * 100, 1),
-        "usage_records_in_db": recorded,
+        "usage_records": f"{recorded} in the database for {already_sent + sent} requests sent",
         "rss_samples": [(round(t), round(r, 1)) for t, r in samples],
     }
 
@@ -317,7 +321,7 @@ def main() -> None:
             }
 
         rows, records = asyncio.run(measure(targets, args))
-        soaked = asyncio.run(soak(targets["hfproxy"], args.soak)) if args.soak else None
+        soaked = asyncio.run(soak(targets["hfproxy"], args.soak, records["sent"])) if args.soak else None
 
     setup = (
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {machine()}\n"
@@ -332,11 +336,16 @@ def main() -> None:
     added = _added_latency(rows)
     for line in added:
         print(line)
-    print(f"usage records: {records['recorded']} in the database for {records['sent']} requests sent")
+    print(
+        f"usage records: {records['recorded']} in the database for {records['sent']} requests sent; "
+        f"counted after each of {records['runs_checked']} runs: "
+        + ("; ".join(records["mismatches"]) or "every run matched")
+    )
     if soaked:
         print(
             f"soak {soaked['seconds']} s, {soaked['requests']} requests: RSS {soaked['rss_mib_after_1_min']} MiB "
-            f"after 1 min, {soaked['rss_mib_at_end']} MiB at the end ({soaked['growth_percent']:+}%)"
+            f"after 1 min, {soaked['rss_mib_at_end']} MiB at the end ({soaked['growth_percent']:+}%); "
+            f"usage records: {soaked['usage_records']}"
         )
     if args.json:
         args.json.write_text(

@@ -38,7 +38,7 @@ class Handler(ASGIHandler):
     """
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and is_api_path(scope["path"]):
+        if scope["type"] == "http" and is_api_path(scope["path"].removeprefix(scope.get("root_path", ""))):
             await self.handle_api(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
