@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import calendar
 import contextlib
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -175,10 +176,17 @@ def _reset_text(seconds: float) -> str:
 
 def _month(now: float) -> tuple[str, datetime, int]:
     """This month's tag, its first instant, and seconds until the next one (UTC)."""
-    today = datetime.fromtimestamp(now, UTC)
+    tag, start, next_start = _month_of_minute(int(now // 60))
+    return tag, start, math.ceil(next_start - now)
+
+
+@functools.lru_cache(maxsize=4)
+def _month_of_minute(minute: int) -> tuple[str, datetime, float]:
+    # Months begin on a minute: computed once a minute, not for every request.
+    today = datetime.fromtimestamp(minute * 60, UTC)
     start = today.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     days = calendar.monthrange(today.year, today.month)[1]
-    return today.strftime("%Y%m"), start, math.ceil(start.timestamp() + days * 86400 - now)
+    return today.strftime("%Y%m"), start, start.timestamp() + days * 86400
 
 
 def _tokens_in_db(key_id: int, since: datetime | None) -> int:

@@ -170,3 +170,16 @@ def test_the_key_list_shows_this_months_use_against_the_budget(admin_client, usa
     make_usage(api_key, "m", tokens=(10_000, 2_300))
     page = admin_client.get("/admin/accounts/apikey/").content.decode()
     assert "12.3k / 50k" in page
+
+
+def test_the_month_and_the_seconds_until_the_next_one():
+    from datetime import UTC, datetime
+
+    from accounts.limits import _month
+
+    last_seconds = datetime(2026, 2, 28, 23, 59, 30, tzinfo=UTC).timestamp()
+    assert _month(last_seconds)[0::2] == ("202602", 30)
+    assert _month(last_seconds)[1] == datetime(2026, 2, 1, tzinfo=UTC)
+    first = datetime(2026, 3, 1, tzinfo=UTC).timestamp()
+    assert _month(first)[0::2] == ("202603", 31 * 86400)
+    assert _month(first + 0.5)[2] == 31 * 86400  # a part second still counts as one
