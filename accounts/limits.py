@@ -74,7 +74,8 @@ Op = tuple
 
 
 class _LocalCounters:
-    """This process's memory: called directly, no I/O, no thread hop."""
+    """This process's memory: called directly, no I/O, no thread hop. A batch runs without an
+    `await`, so it is atomic as a whole on the event loop."""
 
     def __init__(self) -> None:
         self.cache = caches["default"]
@@ -90,15 +91,13 @@ class _LocalCounters:
             with contextlib.suppress(ValueError):
                 cache.incr(key, value)
             return None
-        cache.add(key, 0 if kind == "add" else value, ttl)
         if kind == "seed":
+            cache.add(key, value, ttl)
             return cache.get(key, value)
-        for _ in range(2):  # the key may expire between add and incr
-            try:
-                return cache.incr(key, value)
-            except ValueError:
-                cache.add(key, 0, ttl)
-        raise RuntimeError(f"cannot count {key}")
+        # As in Redis: never below zero, and the TTL counts from the last use.
+        count = max(0, (cache.get(key) or 0) + value)
+        cache.set(key, count, ttl)
+        return count
 
 
 # The ops of one batch, run by Redis as one script: one command, one reply, and the batch is
@@ -113,8 +112,9 @@ for i, key in ipairs(KEYS) do
     if redis.call('EXISTS', key) == 1 then redis.call('INCRBY', key, value) end
     out[i] = false
   elseif kind == 'add' then
-    redis.call('SET', key, 0, 'EX', ttl, 'NX')
-    out[i] = redis.call('INCRBY', key, value)
+    -- Never below zero (a release after its key expired), and the TTL counts from the last use.
+    out[i] = math.max(0, redis.call('INCRBY', key, value))
+    redis.call('SET', key, out[i], 'EX', ttl)
   else -- seed
     redis.call('SET', key, value, 'EX', ttl, 'NX')
     out[i] = redis.call('GET', key)
@@ -131,8 +131,14 @@ class _RedisCounters:
 
     def __init__(self, url: str) -> None:
         import redis.asyncio
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
-        self.client = redis.asyncio.Redis.from_url(url)
+        # Bounded waits, and no automatic retry: a batch re-sent after a lost reply would count
+        # twice. A Redis that does not answer fails the request instead of hanging it.
+        self.client = redis.asyncio.Redis.from_url(
+            url, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
+        )
         self.batch = self.client.register_script(_BATCH)
 
     async def run(self, ops: list[Op]) -> list[int | None]:
@@ -235,10 +241,11 @@ async def admit(key_id: int, user_id: int, limits: KeyLimits) -> Admission:
                 counted = await db.run(_tokens_in_db, key_id, since)
                 seen[name] = (await counters.run([("seed", ops[name][1], counted, ttl)]))[0]
         _check(limits, seen, admission.headers, reset, until_next_month)
-    except Refusal:
+    except BaseException:  # refused, the database failed, or the client left meanwhile
         if admission.holds_slot:
             admission.holds_slot = False
-            await counters.run([("add", parallel_key, -1, parallel_ttl)])
+            # Shielded: a cancelled request must still give its slot back.
+            await asyncio.shield(counters.run([("add", parallel_key, -1, parallel_ttl)]))
         raise
     return admission
 
@@ -308,7 +315,7 @@ async def asettle(admission: Admission, tokens: int) -> None:
         await _counters().run(ops)
 
 
-_settling: set[asyncio.Task] = set()
+settling: set[asyncio.Task] = set()
 
 
 def settle(admission: Admission | None, tokens: int) -> None:
@@ -316,5 +323,5 @@ def settle(admission: Admission | None, tokens: int) -> None:
     if admission is None or (not admission.holds_slot and not tokens) or admission.limits == NO_LIMITS:
         return
     task = asyncio.get_running_loop().create_task(asettle(admission, tokens))
-    _settling.add(task)
-    task.add_done_callback(_settling.discard)
+    settling.add(task)
+    task.add_done_callback(settling.discard)

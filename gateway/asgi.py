@@ -21,7 +21,7 @@ from django.urls import set_script_prefix, set_urlconf
 from django.utils.log import log_response
 
 from accounts import limits, usage
-from gateway import errors, upstream
+from gateway import errors, relay, upstream
 from gateway.middleware import is_api_path, request_id_from
 
 
@@ -37,8 +37,21 @@ class Handler(ASGIHandler):
     Django's `handle()` (5.2) unchanged; other paths (the admin) take Django's own route.
     """
 
+    def __init__(self) -> None:
+        super().__init__()
+        # Signal.send() cannot call an async receiver from the event loop; should an app add
+        # one, every path takes Django's route.
+        self.api_route = not any(
+            signal._live_receivers(self.__class__)[1]
+            for signal in (signals.request_started, signals.request_finished)
+        )
+
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and is_api_path(scope["path"].removeprefix(scope.get("root_path", ""))):
+        if (
+            self.api_route
+            and scope["type"] == "http"
+            and is_api_path(scope["path"].removeprefix(get_script_prefix(scope).rstrip("/")))
+        ):
             await self.handle_api(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
@@ -145,12 +158,23 @@ class GatewayASGI:
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                # uvicorn has let in-flight requests finish; their records are queued.
-                await usage.writer.stop(deadline=settings.USAGE_SHUTDOWN_TIMEOUT)
-                await upstream.aclose()
-                await limits.aclose()
+                await _shutdown(settings.USAGE_SHUTDOWN_TIMEOUT)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+async def _shutdown(seconds: float) -> None:
+    """uvicorn has let in-flight requests finish. What they left running (closing a stream
+    whose client left, giving back limit slots) ends first; then queued usage records are
+    written and the connections closed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    for pending in (relay.cleanups, limits.settling):
+        if pending:
+            await asyncio.wait(list(pending), timeout=max(0.1, deadline - loop.time()))
+    await usage.writer.stop(deadline=max(1.0, deadline - loop.time()))
+    await upstream.aclose()
+    await limits.aclose()
 
 
 def _header(scope, name: bytes) -> str | None:

@@ -156,8 +156,8 @@ class StreamRelay:
             async_to_sync(cleanup)()
         else:
             task = loop.create_task(cleanup())
-            _cleanups.add(task)
-            task.add_done_callback(_cleanups.discard)
+            cleanups.add(task)
+            task.add_done_callback(cleanups.discard)
 
     async def _abandon(self) -> None:
         try:
@@ -166,7 +166,7 @@ class StreamRelay:
             self._finish(outcomes.CLIENT_DISCONNECTED)
 
 
-_cleanups: set[asyncio.Task] = set()  # strong references until they are done
+cleanups: set[asyncio.Task] = set()  # strong references until they are done
 
 
 class EventStreamResponse(StreamingHttpResponse):

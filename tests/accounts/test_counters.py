@@ -65,3 +65,14 @@ async def test_counters_expire(counters):
         None,
         1,
     ]
+
+
+async def test_a_count_never_goes_below_zero_and_lives_from_its_last_use(counters):
+    import asyncio
+
+    assert await counters.run([("add", "slots", -1, 60), ("add", "slots", 1, 60)]) == [0, 1]
+    await counters.run([("add", "busy", 1, 1)])
+    await asyncio.sleep(0.7)
+    await counters.run([("add", "busy", 1, 1)])  # used again: a full TTL from now
+    await asyncio.sleep(0.7)
+    assert await counters.run([("get", "busy")]) == [2]

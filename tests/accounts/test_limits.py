@@ -183,3 +183,32 @@ def test_the_month_and_the_seconds_until_the_next_one():
     first = datetime(2026, 3, 1, tzinfo=UTC).timestamp()
     assert _month(first)[0::2] == ("202603", 31 * 86400)
     assert _month(first + 0.5)[2] == 31 * 86400  # a part second still counts as one
+
+
+@pytest.mark.parametrize("failure", ["database", "cancelled"])
+async def test_a_request_that_fails_during_admission_gives_its_slot_back(user, monkeypatch, failure):
+    """The slot is taken with the first counters; a budget seeded from the database after
+    that can fail, or the client can leave while it is read."""
+    from accounts import limits
+    from accounts.limits import KeyLimits
+
+    rules = KeyLimits(max_parallel=1, token_budget=1000)
+    api_key = await ApiKey.objects.aget(digest=keys.digest(await new_key(user)))
+
+    async def failing_run(function, *args):
+        if failure == "database":
+            from django.db import OperationalError
+
+            raise OperationalError("the database is down")
+        await asyncio.sleep(3600)  # the client leaves meanwhile
+
+    monkeypatch.setattr(limits.db, "run", failing_run)
+    attempt = asyncio.ensure_future(limits.admit(api_key.pk, user.pk, rules))
+    if failure == "cancelled":
+        await asyncio.sleep(0.01)
+        attempt.cancel()
+    with pytest.raises(Exception if failure == "database" else asyncio.CancelledError):
+        await attempt
+    monkeypatch.undo()
+    admission = await limits.admit(api_key.pk, user.pk, rules)  # the slot is free again
+    assert admission.holds_slot

@@ -2,6 +2,7 @@
 
 import json
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -95,9 +96,11 @@ async def test_lifespan_starts_and_closes_the_upstream_client():
     assert client.is_closed
 
 
-async def test_api_requests_start_no_thread(hf, api_key, monkeypatch):
+async def test_warm_api_requests_never_leave_the_event_loop(hf, api_key, monkeypatch, settings):
     """Django's handler starts and joins a thread per request (ThreadSensitiveContext +
-    sync_to_async for signals and response.close()); ours must not, once warm."""
+    sync_to_async for signals and response.close()); ours must neither start a thread nor hand
+    work to one, once warm."""
+    settings.USAGE_FLUSH_INTERVAL = 60  # the usage writer's batches are not the request's work
 
     def answer(request):
         if json.loads(request.content).get("stream"):
@@ -107,16 +110,20 @@ async def test_api_requests_start_no_thread(hf, api_key, monkeypatch):
     hf.post("/chat/completions").mock(side_effect=answer)
     plain = json.dumps({"messages": [{"role": "user", "content": "hi"}]}).encode()
     streamed = json.dumps({"messages": [{"role": "user", "content": "hi"}], "stream": True}).encode()
-    for body in (plain, streamed):  # warm: key lookup (a worker thread), usage writer
+    for body in (plain, streamed):  # warm: the key lookup (a worker thread), the usage writer
         assert (await asgi_request("POST", URL, body, headers=bearer(api_key))).status == 200
 
-    started = []
-    original = threading.Thread.start
-    monkeypatch.setattr(threading.Thread, "start", lambda self: (started.append(self.name), original(self)))
+    started, submitted = [], []
+    start, submit = threading.Thread.start, ThreadPoolExecutor.submit
+    monkeypatch.setattr(threading.Thread, "start", lambda self: (started.append(self.name), start(self)))
+    monkeypatch.setattr(
+        ThreadPoolExecutor, "submit", lambda self, *a, **k: (submitted.append(a[0]), submit(self, *a, **k))[1]
+    )
     for body in (plain, streamed) * 10:
         result = await asgi_request("POST", URL, body, headers=bearer(api_key))
         assert result.status == 200
     assert started == []
+    assert submitted == []
 
 
 async def test_api_requests_still_send_the_request_signals(hf, api_key):
@@ -138,3 +145,56 @@ async def test_api_requests_still_send_the_request_signals(hf, api_key):
         signals.request_started.disconnect(started)
         signals.request_finished.disconnect(finished)
     assert seen == [("started", True), ("finished", True)]  # once each, on the event loop
+
+
+async def test_shutdown_lets_pending_cleanups_finish_before_the_records_are_written(monkeypatch):
+    import asyncio
+
+    from accounts import limits, usage
+    from gateway import relay
+
+    order = []
+
+    async def cleanup():  # a stream whose client left, still closing
+        await asyncio.sleep(0.1)
+        order.append("cleanup")
+
+    async def settle():
+        await asyncio.sleep(0.2)
+        order.append("settle")
+
+    async def stop(deadline):
+        order.append("writer stopped")
+        return True
+
+    monkeypatch.setattr(usage.writer, "stop", stop)
+    relay.cleanups.add(asyncio.ensure_future(cleanup()))
+    limits.settling.add(asyncio.ensure_future(settle()))
+    messages = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+
+    async def receive():
+        return messages.pop(0)
+
+    async def send(message):
+        pass
+
+    try:
+        await GatewayASGI(None)({"type": "lifespan"}, receive, send)
+    finally:
+        relay.cleanups.clear()
+        limits.settling.clear()
+    assert order == ["cleanup", "settle", "writer stopped"]
+
+
+def test_an_async_request_signal_receiver_sends_every_path_through_djangos_route():
+    from gateway.asgi import Handler
+
+    async def receiver(sender, **kwargs):
+        pass
+
+    assert Handler().api_route
+    signals.request_finished.connect(receiver)
+    try:
+        assert not Handler().api_route  # Signal.send() cannot call it from the event loop
+    finally:
+        signals.request_finished.disconnect(receiver)
