@@ -26,7 +26,6 @@ import contextlib
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,8 @@ from cryptography.fernet import Fernet
 from bench import load
 from tests.servers import ROOT, free_port, manage, scratch_database, start, stop
 
-PROXY_CPU, DRIVER_CPU = 0, 1
+_CPUS = sorted(os.sched_getaffinity(0))
+PROXY_CPUS, DRIVER_CPUS = ({_CPUS[0]}, {_CPUS[1]}) if len(_CPUS) >= 2 else (None, None)
 LITELLM_HOME = ROOT / ".bench" / "litellm"
 SCENARIOS = [(1, "non-stream"), (1, "stream"), (32, "non-stream"), (32, "stream")]
 
@@ -72,7 +72,7 @@ def start_router(stack: contextlib.ExitStack, port: int) -> subprocess.Popen:
         ["-m", "tests.fake_router", "--port", str(port)],
         _base_env(),
         f"http://127.0.0.1:{port}/_stats",
-        cpus={DRIVER_CPU},
+        cpus=DRIVER_CPUS,
         output=_log(stack, "router"),
     )
     stack.callback(stop, process)
@@ -105,10 +105,10 @@ def start_hfproxy(stack: contextlib.ExitStack, port: int, router: str, database_
         "--token-budget", "1000000000000", "--max-parallel", "100000", env=env,
     ).splitlines()[-1]  # fmt: skip
     process = start(
-        ["manage.py", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        ["manage.py", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
         env,
         f"http://127.0.0.1:{port}/health",
-        cpus={PROXY_CPU},
+        cpus=PROXY_CPUS,
         output=_log(stack, "hfproxy"),
     )
     stack.callback(stop, process)
@@ -145,12 +145,27 @@ def start_litellm(stack: contextlib.ExitStack, port: int, router: str):
         {**_base_env(), "LITELLM_LOG": "ERROR"},
         f"http://127.0.0.1:{port}/health/liveliness",
         seconds=120,
-        cpus={PROXY_CPU},
+        cpus=PROXY_CPUS,
         python=str(litellm),
         output=_log(stack, "litellm"),
     )
     stack.callback(stop, process)
     return process
+
+
+def service_pid(name: str) -> int | None:
+    """The top process of a local server called `name` (postgres, redis-server), to count the
+    CPU that hfproxy's usage writes and limit counters cost there too."""
+    comms = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text()
+                comms[int(entry.name)] = (stat[stat.index("(") + 1 : stat.rindex(")")], int(stat.split()[3]))
+    tops = [
+        pid for pid, (comm, parent) in comms.items() if comm == name and comms.get(parent, ("",))[0] != name
+    ]
+    return min(tops, default=None)
 
 
 def count_records(database: str) -> int:
@@ -166,14 +181,15 @@ def count_records(database: str) -> int:
 
 
 def _merge(results: list[load.Result]) -> dict:
-    """The median round's figures; latencies from all rounds together."""
+    """Throughput and CPU of the median round (by requests/s; the lower middle of an even
+    count); latency percentiles over every round's requests; counts summed over rounds."""
     rows = [r.summary() for r in results]
-    median = sorted(rows, key=lambda r: r["requests_per_s"] or 0)[len(rows) // 2]
+    median = sorted(rows, key=lambda r: r["requests_per_s"] or 0)[(len(rows) - 1) // 2]
     merged = load.Result(
         target=results[0].target,
         mode=results[0].mode,
         concurrency=results[0].concurrency,
-        requests=median["requests"],
+        requests=sum(r.requests for r in results),
         errors=sum(r.errors for r in results),
         latencies_ms=[x for r in results for x in r.latencies_ms],
         ttfts_ms=[x for r in results for x in r.ttfts_ms],
@@ -182,10 +198,7 @@ def _merge(results: list[load.Result]) -> dict:
     merged.update(
         requests_per_s=median["requests_per_s"],
         server_cpu_s=median["server_cpu_s"],
-        cpu_ms_per_request={
-            name: round(statistics.median(r["cpu_ms_per_request"][name] for r in rows), 3)
-            for name in median["cpu_ms_per_request"]
-        },
+        cpu_ms_per_request=median["cpu_ms_per_request"],
         rounds=len(rows),
     )
     return merged
@@ -206,14 +219,22 @@ async def measure(targets: dict, args) -> tuple[list[dict], dict]:
             for concurrency, mode in SCENARIOS:
                 requests = args.requests if concurrency > 1 else max(1, args.requests // 4)
                 for name, target in targets.items():
+                    found = None
+
+                    async def flushed(target=target, expected=sent + requests):
+                        # Every request leaves its record: counted after each run, and the
+                        # CPU that writing them took is the run's.
+                        nonlocal found
+                        found = await _wait_for_records(target["database"], expected)
+
                     result = await load.run(
                         target["url"], target["key"], mode, requests, concurrency,
                         pids=target["pids"], target=name, session=session,
+                        after=flushed if "database" in target else None,
                     )  # fmt: skip
                     runs.setdefault((name, concurrency, mode), []).append(result)
-                    if name == "hfproxy":  # every request leaves its record: count after each run
+                    if name == "hfproxy":
                         sent += requests
-                        found = await _wait_for_records(target["database"], sent)
                         records["runs_checked"] += 1
                         if found != sent:
                             records["mismatches"].append(f"{mode} c={concurrency}: {found} for {sent}")
@@ -292,9 +313,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
-    if len(os.sched_getaffinity(0)) < 2:
-        sys.exit("bench.compare needs two CPUs: one for the proxy, one for the driver and the router")
-    os.sched_setaffinity(0, {DRIVER_CPU})
+    if DRIVER_CPUS:
+        os.sched_setaffinity(0, DRIVER_CPUS)
     redis_url = args.redis_url if _redis_answers(args.redis_url) else ""
 
     with contextlib.ExitStack() as stack:
@@ -311,6 +331,11 @@ def main() -> None:
             "pids": {"hfproxy": proxy.pid, "router": router.pid},
             "database": database,
         }
+        for name, url in (("postgres", database), ("redis-server", redis_url)):
+            if "127.0.0.1" in url or "localhost" in url:
+                pid = service_pid(name)
+                if pid:
+                    targets["hfproxy"]["pids"][name.removesuffix("-server")] = pid
         if args.litellm:
             port = free_port()
             litellm = start_litellm(stack, port, router_url)
@@ -325,8 +350,13 @@ def main() -> None:
 
     setup = (
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {machine()}\n"
-        f"proxies pinned to CPU {PROXY_CPU}, driver and router to CPU {DRIVER_CPU}; "
-        f"hfproxy: 1 uvicorn worker, DEBUG off, key auth, limits on, usage in "
+        + (
+            f"proxies pinned to CPU {min(PROXY_CPUS)}, driver and router to CPU {min(DRIVER_CPUS)}; "
+            if PROXY_CPUS
+            else "ONE CPU: nothing pinned, the proxy shares its core with the driver and the router; "
+        )
+        + "PostgreSQL and Redis unpinned; "
+        + f"hfproxy: 1 uvicorn worker, DEBUG off, key auth, limits on, usage in "
         f"{'PostgreSQL' if args.database_url.startswith('postgres') else 'SQLite'}, counters in "
         f"{'Redis' if redis_url else 'process memory'}; {args.rounds} interleaved rounds, "
         f"{args.requests} requests per c=32 run, {max(1, args.requests // 4)} per c=1 run"

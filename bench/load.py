@@ -42,17 +42,23 @@ def process_tree(pid: int) -> list[int]:
     return found
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU (user + system) used so far by `pid` and its live descendants."""
-    total = 0
+def cpu_ticks(pid: int) -> dict[int, int]:
+    """CPU ticks so far of `pid` and each live descendant: user + system, with the children
+    each has already reaped (a worker that exited still counts, in its parent)."""
+    ticks = {}
     for p in process_tree(pid):
         try:
             with open(f"/proc/{p}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / _TICKS
+        ticks[p] = sum(int(fields[i]) for i in (11, 12, 13, 14))  # utime stime cutime cstime
+    return ticks
+
+
+def cpu_used(before: dict[int, int], after: dict[int, int]) -> float:
+    """CPU seconds between two `cpu_ticks` readings; a process born meanwhile counts whole."""
+    return sum(t - before.get(p, 0) for p, t in after.items()) / _TICKS
 
 
 def rss_mib(pid: int) -> float:
@@ -92,14 +98,14 @@ class Result:
     def summary(self) -> dict:
         ok = len(self.latencies_ms)
         data = {k: v for k, v in asdict(self).items() if k not in ("latencies_ms", "ttfts_ms", "first_error")}
-        data.update(
-            requests_per_s=round(self.requests / self.seconds, 1) if self.seconds else None,
+        data.update(  # per answered request: errors are not throughput
+            requests_per_s=round(ok / self.seconds, 1) if self.seconds else None,
             p50_ms=_round(percentile(self.latencies_ms, 50)),
             p90_ms=_round(percentile(self.latencies_ms, 90)),
             p99_ms=_round(percentile(self.latencies_ms, 99)),
             p50_ttft_ms=_round(percentile(self.ttfts_ms, 50)),
             cpu_ms_per_request={
-                name: round(cpu / self.requests * 1000, 3) for name, cpu in self.server_cpu_s.items()
+                name: round(cpu / max(1, ok) * 1000, 3) for name, cpu in self.server_cpu_s.items()
             },
             ok=ok,
         )
@@ -110,6 +116,14 @@ class Result:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
+
+
+def _has_content(line: bytes) -> bool:
+    """An SSE event carrying generated text (not the opening role-only delta)."""
+    if not line.startswith(b"data: {") or b'"content"' not in line:
+        return False
+    choices = json.loads(line[6:]).get("choices") or [{}]
+    return bool((choices[0].get("delta") or {}).get("content"))
 
 
 def _body(stream: bool) -> bytes:
@@ -132,7 +146,7 @@ async def _one(session: aiohttp.ClientSession, url: str, headers: dict, body: by
                     raise RuntimeError(f"{response.status}: {(await response.read())[:200]!r}")
                 first, done = None, False
                 async for line in response.content:
-                    if first is None and line.startswith(b"data: {") and b'"content"' in line:
+                    if first is None and _has_content(line):
                         first = time.perf_counter()
                     if line.startswith(b"data: [DONE]"):
                         done = True
@@ -155,8 +169,10 @@ async def run(
     pids: dict[str, int] | None = None,
     target: str = "",
     session: aiohttp.ClientSession | None = None,
+    after=None,
 ) -> Result:
-    """N chat completions at concurrency C against `base_url` (…/v1); the server CPU of `pids`."""
+    """N chat completions at concurrency C against `base_url` (…/v1); the server CPU of `pids`
+    (read once `after()`, if given, has been awaited)."""
     stream = mode == "stream"
     url = base_url.rstrip("/") + "/chat/completions"
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
@@ -177,12 +193,14 @@ async def run(
                 remaining -= 1
                 await _one(session, url, headers, body, stream, result)
 
-        cpu_before = {name: cpu_seconds(pid) for name, pid in (pids or {}).items()}
+        cpu_before = {name: cpu_ticks(pid) for name, pid in (pids or {}).items()}
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         result.seconds = time.perf_counter() - started
+        if after is not None:
+            await after()  # work the servers still owe these requests (e.g. writing usage)
         result.server_cpu_s = {
-            name: round(cpu_seconds(pid) - cpu_before[name], 3) for name, pid in (pids or {}).items()
+            name: round(cpu_used(cpu_before[name], cpu_ticks(pid)), 3) for name, pid in (pids or {}).items()
         }
     finally:
         if owned:
