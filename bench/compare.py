@@ -34,19 +34,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
-from cryptography.fernet import Fernet
 
 from bench import load
-from tests.servers import ROOT, free_port, manage, scratch_database, start, stop
+from tests.servers import ROOT, free_port, manage, proxy_env, scratch_database, server_env, start, stop
 
 _CPUS = sorted(os.sched_getaffinity(0))
 PROXY_CPUS, DRIVER_CPUS = ({_CPUS[0]}, {_CPUS[1]}) if len(_CPUS) >= 2 else (None, None)
 LITELLM_HOME = ROOT / ".bench" / "litellm"
 SCENARIOS = [(1, "non-stream"), (1, "stream"), (32, "non-stream"), (32, "stream")]
-
-
-def _base_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL")}
 
 
 def _redis_answers(url: str) -> bool:
@@ -70,7 +65,7 @@ def _log(stack: contextlib.ExitStack, name: str):
 def start_router(stack: contextlib.ExitStack, port: int) -> subprocess.Popen:
     process = start(
         ["-m", "tests.fake_router", "--port", str(port)],
-        _base_env(),
+        server_env(),
         f"http://127.0.0.1:{port}/_stats",
         cpus=DRIVER_CPUS,
         output=_log(stack, "router"),
@@ -82,18 +77,7 @@ def start_router(stack: contextlib.ExitStack, port: int) -> subprocess.Popen:
 def start_hfproxy(stack: contextlib.ExitStack, port: int, router: str, database_url: str, redis_url: str):
     folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
     database = stack.enter_context(scratch_database(folder, database_url))
-    env = {
-        **_base_env(),
-        "ENV_FILE": "",
-        "DEBUG": "false",
-        "SECRET_KEY": "bench-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
-        "FIELD_ENCRYPTION_KEY": Fernet.generate_key().decode(),
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "HF_TOKEN": "hf_bench_token_value",
-        "HF_BASE_URL": f"{router}/v1",
-        "DATABASE_URL": database,
-        "REDIS_URL": redis_url,
-    }
+    env = proxy_env(router, database, ALLOWED_HOSTS="127.0.0.1,localhost", REDIS_URL=redis_url)
     if redis_url:
         import redis
 
@@ -142,7 +126,7 @@ def start_litellm(stack: contextlib.ExitStack, port: int, router: str):
     litellm = python.parent / "litellm"
     process = start(
         ["--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"],
-        {**_base_env(), "LITELLM_LOG": "ERROR"},
+        server_env(LITELLM_LOG="ERROR"),
         f"http://127.0.0.1:{port}/health/liveliness",
         seconds=120,
         cpus=PROXY_CPUS,

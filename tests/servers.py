@@ -24,6 +24,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def server_env(**overrides: str) -> dict[str, str]:
+    """This process's environment for a server process, minus what only the tests use."""
+    return {
+        **{k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL")},
+        **overrides,
+    }
+
+
+def proxy_env(router: str, database: str, **overrides: str) -> dict[str, str]:
+    """The environment of an hfproxy server under test: production settings (DEBUG off), a
+    fresh encryption key, the fake router at `router` standing in for Hugging Face."""
+    from cryptography.fernet import Fernet
+
+    defaults = {
+        "ENV_FILE": "",
+        "DEBUG": "false",
+        "SECRET_KEY": "server-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
+        "FIELD_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+        "HF_TOKEN": "hf_server_token_value",
+        "HF_BASE_URL": f"{router}/v1",
+        "DATABASE_URL": database,
+    }
+    return server_env(**{**defaults, **overrides})
+
+
 def start(
     args: list[str],
     env: dict[str, str] | None,

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import time
 
 import httpx
 import openai
 import pytest
-from cryptography.fernet import Fernet
 from huggingface_hub import InferenceClient
 
-from tests.servers import free_port, manage, scratch_database, start, stop
+from tests.servers import free_port, manage, proxy_env, scratch_database, server_env, start, stop
 
 pytestmark = pytest.mark.e2e
 
@@ -29,33 +27,27 @@ def servers(tmp_path_factory):
 
 def _servers(stack, tmp_path_factory):
     router_port, proxy_port = free_port(), free_port()
-    base_env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     router = start(
         ["-m", "tests.fake_router", "--port", str(router_port)],
-        {**base_env, "FAKE_ROUTER_DRIP": "0.2"},
+        server_env(FAKE_ROUTER_DRIP="0.2"),
         f"http://127.0.0.1:{router_port}/_stats",
     )
     database = stack.enter_context(scratch_database(tmp_path_factory.mktemp("db")))
-    proxy_env = {
-        **base_env,
-        "ENV_FILE": "",
-        "DEBUG": "false",
-        "SECRET_KEY": "e2e-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
-        "HF_TOKEN": "hf_e2e_token_value",
-        "FIELD_ENCRYPTION_KEY": Fernet.generate_key().decode(),
-        "HF_BASE_URL": f"http://127.0.0.1:{router_port}/v1",
-        "DATABASE_URL": database,
-        "MAX_REQUEST_BYTES": "100000",
-        "READ_TIMEOUT": "2",
-        "AUTH_CACHE_TTL": "1",
-        "USAGE_FLUSH_INTERVAL": "0.1",
-    }
-    manage("migrate", "--verbosity", "0", env=proxy_env)
-    key = manage("create_api_key", "e2e-user", env=proxy_env).splitlines()[-1]
+    env = proxy_env(
+        f"http://127.0.0.1:{router_port}",
+        database,
+        HF_TOKEN="hf_e2e_token_value",
+        MAX_REQUEST_BYTES="100000",
+        READ_TIMEOUT="2",
+        AUTH_CACHE_TTL="1",
+        USAGE_FLUSH_INTERVAL="0.1",
+    )
+    manage("migrate", "--verbosity", "0", env=env)
+    key = manage("create_api_key", "e2e-user", env=env).splitlines()[-1]
     try:
         proxy = start(
             ["-m", "uvicorn", "hfproxy_site.asgi:application", "--port", str(proxy_port), "--lifespan", "on"],
-            proxy_env,
+            env,
             f"http://127.0.0.1:{proxy_port}/",
         )
         try:
@@ -63,7 +55,7 @@ def _servers(stack, tmp_path_factory):
                 "router": f"http://127.0.0.1:{router_port}",
                 "proxy": f"http://127.0.0.1:{proxy_port}",
                 "key": key,
-                "env": proxy_env,
+                "env": env,
             }
         finally:
             stop(proxy)

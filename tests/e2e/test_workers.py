@@ -8,9 +8,8 @@ import time
 
 import httpx
 import pytest
-from cryptography.fernet import Fernet
 
-from tests.servers import free_port, manage, scratch_database, start, stop
+from tests.servers import free_port, manage, proxy_env, scratch_database, start, stop
 
 pytestmark = pytest.mark.e2e
 
@@ -40,17 +39,7 @@ def test_two_workers_share_one_rate_limit(tmp_path):
     )
     try:
         with scratch_database(tmp_path) as database:
-            env = {
-                **{k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"},
-                "ENV_FILE": "",
-                "DEBUG": "false",
-                "SECRET_KEY": "workers-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
-                "FIELD_ENCRYPTION_KEY": Fernet.generate_key().decode(),
-                "HF_TOKEN": "hf_workers_token",
-                "HF_BASE_URL": f"http://127.0.0.1:{router_port}/v1",
-                "DATABASE_URL": database,
-                "REDIS_URL": REDIS_URL,
-            }
+            env = proxy_env(f"http://127.0.0.1:{router_port}", database, REDIS_URL=REDIS_URL)
             manage("migrate", "--verbosity", "0", env=env)
             key = manage(
                 "create_api_key", "wanda", "--rpm", "10", "--max-parallel", "50", env=env
