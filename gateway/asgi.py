@@ -92,7 +92,18 @@ class Handler(ASGIHandler):
             asyncio.create_task(self.listen_for_disconnect(receive)),
             asyncio.create_task(process_request(request, send)),
         ]
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            # The server gave up on this request (its graceful-shutdown timeout ended). Django
+            # would leave the view's task running on its own, to be cut off unrecorded when the
+            # loop closes; ending it here lets its usage be recorded before the lifespan flush.
+            if exchange := getattr(request, "exchange", None):
+                exchange.server_shutdown = True
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
         for task in tasks:
             if task.done():
                 try:

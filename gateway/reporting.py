@@ -42,6 +42,7 @@ class Exchange:
     error_code: str = ""
     latency: float | None = None
     admission: limits.Admission | None = None
+    server_shutdown: bool = False  # the server cut the request off (graceful shutdown timed out)
 
     def mark_first_token(self) -> None:
         if self.first_token_at is None:
@@ -62,6 +63,8 @@ class Exchange:
         """Record how the request ended; later calls are ignored (first word wins)."""
         if self.finished:
             return
+        if self.server_shutdown and outcome == outcomes.CLIENT_DISCONNECTED:
+            outcome, error_code = outcomes.PROXY_ERROR, "server_shutdown"  # not the client's doing
         self.status, self.outcome, self.error_code = status, outcome, error_code or ""
         self.latency = time.perf_counter() - self.started
         report(self)

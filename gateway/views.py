@@ -52,6 +52,7 @@ async def _serve(
     except errors.ApiError as error:
         return error.response()
     exchange = Exchange(request_id=request.request_id, endpoint=view.__name__, caller=caller)
+    request.exchange = exchange  # for the handler, should the server stop mid-request
     response = None
     try:
         exchange.admission = await limits.admit(caller.key_id, caller.user_id, caller.limits)

@@ -198,3 +198,49 @@ def test_an_async_request_signal_receiver_sends_every_path_through_djangos_route
         assert not Handler().api_route  # Signal.send() cannot call it from the event loop
     finally:
         signals.request_finished.disconnect(receiver)
+
+
+async def test_a_stream_cut_off_by_the_servers_shutdown_is_still_recorded(hf, api_key, reports):
+    """uvicorn cancels requests still running when its graceful-shutdown timeout ends; the
+    request must end (and be recorded) then, not be left running until the loop closes."""
+    import asyncio
+
+    from hfproxy_site.asgi import application
+
+    response, upstream_stream = sse_response(standard_stream(words=["a"] * 50), delay=0.05)
+    hf.post("/chat/completions").mock(return_value=response)
+    body = json.dumps({"messages": [{"role": "user", "content": "hi"}], "stream": True}).encode()
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+    received = []
+    never = asyncio.Event()
+
+    async def receive():
+        if messages:
+            return messages.pop(0)
+        await never.wait()  # the client stays
+
+    async def send(message):
+        received.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": URL,
+        "raw_path": URL.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"authorization", f"Bearer {api_key}".encode())],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    served = asyncio.ensure_future(application(scope, receive, send))
+    while len(received) < 3:  # headers and a couple of events
+        await asyncio.sleep(0.01)
+    served.cancel()  # what uvicorn does at the end of its graceful-shutdown timeout
+    with pytest.raises(asyncio.CancelledError):
+        await served
+    assert [(r.outcome, r.error_code) for r in reports] == [("proxy_error", "server_shutdown")]
+    assert upstream_stream.closed  # the router's stream was closed, not left running
