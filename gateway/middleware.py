@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 import uuid
 
@@ -27,7 +28,17 @@ def is_api_path(path: str) -> bool:
 
 
 def _as_async(handler):
-    return handler if iscoroutinefunction(handler) else sync_to_async(handler)
+    if not iscoroutinefunction(handler):
+        return sync_to_async(handler)
+    if inspect.iscoroutinefunction(handler):
+        return handler
+
+    # Marked async the asgiref way (Django's MiddlewareMixin), which middleware that check with
+    # inspect (ServeStatic) do not recognise before Python 3.12.
+    async def call(request):
+        return await handler(request)
+
+    return call
 
 
 class RequestIdMiddleware:
@@ -64,7 +75,7 @@ class SiteOnlyMiddleware:
         self._view_hooks = []
         for path in reversed(settings.SITE_MIDDLEWARE):
             middleware = import_string(path)
-            # As Django's own loader does: a sync-only middleware (whitenoise) gets a sync
+            # As Django's own loader does: a sync-only middleware gets a sync
             # handler, and is itself called through a thread.
             if getattr(middleware, "async_capable", False):
                 instance = middleware(_as_async(chain))

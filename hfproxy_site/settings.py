@@ -88,6 +88,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "servestatic",
     "django.contrib.staticfiles",
     "corsheaders",
     "rest_framework",
@@ -105,8 +106,10 @@ MIDDLEWARE = [
 # a thread under ASGI), so SiteOnlyMiddleware runs them everywhere but under API_PREFIX.
 SITE_MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    # The admin's CSS and JS under uvicorn (Django serves static files only under runserver).
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    # The admin's CSS and JS under uvicorn (Django serves static files only under runserver):
+    # ServeStatic, WhiteNoise's fork with native async (WhiteNoise streams through a sync
+    # iterator under ASGI, which Django warns about and runs in a thread).
+    "servestatic.middleware.ServeStaticMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -171,10 +174,16 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-# Static files (the admin's) are served by whitenoise straight from the apps' folders, so no
-# collectstatic step is needed to run; set STATIC_ROOT to collect them for a container image.
+# Static files (the admin's) are served by ServeStatic straight from the apps' folders, so no
+# collectstatic step is needed to run; set STATIC_ROOT to collect them (the container image does:
+# compressed, with hashed names cached for a year).
 STATIC_ROOT = env.str("STATIC_ROOT", default="") or None
-WHITENOISE_USE_FINDERS = True
+SERVESTATIC_USE_FINDERS = STATIC_ROOT is None
+if STATIC_ROOT:
+    STORAGES = {
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+        "staticfiles": {"BACKEND": "servestatic.storage.CompressedManifestStaticFilesStorage"},
+    }
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.ApiKeyAuthentication"],
