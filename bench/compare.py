@@ -77,7 +77,7 @@ def start_router(stack: contextlib.ExitStack, port: int) -> subprocess.Popen:
 def start_hfproxy(stack: contextlib.ExitStack, port: int, router: str, database_url: str, redis_url: str):
     folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
     database = stack.enter_context(scratch_database(folder, database_url))
-    env = proxy_env(router, database, ALLOWED_HOSTS="127.0.0.1,localhost", REDIS_URL=redis_url)
+    env = proxy_env(router, database, REDIS_URL=redis_url)
     if redis_url:
         import redis
 

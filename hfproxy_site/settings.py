@@ -33,7 +33,30 @@ if not SECRET_KEY:
     # it) survive a restart. Never used without DEBUG.
     SECRET_KEY = "django-insecure-hfproxy-development-only"
 
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["*"] if DEBUG else ["localhost", "127.0.0.1", "[::1]"])
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["*"] if DEBUG else [])
+if not ALLOWED_HOSTS:
+    raise ImproperlyConfigured(
+        "ALLOWED_HOSTS is not set: the host names this server answers to, comma-separated "
+        "(e.g. proxy.example.com,localhost), or set DEBUG=true for local development."
+    )
+
+# --- Production hardening (docs/deployment.md) ------------------------------------------------
+# Behind a proxy that terminates TLS and sets X-Forwarded-Proto (nginx, a cloud load balancer):
+# requests it marks https count as secure. Never set it without such a proxy in front.
+if env.bool("TRUST_X_FORWARDED_PROTO", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# The admin's session and CSRF cookies travel only over HTTPS (SECURE_COOKIES=false for an admin
+# reached over plain HTTP on a private network).
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=not DEBUG)
+# Origins the admin's forms are posted from through a proxy, e.g. https://proxy.example.com.
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# Redirects and HSTS are usually the TLS proxy's job; they can be Django's. The API path never
+# redirects (clients would resend a POST as a GET), nor does /health (probed over plain HTTP).
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+SECURE_REDIRECT_EXEMPT = [r"^health$"]
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 
 # --- The proxy -----------------------------------------------------------------------------
 HF_TOKEN = env.str("HF_TOKEN", default="").strip()
@@ -118,8 +141,16 @@ SITE_MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
-# The admin's middleware checks look only at MIDDLEWARE; gateway.checks checks SITE_MIDDLEWARE.
-SILENCED_SYSTEM_CHECKS = ["admin.E408", "admin.E409", "admin.E410"]
+# The admin's and the deploy checks of middleware look only at MIDDLEWARE; gateway.checks checks
+# SITE_MIDDLEWARE instead (hfproxy.E001-E006, W002-W003).
+SILENCED_SYSTEM_CHECKS = [
+    "admin.E408",
+    "admin.E409",
+    "admin.E410",
+    "security.W001",
+    "security.W002",
+    "security.W003",
+]
 
 ROOT_URLCONF = "hfproxy_site.urls"
 ASGI_APPLICATION = "hfproxy_site.asgi.application"

@@ -40,6 +40,7 @@ def proxy_env(router: str, database: str, **overrides: str) -> dict[str, str]:
     defaults = {
         "ENV_FILE": "",
         "DEBUG": "false",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "SECRET_KEY": "server-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
         "FIELD_ENCRYPTION_KEY": Fernet.generate_key().decode(),
         "HF_TOKEN": "hf_server_token_value",

@@ -12,6 +12,7 @@ os.environ["HF_BASE_URL"] = "http://router.test/v1"
 os.environ["UPSTREAM_TRANSPORT"] = "aiohttp"
 os.environ["FIELD_ENCRYPTION_KEY"] = "Jl5dCJQpxBfIsBZV8vsj0mD8Q4QOEbbS3bQw9Dt1Rmo="  # a test-only Fernet key
 os.environ["USAGE_FLUSH_INTERVAL"] = "0.05"
+os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
 
 from hfproxy_site.settings import *  # noqa: F403
 

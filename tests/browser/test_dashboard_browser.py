@@ -9,9 +9,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from cryptography.fernet import Fernet
 
-from tests.servers import free_port, manage, scratch_database, start, stop
+from tests.servers import free_port, manage, proxy_env, scratch_database, start, stop
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -70,20 +69,10 @@ UsageRecord.objects.bulk_create(
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     with contextlib.ExitStack() as stack:
         database = stack.enter_context(scratch_database(tmp_path_factory.mktemp("db")))
-        env.update(
-            {
-                "ENV_FILE": "",
-                "DEBUG": "false",
-                "SECRET_KEY": "browser-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
-                "HF_TOKEN": "hf_browser_token_value",
-                "FIELD_ENCRYPTION_KEY": Fernet.generate_key().decode(),
-                "HF_BASE_URL": "http://127.0.0.1:9/v1",  # never called
-                "DATABASE_URL": database,
-            }
-        )
+        # The router is never called; the admin is reached over plain HTTP on loopback.
+        env = proxy_env("http://127.0.0.1:9", database, HF_TOKEN="hf_browser_token_value")
         manage("migrate", "--verbosity", "0", env=env)
         manage("shell", "--command", SEED, env=env)
         base = f"http://127.0.0.1:{port}"

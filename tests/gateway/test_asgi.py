@@ -212,7 +212,7 @@ async def test_a_stream_cut_off_by_the_servers_shutdown_is_still_recorded(hf, ap
     body = json.dumps({"messages": [{"role": "user", "content": "hi"}], "stream": True}).encode()
     messages = [{"type": "http.request", "body": body, "more_body": False}]
     received = []
-    never = asyncio.Event()
+    never, streaming = asyncio.Event(), asyncio.Event()
 
     async def receive():
         if messages:
@@ -221,6 +221,8 @@ async def test_a_stream_cut_off_by_the_servers_shutdown_is_still_recorded(hf, ap
 
     async def send(message):
         received.append(message)
+        if len(received) >= 3:  # headers and a couple of events
+            streaming.set()
 
     scope = {
         "type": "http",
@@ -237,8 +239,7 @@ async def test_a_stream_cut_off_by_the_servers_shutdown_is_still_recorded(hf, ap
         "server": ("testserver", 80),
     }
     served = asyncio.ensure_future(application(scope, receive, send))
-    while len(received) < 3:  # headers and a couple of events
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(streaming.wait(), 5)
     served.cancel()  # what uvicorn does at the end of its graceful-shutdown timeout
     with pytest.raises(asyncio.CancelledError):
         await served

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def import_settings(show="s.DEBUG, bool(s.SECRET_KEY)", **env) -> subprocess.CompletedProcess:
     """Import the settings in a fresh interpreter with this environment; print `show`."""
-    unset = ("SECRET_KEY", "DEBUG", "DJANGO_SETTINGS_MODULE", "HF_TOKEN", "CORS_ORIGINS")
+    unset = ("SECRET_KEY", "DEBUG", "DJANGO_SETTINGS_MODULE", "HF_TOKEN", "CORS_ORIGINS", "ALLOWED_HOSTS")
     clean = {k: v for k, v in os.environ.items() if k not in unset}
     return subprocess.run(
         [sys.executable, "-c", f"import hfproxy_site.settings as s; print({show})"],
@@ -38,8 +38,19 @@ def test_debug_may_run_without_a_secret_key():
     assert result.stdout.strip() == "True True"
 
 
+def test_it_refuses_to_start_without_allowed_hosts_in_production():
+    result = import_settings(DEBUG="false", SECRET_KEY="x" * 50)
+    assert result.returncode != 0
+    assert "ALLOWED_HOSTS is not set" in result.stderr
+    show = "s.ALLOWED_HOSTS, s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, hasattr(s, 'SECURE_PROXY_SSL_HEADER')"
+    production = import_settings(show, DEBUG="false", SECRET_KEY="x" * 50, ALLOWED_HOSTS="a.example,b")
+    assert production.stdout.strip() == "['a.example', 'b'] True True False"
+    proxied = import_settings("s.SECURE_PROXY_SSL_HEADER", DEBUG="true", TRUST_X_FORWARDED_PROTO="true")
+    assert proxied.stdout.strip() == "('HTTP_X_FORWARDED_PROTO', 'https')"
+
+
 def test_it_refuses_an_unknown_transport():
-    result = import_settings(SECRET_KEY="x" * 50, UPSTREAM_TRANSPORT="carrier-pigeon")
+    result = import_settings(SECRET_KEY="x" * 50, ALLOWED_HOSTS="h", UPSTREAM_TRANSPORT="carrier-pigeon")
     assert result.returncode != 0
     assert "UPSTREAM_TRANSPORT" in result.stderr
 
@@ -80,3 +91,12 @@ def test_serve_runs_uvicorn_on_host_and_port(monkeypatch, args, host, port):
     [(app, kwargs)] = calls
     assert app == "hfproxy_site.asgi:application"
     assert (kwargs["host"], kwargs["port"], kwargs["lifespan"]) == (host, port, "on")
+
+
+def test_the_deploy_checks_look_at_https_where_the_site_middleware_is(settings):
+    from gateway.checks import check_https
+
+    settings.SECURE_HSTS_SECONDS, settings.SECURE_SSL_REDIRECT = 0, False
+    assert [w.id for w in check_https(None)] == ["hfproxy.W002", "hfproxy.W003"]
+    settings.SECURE_HSTS_SECONDS, settings.SECURE_SSL_REDIRECT = 31536000, True
+    assert check_https(None) == []
