@@ -65,6 +65,8 @@ if HF_TOKEN and not (HF_TOKEN.isascii() and HF_TOKEN.isprintable() and " " not i
 HF_BASE_URL = env.str("HF_BASE_URL", default="https://router.huggingface.co/v1").rstrip("/")
 HOST = env.str("HOST", default="0.0.0.0")
 PORT = env.int("PORT", default=8000)
+# On SIGTERM, how long in-flight requests (streams) may take to finish before they are cut off.
+SHUTDOWN_TIMEOUT = env.float("SHUTDOWN_TIMEOUT", default=30.0)
 API_PREFIX = "/" + env.str("API_PREFIX", default="/v1").strip("/")
 DEFAULT_MODEL = env.str("DEFAULT_MODEL", default="openai/gpt-oss-120b:fireworks-ai")
 # Seconds. REQUEST_TIMEOUT bounds the whole exchange with the router, streams included;

@@ -18,6 +18,15 @@ async def test_health_is_ok_when_the_database_answers(anonymous_client, hf):
     assert not hf.calls  # never spends tokens
 
 
+@pytest.mark.django_db
+async def test_health_answers_under_any_host(anonymous_client, settings):
+    """Docker's HEALTHCHECK and load balancers probe by address, not by the public name."""
+    settings.ALLOWED_HOSTS = ["proxy.example.com"]
+    assert (await anonymous_client.get("/health", headers={"host": "10.0.0.7:8000"})).status_code == 200
+    assert (await anonymous_client.get("/admin/login/", headers={"host": "10.0.0.7:8000"})).status_code == 400
+    assert (await anonymous_client.get("/v1/models", headers={"host": "10.0.0.7:8000"})).status_code == 400
+
+
 async def test_health_is_503_when_the_database_does_not(anonymous_client, monkeypatch):
     def broken_cursor(self):
         raise connection.Database.OperationalError("connection refused")

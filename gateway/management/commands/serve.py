@@ -21,6 +21,12 @@ class Command(BaseCommand):
             default=int(os.environ.get("WEB_CONCURRENCY", "1")),
             help="Worker processes (default: WEB_CONCURRENCY or 1).",
         )
+        parser.add_argument(
+            "--shutdown-timeout",
+            type=float,
+            default=settings.SHUTDOWN_TIMEOUT,
+            help="Seconds in-flight requests may take to finish after SIGTERM (default: SHUTDOWN_TIMEOUT or 30).",
+        )
         parser.add_argument("--reload", action="store_true", help="Restart on code changes.")
         parser.add_argument(
             "--access-log",
@@ -28,7 +34,7 @@ class Command(BaseCommand):
             help="Also log uvicorn's access line (every request already logs one report line).",
         )
 
-    def handle(self, *args, host, port, workers, reload, access_log, **options) -> None:
+    def handle(self, *args, host, port, workers, shutdown_timeout, reload, access_log, **options) -> None:
         self.stdout.write(f"hfproxy on http://{host}:{port}{settings.API_PREFIX} → {settings.HF_BASE_URL}")
         uvicorn.run(
             "hfproxy_site.asgi:application",
@@ -39,5 +45,7 @@ class Command(BaseCommand):
             lifespan="on",
             access_log=access_log,
             log_level="info",
-            timeout_graceful_shutdown=30,
+            # SIGTERM: stop accepting, let in-flight requests finish for this long, cut off the
+            # rest (still recorded), then the lifespan shutdown writes the queued usage records.
+            timeout_graceful_shutdown=shutdown_timeout,
         )
