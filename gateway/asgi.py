@@ -129,6 +129,7 @@ class Handler(ASGIHandler):
 class GatewayASGI:
     def __init__(self, app) -> None:
         self.app = app
+        self.in_flight: set[asyncio.Task] = set()  # HTTP requests being served
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http":
@@ -159,7 +160,12 @@ class GatewayASGI:
                     return {"type": "http.disconnect"}
             return message
 
-        await self.app(scope, limited_receive, send)
+        task = asyncio.current_task()
+        self.in_flight.add(task)
+        try:
+            await self.app(scope, limited_receive, send)
+        finally:
+            self.in_flight.discard(task)
         if too_large:
             await _refuse_too_large(scope, send, limit)
 
@@ -169,18 +175,20 @@ class GatewayASGI:
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await _shutdown(settings.USAGE_SHUTDOWN_TIMEOUT)
+                await _shutdown(settings.USAGE_SHUTDOWN_TIMEOUT, self.in_flight)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
 
-async def _shutdown(seconds: float) -> None:
-    """uvicorn has let in-flight requests finish. What they left running (closing a stream
-    whose client left, giving back limit slots) ends first; then queued usage records are
-    written and the connections closed."""
+async def _shutdown(seconds: float, in_flight: set[asyncio.Task]) -> None:
+    """uvicorn has let in-flight requests finish, and cancelled those still running at its
+    graceful-shutdown timeout, without waiting for them to unwind. They end first (each is
+    recorded as it ends), then what they left running (closing a stream whose client left,
+    giving back limit slots); then the queued usage records are written and the connections
+    closed."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
-    for pending in (relay.cleanups, limits.settling):
+    for pending in (in_flight, relay.cleanups, limits.settling):
         if pending:
             await asyncio.wait(list(pending), timeout=max(0.1, deadline - loop.time()))
     await usage.writer.stop(deadline=max(1.0, deadline - loop.time()))

@@ -7,6 +7,7 @@ asked) and `GET /v1/models`. A model id starting with `fault/` selects a misbeha
     fault/hang          never send headers
     fault/drip          stream one chunk per DRIP seconds, forever
     fault/cut           stream two chunks, then end without [DONE]
+    slow/...            a normal stream, one chunk per SLOW seconds (a long answer)
 
 `GET /_stats` reports what it saw (requests, last headers, streams the client abandoned);
 `POST /_reset` clears it. Run: `python -m tests.fake_router --port 9100`.
@@ -22,6 +23,7 @@ import time
 
 CHUNKS = int(os.environ.get("FAKE_ROUTER_CHUNKS", "20"))
 DRIP = float(os.environ.get("FAKE_ROUTER_DRIP", "1.0"))
+SLOW = float(os.environ.get("FAKE_ROUTER_SLOW", "0.1"))
 
 MODELS = {
     "object": "list",
@@ -180,6 +182,8 @@ async def _chat(scope, receive, send) -> None:
             return
         count = 2 if model == "fault/cut" else CHUNKS
         for i in range(count):
+            if model.startswith("slow/"):
+                await asyncio.sleep(SLOW)
             await send(
                 {
                     "type": "http.response.body",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 import uvicorn
 from django.conf import settings
@@ -36,6 +37,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, host, port, workers, shutdown_timeout, reload, access_log, **options) -> None:
         self.stdout.write(f"hfproxy on http://{host}:{port}{settings.API_PREFIX} → {settings.HF_BASE_URL}")
+        # uvicorn re-raises the SIGTERM it handled once it has shut down cleanly, with the handler
+        # it found: this one makes a clean shutdown exit 0 (what Docker and systemd expect)
+        # instead of dying of the signal.
+        signal.signal(signal.SIGTERM, lambda signum, frame: None)
         uvicorn.run(
             "hfproxy_site.asgi:application",
             host=host,
