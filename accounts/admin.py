@@ -29,7 +29,7 @@ from django.utils.html import format_html
 from django.utils.text import capfirst
 
 from accounts import dashboard, keys, services
-from accounts.models import ApiKey, HuggingFaceToken, UsageRecord, UserPolicy
+from accounts.models import ApiKey, HuggingFaceToken, UsageDaily, UsageRecord, UserPolicy
 
 User = get_user_model()
 
@@ -515,8 +515,19 @@ class UsageChangeList(ChangeList):
         }
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
 @admin.register(UsageRecord)
-class UsageRecordAdmin(admin.ModelAdmin):
+class UsageRecordAdmin(ReadOnlyAdmin):
     list_display = (
         "created_at",
         "request_id",
@@ -544,15 +555,6 @@ class UsageRecordAdmin(admin.ModelAdmin):
     @admin.display(description="API key", ordering="api_key__prefix")
     def key_prefix(self, record: UsageRecord) -> str:
         return record.api_key.prefix
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     @admin.action(description="Export selected as CSV", permissions=["view"])
     def export_selected_csv(self, request, queryset: QuerySet[UsageRecord]) -> StreamingHttpResponse:
@@ -683,3 +685,26 @@ def bar_chart(series: list[dict], key: str, step: str) -> dict:
         "bars": bars,
         "ticks": ticks,
     }
+
+
+@admin.register(UsageDaily)
+class UsageDailyAdmin(ReadOnlyAdmin):
+    """What `prune_usage` kept of records past the retention period."""
+
+    list_display = (
+        "day",
+        "user",
+        "key_prefix",
+        "endpoint",
+        "model_requested",
+        "outcome",
+        "requests",
+        "total_tokens",
+    )
+    list_select_related = ("user", "api_key")
+    list_filter = ("user", "model_requested", "outcome")
+    date_hierarchy = "day"
+
+    @admin.display(description="API key", ordering="api_key__prefix")
+    def key_prefix(self, row: UsageDaily) -> str:
+        return row.api_key.prefix

@@ -196,12 +196,15 @@ def _month_of_minute(minute: int) -> tuple[str, datetime, float]:
 
 
 def _tokens_in_db(key_id: int, since: datetime | None) -> int:
-    from accounts.models import UsageRecord
+    """The key's tokens since then: its records, and the daily sums of pruned ones."""
+    from accounts.models import UsageDaily, UsageRecord
 
     records = UsageRecord.objects.filter(api_key_id=key_id)
+    days = UsageDaily.objects.filter(api_key_id=key_id)
     if since is not None:
         records = records.filter(created_at__gte=since)
-    return records.aggregate(total=Sum("total_tokens"))["total"] or 0
+        days = days.filter(day__gte=since.date())
+    return sum(rows.aggregate(total=Sum("total_tokens"))["total"] or 0 for rows in (records, days))
 
 
 def _parallel(key_id: int) -> tuple[str, int]:

@@ -7,7 +7,7 @@ from datetime import datetime
 from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
 
-from accounts.models import Outcome, UsageRecord
+from accounts.models import Outcome, UsageDaily, UsageRecord
 
 USAGE_TOTALS = {
     "requests": Count("id"),
@@ -27,19 +27,39 @@ def usage_in(*, since: datetime | None = None, user_id: int | None = None) -> Qu
     return records
 
 
+DAILY_TOTALS = {  # `errors` first: once annotated, `requests` names the sum, not the column
+    "errors": Coalesce(Sum("requests", filter=~Q(outcome=Outcome.OK)), 0),
+    "requests": Coalesce(Sum("requests"), 0),
+    "prompt_tokens": Coalesce(Sum("prompt_tokens"), 0),
+    "completion_tokens": Coalesce(Sum("completion_tokens"), 0),
+    "total_tokens": Coalesce(Sum("total_tokens"), 0),
+}
+
+
+def pruned_usage_in(*, since: datetime | None = None, user_id: int | None = None) -> QuerySet[UsageDaily]:
+    days = UsageDaily.objects.all()
+    if since is not None:
+        days = days.filter(day__gte=since.date())
+    if user_id is not None:
+        days = days.filter(user_id=user_id)
+    return days
+
+
 def usage_by_user_and_model(*, since: datetime | None = None, user_id: int | None = None) -> list[dict]:
-    """One row per (user, model requested): requests, tokens and errors, summed by the database."""
-    rows = (
+    """One row per (user, model requested): requests, tokens and errors, summed by the database
+    over the records and the daily sums of pruned records."""
+    totals: dict[tuple[str, str], dict] = {}
+    for rows in (
         usage_in(since=since, user_id=user_id)
         .values("user__username", "model_requested")
-        .annotate(**USAGE_TOTALS)
-        .order_by("user__username", "model_requested")
-    )
-    return [
-        {
-            "user": row.pop("user__username"),
-            "model": row.pop("model_requested"),
-            **row,
-        }
-        for row in rows
-    ]
+        .annotate(**USAGE_TOTALS),
+        pruned_usage_in(since=since, user_id=user_id)
+        .values("user__username", "model_requested")
+        .annotate(**DAILY_TOTALS),
+    ):
+        for row in rows.order_by():
+            key = (row.pop("user__username"), row.pop("model_requested"))
+            total = totals.setdefault(key, dict.fromkeys(USAGE_TOTALS, 0))
+            for name, value in row.items():
+                total[name] += value
+    return [{"user": user, "model": model, **total} for (user, model), total in sorted(totals.items())]
