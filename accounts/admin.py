@@ -515,7 +515,13 @@ class UsageChangeList(ChangeList):
         }
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class UsageAdminBase(admin.ModelAdmin):
+    """Usage is written by the gateway and prune_usage only: read-only here."""
+
+    @admin.display(description="API key", ordering="api_key__prefix")
+    def key_prefix(self, row) -> str:
+        return row.api_key.prefix
+
     def has_add_permission(self, request) -> bool:
         return False
 
@@ -527,7 +533,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 @admin.register(UsageRecord)
-class UsageRecordAdmin(ReadOnlyAdmin):
+class UsageRecordAdmin(UsageAdminBase):
     list_display = (
         "created_at",
         "request_id",
@@ -551,10 +557,6 @@ class UsageRecordAdmin(ReadOnlyAdmin):
     date_hierarchy = "created_at"
     actions = ["export_selected_csv"]
     show_full_result_count = False  # a second COUNT(*) over every row on each filtered page
-
-    @admin.display(description="API key", ordering="api_key__prefix")
-    def key_prefix(self, record: UsageRecord) -> str:
-        return record.api_key.prefix
 
     @admin.action(description="Export selected as CSV", permissions=["view"])
     def export_selected_csv(self, request, queryset: QuerySet[UsageRecord]) -> StreamingHttpResponse:
@@ -688,7 +690,7 @@ def bar_chart(series: list[dict], key: str, step: str) -> dict:
 
 
 @admin.register(UsageDaily)
-class UsageDailyAdmin(ReadOnlyAdmin):
+class UsageDailyAdmin(UsageAdminBase):
     """What `prune_usage` kept of records past the retention period."""
 
     list_display = (
@@ -704,7 +706,3 @@ class UsageDailyAdmin(ReadOnlyAdmin):
     list_select_related = ("user", "api_key")
     list_filter = ("user", "model_requested", "outcome")
     date_hierarchy = "day"
-
-    @admin.display(description="API key", ordering="api_key__prefix")
-    def key_prefix(self, row: UsageDaily) -> str:
-        return row.api_key.prefix
