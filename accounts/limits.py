@@ -28,7 +28,8 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 from django.core.cache import caches
-from django.db.models import Sum
+from django.db.models import Subquery, Sum
+from django.db.models.functions import Coalesce
 
 from accounts import db
 
@@ -196,15 +197,21 @@ def _month_of_minute(minute: int) -> tuple[str, datetime, float]:
 
 
 def _tokens_in_db(key_id: int, since: datetime | None) -> int:
-    """The key's tokens since then: its records, and the daily sums of pruned ones."""
-    from accounts.models import UsageDaily, UsageRecord
+    """The key's tokens since then: its records, and the daily sums of pruned ones (whole days),
+    in one statement, so that a prune committing meanwhile cannot count a day twice."""
+    from accounts.models import ApiKey, UsageDaily, UsageRecord
 
     records = UsageRecord.objects.filter(api_key_id=key_id)
     days = UsageDaily.objects.filter(api_key_id=key_id)
     if since is not None:
         records = records.filter(created_at__gte=since)
         days = days.filter(day__gte=since.date())
-    return sum(rows.aggregate(total=Sum("total_tokens"))["total"] or 0 for rows in (records, days))
+
+    def total(rows):
+        return Coalesce(Subquery(rows.values("api_key_id").annotate(t=Sum("total_tokens")).values("t")), 0)
+
+    found = ApiKey.objects.filter(pk=key_id).values_list(total(records) + total(days), flat=True).first()
+    return found or 0
 
 
 def _parallel(key_id: int) -> tuple[str, int]:

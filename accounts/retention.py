@@ -23,6 +23,10 @@ _SUMS = ("prompt_tokens", "completion_tokens", "total_tokens")
 _GROUP = ("user_id", "api_key_id", "endpoint", "model_requested", "outcome")
 
 
+class ConcurrentPrune(Exception):
+    """Two prunes ran at once; the day's transaction is rolled back, nothing is counted twice."""
+
+
 @dataclass
 class Pruned:
     days: int = 0
@@ -72,4 +76,8 @@ def _prune_day(start: datetime, end: datetime) -> tuple[int, int]:
             requests=F("requests") + group["requests"], **{name: F(name) + group[name] for name in _SUMS}
         )
     deleted, _ = records.delete()
+    summed = sum(group["requests"] for group in groups)
+    if deleted != summed:
+        # Another prune summed and deleted some of these meanwhile: its sums stand, ours go.
+        raise ConcurrentPrune(f"{start:%Y-%m-%d}: summed {summed} records but deleted {deleted}")
     return len(groups), deleted

@@ -65,6 +65,7 @@ class Exchange:
             return
         if self.server_shutdown and outcome == outcomes.CLIENT_DISCONNECTED:
             outcome, error_code = outcomes.PROXY_ERROR, "server_shutdown"  # not the client's doing
+            status = 503 if status == 499 else status
         self.status, self.outcome, self.error_code = status, outcome, error_code or ""
         self.latency = time.perf_counter() - self.started
         report(self)

@@ -11,7 +11,9 @@ from accounts.models import ApiKey, UsageDaily, UsageRecord
 from accounts.selectors import usage_by_user_and_model
 from tests.accounts.test_commands import make_usage
 
-NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+# Midday today: the hours added below stay within their days, and the command (which prunes
+# relative to the real now) sees the same ages.
+NOW = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
 
 
 @pytest.fixture
@@ -83,3 +85,19 @@ def test_the_daily_sums_are_listed_read_only_in_the_admin(history, admin_client)
     assert page.status_code == 200
     assert b"m2" in page.content and history.prefix.encode() in page.content
     assert admin_client.get("/admin/accounts/usagedaily/add/").status_code == 403
+
+
+def test_a_concurrent_prune_rolls_back_instead_of_counting_a_day_twice(history, monkeypatch):
+    from django.db.models.query import QuerySet
+
+    real_delete = QuerySet.delete
+
+    def another_prune_got_one_first(self):
+        self.order_by("created_at")[:1].get().delete()  # as if the other run deleted it
+        return real_delete(self)
+
+    monkeypatch.setattr(QuerySet, "delete", another_prune_got_one_first)
+    with pytest.raises(retention.ConcurrentPrune):
+        retention.prune(35, now=NOW)
+    monkeypatch.undo()
+    assert not UsageDaily.objects.exists()  # the day's sums were rolled back with it

@@ -44,6 +44,8 @@ def test_services_and_their_wiring(compose):
     for name in ("db", "redis"):
         assert services[name]["healthcheck"]["test"], name
         assert "ports" not in services[name], f"{name} must not be published to the host"
+    # Over TCP: the postgres image's first, socket-only start must not count as ready.
+    assert "-h 127.0.0.1" in services["db"]["healthcheck"]["test"][1]
     assert services["db"]["volumes"] == ["pgdata:/var/lib/postgresql/data"]
     assert "pgdata" in compose["volumes"]
 
@@ -70,7 +72,7 @@ def test_docker_waits_longer_than_the_drain_and_the_usage_flush(compose):
     from hfproxy_site import settings
 
     grace = compose["services"]["web"]["stop_grace_period"]
-    seconds = int(re.fullmatch(r"(\d+)s", grace).group(1))
+    seconds = int(re.fullmatch(r"\$\{STOP_GRACE_PERIOD:-(\d+)s\}", grace).group(1))  # the default
     assert seconds > settings.SHUTDOWN_TIMEOUT + settings.USAGE_SHUTDOWN_TIMEOUT
 
 

@@ -22,7 +22,7 @@ class Command(BaseCommand):
     def handle(self, *args, days, dry_run, **options) -> None:
         try:
             pruned = retention.prune(days, dry_run=dry_run)
-        except ValueError as error:
+        except (ValueError, retention.ConcurrentPrune) as error:
             raise CommandError(str(error)) from None
         before = f"before {pruned.cutoff:%Y-%m-%d}"
         if dry_run:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 
 import uvicorn
 from django.conf import settings
@@ -39,8 +40,8 @@ class Command(BaseCommand):
         self.stdout.write(f"hfproxy on http://{host}:{port}{settings.API_PREFIX} → {settings.HF_BASE_URL}")
         # uvicorn re-raises the SIGTERM it handled once it has shut down cleanly, with the handler
         # it found: this one makes a clean shutdown exit 0 (what Docker and systemd expect)
-        # instead of dying of the signal.
-        signal.signal(signal.SIGTERM, lambda signum, frame: None)
+        # instead of dying of the signal, and a SIGTERM while the app loads end it at once.
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
         uvicorn.run(
             "hfproxy_site.asgi:application",
             host=host,
