@@ -36,24 +36,22 @@ from pathlib import Path
 import aiohttp
 
 from bench import load
-from tests.servers import ROOT, free_port, manage, proxy_env, scratch_database, server_env, start, stop
+from tests.servers import (
+    ROOT,
+    answers,
+    free_port,
+    manage,
+    proxy_env,
+    scratch_database,
+    server_env,
+    start,
+    stop,
+)
 
 _CPUS = sorted(os.sched_getaffinity(0))
 PROXY_CPUS, DRIVER_CPUS = ({_CPUS[0]}, {_CPUS[1]}) if len(_CPUS) >= 2 else (None, None)
 LITELLM_HOME = ROOT / ".bench" / "litellm"
 SCENARIOS = [(1, "non-stream"), (1, "stream"), (32, "non-stream"), (32, "stream")]
-
-
-def _redis_answers(url: str) -> bool:
-    if not url:
-        return False
-    import redis
-
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
-        return True
-    except redis.RedisError:
-        return False
 
 
 def _log(stack: contextlib.ExitStack, name: str):
@@ -299,7 +297,7 @@ def main() -> None:
 
     if DRIVER_CPUS:
         os.sched_setaffinity(0, DRIVER_CPUS)
-    redis_url = args.redis_url if _redis_answers(args.redis_url) else ""
+    redis_url = args.redis_url if args.redis_url and answers(args.redis_url) else ""
 
     with contextlib.ExitStack() as stack:
         router_port = free_port()

@@ -24,6 +24,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def answers(url: str) -> bool:
+    """Whether the PostgreSQL or Redis server at `url` takes a connection."""
+    try:
+        if url.startswith("redis"):
+            import redis
+
+            redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+        else:
+            import psycopg
+
+            psycopg.connect(url.replace("postgres://", "postgresql://", 1), connect_timeout=2).close()
+        return True
+    except Exception:
+        return False
+
+
+def require(*urls: str) -> None:
+    """Skip the calling test when one of these servers does not answer; under CI, fail it
+    (CI runs on a machine that has them)."""
+    import pytest
+
+    missing = [url for url in urls if not answers(url)]
+    if missing and os.environ.get("CI") == "true":
+        pytest.fail(f"not answering: {missing}")
+    if missing:
+        pytest.skip(f"not answering: {missing}")
+
+
 def server_env(**overrides: str) -> dict[str, str]:
     """This process's environment for a server process, minus what only the tests use."""
     return {

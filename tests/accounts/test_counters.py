@@ -1,21 +1,15 @@
 """The limit counters' operations, the same in process memory and in Redis."""
 
+import asyncio
 import os
 
 import pytest
 import redis
 
 from accounts import limits
+from tests.servers import require
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
-
-
-def _redis_answers() -> bool:
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=0.5).ping()
-        return True
-    except redis.RedisError:
-        return False
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -23,10 +17,7 @@ async def counters(request):
     if request.param == "memory":
         yield limits._LocalCounters()
         return
-    if not _redis_answers():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Redis does not answer at {REDIS_URL}")
-        pytest.skip(f"Redis does not answer at {REDIS_URL}")
+    require(REDIS_URL)
     redis.Redis.from_url(REDIS_URL).flushdb()
     store = limits._RedisCounters(REDIS_URL)
     yield store
@@ -56,8 +47,6 @@ async def test_the_operations(counters):
 
 
 async def test_counters_expire(counters):
-    import asyncio
-
     await counters.run([("add", "short", 1, 1), ("seed", "seeded", 5, 1)])
     await asyncio.sleep(1.2)
     assert await counters.run([("get", "short"), ("get", "seeded"), ("add", "short", 1, 60)]) == [
@@ -68,8 +57,6 @@ async def test_counters_expire(counters):
 
 
 async def test_a_count_never_goes_below_zero_and_lives_from_its_last_use(counters):
-    import asyncio
-
     assert await counters.run([("add", "slots", -1, 60), ("add", "slots", 1, 60)]) == [0, 1]
     await counters.run([("add", "busy", 1, 1)])
     await asyncio.sleep(0.7)

@@ -13,7 +13,7 @@ import openai
 import pytest
 import yaml
 
-from tests.servers import free_port, manage, proxy_env, scratch_database, server_env, start, stop
+from tests.servers import free_port, manage, proxy_env, require, scratch_database, server_env, start, stop
 
 pytestmark = pytest.mark.e2e
 
@@ -21,21 +21,6 @@ ROOT = Path(__file__).resolve().parents[2]
 POSTGRES = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
 MESSAGES = [{"role": "user", "content": "hello"}]
-
-
-def _answers(url: str) -> bool:
-    try:
-        if url.startswith("redis"):
-            import redis
-
-            redis.Redis.from_url(url, socket_connect_timeout=1).ping()
-        else:
-            import psycopg
-
-            psycopg.connect(url.replace("postgres://", "postgresql://", 1), connect_timeout=2).close()
-        return True
-    except Exception:
-        return False
 
 
 def container_commands() -> tuple[list[str], list[str]]:
@@ -47,11 +32,7 @@ def container_commands() -> tuple[list[str], list[str]]:
 
 @pytest.fixture
 def services():
-    missing = [url for url in (POSTGRES, REDIS_URL) if not _answers(url)]
-    if missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"not answering: {missing}")
-        pytest.skip(f"not answering: {missing}")
+    require(POSTGRES, REDIS_URL)
     import redis
 
     redis.Redis.from_url(REDIS_URL).flushdb()

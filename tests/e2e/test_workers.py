@@ -3,31 +3,20 @@
 from __future__ import annotations
 
 import os
-import socket
 import time
 
 import httpx
 import pytest
 
-from tests.servers import free_port, manage, proxy_env, scratch_database, start, stop
+from tests.servers import free_port, manage, proxy_env, require, scratch_database, start, stop
 
 pytestmark = pytest.mark.e2e
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
 
 
-def redis_answers() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-@pytest.mark.skipif(
-    not redis_answers() and os.environ.get("CI") != "true", reason="no Redis at 127.0.0.1:6379"
-)
 def test_two_workers_share_one_rate_limit(tmp_path):
+    require(REDIS_URL)
     import redis
 
     redis.Redis.from_url(REDIS_URL).flushdb()
