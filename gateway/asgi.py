@@ -143,20 +143,30 @@ class GatewayASGI:
         limit = settings.MAX_REQUEST_BYTES
         declared = _header(scope, b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            await _refuse_too_large(scope, send, limit)
+            await _refuse(scope, send, errors.request_too_large(limit))
             return
 
         received = 0
-        too_large = False
+        refusal = None  # an ApiError to answer once Django has given up on the request
+        body_done = False
 
         async def limited_receive():
-            nonlocal received, too_large
-            message = await receive()
+            nonlocal received, refusal, body_done
+            if body_done:  # Django listening for a disconnect while the view runs: no limit
+                return await receive()
+            try:
+                # A client that stops sending its body must not hold a request open forever.
+                async with asyncio.timeout(settings.CLIENT_BODY_TIMEOUT):
+                    message = await receive()
+            except TimeoutError:
+                refusal = errors.body_timeout(settings.CLIENT_BODY_TIMEOUT)
+                return {"type": "http.disconnect"}
             if message["type"] == "http.request":
+                body_done = not message.get("more_body", False)
                 received += len(message.get("body", b""))
                 if received > limit:
                     # Django stops reading at a disconnect and sends nothing; we answer.
-                    too_large = True
+                    refusal = errors.request_too_large(limit)
                     return {"type": "http.disconnect"}
             return message
 
@@ -166,8 +176,8 @@ class GatewayASGI:
             await self.app(scope, limited_receive, send)
         finally:
             self.in_flight.discard(task)
-        if too_large:
-            await _refuse_too_large(scope, send, limit)
+        if refusal is not None:
+            await _refuse(scope, send, refusal)
 
     async def _lifespan(self, receive, send) -> None:
         while True:
@@ -203,13 +213,14 @@ def _header(scope, name: bytes) -> str | None:
     return None
 
 
-async def _refuse_too_large(scope, send, limit: int) -> None:
-    body = json.dumps(errors.request_too_large(limit).body()).encode()
+async def _refuse(scope, send, error: errors.ApiError) -> None:
+    """Answer a request refused before Django saw all of it, and close the connection."""
+    body = json.dumps(error.body()).encode()
     request_id = request_id_from(_header(scope, b"x-request-id"))
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": error.status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),

@@ -157,7 +157,8 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         raise InvalidRequest("The request body is empty; send a JSON object.")
     try:
         body = json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError):
+    # ValueError covers bad UTF-8; RecursionError, nesting deeper than the parser goes.
+    except (ValueError, RecursionError):
         raise InvalidRequest(
             "We could not parse the JSON body of your request. Send valid JSON (UTF-8)."
         ) from None
@@ -226,7 +227,7 @@ def parse_answer(raw: bytes) -> Any:
     """A whole (non-streamed) router answer: JSON or `BadAnswer`."""
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
         raise BadAnswer("the answer is not JSON") from None
 
 
@@ -270,7 +271,7 @@ class ChatStream:
             return sse.DONE
         try:
             chunk = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):
             raise BadAnswer("a stream event is not JSON") from None
         if not isinstance(chunk, dict):
             raise BadAnswer("a stream event is not a JSON object")

@@ -12,6 +12,7 @@ import logging
 import re
 from typing import Any
 
+from django.db import DatabaseError
 from django.http import JsonResponse
 
 from accounts.limits import Refusal
@@ -77,6 +78,14 @@ def request_too_large(limit: int) -> ApiError:
         413,
         f"Request body is larger than the limit of {limit} bytes.",
         code="request_too_large",
+    )
+
+
+def body_timeout(seconds: float) -> ApiError:
+    return ApiError(
+        408,
+        f"The request body did not arrive in time (nothing for {seconds:g} seconds).",
+        code="request_timeout",
     )
 
 
@@ -267,6 +276,9 @@ def from_exception(exc: Exception, token_name: str = "") -> ApiError:
         return invalid_request(exc.message, exc.param)
     if isinstance(exc, UpstreamError):
         return from_upstream(exc, token_name)
+    if isinstance(exc, DatabaseError):
+        # Limits read the database for a budget's first count of the month.
+        return service_unavailable()
     if isinstance(exc, BadAnswer):
         if exc.error is not None:
             message = router_message(exc.error) or exc.detail

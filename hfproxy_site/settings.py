@@ -74,6 +74,9 @@ REQUEST_TIMEOUT = env.float("REQUEST_TIMEOUT", default=300.0)
 CONNECT_TIMEOUT = env.float("CONNECT_TIMEOUT", default=10.0)
 READ_TIMEOUT = env.float("READ_TIMEOUT", default=120.0)
 MAX_REQUEST_BYTES = env.int("MAX_REQUEST_BYTES", default=10 * 1024 * 1024)
+# Seconds a client may leave its request body unfinished without sending anything (nginx's
+# client_body_timeout): then 408.
+CLIENT_BODY_TIMEOUT = env.float("CLIENT_BODY_TIMEOUT", default=60.0)
 # "aiohttp" (httpx-aiohttp, fast) or "httpx" (httpx's own transport).
 UPSTREAM_TRANSPORT = env.str("UPSTREAM_TRANSPORT", default="aiohttp")
 UPSTREAM_MAX_CONNECTIONS = env.int("UPSTREAM_MAX_CONNECTIONS", default=200)
@@ -173,12 +176,18 @@ TEMPLATES = [
 
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    options = DATABASES["default"].setdefault("OPTIONS", {})
+    options.setdefault("connect_timeout", 3)  # an unreachable server fails in seconds, not minutes
     # Under ASGI, psycopg's pool instead of CONN_MAX_AGE (connections are per thread there).
-    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+    options["pool"] = {
         "min_size": 1,
         "max_size": env.int("DB_POOL_SIZE", default=10),
-        "timeout": 10,
+        # With the server down, a request waits this long for a connection before its 503.
+        "timeout": env.float("DB_POOL_TIMEOUT", default=3.0),
     }
+    # The pool checks each connection on checkout: those that died with a restarted server are
+    # dropped, not used.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 # Limit counters live in the default cache: this process's memory, or Redis (REDIS_URL) so that
 # several workers and replicas share them.

@@ -15,7 +15,7 @@ from django.contrib.auth import get_user_model
 from django.core.cache import caches
 from django.test import AsyncClient
 
-from accounts import keys, services, usage
+from accounts import db, keys, services, usage
 from gateway import catalog, reporting, upstream
 
 
@@ -23,6 +23,7 @@ from gateway import catalog, reporting, upstream
 def _forget_keys():
     """Cached key lookups and limit counters must not leak from one test into the next."""
     keys.forget_all()
+    db.forget_failure()
     caches["default"].clear()
     yield
     keys.forget_all()

@@ -1,15 +1,29 @@
 """A fake Hugging Face router: a raw ASGI app, fast enough never to be the bottleneck.
 
 Serves `POST /v1/chat/completions` (JSON or SSE, CHUNKS content chunks, the usage chunk when
-asked) and `GET /v1/models`. A model id starting with `fault/` selects a misbehaviour:
+asked) and `GET /v1/models`. The model id selects a misbehaviour:
 
-    fault/status-503    answer that status with an OpenAI-shaped error body
-    fault/hang          never send headers
-    fault/drip          stream one chunk per DRIP seconds, forever
-    fault/cut           stream two chunks, then end without [DONE]
-    slow/...            a normal stream, one chunk per SLOW seconds (a long answer)
+    fault/status-N          answer status N with an OpenAI-shaped error body (429 and 503:
+                            with `Retry-After: 7`)
+    fault/status-N-empty    answer status N with no body at all
+    fault/slow-status-N     wait SLOW_STATUS seconds, then as fault/status-N
+    fault/echo-auth-401     401 whose message quotes the Authorization header it got
+    fault/hang              never send headers
+    fault/hang-after-headers  send the headers (and, streaming, the first event), then nothing
+    fault/drip              stream one chunk per DRIP seconds, forever
+    fault/cut               stream two chunks, then end cleanly without [DONE]
+    fault/break             stream two chunks, then drop the connection mid-body
+    fault/not-json          200 with an HTML body
+    fault/bad-sse           stream a chunk, then an event whose data is not JSON
+    fault/redirect          307 to /_redirected on this server (which counts its visitors)
+    fault/no-usage          a normal answer without `usage`, stream or not
+    fault/nul               a normal answer whose model and text contain NUL characters
+    fault/big               stream BIG_CHUNKS chunks of 16 KB as fast as the reader takes them
+    slow/...                a normal stream, one chunk per SLOW seconds (a long answer)
 
-`GET /_stats` reports what it saw (requests, last headers, streams the client abandoned);
+Connection refused is this server not running. `GET /_stats` reports what it saw: requests,
+attempts per model, the last request's headers and body, `abandoned` (requests whose client went
+away before the answer was complete, with when it noticed) and `streams_abandoned`.
 `POST /_reset` clears it. Run: `python -m tests.fake_router --port 9100`.
 """
 
@@ -17,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import time
@@ -24,6 +39,8 @@ import time
 CHUNKS = int(os.environ.get("FAKE_ROUTER_CHUNKS", "20"))
 DRIP = float(os.environ.get("FAKE_ROUTER_DRIP", "1.0"))
 SLOW = float(os.environ.get("FAKE_ROUTER_SLOW", "0.1"))
+SLOW_STATUS = float(os.environ.get("FAKE_ROUTER_SLOW_STATUS", "1.0"))
+BIG_CHUNKS = int(os.environ.get("FAKE_ROUTER_BIG_CHUNKS", "4000"))
 
 MODELS = {
     "object": "list",
@@ -56,10 +73,24 @@ MODELS = {
 
 
 def new_stats() -> dict:
-    return {"requests": 0, "chat_requests": 0, "streams_abandoned": 0, "last_headers": {}, "last_body": None}
+    return {
+        "requests": 0,
+        "chat_requests": 0,
+        "attempts": {},
+        "abandoned": [],
+        "streams_abandoned": 0,
+        "redirected": 0,
+        "last_headers": {},
+        "last_body": None,
+        "last_body_sha256": None,
+    }
 
 
 stats = new_stats()
+
+
+class Dropped(Exception):
+    """Raised to make uvicorn drop the connection mid-body (fault/break)."""
 
 
 async def _read_body(receive) -> bytes:
@@ -72,7 +103,7 @@ async def _read_body(receive) -> bytes:
 
 
 async def _send_json(send, status: int, data, headers=()) -> None:
-    body = json.dumps(data).encode()
+    body = b"" if data is None else json.dumps(data).encode()
     await send(
         {
             "type": "http.response.start",
@@ -104,43 +135,93 @@ def _usage(prompt: int, completion: int) -> dict:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
+async def _status(send, model: str) -> None:
+    rest = model.removeprefix("fault/").removeprefix("slow-").removeprefix("status-")
+    empty = rest.endswith("-empty")
+    status = int(rest.removesuffix("-empty"))
+    headers = [(b"retry-after", b"7")] if status in (429, 503) else []
+    error = {"error": {"message": f"fake router says {status}", "type": "fake", "code": status}}
+    await _send_json(send, status, None if empty else error, headers)
+
+
 async def _chat(scope, receive, send) -> None:
     stats["chat_requests"] += 1
     raw = await _read_body(receive)
     stats["last_body"] = raw.decode("utf-8", "replace")
+    stats["last_body_sha256"] = hashlib.sha256(raw).hexdigest()
     request = json.loads(raw)
     model = request.get("model", "")
+    stats["attempts"][model] = stats["attempts"].get(model, 0) + 1
+    stream = bool(request.get("stream"))
+    finished = False
+    disconnected = asyncio.Event()
+
+    async def watch() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        disconnected.set()
+        if not finished:
+            stats["abandoned"].append({"model": model, "stream": stream, "at": time.time()})
+            stats["streams_abandoned"] += stream
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await _answer(send, request, model, stream, disconnected)
+        finished = True
+    finally:
+        await asyncio.sleep(0)  # a disconnect that came with the last send is still heard
+        watcher.cancel()
+
+
+async def _answer(send, request: dict, model: str, stream: bool, disconnected: asyncio.Event) -> None:
+    headers = stats["last_headers"]
+    if model.startswith("fault/slow-status-"):
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(disconnected.wait(), SLOW_STATUS)
+        if disconnected.is_set():
+            return
+    if model.startswith(("fault/status-", "fault/slow-status-")):
+        return await _status(send, model)
+    if model == "fault/echo-auth-401":
+        message = f"Invalid credentials in Authorization header: {headers.get('authorization', '')}"
+        return await _send_json(send, 401, {"error": message})
+    if model == "fault/redirect":
+        location = b"http://" + headers.get("host", "").encode() + b"/_redirected"
+        await send({"type": "http.response.start", "status": 307, "headers": [(b"location", location)]})
+        return await send({"type": "http.response.body", "body": b""})
+    if model == "fault/not-json":
+        body = b"<html><body>502 Bad Gateway</body></html>"
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/html")]}
+        )
+        return await send({"type": "http.response.body", "body": body})
+    if model == "fault/hang" or (model == "fault/hang-after-headers" and not stream):
+        if model != "fault/hang":
+            start = {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"100")]}
+            await send(start)
+        await disconnected.wait()
+        return
+
     prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in request.get("messages", [])) or 1
     created = int(time.time())
-
-    if model.startswith("fault/status-"):
-        status = int(model.rsplit("-", 1)[1])
-        headers = [(b"retry-after", b"7")] if status == 429 else []
-        error = {"error": {"message": f"fake router says {status}", "type": "fake", "code": status}}
-        await _send_json(send, status, error, headers)
-        return
-    if model == "fault/hang":
-        await asyncio.sleep(3600)
-        return
-
     answered = model.split(":")[0]
-    if not request.get("stream"):
-        text = " ".join(f"tok{i}" for i in range(CHUNKS))
-        await _send_json(
-            send,
-            200,
-            {
-                "id": "chatcmpl-fake",
-                "object": "chat.completion",
-                "created": created,
-                "model": answered,
-                "choices": [
-                    {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-                ],
-                "usage": _usage(prompt_tokens, CHUNKS),
-            },
-        )
-        return
+    if model == "fault/nul":
+        answered = "fault/nul\u0000model"
+    usage = None if model == "fault/no-usage" else _usage(prompt_tokens, CHUNKS)
+    if not stream:
+        text = " ".join(f"tok{i}" for i in range(CHUNKS)) + ("\u0000" if model == "fault/nul" else "")
+        answer = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": created,
+            "model": answered,
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+            ],
+        }
+        if usage:
+            answer["usage"] = usage
+        return await _send_json(send, 200, answer)
 
     await send(
         {
@@ -149,58 +230,51 @@ async def _chat(scope, receive, send) -> None:
             "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")],
         }
     )
-    disconnected = asyncio.Event()
 
-    async def watch() -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        disconnected.set()
+    async def event(body: bytes) -> None:
+        await send({"type": "http.response.body", "body": body, "more_body": True})
 
-    watcher = asyncio.ensure_future(watch())
-    try:
-        await send(
-            {
-                "type": "http.response.body",
-                "body": _chunk(answered, created, {"role": "assistant", "content": ""}),
-                "more_body": True,
-            }
-        )
-        if model == "fault/drip":
-            i = 0
-            while not disconnected.is_set():
-                await send(
-                    {
-                        "type": "http.response.body",
-                        "body": _chunk(answered, created, {"content": f"drip{i} "}),
-                        "more_body": True,
-                    }
-                )
-                i += 1
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(disconnected.wait(), DRIP)
-            stats["streams_abandoned"] += 1
+    await event(_chunk(answered, created, {"role": "assistant", "content": ""}))
+    if model == "fault/hang-after-headers":
+        await disconnected.wait()
+        return
+    if model == "fault/drip":
+        i = 0
+        while not disconnected.is_set():
+            await event(_chunk(answered, created, {"content": f"drip{i} "}))
+            i += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(disconnected.wait(), DRIP)
+        return
+    if model == "fault/big":
+        filler = "x" * 16384
+        for _ in range(BIG_CHUNKS):
+            if disconnected.is_set():
+                return
+            await event(_chunk(answered, created, {"content": filler}))
+        count = 0
+    else:
+        count = 2 if model in ("fault/cut", "fault/break", "fault/bad-sse") else CHUNKS
+    for i in range(count):
+        if model.startswith("slow/"):
+            await asyncio.sleep(SLOW)
+        if disconnected.is_set():
             return
-        count = 2 if model == "fault/cut" else CHUNKS
-        for i in range(count):
-            if model.startswith("slow/"):
-                await asyncio.sleep(SLOW)
-            await send(
-                {
-                    "type": "http.response.body",
-                    "body": _chunk(answered, created, {"content": f"tok{i} "}),
-                    "more_body": True,
-                }
-            )
-        if model == "fault/cut":
-            await send({"type": "http.response.body", "body": b""})
-            return
-        tail = _chunk(answered, created, {}, finish="stop")
-        options = request.get("stream_options") or {}
-        if options.get("include_usage"):
-            tail += _chunk(answered, created, {}, usage=_usage(prompt_tokens, CHUNKS), choices=False)
-        await send({"type": "http.response.body", "body": tail + b"data: [DONE]\n\n"})
-    finally:
-        watcher.cancel()
+        await event(_chunk(answered, created, {"content": f"tok{i} "}))
+    if model in ("fault/cut", "fault/break", "fault/bad-sse"):
+        await asyncio.sleep(SLOW)  # what came so far reaches the client first
+    if model == "fault/cut":
+        return await send({"type": "http.response.body", "body": b""})
+    if model == "fault/break":
+        raise Dropped("fault/break")
+    if model == "fault/bad-sse":
+        await event(b"data: {this is not json\n\n")
+    suffix = "\u0000" if model == "fault/nul" else ""
+    tail = _chunk(answered, created, {"content": suffix}, finish="stop")
+    options = request.get("stream_options") or {}
+    if options.get("include_usage") and usage:
+        tail += _chunk(answered, created, {}, usage=usage, choices=False)
+    await send({"type": "http.response.body", "body": tail + b"data: [DONE]\n\n"})
 
 
 async def app(scope, receive, send) -> None:
@@ -215,6 +289,10 @@ async def app(scope, receive, send) -> None:
     path, method = scope["path"], scope["method"]
     if path == "/_stats":
         await _send_json(send, 200, stats)
+        return
+    if path == "/_redirected":
+        stats["redirected"] += 1
+        await _send_json(send, 200, {"redirected": True})
         return
     if path == "/_reset":
         stats.clear()

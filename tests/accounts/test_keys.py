@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import OperationalError, connection
 
-from accounts import crypto, keys, services
+from accounts import crypto, db, keys, services
 from accounts.models import ApiKey, HuggingFaceToken
 from tests.conftest import completion
 
@@ -211,6 +211,26 @@ async def test_a_database_outage_is_503_never_401(anonymous_client, api_key, hf,
     assert response["Retry-After"]
     assert response.json()["error"]["code"] == "service_unavailable"
     assert not route.called
+
+
+async def test_after_a_database_failure_lookups_fail_fast_for_a_moment(monkeypatch):
+    calls = []
+
+    def down(digest):
+        calls.append(digest)
+        raise OperationalError("could not connect to server")
+
+    monkeypatch.setattr(keys, "_load", down)
+    with pytest.raises(OperationalError):
+        await keys.aresolve("hfp_" + "a" * 43)
+    # Tried once; the next lookups do not wait on a database that just failed.
+    with pytest.raises(db.DatabaseDown):
+        await keys.aresolve("hfp_" + "b" * 43)
+    assert len(calls) == 1
+    monkeypatch.setattr(db, "_down_until", time.monotonic() - 1)  # DOWN_FOR has passed
+    with pytest.raises(OperationalError):
+        await keys.aresolve("hfp_" + "c" * 43)
+    assert len(calls) == 2
 
 
 def test_revoke_by_prefix_and_refuse_ambiguity(user):

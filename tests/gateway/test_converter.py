@@ -123,6 +123,7 @@ def test_it_forwards_lone_surrogates_escaped():
         (body(n=False), "n"),
         (body(seed="1"), "seed"),
         (body(stream_options="usage"), "stream_options"),
+        (b'{"messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", None),  # deeper than json goes
     ],
 )
 def test_it_rejects_bad_requests(raw, param):
@@ -190,7 +191,12 @@ def test_stream_ignores_what_follows_done():
 
 @pytest.mark.parametrize(
     "event",
-    [b"data: not json\n\n", b"data: [1, 2]\n\n", b'data: {"error": {"message": "overloaded"}}\n\n'],
+    [
+        b"data: not json\n\n",
+        b"data: [1, 2]\n\n",
+        b'data: {"error": {"message": "overloaded"}}\n\n',
+        b"data: " + b"[" * 100_000 + b"\n\n",
+    ],
 )
 def test_stream_refuses_events_it_cannot_relay(event):
     with pytest.raises(BadAnswer):
@@ -222,6 +228,8 @@ def test_completion_must_be_an_object():
         converter.parse_completion(b"<html>oops</html>")
     with pytest.raises(BadAnswer):
         converter.parse_completion(b"[]")
+    with pytest.raises(BadAnswer):
+        converter.parse_completion(b"[" * 100_000)
     with pytest.raises(BadAnswer) as caught:
         converter.parse_completion(b'{"error": "model is loading"}')
     assert caught.value.error == {"error": "model is loading"}

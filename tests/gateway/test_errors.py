@@ -1,4 +1,5 @@
 import pytest
+from django.db import OperationalError
 
 from gateway import errors, outcomes
 from gateway.converter import BadAnswer, InvalidRequest
@@ -133,6 +134,11 @@ def test_converter_failures_map_to_400_and_502():
     assert (bad.status, bad.code) == (502, "upstream_bad_response")
     reported = errors.from_exception(BadAnswer("error event", error={"error": {"message": "GPU on fire"}}))
     assert "GPU on fire" in reported.message
+
+
+def test_a_database_failure_while_serving_is_503():
+    error = errors.from_exception(OperationalError("connection refused"))
+    assert (error.status, error.code, error.headers["Retry-After"]) == (503, "service_unavailable", "5")
 
 
 def test_unexpected_exceptions_become_a_500_without_details():

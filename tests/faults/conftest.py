@@ -1,0 +1,43 @@
+"""One fake router and one hfproxy (DEBUG off, LOG_LEVEL=DEBUG) for the whole fault suite."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+
+from tests.faults.harness import Proxy, Router, launch_proxy
+from tests.servers import scratch_database
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "tests/faults/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def router():
+    router = Router()
+    router.start()
+    try:
+        yield router
+    finally:
+        router.stop()
+
+
+@pytest.fixture(scope="session")
+def proxy(router, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("faults")
+    with contextlib.ExitStack() as stack:
+        database = stack.enter_context(scratch_database(folder))
+        proxy: Proxy = launch_proxy(router, database, folder, LOG_LEVEL="DEBUG")
+        stack.callback(proxy.stop)
+        yield proxy
+
+
+@pytest.fixture
+def stats(router):
+    """The router's counters, from zero for this test."""
+    router.reset()
+    return router.stats

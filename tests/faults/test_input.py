@@ -1,0 +1,206 @@
+"""Bad input: a 400/405/413 in OpenAI's format and no call upstream; good input, however
+unusual, reaches the router intact."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import socket
+import time
+
+import pytest
+
+from tests.faults.harness import MAX_REQUEST_BYTES, TIMEOUTS, chat, request_id, send
+
+CLIENT_BODY_TIMEOUT = float(TIMEOUTS["CLIENT_BODY_TIMEOUT"])
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+BAD_BODIES = {
+    "malformed JSON": b'{"model": "m", "messages": [',
+    "not an object": b'[{"model": "m"}]',
+    "a string": b'"hello"',
+    "empty": b"",
+    "NaN": b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": NaN}',
+    "invalid UTF-8": b'{"model": "m\xff", "messages": []}',
+    "model not a string": json.dumps({"model": 42, "messages": MESSAGES}).encode(),
+    "model empty": json.dumps({"model": " ", "messages": MESSAGES}).encode(),
+    "model with NUL": json.dumps({"model": "m\u0000x", "messages": MESSAGES}).encode(),
+    "messages not a list": json.dumps({"model": "m", "messages": "hi"}).encode(),
+    "messages empty": json.dumps({"model": "m", "messages": []}).encode(),
+    "message not an object": json.dumps({"model": "m", "messages": ["hi"]}).encode(),
+    "message without role": json.dumps({"model": "m", "messages": [{"content": "hi"}]}).encode(),
+    "stream not a boolean": json.dumps({"model": "m", "messages": MESSAGES, "stream": "yes"}).encode(),
+    "max_tokens not an integer": json.dumps({"model": "m", "messages": MESSAGES, "max_tokens": 1.5}).encode(),
+    "max_tokens a string": json.dumps({"model": "m", "messages": MESSAGES, "max_tokens": "10"}).encode(),
+    "temperature a string": json.dumps({"model": "m", "messages": MESSAGES, "temperature": "hot"}).encode(),
+    "temperature a boolean": json.dumps({"model": "m", "messages": MESSAGES, "temperature": True}).encode(),
+    "deeply nested": b'{"model": "m", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+}
+
+
+@pytest.mark.parametrize("content", BAD_BODIES.values(), ids=BAD_BODIES.keys())
+def test_bad_bodies_are_400_with_no_upstream_call(proxy, stats, content):
+    answer = send(proxy, content=content, headers={"Content-Type": "application/json"})
+    assert answer.status == 400, answer.body
+    error = answer.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["type"] == "invalid_request_error" and error["message"]
+    assert stats()["requests"] == 0
+    record = proxy.record(answer.request_id)
+    assert (record["status"], record["outcome"]) == (400, "bad_request")
+
+
+def test_the_offending_field_is_named(proxy):
+    for field, value in (
+        ("model", 42),
+        ("messages", []),
+        ("stream", "yes"),
+        ("max_tokens", "10"),
+        ("temperature", "hot"),
+    ):
+        answer = send(proxy, {"model": "m", "messages": MESSAGES, field: value})
+        assert answer.json()["error"]["param"] == field
+
+
+def _raw(proxy, head: str, body: bytes = b"", *, read_after: float = 5) -> tuple[int, bytes]:
+    """Send bytes as they are (a lying Content-Length, chunked encoding): the status and body
+    of the answer, (0, b"") when none came within `read_after` seconds."""
+    host, port = proxy.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=read_after) as connection:
+        connection.sendall(head.encode() + body)
+        response = http.client.HTTPResponse(connection)
+        try:
+            response.begin()
+            return response.status, response.read()
+        except (TimeoutError, http.client.HTTPException, ConnectionError):
+            return 0, b""
+
+
+def _head(proxy, rid: str, extra: str) -> str:
+    return (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        f"Authorization: Bearer {proxy.keys['canary']}\r\nX-Request-Id: {rid}\r\n"
+        f"Content-Type: application/json\r\n{extra}\r\n"
+    )
+
+
+def _too_big() -> bytes:
+    padding = "x" * (MAX_REQUEST_BYTES + 1000)
+    return json.dumps({"model": "m", "messages": [{"role": "user", "content": padding}]}).encode()
+
+
+def test_a_body_over_the_limit_is_413_with_content_length(proxy, stats):
+    answer = send(proxy, content=_too_big(), headers={"Content-Type": "application/json"})
+    assert answer.status == 413
+    assert answer.json()["error"]["code"] == "request_too_large"
+    assert stats()["requests"] == 0
+
+
+def test_a_body_over_the_limit_is_413_when_chunked(proxy, stats):
+    body, rid = _too_big(), request_id()
+    chunked = (
+        b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:100_000], body[100_000:]))
+        + b"0\r\n\r\n"
+    )
+    status, payload = _raw(proxy, _head(proxy, rid, "Transfer-Encoding: chunked\r\n"), chunked)
+    assert status == 413
+    assert json.loads(payload)["error"]["code"] == "request_too_large"
+    assert stats()["requests"] == 0
+
+
+def test_a_content_length_that_lies_low_is_refused(proxy, stats):
+    # Says 10 bytes, sends a whole request: only 10 bytes are read, which are not a request.
+    body, rid = json.dumps(chat("m")).encode(), request_id()
+    status, payload = _raw(proxy, _head(proxy, rid, "Content-Length: 10\r\n"), body)
+    assert status == 400
+    assert json.loads(payload)["error"]["type"] == "invalid_request_error"
+    assert stats()["requests"] == 0
+
+
+def test_a_body_that_stops_coming_is_408_at_the_body_timeout(proxy, stats):
+    # Says more than it sends: the server must not hold the request open forever, nor call
+    # the router with half a body.
+    body, rid = json.dumps(chat("m")).encode(), request_id()
+    started = time.monotonic()
+    status, payload = _raw(proxy, _head(proxy, rid, f"Content-Length: {len(body) + 100}\r\n"), body)
+    assert status == 408
+    assert json.loads(payload)["error"]["code"] == "request_timeout"
+    assert CLIENT_BODY_TIMEOUT <= time.monotonic() - started < CLIENT_BODY_TIMEOUT + 1
+    assert stats()["requests"] == 0
+
+
+def test_a_content_length_over_the_limit_is_refused_before_the_body(proxy, stats):
+    rid = request_id()
+    status, payload = _raw(proxy, _head(proxy, rid, f"Content-Length: {MAX_REQUEST_BYTES * 10}\r\n"))
+    assert status == 413
+    assert json.loads(payload)["error"]["code"] == "request_too_large"
+    assert stats()["requests"] == 0
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
+def test_wrong_method_is_405(proxy, stats, method):
+    answer = send(proxy, method=method)
+    assert answer.status == 405
+    assert answer.json()["error"]["code"] == "method_not_allowed"
+    assert answer.headers["allow"] == "POST"
+    assert stats()["requests"] == 0
+
+
+def test_control_fields_in_the_body_are_never_honoured(proxy, router, stats):
+    body = chat(
+        "m",
+        api_base="http://127.0.0.1:9/v1",
+        base_url="http://127.0.0.1:9/v1",
+        api_key="hf_someone_elses_token_123456",
+    )
+    answer = send(proxy, body)
+    assert answer.status == 200
+    seen = stats()
+    assert seen["requests"] == 1  # it went to our router, not to the smuggled address
+    forwarded = json.loads(seen["last_body"])
+    assert not {"api_base", "base_url", "api_key"} & set(forwarded)
+    assert seen["last_headers"]["authorization"] != "Bearer hf_someone_elses_token_123456"
+
+
+UNICODE = {
+    "emoji": "Hello 👋🏽 🇫🇷 👨‍👩‍👧",
+    "RTL": "مرحبا بالعالم שלום עולם",
+    "CJK": "你好，世界。こんにちは。안녕하세요",
+    "combining": "e\u0301 a\u030a Z\u0351\u0352",
+    "200 KB": "字" * 70_000,  # three bytes each in UTF-8
+}
+
+
+@pytest.mark.parametrize("text", UNICODE.values(), ids=UNICODE.keys())
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_unicode_reaches_the_router_intact(proxy, stats, text, stream):
+    body = {"model": "m", "messages": [{"role": "user", "content": text}], "stream": stream}
+    if stream:
+        body["stream_options"] = {"include_usage": True}  # nothing to add: forwarded as sent
+    raw = json.dumps(body, ensure_ascii=False).encode()
+    answer = send(proxy, content=raw, headers={"Content-Type": "application/json"})
+    assert answer.status == 200
+    seen = stats()
+    assert seen["last_body_sha256"] == hashlib.sha256(raw).hexdigest()  # byte for byte
+    assert json.loads(seen["last_body"])["messages"][0]["content"] == text
+
+
+def test_unicode_survives_when_the_body_is_rewritten(proxy, stats):
+    # Streaming without include_usage: the proxy adds it, so the body is re-encoded.
+    text = UNICODE["emoji"] + UNICODE["RTL"] + "\u0000 NUL \ud83d escaped lone surrogate"
+    answer = send(proxy, {"model": "m", "messages": [{"role": "user", "content": text}], "stream": True})
+    assert answer.status == 200
+    assert json.loads(stats()["last_body"].encode("utf-8", "surrogatepass"))["messages"][0]["content"] == text
+
+
+def test_nul_bytes_do_not_break_the_usage_record(proxy):
+    # NUL in the request id header is refused by HTTP itself; in the content and in the
+    # router's answer (fault/nul's model name) it must not stop the record being written.
+    body = {"model": "fault/nul", "messages": [{"role": "user", "content": "a\u0000b"}]}
+    for stream in (False, True):
+        answer = send(proxy, {**body, "stream": stream})
+        assert answer.status == 200
+        record = proxy.record(answer.request_id)
+        assert record["model_answered"] == "fault/nulmodel"

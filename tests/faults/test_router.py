@@ -1,0 +1,154 @@
+"""Router faults: each ends the way it should for the client, and leaves exactly one record."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from tests.faults.harness import CANARY_TOKEN, TIMEOUTS, chat, send
+
+READ_TIMEOUT = float(TIMEOUTS["READ_TIMEOUT"])
+REQUEST_TIMEOUT = float(TIMEOUTS["REQUEST_TIMEOUT"])
+
+
+@dataclass(frozen=True)
+class Fault:
+    model: str
+    stream: bool
+    status: int  # what the client gets
+    outcome: str  # what the record says
+    code: str | None  # the error's code (None: no error)
+    attempts: int = 1  # calls the router saw
+    events: int = 0  # a stream: content events before the error event
+
+    @property
+    def id(self) -> str:
+        return f"{self.model}{' stream' if self.stream else ''}"
+
+
+FAULTS = [
+    Fault("fault/status-500", False, 502, "upstream_error", "upstream_error", attempts=2),
+    Fault("fault/status-503-empty", False, 502, "upstream_error", "upstream_error", attempts=2),
+    Fault("fault/status-502", True, 502, "upstream_error", "upstream_error", attempts=2),
+    Fault("fault/status-400", False, 400, "upstream_error", "400"),
+    Fault("fault/status-404-empty", True, 404, "upstream_error", "model_not_found"),
+    Fault("fault/status-429", False, 429, "upstream_error", "429"),
+    Fault("fault/status-429-empty", True, 429, "upstream_error", "rate_limit_exceeded"),
+    Fault("fault/echo-auth-401", False, 502, "upstream_error", "upstream_auth_failed"),
+    Fault("fault/hang", False, 504, "timeout", "upstream_timeout"),
+    Fault("fault/hang", True, 504, "timeout", "upstream_timeout"),
+    Fault("fault/hang-after-headers", False, 504, "timeout", "upstream_timeout"),
+    Fault("fault/hang-after-headers", True, 200, "timeout", "upstream_timeout", events=1),
+    Fault("fault/drip", True, 200, "timeout", "upstream_timeout", events=-1),
+    Fault("fault/cut", True, 200, "upstream_error", "upstream_bad_response", events=3),
+    Fault("fault/break", True, 200, "upstream_error", "upstream_bad_response", events=3),
+    Fault("fault/bad-sse", True, 200, "upstream_error", "upstream_bad_response", events=3),
+    Fault("fault/not-json", False, 502, "upstream_error", "upstream_bad_response"),
+    Fault("fault/not-json", True, 502, "upstream_error", "upstream_bad_response"),
+    Fault("fault/redirect", False, 502, "upstream_error", "upstream_bad_response"),
+    Fault("fault/redirect", True, 502, "upstream_error", "upstream_bad_response"),
+    Fault("fault/no-usage", False, 200, "ok", None),
+    Fault("fault/no-usage", True, 200, "ok", None),
+    Fault("fault/nul", False, 200, "ok", None),
+    Fault("fault/nul", True, 200, "ok", None),
+]
+
+
+@pytest.mark.parametrize("fault", FAULTS, ids=lambda fault: fault.id)
+def test_router_fault(proxy, stats, fault):
+    answer = send(proxy, chat(fault.model, fault.stream))
+    assert answer.status == fault.status, answer.body
+    record = proxy.record(answer.request_id)
+    assert (record["status"], record["outcome"], record["error_code"]) == (
+        fault.status,
+        fault.outcome,
+        fault.code or "",
+    )
+    assert stats()["attempts"].get(fault.model, 0) == fault.attempts
+    assert CANARY_TOKEN not in answer.body.decode(errors="replace")
+
+    if fault.status != 200:
+        error = answer.json()["error"]
+        assert set(error) == {"message", "type", "param", "code"}
+        assert error["code"] == fault.code
+    elif fault.code:  # the stream started: its chunks so far, then an error event, no [DONE]
+        events = answer.events
+        assert "[DONE]" not in events
+        error = json.loads(events[-1])["error"]
+        assert error["code"] == fault.code
+        chunks = [json.loads(event) for event in events[:-1]]
+        assert all(chunk["object"] == "chat.completion.chunk" for chunk in chunks)
+        if fault.events >= 0:
+            assert len(chunks) == fault.events
+    elif fault.stream:
+        assert answer.events[-1] == "[DONE]"
+
+
+def test_timeouts_end_at_the_configured_limits(proxy):
+    # Waiting for the headers, and the gaps between chunks: READ_TIMEOUT.
+    for model, stream in (("fault/hang", False), ("fault/hang-after-headers", True)):
+        answer = send(proxy, chat(model, stream))
+        assert READ_TIMEOUT <= answer.seconds < READ_TIMEOUT + 1, (model, answer.seconds)
+    # A stream that never stalls, but never ends: REQUEST_TIMEOUT for the whole exchange.
+    answer = send(proxy, chat("fault/drip", True))
+    assert REQUEST_TIMEOUT <= answer.seconds < REQUEST_TIMEOUT + 1
+    assert len(answer.events) > 5  # it did drip meanwhile
+
+
+def test_a_router_401_names_the_token_never_its_value(proxy):
+    answer = send(proxy, chat("fault/echo-auth-401"))
+    message = answer.json()["error"]["message"]
+    assert "canary" in message  # the token's name
+    assert CANARY_TOKEN not in message and CANARY_TOKEN[3:] not in message
+    assert answer.headers["x-should-retry"] == "false"
+
+
+def test_429_passes_retry_after_on(proxy):
+    for model in ("fault/status-429", "fault/status-429-empty"):
+        answer = send(proxy, chat(model))
+        assert answer.headers["retry-after"] == "7"
+
+
+def test_a_redirect_is_not_followed(proxy, stats):
+    send(proxy, chat("fault/redirect"))
+    assert stats()["redirected"] == 0
+
+
+def test_a_router_that_refuses_connections_is_a_fast_502(proxy, router):
+    router.stop()
+    try:
+        answer = send(proxy, chat("m"))
+        streamed = send(proxy, chat("m", stream=True))
+    finally:
+        router.start()
+    for each in (answer, streamed):
+        assert each.status == 502
+        assert each.json()["error"]["code"] == "upstream_unreachable"
+        assert each.seconds < 1
+        record = proxy.record(each.request_id)
+        assert (record["outcome"], record["error_code"]) == ("upstream_error", "upstream_unreachable")
+    # And the proxy comes back with the router.
+    assert send(proxy, chat("m")).status == 200
+
+
+def test_the_retry_never_happens_after_the_client_left(proxy, stats):
+    import socket
+
+    body = json.dumps(chat("fault/slow-status-503")).encode()
+    rid = "left-before-the-retry-" + str(time.time_ns())
+    host, port = proxy.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as connection:
+        connection.sendall(
+            f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {proxy.keys['canary']}\r\nX-Request-Id: {rid}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        time.sleep(0.3)
+    time.sleep(1.5)  # the router's 503 comes after 1 s: a retry would have been sent by now
+    assert stats()["attempts"]["fault/slow-status-503"] == 1
+    record = proxy.record(rid)
+    assert record["outcome"] == "client_disconnected"
