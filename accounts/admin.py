@@ -28,7 +28,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.text import capfirst
 
-from accounts import dashboard, keys, services
+from accounts import dashboard, keys, selectors, services
 from accounts.models import ApiKey, HuggingFaceToken, UsageDaily, UsageRecord, UserPolicy
 
 User = get_user_model()
@@ -37,6 +37,16 @@ RECENT = timedelta(days=30)
 
 # The dashboard is linked from the admin's index page.
 admin.site.index_template = "admin/accounts/index.html"
+_site_index = admin.site.index
+
+
+def _index(request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+    # The index warns of Hugging Face tokens the router refused: every request with one fails.
+    rejections = selectors.recent_rejections() if request.user.has_perm("accounts.view_usagerecord") else []
+    return _site_index(request, {"token_rejections": rejections, **(extra_context or {})})
+
+
+admin.site.index = _index  # before the site's URLs are built
 
 
 # --- Users -------------------------------------------------------------------------------------
@@ -335,7 +345,7 @@ class HuggingFaceTokenForm(forms.ModelForm):
 @admin.register(HuggingFaceToken)
 class HuggingFaceTokenAdmin(admin.ModelAdmin):
     form = HuggingFaceTokenForm
-    list_display = ("name", "owner_or_shared", "masked", "keys_using", "created_at")
+    list_display = ("name", "owner_or_shared", "masked", "keys_using", "rejected", "created_at")
     list_select_related = ("owner",)
     search_fields = ("name", "owner__username")
     readonly_fields = ("masked", "created_at")
@@ -346,7 +356,18 @@ class HuggingFaceTokenAdmin(admin.ModelAdmin):
         )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[HuggingFaceToken]:
-        return super().get_queryset(request).annotate(keys_using=Count("api_keys"))
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(keys_using=Count("api_keys"), rejected_at=selectors.last_rejection())
+        )
+
+    @admin.display(description="rejected by Hugging Face", ordering="rejected_at")
+    def rejected(self, token: HuggingFaceToken) -> str:
+        """The last 401 the router gave this token since its value was set: replace it."""
+        if token.rejected_at is None:
+            return "-"
+        return format_html('<strong class="errornote">at {}: replace its value</strong>', token.rejected_at)
 
     @admin.display(description="owner", ordering="owner__username")
     def owner_or_shared(self, token: HuggingFaceToken) -> str:
@@ -382,6 +403,9 @@ CSV_COLUMNS = {
     "stream": "stream",
     "status": "status",
     "outcome": "outcome",
+    "error_code": "error_code",
+    "hf_token": "hf_token__name",
+    "upstream_attempts": "upstream_attempts",
     "prompt_tokens": "prompt_tokens",
     "completion_tokens": "completion_tokens",
     "total_tokens": "total_tokens",

@@ -37,6 +37,7 @@ class Caller:
     username: str
     is_staff: bool
     token_name: str
+    token_id: int | None = None  # None: the server's HF_TOKEN
     # The token in the clear; empty when there is none to use (see `token_problem`). Never logged.
     upstream_token: str = ""
     token_problem: str = ""  # "missing" or "undecryptable"
@@ -147,6 +148,7 @@ def _load(key_digest: str) -> Caller | None:
         return None
     defaults = _user_policy(key.user)
     token, token_name, problem = settings.HF_TOKEN, "HF_TOKEN", ""
+    token_id = key.hf_token_id
     if key.hf_token is not None:
         token_name = key.hf_token.name
         try:
@@ -162,6 +164,7 @@ def _load(key_digest: str) -> Caller | None:
         username=key.user.get_username(),
         is_staff=key.user.is_staff,
         token_name=token_name,
+        token_id=token_id,
         upstream_token=token,
         token_problem=problem,
         expires_at=key.expires_at.timestamp() if key.expires_at else None,

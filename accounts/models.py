@@ -31,6 +31,8 @@ class HuggingFaceToken(models.Model):
     encrypted_value = models.TextField(editable=False)
     last4 = models.CharField(max_length=4, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Hugging Face's rejections of the token count from here: a new value starts afresh.
+    value_set_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
         verbose_name = "Hugging Face token"
@@ -50,6 +52,7 @@ class HuggingFaceToken(models.Model):
     def set_value(self, plaintext: str) -> None:
         self.encrypted_value = crypto.encrypt(plaintext)
         self.last4 = plaintext[-4:]
+        self.value_set_at = timezone.now()
 
     def value(self) -> str:
         """The token in the clear; `crypto.DecryptionError` when the keys do not fit."""
@@ -160,6 +163,10 @@ class UsageSource(models.TextChoices):
     MISSING = "missing", "missing"
 
 
+# The error code of a request whose Hugging Face token the router refused (gateway.errors).
+REJECTED_TOKEN = "upstream_auth_failed"
+
+
 class UsageRecord(models.Model):
     """One request that passed authentication, however it ended."""
 
@@ -172,6 +179,20 @@ class UsageRecord(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="usage", db_index=False
     )
     api_key = models.ForeignKey(ApiKey, on_delete=models.PROTECT, related_name="usage", db_index=False)
+    # Indexed only where the router rejected it (below): what the admin looks for.
+    hf_token = models.ForeignKey(
+        HuggingFaceToken,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="usage",
+        db_index=False,
+        verbose_name="Hugging Face token",
+        help_text="The token the request went upstream with; empty: the server's HF_TOKEN (or none).",
+    )
+    upstream_attempts = models.PositiveSmallIntegerField(
+        default=0, help_text="Calls to the router: 2 when a failed connection or a 5xx was retried."
+    )
     endpoint = models.CharField(max_length=40)
     model_requested = models.CharField(max_length=200, blank=True)
     model_answered = models.CharField(max_length=200, blank=True)
@@ -200,6 +221,11 @@ class UsageRecord(models.Model):
             # Percentiles: values walked in order, other periods' rows skipped from the index.
             models.Index(fields=["latency_ms", "created_at"]),
             models.Index(fields=["ttft_ms", "created_at"]),
+            models.Index(
+                fields=["hf_token", "created_at"],
+                condition=Q(error_code=REJECTED_TOKEN),
+                name="usage_rejected_token",
+            ),
         ]
         constraints = [
             models.CheckConstraint(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, F, Max, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 
-from accounts.models import Outcome, UsageDaily, UsageRecord
+from accounts.models import REJECTED_TOKEN, Outcome, UsageDaily, UsageRecord
 
 USAGE_TOTALS = {
     "requests": Count("id"),
@@ -63,3 +64,26 @@ def usage_by_user_and_model(*, since: datetime | None = None, user_id: int | Non
             for name, value in row.items():
                 total[name] += value
     return [{"user": user, "model": model, **total} for (user, model), total in sorted(totals.items())]
+
+
+def last_rejection() -> Subquery:
+    """For a Hugging Face token queryset: when the router last refused the token (401) since
+    its value was set, or None. Reads the partial index of refused requests only."""
+    refused = UsageRecord.objects.filter(
+        error_code=REJECTED_TOKEN, hf_token=OuterRef("pk"), created_at__gte=OuterRef("value_set_at")
+    )
+    return Subquery(refused.order_by("-created_at").values("created_at")[:1])
+
+
+def recent_rejections(hours: int = 24) -> list[dict]:
+    """Tokens the router refused in the last `hours`, newest first: {"token", "times", "last"};
+    "token" is None for the server's HF_TOKEN. A token given a new value since is left out."""
+    since = timezone.now() - timedelta(hours=hours)
+    rows = (
+        UsageRecord.objects.filter(error_code=REJECTED_TOKEN, created_at__gte=since)
+        .filter(Q(hf_token__isnull=True) | Q(created_at__gte=F("hf_token__value_set_at")))
+        .values("hf_token__name")
+        .annotate(times=Count("id"), last=Max("created_at"))
+        .order_by("-last")
+    )
+    return [{"token": row["hf_token__name"], "times": row["times"], "last": row["last"]} for row in rows]

@@ -44,6 +44,7 @@ async def _fetch(exchange: Exchange) -> dict[str, Any]:
         token=exchange.caller.upstream_token,
         request_id=exchange.request_id,
         deadline=deadline,
+        tried=exchange.count_attempt,
     )
     listing = converter.models_list(converter.parse_answer(await upstream.read_body(response, deadline)))
     _cached = (time.monotonic(), listing)

@@ -16,6 +16,7 @@ from django.db import DatabaseError
 from django.http import JsonResponse
 
 from accounts.limits import Refusal
+from accounts.models import REJECTED_TOKEN
 from gateway import outcomes
 from gateway.converter import BadAnswer, InvalidRequest
 from gateway.upstream import UpstreamError
@@ -231,7 +232,7 @@ def from_upstream(error: UpstreamError, token_name: str = "") -> ApiError:
             f"The Hugging Face router rejected the proxy's Hugging Face token {token_name!r} "
             f"(HTTP 401: {message}). This is a server configuration problem, not your API key.",
             type="server_error",
-            code="upstream_auth_failed",
+            code=REJECTED_TOKEN,
             headers=NO_RETRY,
             outcome=outcomes.UPSTREAM_ERROR,
         )

@@ -38,6 +38,7 @@ async def chat(chat: ChatRequest, exchange: Exchange) -> HttpResponse | Streamin
         deadline=deadline,
         body=converter.upstream_body(chat),
         stream=chat.stream,
+        tried=exchange.count_attempt,
     )
     if chat.stream:
         if not upstream.is_event_stream(response):

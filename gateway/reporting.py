@@ -42,7 +42,11 @@ class Exchange:
     error_code: str = ""
     latency: float | None = None
     admission: limits.Admission | None = None
+    upstream_attempts: int = 0
     server_shutdown: bool = False  # the server cut the request off (graceful shutdown timed out)
+
+    def count_attempt(self) -> None:
+        self.upstream_attempts += 1
 
     def mark_first_token(self) -> None:
         if self.first_token_at is None:
@@ -91,6 +95,8 @@ def report(exchange: Exchange) -> None:
             "request_id": _text(exchange.request_id, 128),
             "user_id": exchange.caller.user_id,
             "api_key_id": exchange.caller.key_id,
+            "hf_token_id": exchange.caller.token_id,
+            "upstream_attempts": exchange.upstream_attempts,
             "endpoint": exchange.endpoint,
             "model_requested": _text(exchange.model_requested),
             "model_answered": _text(exchange.model_answered),

@@ -9,7 +9,7 @@ means to the client. Deadlines are absolute `loop.time()` values so that one req
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 from django.conf import settings
@@ -138,12 +138,14 @@ async def send(
     deadline: float,
     body: bytes | None = None,
     stream: bool = False,
+    tried: Callable[[], None] = lambda: None,
 ) -> httpx.Response:
     """Send a request to the router and return the response once its headers arrived.
 
     The body is not read yet: the caller reads it with `read_body` or `iter_chunks` and must
     close the response. A non-2xx answer is read, closed and raised as `UpstreamError`.
-    A failed connection or a 5xx is retried once (a cancelled request, a client gone, is not).
+    A failed connection or a 5xx is retried once (a cancelled request, a client gone, is not);
+    `tried` is called for each attempt.
     """
     headers = {
         "X-Request-Id": request_id,
@@ -158,12 +160,14 @@ async def send(
     http = client()
     request = http.build_request(method, settings.HF_BASE_URL + path, content=body, headers=headers)
     try:
+        tried()
         return await _send_once(http, request, deadline)
     except UpstreamError as error:
         if not _worth_retrying(error):
             raise
         # Once, and only here, before anything reached our client: a pooled connection the
         # router had just closed, or a router replica that failed, usually works the second time.
+        tried()
         return await _send_once(http, request, deadline)
 
 

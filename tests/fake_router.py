@@ -249,9 +249,11 @@ async def _answer(send, request: dict, model: str, stream: bool, disconnected: a
     if model == "fault/big":
         filler = "x" * 16384
         for _ in range(BIG_CHUNKS):
+            await event(_chunk(answered, created, {"content": filler}))
+            # uvicorn's send returns at once once the client is gone: let the watcher hear it.
+            await asyncio.sleep(0)
             if disconnected.is_set():
                 return
-            await event(_chunk(answered, created, {"content": filler}))
         count = 0
     else:
         count = 2 if model in ("fault/cut", "fault/break", "fault/bad-sse") else CHUNKS

@@ -134,6 +134,36 @@ def test_the_index_links_to_the_dashboard(admin_client):
     assert b'href="/admin/accounts/usagerecord/dashboard/"' in admin_client.get("/admin/").content
 
 
+def words_of(response) -> str:
+    """A page's text without its tags, in single spaces."""
+    return " ".join(re.sub(r"<[^>]+>", " ", text_of(response)).split())
+
+
+def test_a_token_the_router_refused_shows_until_its_value_is_replaced(
+    admin_client, key_and_plaintext, hf_token
+):
+    api_key, _ = key_and_plaintext
+    record(
+        api_key,
+        status=502,
+        outcome=Outcome.UPSTREAM_ERROR,
+        error_code="upstream_auth_failed",
+        hf_token=hf_token,
+    )
+    record(api_key, status=502, outcome=Outcome.UPSTREAM_ERROR, error_code="upstream_auth_failed")  # HF_TOKEN
+    record(api_key, hf_token=hf_token)  # an ordinary request
+    index = words_of(admin_client.get("/admin/"))
+    assert "Hugging Face refused the token team 1 time" in index
+    assert "Hugging Face refused the token HF_TOKEN (the server's) 1 time" in index
+    tokens = text_of(admin_client.get("/admin/accounts/huggingfacetoken/"))
+    assert "replace its value" in tokens
+
+    hf_token.set_value("hf_TheNewValueOfTheTeamToken987")
+    hf_token.save()
+    assert "token team" not in words_of(admin_client.get("/admin/"))
+    assert "replace its value" not in text_of(admin_client.get("/admin/accounts/huggingfacetoken/"))
+
+
 # --- API keys ----------------------------------------------------------------------------------
 
 

@@ -67,7 +67,7 @@ def test_router_fault(proxy, stats, fault):
         fault.outcome,
         fault.code or "",
     )
-    assert stats()["attempts"].get(fault.model, 0) == fault.attempts
+    assert stats()["attempts"].get(fault.model, 0) == record["upstream_attempts"] == fault.attempts
     assert CANARY_TOKEN not in answer.body.decode(errors="replace")
 
     if fault.status != 200:
@@ -130,6 +130,7 @@ def test_a_router_that_refuses_connections_is_a_fast_502(proxy, router):
         assert each.seconds < 1
         record = proxy.record(each.request_id)
         assert (record["outcome"], record["error_code"]) == ("upstream_error", "upstream_unreachable")
+        assert record["upstream_attempts"] == 2  # refused, retried once, refused again
     # And the proxy comes back with the router.
     assert send(proxy, chat("m")).status == 200
 

@@ -356,13 +356,18 @@ async def test_a_connection_failure_is_retried_once(async_client, hf, reports):
     assert [r.outcome for r in reports] == [outcomes.OK]
 
 
-async def test_a_router_5xx_is_retried_once_then_reported(async_client, hf):
+async def test_a_router_5xx_is_retried_once_then_reported(async_client, hf, reports):
     route = hf.post("/chat/completions").respond(503, text="busy")
     response = await post(async_client, {"messages": MESSAGES})
     assert response.status_code == 502
     assert route.call_count == 2
     route.side_effect = [httpx.Response(503, text="busy"), httpx.Response(200, json=completion())]
     assert (await post(async_client, {"messages": MESSAGES})).status_code == 200
+    route.side_effect = None
+    route.return_value = httpx.Response(200, json=completion())
+    assert (await post(async_client, {"messages": MESSAGES})).status_code == 200
+    # Each record says how often the router was called: a retry may have been billed twice.
+    assert [r.upstream_attempts for r in reports] == [2, 2, 1]
 
 
 @pytest.mark.parametrize("status", [400, 401, 402, 404, 429])
