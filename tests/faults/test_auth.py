@@ -17,9 +17,10 @@ def _digest(proxy, name: str) -> str:
     return proxy.db.query("SELECT digest FROM accounts_apikey WHERE name = %s", name)[0]["digest"]
 
 
-def test_every_bad_key_gets_the_same_401_and_no_upstream_call(proxy, stats):
+def bad_keys(proxy) -> dict[str, dict]:
+    """Ways to present a key that is not a valid one, each as request headers."""
     digest = _digest(proxy, "canary key")
-    presented = {
+    return {
         "missing": {},
         "empty bearer": {"Authorization": "Bearer"},
         "basic": {"Authorization": "Basic dXNlcjpwYXNz"},
@@ -36,8 +37,11 @@ def test_every_bad_key_gets_the_same_401_and_no_upstream_call(proxy, stats):
         "x-api-key unknown": {"x-api-key": "hfp_" + "B" * 43},
         "one character off": {"Authorization": f"Bearer {proxy.keys['canary'][:-1]}X"},
     }
+
+
+def test_every_bad_key_gets_the_same_401_and_no_upstream_call(proxy, stats):
     bodies = {}
-    for name, headers in presented.items():
+    for name, headers in bad_keys(proxy).items():
         answer = send(proxy, chat("m"), key=None, headers=headers)
         assert answer.status == 401, name
         assert answer.headers["www-authenticate"] == "Bearer", name

@@ -12,7 +12,7 @@ import pytest
 from tests.faults.harness import chat, request_id
 
 
-def _open(proxy, body: dict, rid: str, *, rcvbuf: int | None = None) -> socket.socket:
+def open_request(proxy, body: dict, rid: str, *, rcvbuf: int | None = None) -> socket.socket:
     """A raw connection that has sent a chat request; the caller decides when to leave."""
     host, port = proxy.url.removeprefix("http://").split(":")
     connection = socket.socket()
@@ -61,7 +61,7 @@ def test_leaving_mid_stream_closes_the_router_stream_within_2_s(proxy, stats, mo
 
 def test_leaving_before_the_first_byte_cancels_the_router_call(proxy, stats):
     rid = request_id()
-    with _open(proxy, chat("fault/hang"), rid):
+    with open_request(proxy, chat("fault/hang"), rid):
         time.sleep(0.3)
     left = time.time()
     assert _router_noticed(stats, "fault/hang") - left < 2
@@ -76,7 +76,7 @@ def test_a_slow_reader_does_not_grow_memory(proxy, stats):
     rid = request_id()
     before = proxy.rss_mib()
     received = 0
-    with _open(proxy, chat("fault/big", True), rid, rcvbuf=16384) as connection:
+    with open_request(proxy, chat("fault/big", True), rid, rcvbuf=16384) as connection:
         until = time.monotonic() + 2.5  # within REQUEST_TIMEOUT (3 s)
         while time.monotonic() < until:
             received += len(connection.recv(4096))

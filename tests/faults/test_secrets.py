@@ -1,0 +1,173 @@
+"""Secrets: run every scenario against a server holding a canary key and a canary Hugging Face
+token, at LOG_LEVEL DEBUG and INFO; then neither canary may appear in its logs, the error bodies
+it sent, any database column, the admin's pages, or the CSV export."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from tests.faults.harness import CANARY_TOKEN, Proxy, chat, launch_proxy, request_id, send
+from tests.faults.test_auth import SPOOFED, bad_keys
+from tests.faults.test_client import open_request
+from tests.faults.test_input import BAD_BODIES
+from tests.faults.test_router import FAULTS
+from tests.servers import manage, scratch_database
+
+ADMIN_PASSWORD = "admin-password-for-the-canary-test"
+
+
+def every_scenario(proxy: Proxy) -> list[bytes]:
+    """One request of each scenario of the suite (the canary key where a key is valid); the
+    bodies the server answered."""
+    canary = proxy.keys["canary"]
+    jobs = [lambda fault=fault: send(proxy, chat(fault.model, fault.stream)) for fault in FAULTS]
+    jobs += [
+        lambda content=content: send(proxy, content=content, headers={"Content-Type": "application/json"})
+        for content in BAD_BODIES.values()
+    ]
+    jobs += [
+        lambda headers=headers: send(proxy, chat("m"), key=None, headers=headers)
+        for headers in bad_keys(proxy).values()
+    ]
+    jobs += [
+        lambda: send(proxy, chat("m"), headers=SPOOFED),
+        lambda: send(proxy, chat("m", True, stream_options={"include_usage": True})),
+        # The canary token smuggled in the body, the canary key in the other header.
+        lambda: send(proxy, chat("m", api_key=CANARY_TOKEN, base_url="http://127.0.0.1:9/v1")),
+        lambda: send(proxy, chat("m"), key=None, headers={"x-api-key": canary}),
+        lambda: send(proxy, method="GET", path="/models"),
+        lambda: send(proxy, method="GET", path="/models/fault%2Fnope"),
+        lambda: send(proxy, method="DELETE"),
+        lambda: send(proxy, content=b"x" * 400_000, headers={"Content-Type": "application/json"}),
+        lambda: _leave(proxy, chat("slow/left", True), after=0.3),
+        lambda: _leave(proxy, chat("fault/hang"), after=0.3),
+    ]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda job: job(), jobs))
+    return [answer.body for answer in answers if answer is not None]
+
+
+def _leave(proxy: Proxy, body: dict, after: float) -> None:
+    with open_request(proxy, body, request_id()):
+        time.sleep(after)
+
+
+def database_text(proxy: Proxy) -> str:
+    """Every row of every table, as text."""
+    if proxy.db.url.startswith("sqlite"):
+        tables = [
+            row["name"] for row in proxy.db.query("SELECT name FROM sqlite_master WHERE type = 'table'")
+        ]
+    else:
+        tables = [
+            row["table_name"]
+            for row in proxy.db.query(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+            )
+        ]
+    assert "accounts_usagerecord" in tables and "accounts_huggingfacetoken" in tables
+    return "\n".join(repr(row) for table in tables for row in proxy.db.query(f'SELECT * FROM "{table}"'))
+
+
+def admin_text(proxy: Proxy) -> str:
+    """Every admin page a staff member can open about the keys, tokens, users and usage, and
+    the usage CSV export."""
+    with httpx.Client(base_url=proxy.url, timeout=15) as client:
+        login = client.get("/admin/login/")
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login.text).group(1)
+        signed_in = client.post(
+            "/admin/login/?next=/admin/",
+            data={
+                "username": "root",
+                "password": ADMIN_PASSWORD,
+                "csrfmiddlewaretoken": token,
+                "next": "/admin/",
+            },
+        )
+        assert signed_in.status_code == 302, signed_in.text[:500]
+        ids = {
+            table: [row["id"] for row in proxy.db.query(f"SELECT id FROM {table}")]
+            for table in ("accounts_apikey", "accounts_huggingfacetoken", "auth_user", "accounts_usagerecord")
+        }
+        urls = [
+            "/admin/",
+            "/admin/accounts/",
+            "/admin/accounts/apikey/",
+            "/admin/accounts/huggingfacetoken/",
+            "/admin/accounts/usagerecord/",
+            "/admin/accounts/usagerecord/?outcome=upstream_error",
+            "/admin/accounts/usagerecord/dashboard/",
+            "/admin/accounts/usagedaily/",
+            "/admin/auth/user/",
+            *(f"/admin/accounts/apikey/{pk}/change/" for pk in ids["accounts_apikey"]),
+            *(f"/admin/accounts/huggingfacetoken/{pk}/change/" for pk in ids["accounts_huggingfacetoken"]),
+            *(f"/admin/auth/user/{pk}/change/" for pk in ids["auth_user"]),
+            *(f"/admin/accounts/usagerecord/{pk}/change/" for pk in ids["accounts_usagerecord"][:50]),
+        ]
+        pages = []
+        for url in urls:
+            page = client.get(url)
+            assert page.status_code == 200, url
+            pages.append(page.text)
+        export = client.get("/admin/accounts/usagerecord/export/")
+        assert export.status_code == 200 and export.headers["content-type"].startswith("text/csv")
+        assert export.text.count("\n") > len(FAULTS)  # the scenarios' records are in it
+        pages.append(export.text)
+        assert "Hugging Face refused the token" in pages[0]  # fault/echo-auth-401, by its name
+        return "\n".join(pages)
+
+
+@pytest.mark.parametrize("level", ["DEBUG", "INFO"])
+def test_no_canary_leaks_anywhere(router, tmp_path, level):
+    with contextlib.ExitStack() as stack:
+        database = stack.enter_context(scratch_database(tmp_path))
+        proxy = launch_proxy(router, database, tmp_path, LOG_LEVEL=level, SECURE_COOKIES="false")
+        stack.callback(proxy.stop)
+        manage(
+            "createsuperuser",
+            "--noinput",
+            "--username",
+            "root",
+            "--email",
+            "root@example.com",
+            env={**proxy.env, "DJANGO_SUPERUSER_PASSWORD": ADMIN_PASSWORD},
+        )
+        bodies = every_scenario(proxy)
+        # The canary key's own API answers (who am I, my usage) must not echo it either.
+        for path in ("/api/me", "/api/usage"):
+            answer = httpx.get(proxy.url + path, headers=proxy.auth())
+            assert answer.status_code == 200
+            bodies.append(answer.content)
+        report = manage("usage_report", "--format", "json", env=proxy.env)
+        time.sleep(0.5)  # the last records written
+        places = {
+            "error bodies": b"\n".join(bodies).decode(errors="replace"),
+            "database": database_text(proxy),
+            "admin pages and CSV": admin_text(proxy),
+            "usage_report": report,
+        }
+        proxy.stop()  # everything it logged, shutdown included
+        places["log"] = proxy.log_text()
+
+    assert "hfproxy.requests" in places["log"]  # it did log the requests
+    if level == "DEBUG":
+        assert " DEBUG " in places["log"]  # and, at DEBUG, the libraries' debug lines
+    canaries = {
+        "API key": proxy.keys["canary"],
+        "API key without its prefix": proxy.keys["canary"].removeprefix("hfp_"),
+        "Hugging Face token": CANARY_TOKEN,
+        "Hugging Face token without its prefix": CANARY_TOKEN.removeprefix("hf_"),
+    }
+    leaks = [
+        f"{canary} in {place}"
+        for canary, value in canaries.items()
+        for place, text in places.items()
+        if value in text
+    ]
+    assert not leaks, leaks
