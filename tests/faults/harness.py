@@ -33,7 +33,7 @@ class Router:
     def __init__(self, **env: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = server_env(FAKE_ROUTER_DRIP="0.2", FAKE_ROUTER_SLOW="0.05", **env)
+        self.env = server_env(**{"FAKE_ROUTER_DRIP": "0.2", "FAKE_ROUTER_SLOW": "0.05", **env})
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
