@@ -270,6 +270,10 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": "DEBUG" if LOG_LEVEL == "DEBUG" else "WARNING"},
     "loggers": {
         "hfproxy": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
-        "django": {"handlers": ["console"], "level": "DEBUG" if LOG_LEVEL == "DEBUG" else "INFO", "propagate": False},
+        "django": {
+            "handlers": ["console"],
+            "level": "DEBUG" if LOG_LEVEL == "DEBUG" else "INFO",
+            "propagate": False,
+        },
     },
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 
 import pytest
 
@@ -34,6 +35,8 @@ def proxy(router, tmp_path_factory):
         proxy: Proxy = launch_proxy(router, database, folder, LOG_LEVEL="DEBUG")
         stack.callback(proxy.stop)
         yield proxy
+        time.sleep(0.3)  # a second record of anything would have been written by now
+        assert proxy.duplicates() == [], "requests with more than one usage record"
 
 
 @pytest.fixture

@@ -108,16 +108,21 @@ class Proxy:
         return self.db.query("SELECT * FROM accounts_usagerecord WHERE request_id = %s", request_id)
 
     def record(self, request_id: str, seconds: float = 10) -> dict[str, Any]:
-        """The one usage record of a request: waits for it, then checks no second one follows."""
+        """The usage record of a request, once written. (That no request has two is checked
+        for the whole session when the proxy stops: `duplicates()`.)"""
         deadline = time.monotonic() + seconds
         while not (rows := self.records(request_id)):
             if time.monotonic() > deadline:
                 raise AssertionError(f"no usage record for request {request_id}")
             time.sleep(0.05)
-        time.sleep(0.3)  # three flush intervals: a duplicate would have been written by now
-        rows = self.records(request_id)
         assert len(rows) == 1, f"{len(rows)} usage records for request {request_id}"
         return rows[0]
+
+    def duplicates(self) -> list[dict[str, Any]]:
+        """Request ids with more than one usage record."""
+        return self.db.query(
+            "SELECT request_id, COUNT(*) AS n FROM accounts_usagerecord GROUP BY request_id HAVING COUNT(*) > 1"
+        )
 
     def count_records(self) -> int:
         return self.db.query("SELECT COUNT(*) AS n FROM accounts_usagerecord")[0]["n"]
