@@ -43,7 +43,10 @@ _site_index = admin.site.index
 def _index(request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
     # The index warns of Hugging Face tokens the router refused: every request with one fails.
     rejections = selectors.recent_rejections() if request.user.has_perm("accounts.view_usagerecord") else []
-    return _site_index(request, {"token_rejections": rejections, **(extra_context or {})})
+    hours = int(selectors.REJECTIONS_SHOWN_FOR.total_seconds() // 3600)
+    return _site_index(
+        request, {"token_rejections": rejections, "rejection_hours": hours, **(extra_context or {})}
+    )
 
 
 admin.site.index = _index  # before the site's URLs are built
@@ -360,12 +363,14 @@ class HuggingFaceTokenAdmin(admin.ModelAdmin):
             super()
             .get_queryset(request)
             .annotate(keys_using=Count("api_keys"), rejected_at=selectors.last_rejection())
+            .annotate(worked_since=selectors.worked_since("rejected_at"))
         )
 
     @admin.display(description="rejected by Hugging Face", ordering="rejected_at")
     def rejected(self, token: HuggingFaceToken) -> str:
-        """The last 401 the router gave this token since its value was set: replace it."""
-        if token.rejected_at is None:
+        """The last 401 the router gave this token since its value was set, unless a request
+        with it has succeeded since: replace it."""
+        if token.rejected_at is None or token.worked_since:
             return "-"
         return format_html('<strong class="errornote">at {}: replace its value</strong>', token.rejected_at)
 

@@ -179,12 +179,15 @@ class UsageRecord(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="usage", db_index=False
     )
     api_key = models.ForeignKey(ApiKey, on_delete=models.PROTECT, related_name="usage", db_index=False)
-    # Indexed only where the router rejected it (below): what the admin looks for.
+    # No constraint: deleting a token must not scan this table, nor can a request still in
+    # flight with a token deleted meanwhile make its record unwritable. Indexed only where the
+    # router rejected the token (below): what the admin looks for.
     hf_token = models.ForeignKey(
         HuggingFaceToken,
         null=True,
         blank=True,
-        on_delete=models.SET_NULL,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
         related_name="usage",
         db_index=False,
         verbose_name="Hugging Face token",

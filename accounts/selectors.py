@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from django.db.models import Count, F, Max, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import Count, Exists, F, Max, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -75,15 +75,34 @@ def last_rejection() -> Subquery:
     return Subquery(refused.order_by("-created_at").values("created_at")[:1])
 
 
-def recent_rejections(hours: int = 24) -> list[dict]:
-    """Tokens the router refused in the last `hours`, newest first: {"token", "times", "last"};
-    "token" is None for the server's HF_TOKEN. A token given a new value since is left out."""
-    since = timezone.now() - timedelta(hours=hours)
+def worked_since(rejected_at: str) -> Exists:
+    """For a token queryset annotated with `rejected_at`: a request with it succeeded since."""
+    return Exists(
+        UsageRecord.objects.filter(
+            hf_token=OuterRef("pk"), outcome=Outcome.OK, created_at__gt=OuterRef(rejected_at)
+        )
+    )
+
+
+REJECTIONS_SHOWN_FOR = timedelta(hours=24)
+
+
+def recent_rejections() -> list[dict]:
+    """Tokens the router refused within REJECTIONS_SHOWN_FOR, newest first: {"token", "times",
+    "last"}; "token" is None for the server's HF_TOKEN. A token that has worked since (a request
+    with it succeeded, or it was given a new value) is left out."""
+    since = timezone.now() - REJECTIONS_SHOWN_FOR
     rows = (
         UsageRecord.objects.filter(error_code=REJECTED_TOKEN, created_at__gte=since)
         .filter(Q(hf_token__isnull=True) | Q(created_at__gte=F("hf_token__value_set_at")))
-        .values("hf_token__name")
+        .values("hf_token_id", "hf_token__name")
         .annotate(times=Count("id"), last=Max("created_at"))
         .order_by("-last")
     )
-    return [{"token": row["hf_token__name"], "times": row["times"], "last": row["last"]} for row in rows]
+    return [
+        {"token": row["hf_token__name"], "times": row["times"], "last": row["last"]}
+        for row in rows
+        if not UsageRecord.objects.filter(
+            hf_token_id=row["hf_token_id"], outcome=Outcome.OK, created_at__gt=row["last"]
+        ).exists()
+    ]

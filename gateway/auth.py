@@ -6,7 +6,6 @@ cache of `accounts.keys`; a cache hit costs no I/O.
 
 from __future__ import annotations
 
-from django.db import DatabaseError
 from django.http import HttpRequest
 
 from accounts import keys
@@ -24,7 +23,7 @@ async def authenticate(request: HttpRequest) -> Caller:
         raise errors.invalid_api_key()
     try:
         caller = await keys.aresolve(key)
-    except DatabaseError:
+    except errors.DATABASE_DOWN:
         raise errors.service_unavailable() from None
     if caller is None:
         raise errors.invalid_api_key()

@@ -123,16 +123,20 @@ def parse_chat_request(raw: bytes, default_model: str) -> ChatRequest:
 
 def _text_length(content: Any) -> int:
     """Characters of text in a message's content or a delta's fields (strings, parts, calls)."""
-    if isinstance(content, str):
-        return len(content)
-    if isinstance(content, list):
-        return sum(_text_length(part) for part in content)
-    if isinstance(content, dict):
-        return sum(
-            _text_length(content.get(key))
-            for key in ("text", "content", "reasoning_content", "arguments", "function", "tool_calls")
-        )
-    return 0
+    # A loop, not recursion: a client's nesting may go as deep as the JSON parser does.
+    total, pending = 0, [content]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            total += len(item)
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, dict):
+            pending.extend(
+                item.get(key)
+                for key in ("text", "content", "reasoning_content", "arguments", "function", "tool_calls")
+            )
+    return total
 
 
 # Roughly four characters a token for the tokenizers of the models the router serves: used
@@ -180,6 +184,9 @@ def dump_json(data: Any) -> bytes:
     except UnicodeEncodeError:
         # Lone surrogates (valid JSON escapes, not valid UTF-8) go on escaped as they came.
         return json.dumps(data, separators=(",", ":")).encode()
+    except RecursionError:
+        # Parsed just within the parser's depth, too deep to write back: no model takes that.
+        raise InvalidRequest("The request is nested too deeply.") from None
 
 
 # --- Answers ---------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import logging
 import re
 from typing import Any
 
-from django.db import DatabaseError
+from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
 
 from accounts.limits import Refusal
@@ -135,6 +135,10 @@ def refused(refusal: Refusal) -> ApiError:
         headers={**refusal.headers, "Retry-After": str(refusal.retry_after)},
         outcome=outcomes.REFUSED,
     )
+
+
+# The database failing to answer (a 503 for a moment), as opposed to a query's own error (a bug).
+DATABASE_DOWN = (OperationalError, InterfaceError)
 
 
 def service_unavailable() -> ApiError:
@@ -277,8 +281,9 @@ def from_exception(exc: Exception, token_name: str = "") -> ApiError:
         return invalid_request(exc.message, exc.param)
     if isinstance(exc, UpstreamError):
         return from_upstream(exc, token_name)
-    if isinstance(exc, DatabaseError):
+    if isinstance(exc, DATABASE_DOWN):
         # Limits read the database for a budget's first count of the month.
+        logger.warning("The database failed while serving a request: %s", exc)
         return service_unavailable()
     if isinstance(exc, BadAnswer):
         if exc.error is not None:

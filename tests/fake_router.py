@@ -22,7 +22,7 @@ asked) and `GET /v1/models`. The model id selects a misbehaviour:
     slow/...                a normal stream, one chunk per SLOW seconds (a long answer)
 
 Connection refused is this server not running. `GET /_stats` reports what it saw: requests,
-attempts per model, the last request's headers and body, `abandoned` (requests whose client went
+attempts per model, the last request's headers and body, what fault/big sent, `abandoned` (requests whose client went
 away before the answer was complete, with when it noticed) and `streams_abandoned`.
 `POST /_reset` clears it. Run: `python -m tests.fake_router --port 9100`.
 """
@@ -80,6 +80,7 @@ def new_stats() -> dict:
         "abandoned": [],
         "streams_abandoned": 0,
         "redirected": 0,
+        "big_bytes_sent": 0,
         "last_headers": {},
         "last_body": None,
         "last_body_sha256": None,
@@ -249,7 +250,9 @@ async def _answer(send, request: dict, model: str, stream: bool, disconnected: a
     if model == "fault/big":
         filler = "x" * 16384
         for _ in range(BIG_CHUNKS):
-            await event(_chunk(answered, created, {"content": filler}))
+            chunk = _chunk(answered, created, {"content": filler})
+            await event(chunk)
+            stats["big_bytes_sent"] += len(chunk)
             # uvicorn's send returns at once once the client is gone: let the watcher hear it.
             await asyncio.sleep(0)
             if disconnected.is_set():

@@ -139,24 +139,25 @@ def words_of(response) -> str:
     return " ".join(re.sub(r"<[^>]+>", " ", text_of(response)).split())
 
 
-def test_a_token_the_router_refused_shows_until_its_value_is_replaced(
-    admin_client, key_and_plaintext, hf_token
-):
+def test_a_token_the_router_refused_shows_until_it_works_again(admin_client, key_and_plaintext, hf_token):
     api_key, _ = key_and_plaintext
-    record(
-        api_key,
-        status=502,
-        outcome=Outcome.UPSTREAM_ERROR,
-        error_code="upstream_auth_failed",
-        hf_token=hf_token,
-    )
-    record(api_key, status=502, outcome=Outcome.UPSTREAM_ERROR, error_code="upstream_auth_failed")  # HF_TOKEN
-    record(api_key, hf_token=hf_token)  # an ordinary request
+    refused = {"status": 502, "outcome": Outcome.UPSTREAM_ERROR, "error_code": "upstream_auth_failed"}
+    record(api_key, **refused, hf_token=hf_token)
+    record(api_key, **refused)  # with the server's HF_TOKEN
     index = words_of(admin_client.get("/admin/"))
-    assert "Hugging Face refused the token team 1 time" in index
+    assert "Hugging Face refused the token team 1 time in the last 24 hours" in index
     assert "Hugging Face refused the token HF_TOKEN (the server's) 1 time" in index
-    tokens = text_of(admin_client.get("/admin/accounts/huggingfacetoken/"))
-    assert "replace its value" in tokens
+    assert "replace its value" in text_of(admin_client.get("/admin/accounts/huggingfacetoken/"))
+
+    record(api_key)  # HF_TOKEN works again (an admin replaced it and restarted)
+    index = words_of(admin_client.get("/admin/"))
+    assert "HF_TOKEN" not in index and "token team" in index
+
+    record(api_key, hf_token=hf_token, outcome=Outcome.OK)  # so did the team token (a blip)
+    assert "token team" not in words_of(admin_client.get("/admin/"))
+    assert "replace its value" not in text_of(admin_client.get("/admin/accounts/huggingfacetoken/"))
+    record(api_key, **refused, hf_token=hf_token)  # refused again
+    assert "token team" in words_of(admin_client.get("/admin/"))
 
     hf_token.set_value("hf_TheNewValueOfTheTeamToken987")
     hf_token.save()

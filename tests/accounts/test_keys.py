@@ -3,6 +3,7 @@
 import asyncio
 import time
 
+import psycopg
 import pytest
 from asgiref.sync import sync_to_async
 from cryptography.fernet import Fernet
@@ -213,24 +214,56 @@ async def test_a_database_outage_is_503_never_401(anonymous_client, api_key, hf,
     assert not route.called
 
 
-async def test_after_a_database_failure_lookups_fail_fast_for_a_moment(monkeypatch):
+def _unreachable() -> OperationalError:
+    # As Django raises it when psycopg cannot connect (no SQLSTATE: the server never answered).
+    try:
+        raise OperationalError("connection refused") from psycopg.OperationalError("connection refused")
+    except OperationalError as error:
+        return error
+
+
+async def test_with_the_database_unreachable_lookups_fail_fast_and_one_probes(monkeypatch):
     calls = []
 
     def down(digest):
         calls.append(digest)
-        raise OperationalError("could not connect to server")
+        time.sleep(0.2)  # as a pool waiting for a connection would, only shorter
+        raise _unreachable()
 
     monkeypatch.setattr(keys, "_load", down)
-    with pytest.raises(OperationalError):
-        await keys.aresolve("hfp_" + "a" * 43)
-    # Tried once; the next lookups do not wait on a database that just failed.
-    with pytest.raises(db.DatabaseDown):
-        await keys.aresolve("hfp_" + "b" * 43)
-    assert len(calls) == 1
-    monkeypatch.setattr(db, "_down_until", time.monotonic() - 1)  # DOWN_FOR has passed
-    with pytest.raises(OperationalError):
-        await keys.aresolve("hfp_" + "c" * 43)
-    assert len(calls) == 2
+    started = time.monotonic()
+    results = await asyncio.gather(
+        *(keys.aresolve("hfp_" + f"{i:02d}" * 22) for i in range(20)), return_exceptions=True
+    )
+    # The four lookup threads each waited once; the rest failed at once instead of queueing.
+    assert all(isinstance(result, OperationalError) for result in results)
+    assert len(calls) <= 4 and time.monotonic() - started < 0.6
+    assert sum(isinstance(result, db.DatabaseDown) for result in results) >= 16
+
+    # After DOWN_FOR: one lookup probes while the others still fail at once.
+    monkeypatch.setattr(db, "_down_until", time.monotonic() - 0.01)
+    calls.clear()
+    results = await asyncio.gather(
+        *(keys.aresolve("hfp_" + f"{i:02d}" * 22) for i in range(20, 30)), return_exceptions=True
+    )
+    assert len(calls) == 1 and sum(isinstance(result, db.DatabaseDown) for result in results) == 9
+
+    # The database answers again: the probe gets through and everyone after it.
+    monkeypatch.setattr(keys, "_load", lambda digest: None)
+    monkeypatch.setattr(db, "_down_until", time.monotonic() - 0.01)
+    assert await keys.aresolve("hfp_" + "y" * 44) is None
+    assert await keys.aresolve("hfp_" + "z" * 44) is None
+
+
+async def test_one_failing_statement_does_not_stop_every_lookup(monkeypatch):
+    def locked(digest):
+        raise OperationalError("database is locked")  # SQLite busy: the server is not down
+
+    monkeypatch.setattr(keys, "_load", locked)
+    for i in range(3):
+        with pytest.raises(OperationalError) as caught:
+            await keys.aresolve("hfp_" + f"{i:02d}" * 22)
+        assert not isinstance(caught.value, db.DatabaseDown)
 
 
 def test_revoke_by_prefix_and_refuse_ambiguity(user):

@@ -136,29 +136,6 @@ def test_a_router_that_hangs_is_a_504(client):
     assert caught.value.status_code == 504
 
 
-def test_a_client_that_leaves_closes_the_router_stream(servers, router_stats):
-    body = {"model": "fault/drip", "messages": MESSAGES, "stream": True}
-    with httpx.stream(
-        "POST", servers["proxy"] + "/v1/chat/completions", json=body, headers=auth(servers), timeout=10
-    ) as response:
-        lines = response.iter_lines()
-        assert next(lines).startswith("data: ")
-    deadline = time.monotonic() + 2
-    while router_stats()["streams_abandoned"] < 1:
-        assert time.monotonic() < deadline, "the router's stream stayed open after the client left"
-        time.sleep(0.05)
-
-
-def test_oversized_bodies_are_refused(servers):
-    big = json.dumps({"messages": [{"role": "user", "content": "x" * 200_000}]}).encode()
-    url = servers["proxy"] + "/v1/chat/completions"
-    declared = httpx.post(url, content=big, headers=auth(servers))
-    assert declared.status_code == 413
-    chunked = httpx.post(url, content=iter([big[:50_000], big[50_000:]]), headers=auth(servers))
-    assert chunked.status_code == 413
-    assert chunked.json()["error"]["code"] == "request_too_large"
-
-
 def test_every_response_has_a_request_id(servers):
     response = httpx.get(
         servers["proxy"] + "/v1/models", headers={**auth(servers), "x-request-id": "trace-7"}
@@ -166,12 +143,6 @@ def test_every_response_has_a_request_id(servers):
     assert response.status_code == 200
     assert response.headers["x-request-id"] == "trace-7"
     assert httpx.get(servers["proxy"] + "/health").headers["x-request-id"]
-
-
-def test_wrong_method_is_405(servers):
-    response = httpx.get(servers["proxy"] + "/v1/chat/completions", headers=auth(servers))
-    assert response.status_code == 405
-    assert response.json()["error"]["code"] == "method_not_allowed"
 
 
 def usage_rows(servers, expected: int) -> list[dict]:

@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import sqlite3
 import subprocess
 import tempfile
@@ -247,6 +248,23 @@ def send(
     with httpx.Client(timeout=timeout) as client:
         response = client.request(method, proxy.api + path, content=content, headers=sent)
     return Answer(rid, response.status_code, response.headers, response.content, time.monotonic() - started)
+
+
+def open_request(proxy, body: dict, rid: str, *, rcvbuf: int | None = None) -> socket.socket:
+    """A raw connection that has sent a chat request; the caller decides when to leave."""
+    host, port = proxy.url.removeprefix("http://").split(":")
+    connection = socket.socket()
+    if rcvbuf:
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    connection.connect((host, int(port)))
+    raw = json.dumps(body).encode()
+    connection.sendall(
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {proxy.keys['canary']}\r\nX-Request-Id: {rid}\r\n"
+        f"Content-Length: {len(raw)}\r\n\r\n".encode()
+        + raw
+    )
+    return connection
 
 
 # --- A PostgreSQL of our own, to stop and start ---------------------------------------------------

@@ -2,31 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import socket
 import time
 
 import httpx
 import pytest
 
-from tests.faults.harness import chat, request_id
-
-
-def open_request(proxy, body: dict, rid: str, *, rcvbuf: int | None = None) -> socket.socket:
-    """A raw connection that has sent a chat request; the caller decides when to leave."""
-    host, port = proxy.url.removeprefix("http://").split(":")
-    connection = socket.socket()
-    if rcvbuf:
-        connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    connection.connect((host, int(port)))
-    raw = json.dumps(body).encode()
-    connection.sendall(
-        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-        f"Authorization: Bearer {proxy.keys['canary']}\r\nX-Request-Id: {rid}\r\n"
-        f"Content-Length: {len(raw)}\r\n\r\n".encode()
-        + raw
-    )
-    return connection
+from tests.faults.harness import chat, open_request, request_id
 
 
 def _router_noticed(stats, model: str, seconds: float = 5) -> float:
@@ -40,7 +21,9 @@ def _router_noticed(stats, model: str, seconds: float = 5) -> float:
     raise AssertionError(f"the router's {model} request was never closed: {stats()}")
 
 
-@pytest.mark.parametrize("model", ["slow/long-answer", "fault/hang-after-headers", "fault/drip"])
+# While chunks flow, and while the router sends one only every 0.2 s. (A router silent after the
+# headers would be closed by READ_TIMEOUT within 2 s anyway: no test of the disconnect.)
+@pytest.mark.parametrize("model", ["slow/long-answer", "fault/drip"])
 def test_leaving_mid_stream_closes_the_router_stream_within_2_s(proxy, stats, model):
     rid = request_id()
     headers = {**proxy.auth(), "X-Request-Id": rid}
@@ -70,23 +53,26 @@ def test_leaving_before_the_first_byte_cancels_the_router_call(proxy, stats):
     assert stats()["attempts"]["fault/hang"] == 1
 
 
-def test_a_slow_reader_does_not_grow_memory(proxy, stats):
+def test_a_slow_reader_holds_the_router_back_and_memory_stays_flat(proxy, stats):
     """The router could send 64 MB at once; a client reading 4 KB every 20 ms must hold the
-    proxy (and the router) back, not make it buffer the difference."""
+    proxy, and through it the router, back: neither buffers the difference."""
     rid = request_id()
     before = proxy.rss_mib()
     received = 0
     with open_request(proxy, chat("fault/big", True), rid, rcvbuf=16384) as connection:
-        until = time.monotonic() + 2.5  # within REQUEST_TIMEOUT (3 s)
+        until = time.monotonic() + 1.5  # well within REQUEST_TIMEOUT (3 s)
         while time.monotonic() < until:
             received += len(connection.recv(4096))
             time.sleep(0.02)
         grown = proxy.rss_mib() - before
-        assert proxy.records(rid) == []  # still streaming: the router has not finished
+        sent = stats()["big_bytes_sent"]
     print(
-        f"\nslow reader: {received / 1e6:.2f} MB read in 2.5 s; proxy RSS {before:.1f} MiB, +{grown:.1f} MiB"
+        f"\nslow reader: {received / 1e6:.2f} MB read in 1.5 s, the router sent {sent / 1e6:.1f} MB; "
+        f"proxy RSS {before:.1f} MiB, +{grown:.1f} MiB"
     )
-    assert received < 4_000_000
-    assert grown < 16  # the whole answer is 64 MB
+    # What the router got rid of is what the client read plus the socket buffers on the way
+    # (the kernel's, a few MB each), not the 64 MB it had.
+    assert sent < 16_000_000
+    assert grown < 16
     assert proxy.record(rid)["outcome"] == "client_disconnected"
     assert _router_noticed(stats, "fault/big")

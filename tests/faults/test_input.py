@@ -52,6 +52,15 @@ def test_bad_bodies_are_400_with_no_upstream_call(proxy, stats, content):
     assert (record["status"], record["outcome"]) == (400, "bad_request")
 
 
+def test_nesting_near_the_parsers_limit_is_never_a_500(proxy):
+    # Parsed, then measured and (streaming: include_usage added) written back.
+    for depth in range(400, 1000, 60):
+        nested = "[" * depth + "]" * depth
+        content = f'{{"stream": true, "messages": [{{"role": "user", "content": {nested}}}]}}'.encode()
+        answer = send(proxy, content=content, headers={"Content-Type": "application/json"})
+        assert answer.status in (200, 400), (depth, answer.body)
+
+
 def test_the_offending_field_is_named(proxy):
     for field, value in (
         ("model", 42),

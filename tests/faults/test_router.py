@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.faults.harness import CANARY_TOKEN, TIMEOUTS, chat, send
+from tests.faults.harness import CANARY_TOKEN, TIMEOUTS, chat, open_request, request_id, send
 
 READ_TIMEOUT = float(TIMEOUTS["READ_TIMEOUT"])
 REQUEST_TIMEOUT = float(TIMEOUTS["REQUEST_TIMEOUT"])
@@ -99,6 +99,10 @@ def test_a_router_401_names_the_token_never_its_value(proxy):
     assert "canary" in message  # the token's name
     assert CANARY_TOKEN not in message and CANARY_TOKEN[3:] not in message
     assert answer.headers["x-should-retry"] == "false"
+    # What the admin flags the token by (tests/accounts/test_admin.py shows the flag).
+    record = proxy.record(answer.request_id)
+    token = proxy.db.query("SELECT id FROM accounts_huggingfacetoken WHERE id = %s", record["hf_token_id"])
+    assert record["error_code"] == "upstream_auth_failed" and token
 
 
 def test_429_passes_retry_after_on(proxy):
@@ -131,18 +135,8 @@ def test_a_router_that_refuses_connections_is_a_fast_502(proxy, router):
 
 
 def test_the_retry_never_happens_after_the_client_left(proxy, stats):
-    import socket
-
-    body = json.dumps(chat("fault/slow-status-503")).encode()
-    rid = "left-before-the-retry-" + str(time.time_ns())
-    host, port = proxy.url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port))) as connection:
-        connection.sendall(
-            f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-            f"Authorization: Bearer {proxy.keys['canary']}\r\nX-Request-Id: {rid}\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n".encode()
-            + body
-        )
+    rid = request_id()
+    with open_request(proxy, chat("fault/slow-status-503"), rid):
         time.sleep(0.3)
     time.sleep(1.5)  # the router's 503 comes after 1 s: a retry would have been sent by now
     assert stats()["attempts"]["fault/slow-status-503"] == 1

@@ -95,6 +95,20 @@ def test_it_forwards_lone_surrogates_escaped():
     assert b"\\ud800" in forwarded
 
 
+def test_a_body_nested_near_the_parsers_limit_is_refused_or_forwarded_never_a_crash():
+    # A streamed body is rewritten (include_usage added): deep enough to parse may be too deep
+    # to write back.
+    refused = 0
+    for depth in range(900, 1000, 4):
+        nested = b"[" * depth + b"]" * depth
+        raw = b'{"stream": true, "messages": [{"role": "user", "content": ' + nested + b"}]}"
+        try:
+            converter.upstream_body(converter.parse_chat_request(raw, DEFAULT))
+        except InvalidRequest:
+            refused += 1
+    assert 0 < refused < 25  # some were forwarded, some refused: the limit lies in between
+
+
 @pytest.mark.parametrize(
     ("raw", "param"),
     [
