@@ -15,7 +15,7 @@ asked) and `GET /v1/models`. The model id selects a misbehaviour:
     fault/break             stream two chunks, then drop the connection mid-body
     fault/not-json          200 with an HTML body
     fault/bad-sse           stream a chunk, then an event whose data is not JSON
-    fault/redirect          307 to /_redirected on this server (which counts its visitors)
+    fault/redirect          307 to another host: localhost, this server, which counts visitors
     fault/no-usage          a normal answer without `usage`, stream or not
     fault/nul               a normal answer whose model and text contain NUL characters
     fault/big               stream BIG_CHUNKS chunks of 16 KB as fast as the reader takes them
@@ -187,7 +187,9 @@ async def _answer(send, request: dict, model: str, stream: bool, disconnected: a
         message = f"Invalid credentials in Authorization header: {headers.get('authorization', '')}"
         return await _send_json(send, 401, {"error": message})
     if model == "fault/redirect":
-        location = b"http://" + headers.get("host", "").encode() + b"/_redirected"
+        # Another host name (localhost for 127.0.0.1) of this same server, which counts visitors.
+        port = headers.get("host", "").rpartition(":")[2]
+        location = f"http://localhost:{port}/_redirected".encode()
         await send({"type": "http.response.start", "status": 307, "headers": [(b"location", location)]})
         return await send({"type": "http.response.body", "body": b""})
     if model == "fault/not-json":
