@@ -8,11 +8,12 @@ from contextlib import aclosing
 from typing import TYPE_CHECKING
 
 from asgiref.sync import async_to_sync
+from django.conf import settings
 from django.http import HttpResponse, StreamingHttpResponse
 
 from accounts import policy
 from gateway import converter, errors, outcomes, upstream
-from gateway.converter import BadAnswer, ChatRequest, Usage
+from gateway.converter import BadAnswer, ChatRequest, EmbeddingsRequest, Usage
 from gateway.reporting import Exchange
 
 if TYPE_CHECKING:
@@ -21,14 +22,19 @@ if TYPE_CHECKING:
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
+def _may_call(exchange: Exchange, model: str) -> None:
+    """The key may use this model, and has a Hugging Face token to call with."""
+    caller = exchange.caller
+    if not policy.model_allowed(caller.allowed_models, model):
+        raise errors.model_not_allowed(model)
+    if not caller.upstream_token:
+        raise errors.no_upstream_token(caller.token_problem, caller.token_name)
+
+
 async def chat(chat: ChatRequest, exchange: Exchange) -> HttpResponse | StreamingHttpResponse:
     """Forward a chat completion; a stream's exchange is finished by the stream itself."""
     exchange.model_requested, exchange.stream = chat.model, chat.stream
-    caller = exchange.caller
-    if not policy.model_allowed(caller.allowed_models, chat.model):
-        raise errors.model_not_allowed(chat.model)
-    if not caller.upstream_token:
-        raise errors.no_upstream_token(caller.token_problem, caller.token_name)
+    _may_call(exchange, chat.model)
     deadline = upstream.deadline()
     response = await upstream.send(
         "POST",
@@ -57,6 +63,28 @@ async def chat(chat: ChatRequest, exchange: Exchange) -> HttpResponse | Streamin
     )
     # The router's bytes go back untouched: nothing to convert, nothing to re-encode.
     return HttpResponse(raw, content_type="application/json", headers={"Content-Length": str(len(raw))})
+
+
+async def embeddings(request: EmbeddingsRequest, exchange: Exchange) -> HttpResponse:
+    """Embeddings through HF Inference's feature-extraction pipeline, in OpenAI's shape."""
+    exchange.model_requested = request.model
+    _may_call(exchange, request.model)
+    deadline = upstream.deadline()
+    response = await upstream.send(
+        "POST",
+        f"/models/{request.model}/pipeline/feature-extraction",
+        base=settings.HF_INFERENCE_URL,
+        token=exchange.caller.upstream_token,
+        request_id=exchange.request_id,
+        deadline=deadline,
+        body=converter.feature_extraction_body(request),
+        tried=exchange.count_attempt,
+    )
+    answer = converter.embeddings_answer(await upstream.read_body(response, deadline), request)
+    exchange.model_answered = request.model
+    # The pipeline counts no tokens: the estimate is the answer's usage, and the record's.
+    exchange.note_usage(None, converter.estimate_usage(request.prompt_chars, 0))
+    return HttpResponse(converter.dump_json(answer), content_type="application/json")
 
 
 class StreamRelay:

@@ -139,13 +139,14 @@ async def send(
     body: bytes | None = None,
     stream: bool = False,
     tried: Callable[[], None] = lambda: None,
+    base: str | None = None,
 ) -> httpx.Response:
     """Send a request to the router and return the response once its headers arrived.
 
     The body is not read yet: the caller reads it with `read_body` or `iter_chunks` and must
     close the response. A non-2xx answer is read, closed and raised as `UpstreamError`.
     A failed connection or a 5xx is retried once (a cancelled request, a client gone, is not);
-    `tried` is called for each attempt.
+    `tried` is called for each attempt. `path` is under HF_BASE_URL, or under `base`.
     """
     headers = {
         "X-Request-Id": request_id,
@@ -158,7 +159,8 @@ async def send(
     if body is not None:
         headers["Content-Type"] = "application/json"
     http = client()
-    request = http.build_request(method, settings.HF_BASE_URL + path, content=body, headers=headers)
+    url = (base or settings.HF_BASE_URL) + path
+    request = http.build_request(method, url, content=body, headers=headers)
     try:
         tried()
         return await _send_once(http, request, deadline)

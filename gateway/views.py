@@ -83,6 +83,12 @@ async def chat_completions(request: HttpRequest, exchange: Exchange) -> HttpResp
     return await relay.chat(chat, exchange)
 
 
+@api_view("POST")
+async def embeddings(request: HttpRequest, exchange: Exchange) -> HttpResponse:
+    parsed = converter.parse_embeddings_request(request.body, settings.DEFAULT_EMBEDDING_MODEL)
+    return await relay.embeddings(parsed, exchange)
+
+
 @api_view("GET")
 async def models(request: HttpRequest, exchange: Exchange) -> HttpResponse:
     listing = await catalog.models(exchange)
@@ -133,6 +139,7 @@ async def index(request: HttpRequest) -> HttpResponse:
             "version": __version__,
             "endpoints": {
                 "chat_completions": f"POST {prefix}/chat/completions",
+                "embeddings": f"POST {prefix}/embeddings",
                 "models": f"GET {prefix}/models",
                 "model": f"GET {prefix}/models/{{id}}",
                 "health": "GET /health",

@@ -68,6 +68,11 @@ PORT = env.int("PORT", default=8000)
 SHUTDOWN_TIMEOUT = env.float("SHUTDOWN_TIMEOUT", default=30.0)
 API_PREFIX = "/" + env.str("API_PREFIX", default="/v1").strip("/")
 DEFAULT_MODEL = env.str("DEFAULT_MODEL", default="openai/gpt-oss-120b:fireworks-ai")
+# Embeddings run on HF Inference's feature-extraction pipeline, not the OpenAI-compatible router.
+HF_INFERENCE_URL = env.str("HF_INFERENCE_URL", default="https://router.huggingface.co/hf-inference").rstrip(
+    "/"
+)
+DEFAULT_EMBEDDING_MODEL = env.str("DEFAULT_EMBEDDING_MODEL", default="sentence-transformers/all-MiniLM-L6-v2")
 # Seconds. REQUEST_TIMEOUT bounds the whole exchange with the router, streams included;
 # READ_TIMEOUT bounds the wait for the first byte and every gap between stream chunks.
 REQUEST_TIMEOUT = env.float("REQUEST_TIMEOUT", default=300.0)

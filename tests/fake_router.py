@@ -21,6 +21,10 @@ asked) and `GET /v1/models`. The model id selects a misbehaviour:
     fault/big               stream BIG_CHUNKS chunks of 16 KB as fast as the reader takes them
     slow/...                a normal stream, one chunk per SLOW seconds (a long answer)
 
+`POST /hf-inference/models/{model}/pipeline/feature-extraction` answers HF Inference's way: a bare
+array with one DIM-long vector per input, made from the text's hash (normalised when asked);
+`fault/status-N...` models fail as above, `fault/tokens` answers token-level vectors.
+
 Connection refused is this server not running. `GET /_stats` reports what it saw: requests,
 attempts per model, the last request's headers and body, what fault/big sent, `abandoned` (requests whose client went
 away before the answer was complete, with when it noticed) and `streams_abandoned`.
@@ -41,6 +45,8 @@ DRIP = float(os.environ.get("FAKE_ROUTER_DRIP", "1.0"))
 SLOW = float(os.environ.get("FAKE_ROUTER_SLOW", "0.1"))
 SLOW_STATUS = float(os.environ.get("FAKE_ROUTER_SLOW_STATUS", "1.0"))
 BIG_CHUNKS = int(os.environ.get("FAKE_ROUTER_BIG_CHUNKS", "4000"))
+DIM = int(os.environ.get("FAKE_ROUTER_DIM", "16"))
+FEATURE_EXTRACTION = "/hf-inference/models/"
 
 MODELS = {
     "object": "list",
@@ -284,6 +290,28 @@ async def _answer(send, request: dict, model: str, stream: bool, disconnected: a
     await send({"type": "http.response.body", "body": tail + b"data: [DONE]\n\n"})
 
 
+def vector(text: str, normalize: bool) -> list[float]:
+    """A deterministic stand-in for a sentence embedding."""
+    digest = hashlib.sha256(text.encode()).digest()
+    values = [(digest[i % len(digest)] - 127.5) / 127.5 * (1 + i // len(digest)) for i in range(DIM)]
+    norm = sum(v * v for v in values) ** 0.5
+    return [v / norm for v in values] if normalize else values
+
+
+async def _feature_extraction(path: str, receive, send) -> None:
+    model = path.removeprefix(FEATURE_EXTRACTION).removesuffix("/pipeline/feature-extraction")
+    request = json.loads(await _read_body(receive))
+    stats["attempts"][model] = stats["attempts"].get(model, 0) + 1
+    stats["last_body"] = json.dumps(request)
+    if model.startswith("fault/status-"):
+        return await _status(send, model)
+    inputs = request["inputs"] if isinstance(request["inputs"], list) else [request["inputs"]]
+    vectors = [vector(text, bool(request.get("normalize"))) for text in inputs]
+    if model == "fault/tokens":
+        vectors = [[v, v] for v in vectors]  # one vector per token: not a sentence embedding
+    await _send_json(send, 200, vectors)
+
+
 async def app(scope, receive, send) -> None:
     if scope["type"] == "lifespan":
         while True:
@@ -310,6 +338,12 @@ async def app(scope, receive, send) -> None:
     stats["last_headers"] = {k.decode(): v.decode() for k, v in scope["headers"]}
     if path == "/v1/chat/completions" and method == "POST":
         await _chat(scope, receive, send)
+    elif (
+        path.startswith(FEATURE_EXTRACTION)
+        and path.endswith("/pipeline/feature-extraction")
+        and method == "POST"
+    ):
+        await _feature_extraction(path, receive, send)
     elif path == "/v1/models" and method == "GET":
         await _send_json(send, 200, MODELS)
     else:

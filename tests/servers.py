@@ -73,6 +73,7 @@ def proxy_env(router: str, database: str, **overrides: str) -> dict[str, str]:
         "FIELD_ENCRYPTION_KEY": Fernet.generate_key().decode(),
         "HF_TOKEN": "hf_server_token_value",
         "HF_BASE_URL": f"{router}/v1",
+        "HF_INFERENCE_URL": f"{router}/hf-inference",
         "DATABASE_URL": database,
     }
     return server_env(**{**defaults, **overrides})
