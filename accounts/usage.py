@@ -13,12 +13,15 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections, connection, connections, transaction
 from django.db.models import Q
+
+from gateway import metrics
 
 logger = logging.getLogger("hfproxy.usage")
 
@@ -42,6 +45,7 @@ class UsageWriter:
     def record(self, fields: dict[str, Any]) -> None:
         """Queue one usage record (UsageRecord's fields). Call it from the event loop."""
         self._pending.append(fields)
+        metrics.queue_depth.inc()
         self._ensure_running()
         if len(self._pending) >= BATCH_SIZE:
             self._wakeup.set()
@@ -82,6 +86,7 @@ class UsageWriter:
                         await self._isolate(batch)
                     return
                 del self._pending[: len(batch)]
+                self._written(batch)
                 self._failures = 0
 
     async def _isolate(self, batch: list[dict[str, Any]]) -> None:
@@ -96,7 +101,15 @@ class UsageWriter:
             logger.error("Usage record the database refuses, logged instead: %r", fields)
         gone = {id(fields) for fields in done + unwritable}
         self._pending = [fields for fields in self._pending if id(fields) not in gone]
+        self._written(done + unwritable)
         self._failures = 0
+
+    @staticmethod
+    def _written(batch: list[dict[str, Any]]) -> None:
+        metrics.queue_depth.dec(len(batch))
+        if batch:
+            oldest = min(fields["created_at"] for fields in batch)
+            metrics.write_lag.observe((datetime.now(UTC) - oldest).total_seconds())
 
     async def flush(self, deadline: float | None = None) -> bool:
         """Write every queued record now, retrying until the database takes them or `deadline`

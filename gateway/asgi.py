@@ -21,7 +21,7 @@ from django.urls import set_script_prefix, set_urlconf
 from django.utils.log import log_response
 
 from accounts import limits, usage
-from gateway import errors, relay, upstream
+from gateway import errors, metrics, relay, upstream
 from gateway.middleware import is_api_path, request_id_from
 
 
@@ -204,6 +204,7 @@ async def _shutdown(seconds: float, in_flight: set[asyncio.Task]) -> None:
     await usage.writer.stop(deadline=max(1.0, deadline - loop.time()))
     await upstream.aclose()
     await limits.aclose()
+    metrics.process_exited()
 
 
 def _header(scope, name: bytes) -> str | None:

@@ -17,7 +17,7 @@ from django.http import JsonResponse
 
 from accounts.limits import Refusal
 from accounts.models import REJECTED_TOKEN
-from gateway import outcomes
+from gateway import metrics, outcomes
 from gateway.converter import BadAnswer, InvalidRequest
 from gateway.upstream import UpstreamError
 
@@ -126,6 +126,7 @@ def model_not_allowed(model: str) -> ApiError:
 
 def refused(refusal: Refusal) -> ApiError:
     """Over a rate limit (429 rate_limit_exceeded) or out of budget (429 insufficient_quota)."""
+    metrics.refusals.labels(refusal.kind).inc()
     kind = "insufficient_quota" if refusal.kind == "budget" else "rate_limit_exceeded"
     return ApiError(
         429,

@@ -12,7 +12,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse
 from django.utils.module_loading import import_string
 
-HEALTH_PATH = "/health"
+# Probed by address (load balancers, Docker, Prometheus): no host check, no site middleware.
+PROBE_PATHS = ("/health", "/metrics")
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@+=/-]{1,128}")
 
 
@@ -100,14 +101,13 @@ class SiteOnlyMiddleware:
             # DisallowedHost, answered 400 by the error handlers).
             request.get_host()
             return await self.get_response(request)
-        if request.path_info == HEALTH_PATH:
-            # Probed by load balancers and Docker by address, under any Host: no host check,
-            # no sessions, no redirect to HTTPS.
+        if request.path_info in PROBE_PATHS:
+            # Probed by address, under any Host: no host check, no sessions, no redirect to HTTPS.
             return await self.get_response(request)
         return await self.site_chain(request)
 
     async def process_view(self, request, view_func, view_args, view_kwargs):
-        if is_api_path(request.path_info) or request.path_info == HEALTH_PATH:
+        if is_api_path(request.path_info) or request.path_info in PROBE_PATHS:
             return None
         for hook in self._view_hooks:
             response = await hook(request, view_func, view_args, view_kwargs)

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from accounts import limits
 from accounts.keys import Caller
 from accounts.usage import writer
-from gateway import outcomes
+from gateway import metrics, outcomes
 from gateway.converter import Usage
 
 logger = logging.getLogger("hfproxy.requests")
@@ -111,6 +111,18 @@ def report(exchange: Exchange) -> None:
             "latency_ms": _ms(exchange.latency),
             "ttft_ms": _ms(ttft),
         }
+    )
+    metrics.observe(
+        endpoint=exchange.endpoint,
+        model=exchange.model_requested,
+        status=exchange.status,
+        outcome=exchange.outcome,
+        error_code=exchange.error_code,
+        stream=exchange.stream,
+        seconds=exchange.latency,
+        ttft=ttft,
+        usage=exchange.usage,
+        source=exchange.usage_source,
     )
     logger.info(
         "request_id=%s endpoint=%s user=%s key=%s model=%s answered_by=%s stream=%s status=%s "

@@ -14,7 +14,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 
 from accounts import limits, policy
-from gateway import auth, catalog, converter, errors, outcomes, relay
+from gateway import auth, catalog, converter, errors, metrics, outcomes, relay
 from gateway.middleware import is_api_path
 from gateway.reporting import Exchange
 from hfproxy_site import __version__
@@ -128,6 +128,24 @@ async def health(request: HttpRequest) -> HttpResponse:
         },
         status=200 if ok else 503,
     )
+
+
+async def prometheus(request: HttpRequest) -> HttpResponse:
+    """Prometheus' scrape: METRICS_TOKEN as a bearer token, or an address in METRICS_ALLOWED_IPS."""
+    if not settings.METRICS_TOKEN and not settings.METRICS_ALLOWED_IPS:
+        return errors.not_found("Metrics are off: set METRICS_TOKEN or METRICS_ALLOWED_IPS.").response()
+    if not metrics.allowed(
+        request.META.get("REMOTE_ADDR", ""),
+        request.META.get("HTTP_AUTHORIZATION", ""),
+        settings.METRICS_TOKEN,
+        settings.METRICS_ALLOWED_IPS,
+    ):
+        return errors.ApiError(
+            403, "Not allowed to read the metrics.", type="permission_error", code="forbidden"
+        ).response()
+    # Reading the workers' files is file I/O: off the event loop.
+    body = await sync_to_async(metrics.exposition, thread_sensitive=False)()
+    return HttpResponse(body, content_type=metrics.CONTENT_TYPE_LATEST)
 
 
 async def index(request: HttpRequest) -> HttpResponse:

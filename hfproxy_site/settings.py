@@ -209,6 +209,10 @@ CACHES = {
     )
 }
 
+# /metrics (Prometheus): off unless a bearer token or an allow-list of addresses is set.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # gateway.asgi enforces MAX_REQUEST_BYTES on the bytes actually received; Django's own check
 # (on Content-Length) only matters when served some other way.

@@ -8,6 +8,7 @@ urlpatterns = [
     path(settings.API_PREFIX.strip("/") + "/", include("gateway.urls")),
     path("api/", include("accounts.urls")),
     path("health", views.health, name="health"),
+    path("metrics", views.prometheus, name="metrics"),
     path("admin/", admin.site.urls),
     path("", views.index, name="index"),
 ]

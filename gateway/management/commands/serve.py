@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import signal
 import sys
+import tempfile
 
 import uvicorn
 from django.conf import settings
@@ -42,6 +44,8 @@ class Command(BaseCommand):
         # it found: this one makes a clean shutdown exit 0 (what Docker and systemd expect)
         # instead of dying of the signal, and a SIGTERM while the app loads end it at once.
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+        if workers > 1 and not reload:
+            self.stdout.write(f"{workers} workers; their metrics are summed in {_share_metrics()}")
         uvicorn.run(
             "hfproxy_site.asgi:application",
             host=host,
@@ -55,3 +59,15 @@ class Command(BaseCommand):
             # rest (still recorded), then the lifespan shutdown writes the queued usage records.
             timeout_graceful_shutdown=shutdown_timeout,
         )
+
+
+def _share_metrics() -> str:
+    """Workers write their metrics to files in one folder, so that a scrape of any of them adds
+    up all (prometheus_client's multiprocess mode). Set before the workers start: they read it
+    when they import the library. Files left by an earlier run are removed."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="hfproxy-metrics-")
+    os.makedirs(folder, exist_ok=True)
+    for stale in glob.glob(os.path.join(folder, "*.db")):
+        os.remove(stale)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    return folder
