@@ -28,8 +28,8 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.text import capfirst
 
-from accounts import dashboard, keys, selectors, services
-from accounts.models import ApiKey, HuggingFaceToken, UsageDaily, UsageRecord, UserPolicy
+from accounts import dashboard, keys, prices, selectors, services
+from accounts.models import ApiKey, HuggingFaceToken, ModelPrice, UsageDaily, UsageRecord, UserPolicy
 
 User = get_user_model()
 
@@ -395,6 +395,22 @@ class HuggingFaceTokenAdmin(admin.ModelAdmin):
             keys.forget_all()  # keys using it pick up the new value at once here
 
 
+@admin.register(ModelPrice)
+class ModelPriceAdmin(admin.ModelAdmin):
+    """Prices from the router's list (`manage.py refresh_prices`), and custom ones: a price
+    added or edited here is the admin's, and refreshing leaves it alone."""
+
+    list_display = ("model", "provider", "input_per_million", "output_per_million", "source", "updated_at")
+    list_filter = ("source", "provider")
+    search_fields = ("model", "provider")
+    readonly_fields = ("source", "updated_at")
+
+    def save_model(self, request, obj: ModelPrice, form, change: bool) -> None:
+        obj.source = ModelPrice.Source.CUSTOM
+        super().save_model(request, obj, form, change)
+        prices.forget()  # this process prices with it at once; others within PRICES_CACHE_TTL
+
+
 # --- Usage -------------------------------------------------------------------------------------
 
 CSV_COLUMNS = {
@@ -411,9 +427,13 @@ CSV_COLUMNS = {
     "error_code": "error_code",
     "hf_token": "hf_token__name",
     "upstream_attempts": "upstream_attempts",
+    "provider": "provider",
     "prompt_tokens": "prompt_tokens",
     "completion_tokens": "completion_tokens",
     "total_tokens": "total_tokens",
+    "cost_usd": "cost_usd",
+    "price_input": "price_input",
+    "price_output": "price_output",
     "usage_source": "usage_source",
     "latency_ms": "latency_ms",
     "ttft_ms": "ttft_ms",
@@ -570,12 +590,14 @@ class UsageRecordAdmin(UsageAdminBase):
         "key_prefix",
         "model_requested",
         "model_answered",
+        "provider",
         "stream",
         "status",
         "outcome",
         "prompt_tokens",
         "completion_tokens",
         "total_tokens",
+        "cost_usd",
         "usage_source",
         "latency_ms",
         "ttft_ms",
@@ -632,6 +654,7 @@ class UsageRecordAdmin(UsageAdminBase):
             "figures": [
                 ("requests", "requests", _count(figures.requests)),
                 ("tokens", "tokens", _count(figures.tokens)),
+                ("cost", "cost (USD)", _usd(figures.cost)),
                 ("errors", "errors", _count(figures.errors)),
                 ("error-rate", "error rate", _percent(figures.error_rate)),
                 ("latency-p50", "latency p50", _ms(figures.latency["p50"])),
@@ -652,6 +675,10 @@ def _count(value: int) -> str:
     return f"{value:,}"
 
 
+def _usd(value) -> str:
+    return f"${value:,.2f}" if value >= 1 else f"${value:,.4f}"
+
+
 def _percent(fraction: float | None) -> str:
     return "–" if fraction is None else f"{fraction:.2%}"
 
@@ -666,6 +693,7 @@ def _top_rows(rows: list[dict], name: str) -> list[dict]:
             "name": row[name] or "(none)",
             "requests": _count(row["requests"]),
             "tokens": _count(row["tokens"]),
+            "cost": _usd(row["cost"]),
             "errors": _count(row["errors"]),
             "error_rate": _percent(row["errors"] / row["requests"] if row["requests"] else None),
         }

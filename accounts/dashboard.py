@@ -12,6 +12,7 @@ import itertools
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from django.contrib.auth import get_user_model
 from django.db.models import Count, Q, QuerySet, Sum, Value
@@ -19,7 +20,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.models import Outcome
-from accounts.selectors import usage_in
+from accounts.selectors import cost_sum, usage_in
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ DEFAULT_PERIOD = "24h"
 TOTALS = {
     "requests": Count("*"),
     "tokens": Coalesce(Sum("total_tokens"), 0),
+    "cost": cost_sum(),
     "errors": Count("outcome", filter=~Q(outcome=Outcome.OK)),
 }
 SERIES_TOTALS = {**TOTALS, "with_ttft": Count("ttft_ms")}
@@ -134,6 +136,7 @@ class Dashboard:
     top_models: list[dict]
     requests: int = 0
     tokens: int = 0
+    cost: Decimal = Decimal(0)
     errors: int = 0
     latency: dict[str, int | None] = field(default_factory=dict)
     ttft: dict[str, int | None] = field(default_factory=dict)
@@ -172,6 +175,7 @@ def usage_dashboard(*, period: str = DEFAULT_PERIOD, now: datetime | None = None
         top_models=usage_top(since=since, by="model_requested"),
         requests=requests,
         tokens=sum(point["tokens"] for point in series),
+        cost=sum((point["cost"] for point in series), Decimal(0)),
         errors=sum(point["errors"] for point in series),
         latency={
             "p50": percentile(records, "latency_ms", 0.50, requests),

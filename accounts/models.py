@@ -59,6 +59,36 @@ class HuggingFaceToken(models.Model):
         return crypto.decrypt(self.encrypted_value)
 
 
+class ModelPrice(models.Model):
+    """What a model costs on a provider, in USD per million tokens: from the router's model list
+    (`manage.py refresh_prices`, and every PRICES_REFRESH_INTERVAL), or set by an admin (a
+    custom price, which refreshing never overwrites)."""
+
+    class Source(models.TextChoices):
+        ROUTER = "router", "the router's list"
+        CUSTOM = "custom", "set by an admin"
+
+    model = models.CharField(max_length=200, help_text="The model id, without a provider suffix.")
+    provider = models.CharField(max_length=64)
+    input_per_million = models.DecimalField(
+        max_digits=12, decimal_places=6, verbose_name="input, USD / 1M tokens"
+    )
+    output_per_million = models.DecimalField(
+        max_digits=12, decimal_places=6, verbose_name="output, USD / 1M tokens"
+    )
+    source = models.CharField(max_length=8, choices=Source.choices, default=Source.CUSTOM)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["model", "provider"]
+        constraints = [
+            models.UniqueConstraint(fields=["model", "provider"], name="one_price_a_model_and_provider")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} on {self.provider}"
+
+
 class Limits(models.Model):
     """Limits a key carries, or a user's defaults for keys that carry none. Empty: no limit."""
 
@@ -196,6 +226,15 @@ class UsageRecord(models.Model):
     upstream_attempts = models.PositiveSmallIntegerField(
         default=0, help_text="Calls to the router: 2 when a failed connection or a 5xx was retried."
     )
+    provider = models.CharField(
+        max_length=64, blank=True, help_text="The provider that answered, when the router said so."
+    )
+    # The price used (USD per million tokens) and what the request cost by it.
+    price_input = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    price_output = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    cost_usd = models.DecimalField(
+        max_digits=16, decimal_places=8, null=True, blank=True, verbose_name="cost (USD)"
+    )
     endpoint = models.CharField(max_length=40)
     model_requested = models.CharField(max_length=200, blank=True)
     model_answered = models.CharField(max_length=200, blank=True)
@@ -257,6 +296,7 @@ class UsageDaily(models.Model):
     prompt_tokens = models.PositiveBigIntegerField(default=0)
     completion_tokens = models.PositiveBigIntegerField(default=0)
     total_tokens = models.PositiveBigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=20, decimal_places=8, default=0, verbose_name="cost (USD)")
 
     class Meta:
         verbose_name = "daily usage (pruned records)"

@@ -17,6 +17,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.models import UsageDaily, UsageRecord
+from accounts.selectors import cost_sum
 
 MIN_DAYS = 32
 _SUMS = ("prompt_tokens", "completion_tokens", "total_tokens")
@@ -64,7 +65,7 @@ def _prune_day(start: datetime, end: datetime) -> tuple[int, int]:
     records = UsageRecord.objects.filter(created_at__gte=start, created_at__lt=end)
     groups = list(
         records.values(*_GROUP).annotate(
-            requests=Count("id"), **{name: Coalesce(Sum(name), 0) for name in _SUMS}
+            requests=Count("id"), cost_usd=cost_sum(), **{name: Coalesce(Sum(name), 0) for name in _SUMS}
         ).order_by()
     )  # fmt: skip
     for group in groups:
@@ -73,7 +74,9 @@ def _prune_day(start: datetime, end: datetime) -> tuple[int, int]:
             day=start.date(), **key, defaults={"user_id": group["user_id"]}
         )
         UsageDaily.objects.filter(pk=row.pk).update(
-            requests=F("requests") + group["requests"], **{name: F(name) + group[name] for name in _SUMS}
+            requests=F("requests") + group["requests"],
+            cost_usd=F("cost_usd") + group["cost_usd"],
+            **{name: F(name) + group[name] for name in _SUMS},
         )
     deleted, _ = records.delete()
     summed = sum(group["requests"] for group in groups)

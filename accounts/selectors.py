@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from decimal import Decimal
 
-from django.db.models import Count, Exists, F, Max, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import Count, DecimalField, Exists, F, Max, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.models import REJECTED_TOKEN, Outcome, UsageDaily, UsageRecord
+from accounts.prices import CENT_MILLIONTHS
+
+
+def cost_sum() -> Coalesce:
+    """The sum of `cost_usd` (records or daily sums), 0 when none has a cost."""
+    return Coalesce(
+        Sum("cost_usd"), Value(Decimal(0)), output_field=DecimalField(max_digits=20, decimal_places=8)
+    )
+
 
 USAGE_TOTALS = {
     "requests": Count("id"),
     "prompt_tokens": Coalesce(Sum("prompt_tokens"), 0),
     "completion_tokens": Coalesce(Sum("completion_tokens"), 0),
     "total_tokens": Coalesce(Sum("total_tokens"), 0),
+    "cost_usd": cost_sum(),
     "errors": Count("id", filter=~Q(outcome=Outcome.OK)),
 }
 
@@ -34,6 +45,7 @@ DAILY_TOTALS = {  # `errors` first: once annotated, `requests` names the sum, no
     "prompt_tokens": Coalesce(Sum("prompt_tokens"), 0),
     "completion_tokens": Coalesce(Sum("completion_tokens"), 0),
     "total_tokens": Coalesce(Sum("total_tokens"), 0),
+    "cost_usd": cost_sum(),
 }
 
 
@@ -63,6 +75,9 @@ def usage_by_user_and_model(*, since: datetime | None = None, user_id: int | Non
             total = totals.setdefault(key, dict.fromkeys(USAGE_TOTALS, 0))
             for name, value in row.items():
                 total[name] += value
+    for total in totals.values():
+        # SQLite sums decimals as floats: back to the column's exact cents-millionths.
+        total["cost_usd"] = Decimal(total["cost_usd"]).quantize(CENT_MILLIONTHS)
     return [{"user": user, "model": model, **total} for (user, model), total in sorted(totals.items())]
 
 

@@ -21,6 +21,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection, connections, transaction
 from django.db.models import Q
 
+from accounts import prices
 from gateway import metrics
 
 logger = logging.getLogger("hfproxy.usage")
@@ -146,6 +147,9 @@ def _write(batch: list[dict[str, Any]]) -> None:
     # This thread's connection may be stale (the database restarted): drop it if so.
     close_old_connections()
     try:
+        table = prices.table()
+        for fields in batch:
+            prices.price_fields(fields, table)
         records = [UsageRecord(**fields) for fields in batch]
         last_used: dict[int, Any] = {}
         for record in records:

@@ -46,6 +46,7 @@ async def chat(chat: ChatRequest, exchange: Exchange) -> HttpResponse | Streamin
         stream=chat.stream,
         tried=exchange.count_attempt,
     )
+    exchange.provider = response.headers.get("x-inference-provider", "")
     if chat.stream:
         if not upstream.is_event_stream(response):
             await response.aclose()
@@ -81,7 +82,7 @@ async def embeddings(request: EmbeddingsRequest, exchange: Exchange) -> HttpResp
         tried=exchange.count_attempt,
     )
     answer = converter.embeddings_answer(await upstream.read_body(response, deadline), request)
-    exchange.model_answered = request.model
+    exchange.model_answered, exchange.provider = request.model, "hf-inference"
     # The pipeline counts no tokens: the estimate is the answer's usage, and the record's.
     exchange.note_usage(None, converter.estimate_usage(request.prompt_chars, 0))
     return HttpResponse(converter.dump_json(answer), content_type="application/json")

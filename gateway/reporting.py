@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from accounts import limits
+from accounts import limits, prices
 from accounts.keys import Caller
 from accounts.usage import writer
 from gateway import metrics, outcomes
@@ -43,6 +43,7 @@ class Exchange:
     latency: float | None = None
     admission: limits.Admission | None = None
     upstream_attempts: int = 0
+    provider: str = ""  # the provider that answered, as the router said (x-inference-provider)
     server_shutdown: bool = False  # the server cut the request off (graceful shutdown timed out)
 
     def count_attempt(self) -> None:
@@ -97,6 +98,7 @@ def report(exchange: Exchange) -> None:
             "api_key_id": exchange.caller.key_id,
             "hf_token_id": exchange.caller.token_id,
             "upstream_attempts": exchange.upstream_attempts,
+            "provider": _text(prices.provider_of(exchange.model_requested, exchange.provider), 64),
             "endpoint": exchange.endpoint,
             "model_requested": _text(exchange.model_requested),
             "model_answered": _text(exchange.model_answered),

@@ -209,6 +209,9 @@ CACHES = {
     )
 }
 
+# Seconds the usage writer keeps its copy of the price table before reading it again.
+PRICES_CACHE_TTL = env.float("PRICES_CACHE_TTL", default=60.0)
+
 # /metrics (Prometheus): off unless a bearer token or an allow-list of addresses is set.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])

@@ -3,6 +3,7 @@
 import io
 import json
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -65,7 +66,9 @@ def test_revoke_api_key_by_key_or_prefix(usage_db):
         run("revoke_api_key", "hfp_nothingmatches")
 
 
-def make_usage(api_key: ApiKey, model: str, outcome: str = "ok", tokens=(10, 5), when=None) -> None:
+def make_usage(
+    api_key: ApiKey, model: str, outcome: str = "ok", tokens=(10, 5), when=None, cost=None
+) -> None:
     UsageRecord.objects.create(
         created_at=when or datetime.now(UTC),
         request_id="r",
@@ -80,6 +83,7 @@ def make_usage(api_key: ApiKey, model: str, outcome: str = "ok", tokens=(10, 5),
         total_tokens=sum(tokens),
         usage_source="provider",
         latency_ms=10,
+        cost_usd=cost,
     )
 
 
@@ -87,10 +91,10 @@ def make_usage(api_key: ApiKey, model: str, outcome: str = "ok", tokens=(10, 5),
 def usage_rows(usage_db):
     alice = ApiKey.objects.get(digest=keys.digest(run("create_api_key", "alice").splitlines()[-1]))
     bob = ApiKey.objects.get(digest=keys.digest(run("create_api_key", "bob").splitlines()[-1]))
-    make_usage(alice, "m1")
-    make_usage(alice, "m1", outcome="upstream_error")
+    make_usage(alice, "m1", cost=Decimal("0.00012345"))
+    make_usage(alice, "m1", outcome="upstream_error", cost=Decimal("0.1"))
     make_usage(alice, "m2", tokens=(1, 1))
-    make_usage(bob, "m1", tokens=(100, 50))
+    make_usage(bob, "m1", tokens=(100, 50), cost=Decimal("1.5"))
     make_usage(bob, "m1", when=datetime(2020, 1, 1, tzinfo=UTC))
 
 
@@ -104,6 +108,7 @@ def test_usage_report_as_json(usage_rows):
             "prompt_tokens": 20,
             "completion_tokens": 10,
             "total_tokens": 30,
+            "cost_usd": "0.10012345",
             "errors": 1,
         },
         {
@@ -113,6 +118,7 @@ def test_usage_report_as_json(usage_rows):
             "prompt_tokens": 1,
             "completion_tokens": 1,
             "total_tokens": 2,
+            "cost_usd": "0.00000000",
             "errors": 0,
         },
         {
@@ -122,6 +128,7 @@ def test_usage_report_as_json(usage_rows):
             "prompt_tokens": 100,
             "completion_tokens": 50,
             "total_tokens": 150,
+            "cost_usd": "1.50000000",
             "errors": 0,
         },
     ]
@@ -139,9 +146,10 @@ def test_usage_report_as_a_table(usage_rows):
         "prompt_tokens",
         "completion_tokens",
         "total_tokens",
+        "cost_usd",
         "errors",
     ]
-    assert lines[2].split() == ["alice", "m1", "2", "20", "10", "30", "1"]
+    assert lines[2].split() == ["alice", "m1", "2", "20", "10", "30", "0.10012345", "1"]
 
 
 def test_usage_report_refuses_bad_arguments(usage_db):

@@ -7,6 +7,7 @@ import itertools
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -63,8 +64,22 @@ def known(keys):
         )
     ]
     rows += [
-        usage(bob, NOW - timedelta(hours=3), 700, model_requested="model/b", total_tokens=20),
-        usage(bob, NOW - timedelta(hours=3), 800, model_requested="model/b", total_tokens=20),
+        usage(
+            bob,
+            NOW - timedelta(hours=3),
+            700,
+            model_requested="model/b",
+            total_tokens=20,
+            cost_usd=Decimal("0.25"),
+        ),
+        usage(
+            bob,
+            NOW - timedelta(hours=3),
+            800,
+            model_requested="model/b",
+            total_tokens=20,
+            cost_usd=Decimal("0.5"),
+        ),
         usage(bob, NOW - timedelta(hours=5), 900, model_requested="model/b", outcome=Outcome.UPSTREAM_ERROR),
         usage(bob, NOW - timedelta(hours=5), 1000, model_requested="model/b", outcome=Outcome.TIMEOUT),
         usage(bob, NOW - timedelta(hours=25), 5000, model_requested="model/c"),
@@ -75,6 +90,7 @@ def known(keys):
 def test_it_computes_the_figures_of_a_known_data_set(known):
     figures = dashboard.usage_dashboard(period="24h", now=NOW)
     assert (figures.requests, figures.tokens, figures.errors) == (10, 100, 2)
+    assert figures.cost == Decimal("0.75")
     assert figures.error_rate == pytest.approx(0.2)
     # Nearest rank: the 5th and the 10th of ten latencies, the 2nd and 3rd of three.
     assert figures.latency == {"p50": 500, "p95": 1000}

@@ -2,6 +2,7 @@
 
 import io
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -21,8 +22,8 @@ def history(user):
     """alice's key: records 40 and 41 days ago (two models, a failure), and 3 days ago."""
     key = ApiKey.objects.get(digest=keys.digest(services.api_key_create(user=user, name="k")[1]))
     old = NOW - timedelta(days=40)
-    make_usage(key, "m1", when=old)
-    make_usage(key, "m1", when=old + timedelta(hours=3), tokens=(7, 3))
+    make_usage(key, "m1", when=old, cost=Decimal("0.00012345"))
+    make_usage(key, "m1", when=old + timedelta(hours=3), tokens=(7, 3), cost=Decimal("2.5"))
     make_usage(key, "m1", outcome="upstream_error", when=old, tokens=(0, 0))
     make_usage(key, "m2", when=old - timedelta(days=1), tokens=(100, 50))
     make_usage(key, "m1", when=NOW - timedelta(days=3), tokens=(1, 1))
@@ -31,6 +32,7 @@ def history(user):
 
 def test_old_days_become_daily_sums_and_the_totals_do_not_change(history):
     report_before = usage_by_user_and_model()
+    assert report_before[0]["cost_usd"] == Decimal("2.50012345")  # m1's costs, summed exactly
     lifetime_before = limits._tokens_in_db(history.pk, None)
 
     pruned = retention.prune(35, now=NOW)

@@ -10,11 +10,20 @@ from django.core.management.base import BaseCommand, CommandError
 
 from accounts.selectors import usage_by_user_and_model
 
-COLUMNS = ["user", "model", "requests", "prompt_tokens", "completion_tokens", "total_tokens", "errors"]
+COLUMNS = [
+    "user",
+    "model",
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cost_usd",
+    "errors",
+]
 
 
 class Command(BaseCommand):
-    help = "Usage per user and model: requests, tokens and errors."
+    help = "Usage per user and model: requests, tokens, cost (USD) and errors."
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--user", metavar="USERNAME")
@@ -37,7 +46,8 @@ class Command(BaseCommand):
                 raise CommandError("--since takes a date as YYYY-MM-DD.") from None
         rows = usage_by_user_and_model(since=start, user_id=user_id)
         if format == "json":
-            self.stdout.write(json.dumps(rows, indent=2))
+            # Costs as exact decimal strings, as the API gives them.
+            self.stdout.write(json.dumps(rows, indent=2, default=lambda value: f"{value:f}"))
         else:
             self.stdout.write(_table(rows))
 
@@ -45,7 +55,7 @@ class Command(BaseCommand):
 def _table(rows: list[dict]) -> str:
     cells = [COLUMNS, *([str(row[column]) for column in COLUMNS] for row in rows)]
     widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
-    numeric = [False, False, True, True, True, True, True]
+    numeric = [False, False, *[True] * (len(COLUMNS) - 2)]
     lines = [
         "  ".join(
             cell.rjust(width) if right else cell.ljust(width)

@@ -1,0 +1,144 @@
+"""Prices per model and provider, and what a request cost by them.
+
+The router's `GET /v1/models` lists, for each model, its providers with `pricing.input` and
+`pricing.output` in USD per million tokens. `refresh()` keeps the `ModelPrice` table in step with
+it (never touching prices an admin set); the usage writer prices each record as it writes it, from
+a copy of the table reloaded every PRICES_CACHE_TTL seconds: nothing on the request's path.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.conf import settings
+
+# Provider suffixes that choose a provider rather than name one (`model:fastest`).
+ROUTING_POLICIES = {"fastest", "cheapest", "preferred", "auto"}
+MILLION = Decimal(1_000_000)
+CENT_MILLIONTHS = Decimal("0.00000001")  # the cost column's precision
+
+
+@dataclass(frozen=True)
+class Price:
+    input: Decimal  # USD per million tokens
+    output: Decimal
+
+
+def split_route(model: str) -> tuple[str, str]:
+    """`org/model:provider` → (`org/model`, `provider`); no suffix → (model, "")."""
+    base, _, suffix = model.partition(":")
+    return base, suffix
+
+
+def provider_of(model_requested: str, answered_by: str) -> str:
+    """The provider that served a request: the one the router named, else the one the request
+    named (a suffix that is not a routing policy), else unknown ("")."""
+    if answered_by:
+        return answered_by
+    suffix = split_route(model_requested)[1]
+    return "" if suffix in ROUTING_POLICIES else suffix
+
+
+def price_for(table: dict[str, dict[str, Price]], model_requested: str, provider: str) -> Price | None:
+    """The price to bill: the provider's for the model; for an unknown provider (a policy such
+    as `:fastest`), the dearest listed for the model, so that a budget is never under-counted."""
+    offers = table.get(split_route(model_requested)[0], {})
+    if provider:
+        return offers.get(provider)
+    if not offers:
+        return None
+    return max(offers.values(), key=lambda price: (price.input + price.output, price.input))
+
+
+def cost(prompt_tokens: int | None, completion_tokens: int | None, price: Price) -> Decimal:
+    total = (
+        Decimal(prompt_tokens or 0) * price.input + Decimal(completion_tokens or 0) * price.output
+    ) / MILLION
+    return total.quantize(CENT_MILLIONTHS)
+
+
+def price_fields(fields: dict[str, Any], table: dict[str, dict[str, Price]]) -> None:
+    """Fill a usage record's price and cost (the usage writer, as it writes the record)."""
+    price = price_for(table, fields.get("model_requested", ""), fields.get("provider", ""))
+    if price is None or fields.get("total_tokens") is None:
+        return
+    fields["price_input"], fields["price_output"] = price.input, price.output
+    fields["cost_usd"] = cost(fields.get("prompt_tokens"), fields.get("completion_tokens"), price)
+
+
+_table: dict[str, dict[str, Price]] = {}
+_loaded_at: float | None = None
+
+
+def table() -> dict[str, dict[str, Price]]:
+    """The price table by model and provider; read from the database at most every
+    PRICES_CACHE_TTL seconds (call it from a thread that may use the database)."""
+    global _table, _loaded_at
+    if _loaded_at is None or time.monotonic() - _loaded_at > settings.PRICES_CACHE_TTL:
+        from accounts.models import ModelPrice
+
+        fresh: dict[str, dict[str, Price]] = {}
+        for row in ModelPrice.objects.all():
+            fresh.setdefault(row.model, {})[row.provider] = Price(
+                row.input_per_million, row.output_per_million
+            )
+        _table, _loaded_at = fresh, time.monotonic()
+    return _table
+
+
+def forget() -> None:
+    """Read the table afresh next time (after a change; tests)."""
+    global _loaded_at
+    _loaded_at = None
+
+
+def offers(listing: Any) -> dict[tuple[str, str], Price]:
+    """(model, provider) → price from the router's model list; entries without a usable price
+    are skipped."""
+    found = {}
+    for model in listing.get("data", []) if isinstance(listing, dict) else []:
+        if not isinstance(model, dict) or not isinstance(model.get("id"), str):
+            continue
+        for offer in model.get("providers") or []:
+            pricing = offer.get("pricing") if isinstance(offer, dict) else None
+            name = offer.get("provider") if isinstance(offer, dict) else None
+            if not isinstance(pricing, dict) or not isinstance(name, str) or not name:
+                continue
+            try:
+                price = Price(Decimal(str(pricing["input"])), Decimal(str(pricing["output"])))
+            except (KeyError, InvalidOperation, TypeError):
+                continue
+            if (
+                price.input.is_finite()
+                and price.output.is_finite()
+                and price.input >= 0
+                and price.output >= 0
+            ):
+                found[(model["id"][:200], name[:64])] = price
+    return found
+
+
+def refresh(listing: Any) -> tuple[int, int]:
+    """Bring the router's prices into the table: (written, kept because an admin set them)."""
+    from accounts.models import ModelPrice
+
+    custom = set(ModelPrice.objects.filter(source=ModelPrice.Source.CUSTOM).values_list("model", "provider"))
+    written = 0
+    for (model, provider), price in offers(listing).items():
+        if (model, provider) in custom:
+            continue
+        ModelPrice.objects.update_or_create(
+            model=model,
+            provider=provider,
+            defaults={
+                "input_per_million": price.input,
+                "output_per_million": price.output,
+                "source": ModelPrice.Source.ROUTER,
+            },
+        )
+        written += 1
+    forget()
+    return written, len(custom)

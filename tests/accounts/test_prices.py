@@ -1,0 +1,112 @@
+"""Prices per provider from a recorded router model list, admin overrides, and the cost of
+each usage record in Decimal."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+from django.core.management import call_command
+
+from accounts import prices
+from accounts.models import ModelPrice, UsageRecord
+from accounts.prices import Price
+from accounts.usage import writer
+from tests.conftest import completion
+
+LISTING = Path(__file__).parent / "golden" / "router_models.json"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_table():
+    prices.forget()
+    yield
+    prices.forget()
+
+
+def test_offers_from_a_recorded_router_answer():
+    offers = prices.offers(json.loads(LISTING.read_text()))
+    assert offers == {
+        ("openai/gpt-oss-120b", "fireworks-ai"): Price(Decimal("0.15"), Decimal("0.6")),
+        ("openai/gpt-oss-120b", "cerebras"): Price(Decimal("0.25"), Decimal("0.69")),
+        ("meta-llama/Llama-3.1-8B-Instruct", "cerebras"): Price(Decimal("0.1"), Decimal("0.1")),
+    }  # no pricing, a price that is not a number, a negative one: skipped
+
+
+def test_cost_is_exact_decimal_arithmetic():
+    price = Price(Decimal("0.15"), Decimal("0.6"))
+    # (1234 * 0.15 + 567 * 0.6) / 1e6 = (185.1 + 340.2) / 1e6
+    assert prices.cost(1234, 567, price) == Decimal("0.00052530")
+    assert prices.cost(None, 10, price) == Decimal("0.00000600")
+    assert prices.cost(3, 0, Price(Decimal("0.1"), Decimal("0.1"))) == Decimal("0.00000030")
+    many = sum((prices.cost(1, 1, Price(Decimal("0.1"), Decimal("0.2"))) for _ in range(10)), Decimal(0))
+    assert many == Decimal("0.00000300")  # no binary float drift
+
+
+def test_which_provider_and_which_price():
+    table = {"m": {"a": Price(Decimal(1), Decimal(2)), "b": Price(Decimal(3), Decimal(1))}}
+    assert prices.provider_of("m:a", "b") == "b"  # what the router says it used wins
+    assert prices.provider_of("m:a", "") == "a"
+    assert prices.provider_of("m:fastest", "") == prices.provider_of("m", "") == ""
+    assert prices.price_for(table, "m:a", "a") == Price(Decimal(1), Decimal(2))
+    assert prices.price_for(table, "m:fastest", "") == Price(Decimal(3), Decimal(1))  # the dearest
+    assert prices.price_for(table, "m", "c") is None
+    assert prices.price_for(table, "other", "") is None
+
+
+@pytest.mark.django_db
+def test_refresh_keeps_what_an_admin_set(capsys):
+    ModelPrice.objects.create(
+        model="openai/gpt-oss-120b",
+        provider="cerebras",
+        input_per_million=Decimal("9"),
+        output_per_million=Decimal("9"),
+    )
+    call_command("refresh_prices", "--file", str(LISTING))
+    assert "2 prices from the router's list; 1 set in the admin kept" in capsys.readouterr().out
+    table = prices.table()
+    assert table["openai/gpt-oss-120b"]["cerebras"] == Price(Decimal("9"), Decimal("9"))
+    assert table["openai/gpt-oss-120b"]["fireworks-ai"] == Price(Decimal("0.15"), Decimal("0.6"))
+    # A changed router price is taken on the next refresh.
+    changed = json.loads(LISTING.read_text())
+    changed["data"][0]["providers"][0]["pricing"]["input"] = 0.2
+    prices.refresh(changed)
+    assert ModelPrice.objects.get(provider="fireworks-ai").input_per_million == Decimal("0.2")
+
+
+async def test_each_record_gets_its_provider_price_and_cost(async_client, hf, usage_db):
+    from asgiref.sync import sync_to_async
+
+    await sync_to_async(call_command)("refresh_prices", "--file", str(LISTING))
+    route = hf.post("/chat/completions")
+    route.side_effect = [
+        httpx.Response(200, json=completion(usage=(1000, 500)), headers={"x-inference-provider": "cerebras"}),
+        httpx.Response(200, json=completion(usage=(1000, 500))),
+        httpx.Response(200, json=completion(usage=(1000, 500))),
+    ]
+    for model, rid in (
+        ("openai/gpt-oss-120b:fastest", "named-by-router"),
+        ("openai/gpt-oss-120b:fireworks-ai", "named-by-suffix"),
+        ("openai/gpt-oss-120b:cheapest", "unknown"),
+    ):
+        body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]}).encode()
+        response = await async_client.post(
+            "/v1/chat/completions", body, content_type="application/json", headers={"x-request-id": rid}
+        )
+        assert response.status_code == 200
+    await writer.flush()
+    rows = {
+        r.request_id: (r.provider, r.price_input, r.price_output, r.cost_usd)
+        async for r in UsageRecord.objects.all()
+    }
+    assert rows == {
+        # 1000 * 0.25 + 500 * 0.69 = 595 per million
+        "named-by-router": ("cerebras", Decimal("0.25"), Decimal("0.69"), Decimal("0.000595")),
+        # 1000 * 0.15 + 500 * 0.6 = 450 per million
+        "named-by-suffix": ("fireworks-ai", Decimal("0.15"), Decimal("0.6"), Decimal("0.00045")),
+        # unknown provider: the dearest price listed for the model, and said so
+        "unknown": ("", Decimal("0.25"), Decimal("0.69"), Decimal("0.000595")),
+    }
