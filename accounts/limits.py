@@ -25,10 +25,11 @@ import math
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 
 from django.conf import settings
 from django.core.cache import caches
-from django.db.models import Subquery, Sum
+from django.db.models import DecimalField, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 
 from accounts import db
@@ -40,6 +41,7 @@ class KeyLimits:
     tpm: int | None = None
     token_budget: int | None = None
     lifetime_token_budget: int | None = None
+    usd_budget: Decimal | None = None
     max_parallel: int | None = None
 
 
@@ -214,6 +216,43 @@ def _tokens_in_db(key_id: int, since: datetime | None) -> int:
     return found or 0
 
 
+# USD budgets are counted in millionths of a dollar: counters hold integers.
+MICRO = 1_000_000
+
+
+def _usd_counter(key_id: int, month_tag: str) -> str:
+    return f"usd:{key_id}:{month_tag}"
+
+
+def _microdollars_in_db(key_id: int, since: datetime) -> int:
+    """The key's cost since then in millionths of a dollar (records and pruned daily sums)."""
+    from accounts.models import ApiKey, UsageDaily, UsageRecord
+
+    def total(rows):
+        summed = rows.values("api_key_id").annotate(c=Sum("cost_usd")).values("c")
+        return Coalesce(
+            Subquery(summed), Value(Decimal(0)), output_field=DecimalField(max_digits=20, decimal_places=8)
+        )
+
+    records = UsageRecord.objects.filter(api_key_id=key_id, created_at__gte=since)
+    days = UsageDaily.objects.filter(api_key_id=key_id, day__gte=since.date())
+    found = ApiKey.objects.filter(pk=key_id).values_list(total(records) + total(days), flat=True).first()
+    return math.ceil(Decimal(found or 0) * MICRO)
+
+
+async def add_costs(costs: list[tuple[int, datetime, Decimal]]) -> None:
+    """Written records' costs (key, when, USD) into the keys' USD budget counters: those that
+    are counting (a budget seeded them); for others nothing changes. Called by the usage writer:
+    a cost is known once its record is priced."""
+    ops: list[Op] = [
+        ("bump", _usd_counter(key_id, _month(when.timestamp())[0]), math.ceil(cost * MICRO))
+        for key_id, when, cost in costs
+        if cost
+    ]
+    if ops:
+        await _counters().run(ops)
+
+
 def _parallel(key_id: int) -> tuple[str, int]:
     return f"par:{key_id}", int(settings.REQUEST_TIMEOUT) + 120
 
@@ -238,6 +277,8 @@ async def admit(key_id: int, user_id: int, limits: KeyLimits) -> Admission:
         ops["month"] = ("get", f"month:{key_id}:{tag}")
     if limits.lifetime_token_budget is not None:
         ops["life"] = ("get", f"life:{key_id}")
+    if limits.usd_budget is not None:
+        ops["usd"] = ("get", _usd_counter(key_id, tag))
     if limits.max_parallel is not None:
         ops["parallel"] = ("add", parallel_key, 1, parallel_ttl)
     counters = _counters()
@@ -246,9 +287,13 @@ async def admit(key_id: int, user_id: int, limits: KeyLimits) -> Admission:
     try:
         _check(limits, seen, admission.headers, reset, until_next_month)
         # A budget not yet counted here starts from what the database has recorded.
-        for name, since, ttl in (("month", month_start, until_next_month + 3600), ("life", None, 30 * 86400)):
+        for name, count, since, ttl in (
+            ("month", _tokens_in_db, month_start, until_next_month + 3600),
+            ("life", _tokens_in_db, None, 30 * 86400),
+            ("usd", _microdollars_in_db, month_start, until_next_month + 3600),
+        ):
             if name in seen and seen[name] is None:
-                counted = await db.run(_tokens_in_db, key_id, since)
+                counted = await db.run(count, key_id, since)
                 seen[name] = (await counters.run([("seed", ops[name][1], counted, ttl)]))[0]
         _check(limits, seen, admission.headers, reset, until_next_month)
     except BaseException:  # refused, the database failed, or the client left meanwhile
@@ -301,6 +346,8 @@ def _check(
         raise Refusal(
             "budget", f"Lifetime token budget of {limits.lifetime_token_budget} used up.", 86400, headers
         )
+    if limits.usd_budget is not None and (seen.get("usd") or 0) >= limits.usd_budget * MICRO:
+        raise Refusal("budget", f"Monthly budget of ${limits.usd_budget} used up.", until_next_month, headers)
     if limits.max_parallel is not None and seen["parallel"] > limits.max_parallel:
         raise Refusal("parallel", f"Too many requests in flight: at most {limits.max_parallel}.", 1, headers)
 

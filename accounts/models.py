@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -101,9 +102,18 @@ class Limits(models.Model):
         help_text="Tokens per calendar month (UTC).",
     )
     lifetime_token_budget = models.PositiveBigIntegerField(null=True, blank=True)
+    usd_budget = models.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        verbose_name="monthly budget (USD)",
+        help_text="US dollars per calendar month (UTC), at the recorded prices.",
+    )
     max_parallel = models.PositiveIntegerField(null=True, blank=True, verbose_name="concurrent requests")
 
-    LIMIT_FIELDS = ("rpm", "tpm", "token_budget", "lifetime_token_budget", "max_parallel")
+    LIMIT_FIELDS = ("rpm", "tpm", "token_budget", "lifetime_token_budget", "usd_budget", "max_parallel")
 
     class Meta:
         abstract = True

@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection, connections, transaction
 from django.db.models import Q
 
-from accounts import prices
+from accounts import limits, prices
 from gateway import metrics
 
 logger = logging.getLogger("hfproxy.usage")
@@ -87,7 +87,7 @@ class UsageWriter:
                         await self._isolate(batch)
                     return
                 del self._pending[: len(batch)]
-                self._written(batch)
+                await self._written(batch)
                 self._failures = 0
 
     async def _isolate(self, batch: list[dict[str, Any]]) -> None:
@@ -102,15 +102,22 @@ class UsageWriter:
             logger.error("Usage record the database refuses, logged instead: %r", fields)
         gone = {id(fields) for fields in done + unwritable}
         self._pending = [fields for fields in self._pending if id(fields) not in gone]
-        self._written(done + unwritable)
+        await self._written(done + unwritable)
         self._failures = 0
 
     @staticmethod
-    def _written(batch: list[dict[str, Any]]) -> None:
+    async def _written(batch: list[dict[str, Any]]) -> None:
         metrics.queue_depth.dec(len(batch))
-        if batch:
-            oldest = min(fields["created_at"] for fields in batch)
-            metrics.write_lag.observe((datetime.now(UTC) - oldest).total_seconds())
+        if not batch:
+            return
+        oldest = min(fields["created_at"] for fields in batch)
+        metrics.write_lag.observe((datetime.now(UTC) - oldest).total_seconds())
+        # Costs are known once priced, here: USD budgets count them now.
+        costs = [(f["api_key_id"], f["created_at"], f["cost_usd"]) for f in batch if f.get("cost_usd")]
+        try:
+            await limits.add_costs(costs)
+        except Exception:
+            logger.exception("Counting %d costs against USD budgets failed", len(costs))
 
     async def flush(self, deadline: float | None = None) -> bool:
         """Write every queued record now, retrying until the database takes them or `deadline`

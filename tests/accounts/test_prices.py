@@ -9,10 +9,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from django.core.cache import caches
 from django.core.management import call_command
+from django.test import AsyncClient
+from django.utils import timezone
 
-from accounts import prices
-from accounts.models import ModelPrice, UsageRecord
+from accounts import limits, prices, services
+from accounts.models import ModelPrice, UsageDaily, UsageRecord
 from accounts.prices import Price
 from accounts.usage import writer
 from tests.conftest import completion
@@ -110,3 +113,52 @@ async def test_each_record_gets_its_provider_price_and_cost(async_client, hf, us
         # unknown provider: the dearest price listed for the model, and said so
         "unknown": ("", Decimal("0.25"), Decimal("0.69"), Decimal("0.000595")),
     }
+
+
+@pytest.fixture
+def usd_key(user) -> str:
+    return services.api_key_create(user=user, name="dollar", usd_budget=Decimal("0.01"))[1]
+
+
+async def test_a_usd_budget_refuses_once_the_costs_reach_it(usd_key, hf, usage_db):
+    from asgiref.sync import sync_to_async
+
+    await sync_to_async(call_command)("refresh_prices", "--file", str(LISTING))
+    hf.post("/chat/completions").respond(
+        200, json=completion(usage=(10000, 5000)), headers={"x-inference-provider": "fireworks-ai"}
+    )
+    client = AsyncClient(authorization=f"Bearer {usd_key}")
+    body = json.dumps(
+        {"model": "openai/gpt-oss-120b", "messages": [{"role": "user", "content": "hi"}]}
+    ).encode()
+
+    async def ask() -> int:
+        response = await client.post("/v1/chat/completions", body, content_type="application/json")
+        await writer.flush()  # priced and counted as it is written
+        return response.status_code
+
+    # $0.0045 a request against $0.01: the third one crosses it, the fourth is refused.
+    assert [await ask() for _ in range(4)] == [200, 200, 200, 429]
+    refused = await client.post("/v1/chat/completions", body, content_type="application/json")
+    assert refused.json()["error"]["code"] == "insufficient_quota"
+    assert "$0.01 used up" in refused.json()["error"]["message"]
+    # A process that starts counting afresh starts from what the records cost.
+    caches["default"].clear()
+    assert await ask() == 429
+
+
+def test_the_usd_budget_seed_sums_records_and_pruned_days(user):
+    key, _ = services.api_key_create(user=user, name="k")
+    base = {"user": user, "api_key": key, "endpoint": "chat_completions", "outcome": "ok"}
+    UsageRecord.objects.create(
+        request_id="a",
+        status=200,
+        usage_source="provider",
+        latency_ms=1,
+        total_tokens=1,
+        cost_usd=Decimal("0.00000151"),
+        **base,
+    )
+    UsageDaily.objects.create(day=timezone.now().date(), requests=1, cost_usd=Decimal("2.5"), **base)
+    month_start = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    assert limits._microdollars_in_db(key.pk, month_start) == 2_500_002  # rounded up, never down

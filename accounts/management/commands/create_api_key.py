@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from datetime import timedelta
+from decimal import Decimal
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
@@ -43,6 +44,12 @@ class Command(BaseCommand):
             ("--max-parallel", "Requests in flight at once."),
         ):
             parser.add_argument(flag, type=int, metavar="N", help=help_text)
+        parser.add_argument(
+            "--usd-budget",
+            type=Decimal,
+            metavar="USD",
+            help="US dollars per calendar month (UTC), e.g. 25.50.",
+        )
         parser.add_argument("--models", default="", help="Allowed model ids or * patterns, comma-separated.")
         parser.add_argument(
             "--expires-in-days", type=int, metavar="N", help="The key stops working after N days."
@@ -54,9 +61,11 @@ class Command(BaseCommand):
         if expires_in_days is not None and expires_in_days <= 0:
             raise CommandError("--expires-in-days takes a positive number of days.")
         expires_at = timezone.now() + timedelta(days=expires_in_days) if expires_in_days else None
-        limits = {name: options[name] for name in ("rpm", "tpm", "token_budget", "max_parallel")}
+        limits = {
+            name: options[name] for name in ("rpm", "tpm", "token_budget", "usd_budget", "max_parallel")
+        }
         if any(value is not None and value < 0 for value in limits.values()):
-            raise CommandError("Limits are whole numbers of 0 or more.")
+            raise CommandError("Limits are 0 or more.")
         if hf_token == "-":
             hf_token = sys.stdin.readline().strip()
         try:
