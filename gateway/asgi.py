@@ -21,7 +21,7 @@ from django.urls import set_script_prefix, set_urlconf
 from django.utils.log import log_response
 
 from accounts import limits, usage
-from gateway import errors, metrics, relay, upstream
+from gateway import catalog, errors, metrics, relay, upstream
 from gateway.middleware import is_api_path, request_id_from
 
 
@@ -180,11 +180,18 @@ class GatewayASGI:
             await _refuse(scope, send, refusal)
 
     async def _lifespan(self, receive, send) -> None:
+        refresher = None
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                if settings.PRICES_REFRESH_INTERVAL > 0 and settings.HF_TOKEN:
+                    refresher = asyncio.create_task(
+                        catalog.refresh_prices_every(settings.PRICES_REFRESH_INTERVAL)
+                    )
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if refresher is not None:
+                    refresher.cancel()
                 await _shutdown(settings.USAGE_SHUTDOWN_TIMEOUT, self.in_flight)
                 await send({"type": "lifespan.shutdown.complete"})
                 return

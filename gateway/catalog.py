@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+import uuid
 from typing import Any
 
 from django.conf import settings
 
+from accounts import db, prices
 from gateway import converter, errors, upstream
 from gateway.reporting import Exchange
 
+logger = logging.getLogger("hfproxy.prices")
 _cached: tuple[float, dict[str, Any]] | None = None
 _fetching: dict[str, asyncio.Task] = {}  # by upstream token: a failure is told to its own callers
 
@@ -55,3 +59,24 @@ def clear() -> None:
     global _cached
     _cached = None
     _fetching.clear()
+
+
+async def refresh_prices() -> tuple[int, int]:
+    """The price table from the router's model list, fetched with the server's HF_TOKEN."""
+    deadline = upstream.deadline()
+    response = await upstream.send(
+        "GET", "/models", token=settings.HF_TOKEN, request_id=f"prices-{uuid.uuid4().hex}", deadline=deadline
+    )
+    listing = converter.parse_answer(await upstream.read_body(response, deadline))
+    return await db.run(prices.refresh, listing)
+
+
+async def refresh_prices_every(seconds: float) -> None:
+    """`refresh_prices` now and every `seconds` (each worker: upserts are idempotent)."""
+    while True:
+        try:
+            written, kept = await refresh_prices()
+            logger.info("prices refreshed: %d from the router, %d custom kept", written, kept)
+        except Exception as error:  # the router or the database down: try again next time
+            logger.warning("Refreshing prices failed: %s", error)
+        await asyncio.sleep(seconds)

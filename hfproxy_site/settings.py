@@ -209,8 +209,10 @@ CACHES = {
     )
 }
 
-# Seconds the usage writer keeps its copy of the price table before reading it again.
+# Seconds the usage writer keeps its copy of the price table before reading it again, and
+# between refreshes of the table from the router's model list (each worker; 0: only by hand).
 PRICES_CACHE_TTL = env.float("PRICES_CACHE_TTL", default=60.0)
+PRICES_REFRESH_INTERVAL = env.float("PRICES_REFRESH_INTERVAL", default=6 * 3600.0)
 
 # /metrics (Prometheus): off unless a bearer token or an allow-list of addresses is set.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")

@@ -138,6 +138,15 @@ def _chunk(model: str, created: int, delta: dict, finish=None, usage=None, choic
     return b"data: " + json.dumps(data).encode() + b"\n\n"
 
 
+def _provider(model: str) -> bytes:
+    """Who answered, as the real router says in `x-inference-provider`: the suffix the model
+    names, else (no suffix, or a policy such as :fastest) a provider of the fake's choosing."""
+    suffix = model.partition(":")[2]
+    return (
+        suffix if suffix and suffix not in ("fastest", "cheapest", "preferred", "auto") else "fake-provider"
+    ).encode()
+
+
 def _usage(prompt: int, completion: int) -> dict:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
@@ -230,13 +239,17 @@ async def _answer(send, request: dict, model: str, stream: bool, disconnected: a
         }
         if usage:
             answer["usage"] = usage
-        return await _send_json(send, 200, answer)
+        return await _send_json(send, 200, answer, [(b"x-inference-provider", _provider(model))])
 
     await send(
         {
             "type": "http.response.start",
             "status": 200,
-            "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")],
+            "headers": [
+                (b"content-type", b"text/event-stream"),
+                (b"cache-control", b"no-cache"),
+                (b"x-inference-provider", _provider(model)),
+            ],
         }
     )
 

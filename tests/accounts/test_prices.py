@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from django.conf import settings
 from django.core.cache import caches
 from django.core.management import call_command
 from django.test import AsyncClient
@@ -162,3 +163,12 @@ def test_the_usd_budget_seed_sums_records_and_pruned_days(user):
     UsageDaily.objects.create(day=timezone.now().date(), requests=1, cost_usd=Decimal("2.5"), **base)
     month_start = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     assert limits._microdollars_in_db(key.pk, month_start) == 2_500_002  # rounded up, never down
+
+
+async def test_the_server_refreshes_the_table_from_the_router(hf, usage_db):
+    from gateway import catalog
+
+    route = hf.get("/models").respond(200, json=json.loads(LISTING.read_text()))
+    assert await catalog.refresh_prices() == (3, 0)
+    assert route.calls.last.request.headers["authorization"] == f"Bearer {settings.HF_TOKEN}"
+    assert await ModelPrice.objects.filter(source=ModelPrice.Source.ROUTER).acount() == 3

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from decimal import Decimal
 
 import aiohttp
 import httpx
 import pytest
 from django.core.management import call_command
 
-from tests.faults.harness import Database
+from tests.faults.harness import Database, send
 from tests.servers import manage, proxy_env, scratch_database
 
 TPM = 100_000_000
@@ -168,3 +169,19 @@ def test_the_models_match_the_migrations():
         call_command("makemigrations", "--check", "--dry-run", verbosity=0)
     except SystemExit:
         pytest.fail("a model changed without its migration (makemigrations --check)")
+
+
+def test_records_carry_the_provider_that_answered_and_the_cost(proxy):
+    # The server refreshed its prices from the (fake) router's model list when it started.
+    prices = proxy.db.query("SELECT model, provider FROM accounts_modelprice WHERE source = 'router'")
+    assert {"model": "openai/gpt-oss-120b", "provider": "fireworks-ai"} in prices
+    body = {
+        "model": "openai/gpt-oss-120b:fireworks-ai",
+        "messages": [{"role": "user", "content": "one two three"}],
+    }
+    for stream in (False, True):
+        answer = send(proxy, {**body, "stream": stream})
+        record = proxy.record(answer.request_id)
+        assert record["provider"] == "fireworks-ai"  # the router's x-inference-provider header
+        # 3 prompt tokens at $0.15 and 20 completion tokens at $0.60 a million
+        assert Decimal(str(record["cost_usd"])) == Decimal("0.00001245")
