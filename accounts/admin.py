@@ -410,6 +410,14 @@ class ModelPriceAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)
         prices.forget()  # this process prices with it at once; others within PRICES_CACHE_TTL
 
+    def delete_model(self, request, obj: ModelPrice) -> None:
+        super().delete_model(request, obj)
+        prices.forget()
+
+    def delete_queryset(self, request, queryset) -> None:
+        super().delete_queryset(request, queryset)
+        prices.forget()
+
 
 # --- Usage -------------------------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.core.cache import caches
-from django.db.models import DecimalField, Subquery, Sum, Value
+from django.db.models import Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 
 from accounts import db
@@ -198,9 +198,9 @@ def _month_of_minute(minute: int) -> tuple[str, datetime, float]:
     return today.strftime("%Y%m"), start, start.timestamp() + days * 86400
 
 
-def _tokens_in_db(key_id: int, since: datetime | None) -> int:
-    """The key's tokens since then: its records, and the daily sums of pruned ones (whole days),
-    in one statement, so that a prune committing meanwhile cannot count a day twice."""
+def _sum_in_db(key_id: int, since: datetime | None, column: str) -> Decimal | int:
+    """The key's `column` summed since then: its records, and the daily sums of pruned ones
+    (whole days), in one statement, so that a prune committing meanwhile cannot count a day twice."""
     from accounts.models import ApiKey, UsageDaily, UsageRecord
 
     records = UsageRecord.objects.filter(api_key_id=key_id)
@@ -210,10 +210,15 @@ def _tokens_in_db(key_id: int, since: datetime | None) -> int:
         days = days.filter(day__gte=since.date())
 
     def total(rows):
-        return Coalesce(Subquery(rows.values("api_key_id").annotate(t=Sum("total_tokens")).values("t")), 0)
+        summed = rows.values("api_key_id").annotate(t=Sum(column)).values("t")
+        return Coalesce(Subquery(summed), Value(0), output_field=rows.model._meta.get_field(column))
 
     found = ApiKey.objects.filter(pk=key_id).values_list(total(records) + total(days), flat=True).first()
     return found or 0
+
+
+def _tokens_in_db(key_id: int, since: datetime | None) -> int:
+    return int(_sum_in_db(key_id, since, "total_tokens"))
 
 
 # USD budgets are counted in millionths of a dollar: counters hold integers.
@@ -225,19 +230,8 @@ def _usd_counter(key_id: int, month_tag: str) -> str:
 
 
 def _microdollars_in_db(key_id: int, since: datetime) -> int:
-    """The key's cost since then in millionths of a dollar (records and pruned daily sums)."""
-    from accounts.models import ApiKey, UsageDaily, UsageRecord
-
-    def total(rows):
-        summed = rows.values("api_key_id").annotate(c=Sum("cost_usd")).values("c")
-        return Coalesce(
-            Subquery(summed), Value(Decimal(0)), output_field=DecimalField(max_digits=20, decimal_places=8)
-        )
-
-    records = UsageRecord.objects.filter(api_key_id=key_id, created_at__gte=since)
-    days = UsageDaily.objects.filter(api_key_id=key_id, day__gte=since.date())
-    found = ApiKey.objects.filter(pk=key_id).values_list(total(records) + total(days), flat=True).first()
-    return math.ceil(Decimal(found or 0) * MICRO)
+    """The key's cost since then in millionths of a dollar, rounded up."""
+    return math.ceil(Decimal(_sum_in_db(key_id, since, "cost_usd")) * MICRO)
 
 
 async def add_costs(costs: list[tuple[int, datetime, Decimal]]) -> None:

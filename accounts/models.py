@@ -265,10 +265,10 @@ class UsageRecord(models.Model):
         # counts and sums, so the dashboard and the key list read indexes only, never sorting a
         # period's rows (bench/dashboard.py measures it).
         indexes = [
-            models.Index(fields=["created_at", "outcome", "total_tokens", "ttft_ms"]),
-            models.Index(fields=["user", "created_at", "outcome", "total_tokens"]),
-            models.Index(fields=["api_key", "created_at", "total_tokens"]),
-            models.Index(fields=["model_requested", "created_at", "outcome", "total_tokens"]),
+            models.Index(fields=["created_at", "outcome", "total_tokens", "ttft_ms", "cost_usd"]),
+            models.Index(fields=["user", "created_at", "outcome", "total_tokens", "cost_usd"]),
+            models.Index(fields=["api_key", "created_at", "total_tokens", "cost_usd"]),
+            models.Index(fields=["model_requested", "created_at", "outcome", "total_tokens", "cost_usd"]),
             models.Index(fields=["outcome", "created_at"]),
             # Percentiles: values walked in order, other periods' rows skipped from the index.
             models.Index(fields=["latency_ms", "created_at"]),

@@ -42,15 +42,24 @@ def provider_of(model_requested: str, answered_by: str) -> str:
     return "" if suffix in ROUTING_POLICIES else suffix
 
 
-def price_for(table: dict[str, dict[str, Price]], model_requested: str, provider: str) -> Price | None:
-    """The price to bill: the provider's for the model; for an unknown provider (a policy such
-    as `:fastest`), the dearest listed for the model, so that a budget is never under-counted."""
+def price_for(
+    table: dict[str, dict[str, Price]],
+    model_requested: str,
+    provider: str,
+    prompt: int = 0,
+    completion: int = 0,
+) -> Price | None:
+    """The price to bill: the provider's for the model. For a provider unknown (a policy such
+    as `:fastest`) or unpriced, the offer that makes these tokens dearest, so that a budget is
+    never under-counted. None: the model has no price at all (the request costs nothing)."""
     offers = table.get(split_route(model_requested)[0], {})
-    if provider:
-        return offers.get(provider)
+    if provider in offers:
+        return offers[provider]
     if not offers:
         return None
-    return max(offers.values(), key=lambda price: (price.input + price.output, price.input))
+    return max(
+        offers.values(), key=lambda price: (cost(prompt, completion, price), price.input + price.output)
+    )
 
 
 def cost(prompt_tokens: int | None, completion_tokens: int | None, price: Price) -> Decimal:
@@ -62,11 +71,15 @@ def cost(prompt_tokens: int | None, completion_tokens: int | None, price: Price)
 
 def price_fields(fields: dict[str, Any], table: dict[str, dict[str, Price]]) -> None:
     """Fill a usage record's price and cost (the usage writer, as it writes the record)."""
-    price = price_for(table, fields.get("model_requested", ""), fields.get("provider", ""))
-    if price is None or fields.get("total_tokens") is None:
+    if fields.get("total_tokens") is None:
         return
-    fields["price_input"], fields["price_output"] = price.input, price.output
-    fields["cost_usd"] = cost(fields.get("prompt_tokens"), fields.get("completion_tokens"), price)
+    prompt, completion = fields.get("prompt_tokens"), fields.get("completion_tokens")
+    price = price_for(
+        table, fields.get("model_requested", ""), fields.get("provider", ""), prompt, completion
+    )
+    if price is not None:
+        fields["price_input"], fields["price_output"] = price.input, price.output
+        fields["cost_usd"] = cost(prompt, completion, price)
 
 
 _table: dict[str, dict[str, Price]] = {}
@@ -122,23 +135,27 @@ def offers(listing: Any) -> dict[tuple[str, str], Price]:
 
 
 def refresh(listing: Any) -> tuple[int, int]:
-    """Bring the router's prices into the table: (written, kept because an admin set them)."""
+    """Bring the router's prices into the table: (written, kept because an admin set them).
+    Only rows the router owns are updated, in one statement each, so that a price an admin saves
+    meanwhile is never overwritten."""
+    from django.db import IntegrityError, transaction
+
     from accounts.models import ModelPrice
 
-    custom = set(ModelPrice.objects.filter(source=ModelPrice.Source.CUSTOM).values_list("model", "provider"))
-    written = 0
+    written = kept = 0
     for (model, provider), price in offers(listing).items():
-        if (model, provider) in custom:
+        values = {"input_per_million": price.input, "output_per_million": price.output}
+        mine = ModelPrice.objects.filter(model=model, provider=provider, source=ModelPrice.Source.ROUTER)
+        if mine.update(**values):
+            written += 1
             continue
-        ModelPrice.objects.update_or_create(
-            model=model,
-            provider=provider,
-            defaults={
-                "input_per_million": price.input,
-                "output_per_million": price.output,
-                "source": ModelPrice.Source.ROUTER,
-            },
-        )
-        written += 1
+        try:
+            with transaction.atomic():
+                ModelPrice.objects.create(
+                    model=model, provider=provider, source=ModelPrice.Source.ROUTER, **values
+                )
+            written += 1
+        except IntegrityError:  # an admin's price for it
+            kept += 1
     forget()
-    return written, len(custom)
+    return written, kept

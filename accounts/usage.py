@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -38,6 +38,7 @@ class UsageWriter:
         self._wakeup: asyncio.Event | None = None
         self._lock: asyncio.Lock | None = None
         self._failures = 0
+        self._uncounted: list[tuple] = []  # costs the limit counters have not taken yet
 
     @property
     def pending(self) -> int:
@@ -102,22 +103,30 @@ class UsageWriter:
             logger.error("Usage record the database refuses, logged instead: %r", fields)
         gone = {id(fields) for fields in done + unwritable}
         self._pending = [fields for fields in self._pending if id(fields) not in gone]
-        await self._written(done + unwritable)
+        await self._written(done, unwritable)
         self._failures = 0
 
-    @staticmethod
-    async def _written(batch: list[dict[str, Any]]) -> None:
-        metrics.queue_depth.dec(len(batch))
-        if not batch:
-            return
-        oldest = min(fields["created_at"] for fields in batch)
-        metrics.write_lag.observe((datetime.now(UTC) - oldest).total_seconds())
-        # Costs are known once priced, here: USD budgets count them now.
-        costs = [(f["api_key_id"], f["created_at"], f["cost_usd"]) for f in batch if f.get("cost_usd")]
-        try:
-            await limits.add_costs(costs)
-        except Exception:
-            logger.exception("Counting %d costs against USD budgets failed", len(costs))
+    async def _written(self, batch: list[dict[str, Any]], unwritable: list[dict[str, Any]] = ()) -> None:
+        """Records are out of the queue: written (`batch`) or refused by the database."""
+        metrics.queue_depth.dec(len(batch) + len(unwritable))
+        if batch:
+            # From the request's end (its record's creation plus its latency) to now.
+            ended = min(f["created_at"] + timedelta(milliseconds=f["latency_ms"] or 0) for f in batch)
+            metrics.write_lag.observe(max(0.0, (datetime.now(UTC) - ended).total_seconds()))
+        # Costs are known once priced, here: USD budgets count those written (and any that
+        # could not be counted last time) now.
+        costs = self._uncounted + [
+            (f["api_key_id"], f["created_at"], f["cost_usd"]) for f in batch if f.get("cost_usd")
+        ]
+        self._uncounted = []
+        if costs:
+            try:
+                await limits.add_costs(costs)
+            except Exception:
+                self._uncounted = costs
+                logger.exception(
+                    "Counting %d costs against USD budgets failed; retried with the next batch", len(costs)
+                )
 
     async def flush(self, deadline: float | None = None) -> bool:
         """Write every queued record now, retrying until the database takes them or `deadline`

@@ -73,10 +73,13 @@ async def refresh_prices() -> tuple[int, int]:
 
 async def refresh_prices_every(seconds: float) -> None:
     """`refresh_prices` now and every `seconds` (each worker: upserts are idempotent)."""
+    failures = 0
     while True:
         try:
             written, kept = await refresh_prices()
             logger.info("prices refreshed: %d from the router, %d custom kept", written, kept)
-        except Exception as error:  # the router or the database down: try again next time
-            logger.warning("Refreshing prices failed: %s", error)
-        await asyncio.sleep(seconds)
+            failures = 0
+        except Exception as error:  # the router or the database down: soon again, not in hours
+            failures += 1
+            logger.warning("Refreshing prices failed (%d in a row): %s", failures, error)
+        await asyncio.sleep(min(seconds, 30 * 2**failures) if failures else seconds)

@@ -8,6 +8,7 @@ a scrape of any worker sums them all, so one port shows the whole server.
 
 from __future__ import annotations
 
+import glob
 import hmac
 import ipaddress
 import os
@@ -22,9 +23,28 @@ from prometheus_client import (
     multiprocess,
 )
 
+from gateway import outcomes
+
 MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR" in os.environ
 if MULTIPROCESS:  # any process that imports this writes there (manage.py commands too)
     os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+
+
+def _forget_dead_workers() -> None:
+    """A worker that crashed never said so: its live gauges (queue depth) would count forever.
+    Each new process clears those of processes no longer running."""
+    for path in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "gauge_live*_*.db")):
+        pid = int(path.rsplit("_", 1)[1].removesuffix(".db"))
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid)
+        except PermissionError:
+            pass  # running, as another user
+
+
+if MULTIPROCESS:
+    _forget_dead_workers()
 
 # Model names come from clients: past this many per process, the rest share the label "other",
 # so that made-up names cannot grow the metrics without bound.
@@ -78,7 +98,9 @@ def model_label(model: str) -> str:
     return "other"
 
 
-def observe(*, endpoint, model, status, outcome, error_code, stream, seconds, ttft, usage, source) -> None:
+def observe(
+    *, endpoint, model, status, outcome, error_code, stream, seconds, ttft, usage, source, attempts
+) -> None:
     """One finished request."""
     model = model_label(model)
     requests.labels(endpoint, model, str(status), outcome).inc()
@@ -89,8 +111,11 @@ def observe(*, endpoint, model, status, outcome, error_code, stream, seconds, tt
         for direction, count in (("prompt", usage.prompt_tokens), ("completion", usage.completion_tokens)):
             if count:
                 tokens.labels(direction, model, source).inc(count)
-    if error_code.startswith("upstream_"):
-        upstream_errors.labels(error_code).inc()
+    if attempts and outcome in (
+        outcomes.UPSTREAM_ERROR,
+        outcomes.TIMEOUT,
+    ):  # the router was called, and failed
+        upstream_errors.labels(error_code or "unknown").inc()
 
 
 def exposition() -> bytes:
@@ -108,7 +133,7 @@ def process_exited() -> None:
         multiprocess.mark_process_dead(os.getpid())
 
 
-def allowed(remote_addr: str, authorization: str, token: str, networks: list[str]) -> bool:
+def allowed(remote_addr: str, authorization: str, token: str, allowed_networks: list) -> bool:
     """METRICS_TOKEN as a bearer token, or an address in METRICS_ALLOWED_IPS."""
     if token and hmac.compare_digest(authorization.encode(), f"Bearer {token}".encode()):
         return True
@@ -116,7 +141,8 @@ def allowed(remote_addr: str, authorization: str, token: str, networks: list[str
         address = ipaddress.ip_address(remote_addr)
     except ValueError:
         return False
-    return any(address in ipaddress.ip_network(network, strict=False) for network in networks)
+    address = getattr(address, "ipv4_mapped", None) or address  # ::ffff:10.0.0.1 is 10.0.0.1
+    return any(address in network for network in allowed_networks)
 
 
 __all__ = ["CONTENT_TYPE_LATEST", "allowed", "exposition", "observe", "process_exited", "refusals"]

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import TYPE_CHECKING
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from django.http import HttpResponse, StreamingHttpResponse
 
@@ -81,11 +81,21 @@ async def embeddings(request: EmbeddingsRequest, exchange: Exchange) -> HttpResp
         body=converter.feature_extraction_body(request),
         tried=exchange.count_attempt,
     )
-    answer = converter.embeddings_answer(await upstream.read_body(response, deadline), request)
+    raw = await upstream.read_body(response, deadline)
+    if len(raw) < 256 * 1024:
+        body, usage = _embeddings_body(raw, request)
+    else:  # thousands of vectors take a while to convert: not on the loop, where streams wait
+        body, usage = await sync_to_async(_embeddings_body, thread_sensitive=False)(raw, request)
     exchange.model_answered, exchange.provider = request.model, "hf-inference"
     # The pipeline counts no tokens: the estimate is the answer's usage, and the record's.
-    exchange.note_usage(None, converter.estimate_usage(request.prompt_chars, 0))
-    return HttpResponse(converter.dump_json(answer), content_type="application/json")
+    exchange.note_usage(None, usage)
+    return HttpResponse(body, content_type="application/json")
+
+
+def _embeddings_body(raw: bytes, request: EmbeddingsRequest) -> tuple[bytes, Usage]:
+    answer = converter.embeddings_answer(raw, request)
+    tokens = answer["usage"]["prompt_tokens"]
+    return converter.dump_json(answer), Usage(tokens, 0, tokens)
 
 
 class StreamRelay:

@@ -125,6 +125,7 @@ def report(exchange: Exchange) -> None:
         ttft=ttft,
         usage=exchange.usage,
         source=exchange.usage_source,
+        attempts=exchange.upstream_attempts,
     )
     logger.info(
         "request_id=%s endpoint=%s user=%s key=%s model=%s answered_by=%s stream=%s status=%s "

@@ -134,6 +134,8 @@ async def prometheus(request: HttpRequest) -> HttpResponse:
     """Prometheus' scrape: METRICS_TOKEN as a bearer token, or an address in METRICS_ALLOWED_IPS."""
     if not settings.METRICS_TOKEN and not settings.METRICS_ALLOWED_IPS:
         return errors.not_found("Metrics are off: set METRICS_TOKEN or METRICS_ALLOWED_IPS.").response()
+    if request.method not in ("GET", "HEAD"):
+        return errors.method_not_allowed(request.method, ["GET"]).response()
     if not metrics.allowed(
         request.META.get("REMOTE_ADDR", ""),
         request.META.get("HTTP_AUTHORIZATION", ""),

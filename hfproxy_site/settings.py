@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -216,7 +217,14 @@ PRICES_REFRESH_INTERVAL = env.float("PRICES_REFRESH_INTERVAL", default=6 * 3600.
 
 # /metrics (Prometheus): off unless a bearer token or an allow-list of addresses is set.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
-METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])
+METRICS_ALLOWED_IPS = []  # as networks; a bad entry stops the start-up, never a scrape
+for _entry in filter(None, (entry.strip() for entry in env.list("METRICS_ALLOWED_IPS", default=[]))):
+    try:
+        METRICS_ALLOWED_IPS.append(ipaddress.ip_network(_entry, strict=False))
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"METRICS_ALLOWED_IPS: {_entry!r} is not an address or a network"
+        ) from None
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # gateway.asgi enforces MAX_REQUEST_BYTES on the bytes actually received; Django's own check

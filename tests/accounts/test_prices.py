@@ -57,8 +57,12 @@ def test_which_provider_and_which_price():
     assert prices.provider_of("m:fastest", "") == prices.provider_of("m", "") == ""
     assert prices.price_for(table, "m:a", "a") == Price(Decimal(1), Decimal(2))
     assert prices.price_for(table, "m:fastest", "") == Price(Decimal(3), Decimal(1))  # the dearest
-    assert prices.price_for(table, "m", "c") is None
-    assert prices.price_for(table, "other", "") is None
+    assert prices.price_for(table, "m", "c") == Price(Decimal(3), Decimal(1))  # named, but unpriced
+    assert prices.price_for(table, "other", "") is None  # no price at all: it costs nothing
+    # Dearest for these tokens, not by the list price: many prompt tokens, few completion ones.
+    uneven = {"m": {"a": Price(Decimal(1), Decimal(10)), "b": Price(Decimal(5), Decimal(5))}}
+    assert prices.price_for(uneven, "m", "", 1000, 10) == Price(Decimal(5), Decimal(5))
+    assert prices.price_for(uneven, "m", "", 10, 1000) == Price(Decimal(1), Decimal(10))
 
 
 @pytest.mark.django_db

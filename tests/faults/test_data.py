@@ -175,13 +175,15 @@ def test_records_carry_the_provider_that_answered_and_the_cost(proxy):
     # The server refreshed its prices from the (fake) router's model list when it started.
     prices = proxy.db.query("SELECT model, provider FROM accounts_modelprice WHERE source = 'router'")
     assert {"model": "openai/gpt-oss-120b", "provider": "fireworks-ai"} in prices
-    body = {
-        "model": "openai/gpt-oss-120b:fireworks-ai",
-        "messages": [{"role": "user", "content": "one two three"}],
-    }
-    for stream in (False, True):
-        answer = send(proxy, {**body, "stream": stream})
-        record = proxy.record(answer.request_id)
-        assert record["provider"] == "fireworks-ai"  # the router's x-inference-provider header
-        # 3 prompt tokens at $0.15 and 20 completion tokens at $0.60 a million
-        assert Decimal(str(record["cost_usd"])) == Decimal("0.00001245")
+    body = {"messages": [{"role": "user", "content": "one two three"}]}
+    # Named by the suffix; and chosen by the router (:fastest), told only by its header, a
+    # provider with no price of its own: billed at the model's dearest.
+    for model, provider in (
+        ("openai/gpt-oss-120b:fireworks-ai", "fireworks-ai"),
+        ("openai/gpt-oss-120b:fastest", "fake-provider"),
+    ):
+        for stream in (False, True):
+            record = proxy.record(send(proxy, {**body, "model": model, "stream": stream}).request_id)
+            assert record["provider"] == provider
+            # 3 prompt tokens at $0.15 and 20 completion tokens at $0.60 a million
+            assert Decimal(str(record["cost_usd"])) == Decimal("0.00001245")

@@ -155,6 +155,17 @@ async def test_the_endpoint_calls_feature_extraction_and_records_estimated_usage
     assert report.upstream_attempts == 1
 
 
+async def test_dimensions_and_base64_through_the_endpoint(async_client, inference):
+    inference.post(url__startswith=settings.HF_INFERENCE_URL).respond(200, json=[[0.0, 0.6, 0.8, 0.0]])
+    response = await post(
+        async_client, {"model": "BAAI/bge-m3", "input": "x", "dimensions": 2, "encoding_format": "base64"}
+    )
+    packed = response.json()["data"][0]["embedding"]
+    assert struct.unpack("<2f", base64.b64decode(packed)) == pytest.approx((0.0, 1.0))
+    too_many = await post(async_client, {"model": "BAAI/bge-m3", "input": "x", "dimensions": 5})
+    assert (too_many.status_code, too_many.json()["error"]["param"]) == (400, "dimensions")
+
+
 async def test_errors_are_openai_errors_and_recorded(async_client, inference, reports):
     inference.post(url__startswith=settings.HF_INFERENCE_URL).respond(
         503, json={"error": "Model BAAI/bge-m3 is currently loading", "estimated_time": 20}

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from ipaddress import ip_network
 
 import httpx
 import pytest
@@ -45,9 +49,9 @@ async def test_a_bearer_token_or_an_allowed_address(settings):
     assert (await client.get("/metrics", headers={"Authorization": "Bearer wrong"})).status_code == 403
     assert (await client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})).status_code == 200
     settings.METRICS_TOKEN = ""
-    settings.METRICS_ALLOWED_IPS = ["10.0.0.0/8"]
+    settings.METRICS_ALLOWED_IPS = [ip_network("10.0.0.0/8")]
     assert (await client.get("/metrics")).status_code == 403  # the test client is 127.0.0.1
-    settings.METRICS_ALLOWED_IPS = ["10.0.0.0/8", "127.0.0.1"]
+    settings.METRICS_ALLOWED_IPS = [ip_network("10.0.0.0/8"), ip_network("127.0.0.1")]
     assert (await client.get("/metrics")).status_code == 200
 
 
@@ -113,9 +117,26 @@ def test_made_up_model_names_cannot_grow_the_metrics(monkeypatch):
     [
         ("127.0.0.1", ["127.0.0.1"], True),
         ("10.1.2.3", ["10.0.0.0/8"], True),
+        ("::ffff:10.1.2.3", ["10.0.0.0/8"], True),  # IPv4 seen through an IPv6 socket
         ("10.1.2.3", ["192.168.0.0/16"], False),
         ("not an address", ["0.0.0.0/0"], False),
     ],
 )
 def test_the_allow_list(address, networks, expected):
-    assert metrics.allowed(address, "", "", networks) is expected
+    assert metrics.allowed(address, "", "", [ip_network(n) for n in networks]) is expected
+
+
+def test_a_bad_allow_list_entry_stops_the_start_not_a_scrape():
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "hfproxy_site.settings",
+            "ENV_FILE": "",
+            "DEBUG": "true",
+            "METRICS_ALLOWED_IPS": "10.0.0.0/8, not-an-ip",
+        },
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0 and "METRICS_ALLOWED_IPS: 'not-an-ip'" in result.stderr

@@ -64,7 +64,7 @@ class Command(BaseCommand):
         limits = {
             name: options[name] for name in ("rpm", "tpm", "token_budget", "usd_budget", "max_parallel")
         }
-        if any(value is not None and value < 0 for value in limits.values()):
+        if any(value is not None and not (value >= 0) for value in limits.values()):  # NaN too
             raise CommandError("Limits are 0 or more.")
         if hf_token == "-":
             hf_token = sys.stdin.readline().strip()

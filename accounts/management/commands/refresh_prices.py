@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-import httpx
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
@@ -14,7 +14,8 @@ from accounts import prices
 class Command(BaseCommand):
     help = (
         "Fetch the router's model list (GET HF_BASE_URL/models, with HF_TOKEN) and store each "
-        "model's price per provider; prices set in the admin are kept. Run it daily (cron)."
+        "model's price per provider; prices set in the admin are kept. The server also does it "
+        "every PRICES_REFRESH_INTERVAL."
     )
 
     def add_arguments(self, parser) -> None:
@@ -23,26 +24,27 @@ class Command(BaseCommand):
     def handle(self, *args, file, **options) -> None:
         if file:
             with open(file, encoding="utf-8") as saved:
-                listing = json.load(saved)
+                written, kept = prices.refresh(json.load(saved))
         else:
-            listing = _fetch()
-        written, kept = prices.refresh(listing)
+            written, kept = _from_router()
         self.stdout.write(
             f"{written} prices from the router's list; {kept} set in the admin kept as they are."
         )
 
 
-def _fetch():
+@async_to_sync
+async def _from_router() -> tuple[int, int]:
+    from gateway import catalog, upstream
+    from gateway.errors import from_exception
+
     if not settings.HF_TOKEN:
         raise CommandError("HF_TOKEN is not set: the router lists models for a Hugging Face token.")
     try:
-        response = httpx.get(
-            settings.HF_BASE_URL + "/models",
-            headers={"Authorization": f"Bearer {settings.HF_TOKEN}"},
-            timeout=settings.READ_TIMEOUT,
-        )
-        response.raise_for_status()
-        return response.json()
-    except (httpx.HTTPError, ValueError) as error:
-        # httpx's messages name the URL, never the token.
-        raise CommandError(f"Could not read the router's model list: {error}") from None
+        return await catalog.refresh_prices()
+    except Exception as error:
+        # The same words a client would get; never the token.
+        raise CommandError(
+            f"Could not read the router's model list: {from_exception(error).message}"
+        ) from None
+    finally:
+        await upstream.aclose()

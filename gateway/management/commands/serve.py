@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import glob
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -44,8 +46,8 @@ class Command(BaseCommand):
         # it found: this one makes a clean shutdown exit 0 (what Docker and systemd expect)
         # instead of dying of the signal, and a SIGTERM while the app loads end it at once.
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
-        if workers > 1 and not reload:
-            self.stdout.write(f"{workers} workers; their metrics are summed in {_share_metrics()}")
+        if (workers > 1 or "PROMETHEUS_MULTIPROC_DIR" in os.environ) and not reload:
+            self.stdout.write(f"{workers} worker(s); their metrics are summed in {_share_metrics()}")
         uvicorn.run(
             "hfproxy_site.asgi:application",
             host=host,
@@ -65,7 +67,10 @@ def _share_metrics() -> str:
     """Workers write their metrics to files in one folder, so that a scrape of any of them adds
     up all (prometheus_client's multiprocess mode). Set before the workers start: they read it
     when they import the library. Files left by an earlier run are removed."""
-    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="hfproxy-metrics-")
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not folder:
+        folder = tempfile.mkdtemp(prefix="hfproxy-metrics-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
     os.makedirs(folder, exist_ok=True)
     for stale in glob.glob(os.path.join(folder, "*.db")):
         os.remove(stale)
