@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -40,6 +41,16 @@ def _unreachable(exc: BaseException) -> bool:
     )
 
 
+def drop_dead_connections() -> None:
+    """After a failure to reach the server: the pool checks its idle connections and drops
+    those that died with it (a restarted server), so the next calls connect afresh. Only then,
+    not on every checkout, where a check would cost a round trip each time."""
+    pool = getattr(connections["default"], "pool", None)
+    if pool is not None:
+        with contextlib.suppress(Exception):  # still down: the pool reconnects in the background
+            pool.check()
+
+
 def _returning_connections(function, args, probe: bool):
     global _down_until
     if not probe and time.monotonic() < _down_until:
@@ -50,6 +61,7 @@ def _returning_connections(function, args, probe: bool):
         # Here, not back on the loop: the next queued call must already see it.
         if probe or _unreachable(exc):
             _down_until = time.monotonic() + DOWN_FOR
+            drop_dead_connections()
         raise
     finally:
         # Back to the pool (or closed) at once: API requests have no request-scoped connection

@@ -191,9 +191,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         # With the server down, a request waits this long for a connection before its 503.
         "timeout": env.float("DB_POOL_TIMEOUT", default=3.0),
     }
-    # The pool checks each connection on checkout: those that died with a restarted server are
-    # dropped, not used.
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
 
 # Limit counters live in the default cache: this process's memory, or Redis (REDIS_URL) so that
 # several workers and replicas share them.
