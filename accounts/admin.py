@@ -767,6 +767,7 @@ class UsageDailyAdmin(UsageAdminBase):
         "outcome",
         "requests",
         "total_tokens",
+        "cost_usd",
     )
     list_select_related = ("user", "api_key")
     list_filter = ("user", "model_requested", "outcome")

@@ -90,6 +90,10 @@ def body_timeout(seconds: float) -> ApiError:
     )
 
 
+def forbidden(message: str = "Forbidden.") -> ApiError:
+    return ApiError(403, message, type="permission_error", code="forbidden")
+
+
 def not_found(message: str, code: str = "not_found") -> ApiError:
     return ApiError(404, message, code=code)
 

@@ -84,7 +84,7 @@ queue_depth = Gauge(
 )
 write_lag = Histogram(
     "hfproxy_usage_write_lag_seconds",
-    "Age of the oldest record of each batch when it was written.",
+    "From a request's end to its record's write (each batch's oldest record).",
     buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 

@@ -142,9 +142,7 @@ async def prometheus(request: HttpRequest) -> HttpResponse:
         settings.METRICS_TOKEN,
         settings.METRICS_ALLOWED_IPS,
     ):
-        return errors.ApiError(
-            403, "Not allowed to read the metrics.", type="permission_error", code="forbidden"
-        ).response()
+        return errors.forbidden("Not allowed to read the metrics.").response()
     # Reading the workers' files is file I/O: off the event loop.
     body = await sync_to_async(metrics.exposition, thread_sensitive=False)()
     return HttpResponse(body, content_type=metrics.CONTENT_TYPE_LATEST)
@@ -183,7 +181,7 @@ def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
 def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
     if not is_api_path(request.path_info):
         return defaults.permission_denied(request, exception)
-    return errors.ApiError(403, "Forbidden.", type="permission_error", code="forbidden").response()
+    return errors.forbidden().response()
 
 
 def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:

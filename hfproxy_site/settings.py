@@ -192,7 +192,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         "timeout": env.float("DB_POOL_TIMEOUT", default=3.0),
     }
 
-
 # Limit counters live in the default cache: this process's memory, or Redis (REDIS_URL) so that
 # several workers and replicas share them.
 REDIS_URL = env.str("REDIS_URL", default="")

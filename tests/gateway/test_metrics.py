@@ -140,3 +140,18 @@ def test_a_bad_allow_list_entry_stops_the_start_not_a_scrape():
         text=True,
     )
     assert result.returncode != 0 and "METRICS_ALLOWED_IPS: 'not-an-ip'" in result.stderr
+
+
+async def test_the_queue_depth_follows_the_usage_writer(settings, monkeypatch):
+    settings.METRICS_TOKEN = TOKEN
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    depth = ("hfproxy_usage_queue_depth", ())
+    before = (await scrape(**auth))[depth]
+    monkeypatch.setattr(writer, "_ensure_running", lambda: None)  # nothing writes meanwhile
+    monkeypatch.setattr(writer, "_pending", [])
+    fields = {"api_key_id": 1, "created_at": None}
+    writer.record(fields)
+    writer.record(dict(fields))
+    assert (await scrape(**auth))[depth] == before + 2
+    await writer._written([], writer._pending)  # refused by the database: out of the queue too
+    assert (await scrape(**auth))[depth] == before
