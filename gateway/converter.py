@@ -52,8 +52,8 @@ class ChatRequest:
     wants_usage: bool
     # The raw body can be forwarded as it came (nothing to fill in, strip or add).
     raw: bytes | None = None
-    # Characters of text in the messages: the prompt's size when tokens must be estimated.
-    prompt_chars: int = 0
+    # The prompt's size in tokens, estimated: what is recorded when the provider counts none.
+    prompt_tokens: int = 0
 
 
 def _reject_constant(name: str) -> Any:
@@ -120,37 +120,75 @@ def parse_chat_request(raw: bytes, default_model: str) -> ChatRequest:
         stream=stream,
         wants_usage=wants_usage,
         raw=raw if unchanged else None,
-        prompt_chars=sum(_text_length(message.get("content")) for message in messages),
+        prompt_tokens=estimate_prompt_tokens(messages, body.get("tools")),
     )
 
 
-def _text_length(content: Any) -> int:
-    """Characters of text in a message's content or a delta's fields (strings, parts, calls)."""
+# --- Token estimates ---------------------------------------------------------------------------
+# Used only when the provider gave no counts (hf-inference/TGI and some providers never do; a
+# stream cut short has none). Measured against real tokenizers and chat templates, and the
+# expected error, in docs/estimates.md.
+
+# About four characters a token for English and code in the tokenizers of the models the router
+# serves; a character outside ASCII (Chinese, Japanese…) is about a token of its own.
+CHARS_PER_TOKEN = 4
+# A chat template wraps every message in role markers and separators (ChatML's
+# `<|im_start|>user\n…<|im_end|>\n`, Llama 3's `<|start_header_id|>user<|end_header_id|>\n\n…<|eot_id|>`).
+TOKENS_PER_MESSAGE = 5
+# The template's start (BOS, a default system header) and the header that primes the reply.
+TOKENS_PER_REQUEST = 8
+# Tool definitions are rendered as JSON, after a preamble saying how to call them.
+TOKENS_FOR_TOOLS = 20
+_MESSAGE_TEXT = ("text", "content", "reasoning_content", "arguments", "function", "tool_calls", "name")
+
+
+def text_size(content: Any) -> int:
+    """Characters of text in a message's or a delta's fields (strings, parts, tool calls), a
+    character outside ASCII counted as CHARS_PER_TOKEN characters."""
     # A loop, not recursion: a client's nesting may go as deep as the JSON parser does.
     total, pending = 0, [content]
     while pending:
         item = pending.pop()
         if isinstance(item, str):
-            total += len(item)
+            total += _chars(item)
         elif isinstance(item, list):
             pending.extend(item)
         elif isinstance(item, dict):
-            pending.extend(
-                item.get(key)
-                for key in ("text", "content", "reasoning_content", "arguments", "function", "tool_calls")
-            )
+            pending.extend(item.get(key) for key in _MESSAGE_TEXT)
     return total
 
 
-# Roughly four characters a token for the tokenizers of the models the router serves: used
-# only when the provider gave no counts (a stream cut short, an answer without `usage`).
-CHARS_PER_TOKEN = 4
+def _chars(text: str) -> int:
+    if text.isascii():
+        return len(text)
+    wide = len(text) - len(text.encode("ascii", "ignore"))
+    return len(text) + (CHARS_PER_TOKEN - 1) * wide
 
 
-def estimate_usage(prompt_chars: int, completion_chars: int) -> Usage:
-    prompt = -(-prompt_chars // CHARS_PER_TOKEN)
-    completion = -(-completion_chars // CHARS_PER_TOKEN)
-    return Usage(prompt, completion, prompt + completion)
+def _tokens(chars: int) -> int:
+    return -(-chars // CHARS_PER_TOKEN)
+
+
+def estimate_prompt_tokens(messages: list[dict[str, Any]], tools: Any = None) -> int:
+    """The prompt's tokens as a chat template would make them: every message's role, name,
+    content and tool calls, a few tokens of markers a message, and the tool definitions."""
+    tokens = TOKENS_PER_REQUEST
+    for message in messages:
+        tokens += TOKENS_PER_MESSAGE + _tokens(
+            _chars(str(message.get("role", "")))
+            + text_size([message.get("content"), message.get("name")])
+            + text_size(message.get("tool_calls"))
+        )
+    if isinstance(tools, list) and tools:
+        tokens += TOKENS_FOR_TOOLS + _tokens(_chars(json.dumps(tools, ensure_ascii=False)))
+    return tokens
+
+
+def estimate_usage(prompt_tokens: int, completion_chars: int) -> Usage:
+    """Counts for an answer the provider did not count: the prompt's estimate and the
+    generated text's size."""
+    completion = _tokens(completion_chars)
+    return Usage(prompt_tokens, completion, prompt_tokens + completion)
 
 
 def _is_integer(value: Any) -> bool:
@@ -229,7 +267,7 @@ def completion_chars(answer: dict[str, Any]) -> int:
     total = 0
     for choice in answer.get("choices") or ():
         if isinstance(choice, dict):
-            total += _text_length(choice.get("message")) + _text_length(choice.get("delta"))
+            total += text_size(choice.get("message")) + text_size(choice.get("delta"))
     return total
 
 
@@ -260,6 +298,7 @@ class ChatStream:
     usage: Usage | None = None
     done: bool = False
     started: bool = False  # a chunk with choices has been seen (time to first token)
+    finished: bool = False  # a choice has finished (its `finish_reason` is set)
     completion_chars: int = 0
     _splitter: sse.EventSplitter = field(default_factory=sse.EventSplitter)
 
@@ -285,25 +324,34 @@ class ChatStream:
             raise BadAnswer("a stream event is not JSON") from None
         if not isinstance(chunk, dict):
             raise BadAnswer("a stream event is not a JSON object")
-        if "error" in chunk and not chunk.get("choices"):
+        choices = chunk.get("choices")
+        if "error" in chunk and not choices:
             raise BadAnswer("the router reported an error mid-stream", error=chunk)
         if self.model is None and isinstance(chunk.get("model"), str):
             self.model = chunk["model"]
         if chunk.get("usage"):
+            # Some providers send (cumulative) usage in every chunk: the last one counts.
             self.usage = Usage.of(chunk["usage"]) or self.usage
-        if chunk.get("choices"):
+        if choices:
             self.started = True
             self.completion_chars += completion_chars(chunk)
+            if not self.finished and isinstance(choices, list):
+                self.finished = any(isinstance(c, dict) and c.get("finish_reason") for c in choices)
         elif chunk.get("usage") and not self.wants_usage:
             return b""
         return event + b"\n\n"
 
     def end(self) -> bytes:
-        """At the end of the router's stream: what is left to send. The stream must have
-        reached [DONE]; a last event without its blank line still counts."""
+        """At the end of the router's stream: what is left to send. A stream that ended after
+        a choice finished is complete, with or without [DONE] (Cerebras and TGI never send it):
+        the client gets its [DONE] from us. One that ended before is cut off. A last event
+        without its blank line still counts."""
         out = b"" if self.done else self.feed(b"\n\n")
         if not self.done:
-            raise BadAnswer("the stream ended before [DONE]")
+            if not self.finished:
+                raise BadAnswer("the stream ended before the answer was finished")
+            self.done = True
+            out += sse.DONE
         return out
 
 
@@ -381,8 +429,9 @@ def parse_embeddings_request(raw: bytes, default_model: str) -> EmbeddingsReques
         raise InvalidRequest("`input` must be a non-empty string or a non-empty array of strings.", "input")
     if any(isinstance(item, (int, list)) and not isinstance(item, bool) for item in inputs):
         raise InvalidRequest(
-            "Token ids cannot be embedded here: Hugging Face models have their own tokenizers. "
-            "Send the text instead.",
+            "Token ids cannot be embedded here: Hugging Face models have their own tokenizers, "
+            "and which tokenizer made these ids cannot be known. Send the text instead "
+            "(LangChain's OpenAIEmbeddings: pass check_embedding_ctx_length=False).",
             "input",
         )
     if not all(isinstance(item, str) and item for item in inputs):
@@ -405,7 +454,7 @@ def parse_embeddings_request(raw: bytes, default_model: str) -> EmbeddingsReques
         single=single,
         encoding_format=encoding,
         dimensions=int(dimensions) if dimensions is not None else None,
-        prompt_chars=sum(len(item) for item in inputs),
+        prompt_chars=sum(_chars(item) for item in inputs),
     )
 
 
@@ -429,11 +478,10 @@ def embeddings_answer(raw: bytes, request: EmbeddingsRequest) -> dict[str, Any]:
         raise BadAnswer("the answer is not one vector of numbers per input (a token-level model?)")
     data = []
     for index, vector in enumerate(vectors):
-        if request.dimensions is not None:
-            vector = shorten(vector, request.dimensions)
+        vector = shorten(vector, request.dimensions) if request.dimensions is not None else normalized(vector)
         embedding = encode_base64(vector) if request.encoding_format == "base64" else vector
         data.append({"object": "embedding", "index": index, "embedding": embedding})
-    tokens = estimate_usage(request.prompt_chars, 0).prompt_tokens
+    tokens = _tokens(request.prompt_chars)
     return {
         "object": "list",
         "data": data,
@@ -457,9 +505,16 @@ def shorten(vector: list[float], dimensions: int) -> list[float]:
         raise InvalidRequest(
             f"`dimensions` is {dimensions}, but this model's embeddings have {len(vector)}.", "dimensions"
         )
-    head = vector[:dimensions]
-    norm = math.sqrt(sum(x * x for x in head))
-    return [x / norm for x in head] if norm else head
+    return normalized(vector[:dimensions])
+
+
+def normalized(vector: list[float]) -> list[float]:
+    """The vector scaled to length 1, as OpenAI's embeddings are: some models ignore the
+    pipeline's `normalize` (answers with norms of 6 and 17 have been seen)."""
+    norm = math.sqrt(math.fsum(x * x for x in vector))
+    if not norm or abs(norm - 1.0) < 1e-4:
+        return vector
+    return [x / norm for x in vector]
 
 
 def encode_base64(vector: list[float]) -> str:

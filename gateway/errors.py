@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from typing import Any
 
@@ -204,8 +205,19 @@ def from_upstream(error: UpstreamError, token_name: str = "") -> ApiError:
     """Translate a router failure into what our client should see.
 
     Never echoes the Hugging Face token: messages come from the router's body or are ours;
-    a rejected token is named by its name.
+    a rejected token is named by its name. The router's Retry-After goes on; a failure the proxy
+    already retried tells the client not to retry (the SDKs retry 5xx twice: six router calls,
+    six generations billed, for one call).
     """
+    api_error = _from_upstream(error, token_name)
+    if error.retried:
+        api_error.headers.update(NO_RETRY)
+    if error.headers.get("retry-after"):
+        api_error.headers.setdefault("Retry-After", error.headers["retry-after"])
+    return api_error
+
+
+def _from_upstream(error: UpstreamError, token_name: str) -> ApiError:
     if error.kind == UpstreamError.TIMEOUT:
         return ApiError(
             504,
@@ -255,16 +267,25 @@ def from_upstream(error: UpstreamError, token_name: str = "") -> ApiError:
             outcome=outcomes.UPSTREAM_ERROR,
         )
     if status in _KEPT_STATUSES:
-        headers = {}
-        if status == 429 and error.headers.get("retry-after"):
-            headers["Retry-After"] = error.headers["retry-after"]
         return ApiError(
             status,
             message,
             type=_KEPT_STATUSES[status],
             param=router_field(error.body, "param"),
             code=router_field(error.body, "code") or _default_code(status),
-            headers=headers,
+            outcome=outcomes.UPSTREAM_ERROR,
+        )
+    if error.says_when:
+        # "Model is loading": a 503 and when to come back, which the SDKs honour.
+        loading = _parse(error.body)
+        wait = loading.get("estimated_time") if isinstance(loading, dict) else None
+        retry_after = error.headers.get("retry-after") or _seconds(wait)
+        return ApiError(
+            503,
+            f"The Hugging Face router is not ready (HTTP 503): {message}",
+            type="server_error",
+            code="model_loading" if wait is not None else "upstream_unavailable",
+            headers={"Retry-After": retry_after} if retry_after else {},
             outcome=outcomes.UPSTREAM_ERROR,
         )
     return ApiError(
@@ -313,6 +334,12 @@ def bad_answer(detail: str) -> ApiError:
         code="upstream_bad_response",
         outcome=outcomes.UPSTREAM_ERROR,
     )
+
+
+def _seconds(value: Any) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 86400:
+        return str(max(1, math.ceil(value)))
+    return ""
 
 
 def _default_code(status: int) -> str | None:

@@ -60,7 +60,7 @@ async def chat(chat: ChatRequest, exchange: Exchange) -> HttpResponse | Streamin
     exchange.model_answered = str(answer.get("model") or "")
     exchange.note_usage(
         Usage.of(answer.get("usage")),
-        converter.estimate_usage(chat.prompt_chars, converter.completion_chars(answer)),
+        converter.estimate_usage(chat.prompt_tokens, converter.completion_chars(answer)),
     )
     # The router's bytes go back untouched: nothing to convert, nothing to re-encode.
     return HttpResponse(raw, content_type="application/json", headers={"Content-Length": str(len(raw))})
@@ -68,7 +68,8 @@ async def chat(chat: ChatRequest, exchange: Exchange) -> HttpResponse | Streamin
 
 async def embeddings(request: EmbeddingsRequest, exchange: Exchange) -> HttpResponse:
     """Embeddings through HF Inference's feature-extraction pipeline, in OpenAI's shape."""
-    exchange.model_requested = request.model
+    # The pipeline is HF Inference's: it answers, or fails, as that provider.
+    exchange.model_requested, exchange.provider = request.model, "hf-inference"
     _may_call(exchange, request.model)
     deadline = upstream.deadline()
     response = await upstream.send(
@@ -86,7 +87,7 @@ async def embeddings(request: EmbeddingsRequest, exchange: Exchange) -> HttpResp
         body, usage = _embeddings_body(raw, request)
     else:  # thousands of vectors take a while to convert: not on the loop, where streams wait
         body, usage = await sync_to_async(_embeddings_body, thread_sensitive=False)(raw, request)
-    exchange.model_answered, exchange.provider = request.model, "hf-inference"
+    exchange.model_answered = request.model
     # The pipeline counts no tokens: the estimate is the answer's usage, and the record's.
     exchange.note_usage(None, usage)
     return HttpResponse(body, content_type="application/json")
@@ -176,7 +177,7 @@ class StreamRelay:
         # Without the router's usage chunk (the client left, the stream broke), what was
         # generated so far is estimated; a stream that produced nothing has no counts.
         estimate = (
-            converter.estimate_usage(self.chat.prompt_chars, stream.completion_chars)
+            converter.estimate_usage(self.chat.prompt_tokens, stream.completion_chars)
             if stream.started
             else None
         )

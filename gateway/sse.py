@@ -8,7 +8,8 @@ DONE = b"data: [DONE]\n\n"
 class EventSplitter:
     """Incrementally splits bytes into SSE events (the text between blank lines).
 
-    Chunks may cut an event anywhere, or hold several; CRLF line ends are normalised.
+    Chunks may cut an event anywhere, or hold several; CRLF and CR line ends (both allowed by
+    the SSE format) are normalised to LF.
     """
 
     def __init__(self) -> None:
@@ -16,15 +17,19 @@ class EventSplitter:
 
     def feed(self, chunk: bytes) -> list[bytes]:
         data = self._pending + chunk if self._pending else chunk
+        held = b""
         if b"\r" in data:
-            data = data.replace(b"\r\n", b"\n")
+            if data.endswith(b"\r"):  # its LF may come with the next chunk
+                data, held = data[:-1], b"\r"
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         events = data.split(b"\n\n")
-        self._pending = events.pop()
+        self._pending = events.pop() + held
         return [event for event in events if event.strip(b"\n")]
 
 
 def data_of(event: bytes) -> bytes | None:
-    """The event's data (its `data:` lines joined), or None when it has none (a comment)."""
+    """The event's data (its `data:` lines joined, with or without the space after the colon),
+    or None when it has none (a comment)."""
     if event.startswith(b"data:") and b"\n" not in event.strip(b"\n"):
         # The common case: one data line.
         value = event.strip(b"\n")[5:]

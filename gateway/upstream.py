@@ -41,6 +41,13 @@ class UpstreamError(Exception):
         self.status = status
         self.body = body
         self.headers = headers or {}
+        self.retried = False  # this is the second attempt's failure: a client's retry would be a third
+
+    @property
+    def says_when(self) -> bool:
+        """A 503 that says when to come back (Retry-After, or HF's `estimated_time` while a
+        model loads): retrying at once cannot help."""
+        return self.status == 503 and ("retry-after" in self.headers or b"estimated_time" in self.body)
 
 
 _transport: httpx.AsyncBaseTransport | None = None
@@ -145,8 +152,8 @@ async def send(
 
     The body is not read yet: the caller reads it with `read_body` or `iter_chunks` and must
     close the response. A non-2xx answer is read, closed and raised as `UpstreamError`.
-    A failed connection or a 5xx is retried once (a cancelled request, a client gone, is not);
-    `tried` is called for each attempt. `path` is under HF_BASE_URL, or under `base`.
+    A failed connection or a 5xx is retried once (a cancelled request, a client gone, is not;
+    nor a 503 that says when to come back); `tried` is called for each attempt. `path` is under HF_BASE_URL, or under `base`.
     """
     headers = {
         "X-Request-Id": request_id,
@@ -167,15 +174,19 @@ async def send(
     except UpstreamError as error:
         if not _worth_retrying(error):
             raise
-        # Once, and only here, before anything reached our client: a pooled connection the
-        # router had just closed, or a router replica that failed, usually works the second time.
-        tried()
+    # Once, and only here, before anything reached our client: a pooled connection the router
+    # had just closed, or a router replica that failed, usually works the second time.
+    tried()
+    try:
         return await _send_once(http, request, deadline)
+    except UpstreamError as error:
+        error.retried = True
+        raise
 
 
 def _worth_retrying(error: UpstreamError) -> bool:
     return error.kind == UpstreamError.CONNECTION or (
-        error.kind == UpstreamError.STATUS and error.status in (500, 502, 503, 504)
+        error.kind == UpstreamError.STATUS and error.status in (500, 502, 503, 504) and not error.says_when
     )
 
 

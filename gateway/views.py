@@ -57,6 +57,12 @@ async def _serve(
     try:
         exchange.admission = await limits.admit(caller.key_id, caller.user_id, caller.limits)
         response = await view(request, exchange, *args, **kwargs)
+    except limits.Refusal as refusal:
+        # Refused before the body was read: the record still says which model was asked for.
+        exchange.model_requested = _model_asked_for(request, view.__name__)
+        error = errors.refused(refusal)
+        exchange.finish(error.status, error.outcome, error.code)
+        response = error.response()
     except asyncio.CancelledError:
         exchange.finish(499, outcomes.CLIENT_DISCONNECTED)
         raise
@@ -75,6 +81,17 @@ async def _serve(
         for name, value in exchange.admission.headers.items():
             response.setdefault(name, value)
     return response
+
+
+def _model_asked_for(request: HttpRequest, endpoint: str) -> str:
+    default = {"chat_completions": settings.DEFAULT_MODEL, "embeddings": settings.DEFAULT_EMBEDDING_MODEL}
+    if endpoint not in default:
+        return ""
+    try:
+        model = converter.parse_json_object(request.body).get("model", default[endpoint])
+    except converter.InvalidRequest:
+        return ""
+    return model if isinstance(model, str) else ""
 
 
 @api_view("POST")
@@ -165,6 +182,10 @@ async def index(request: HttpRequest) -> HttpResponse:
             "default_model": settings.DEFAULT_MODEL,
         }
     )
+
+
+async def unknown_api_path(request: HttpRequest, *args) -> HttpResponse:
+    return errors.not_found(f"Unknown path: {request.path}").response()
 
 
 # Django's error handlers: OpenAI's format under API_PREFIX, Django's pages elsewhere.

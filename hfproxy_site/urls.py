@@ -1,11 +1,17 @@
+import re
+
 from django.conf import settings
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 
 from gateway import views
 
+_api = re.escape(settings.API_PREFIX.strip("/"))
+
 urlpatterns = [
     path(settings.API_PREFIX.strip("/") + "/", include("gateway.urls")),
+    # Any other API path is a 404 in OpenAI's shape, in every mode (DEBUG's 404 page is HTML).
+    re_path(rf"^{_api}(/.*)?$", views.unknown_api_path),
     path("api/", include("accounts.urls")),
     path("health", views.health, name="health"),
     path("metrics", views.prometheus, name="metrics"),

@@ -6,6 +6,7 @@ import time
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.core.management import call_command
 
 from accounts import keys, limits, services
@@ -42,6 +43,8 @@ async def test_exactly_rpm_requests_pass_then_429(anonymous_client, user, hf, re
     assert all(r["x-ratelimit-limit-requests"] == "3" for r in responses)
     assert responses[0]["x-ratelimit-reset-requests"].endswith("s")
     assert [r.outcome for r in reports][-1] == "refused"
+    # The refused request's record keeps the model it asked for (the default, here).
+    assert reports[-1].model_requested == settings.DEFAULT_MODEL
 
 
 async def settled() -> None:

@@ -32,8 +32,11 @@ class Fault:
 
 FAULTS = [
     Fault("fault/status-500", False, 502, "upstream_error", "upstream_error", attempts=2),
-    Fault("fault/status-503-empty", False, 502, "upstream_error", "upstream_error", attempts=2),
+    Fault("fault/status-504-empty", False, 502, "upstream_error", "upstream_error", attempts=2),
     Fault("fault/status-502", True, 502, "upstream_error", "upstream_error", attempts=2),
+    # A 503 that says when to come back (Retry-After): not retried, the client is told when.
+    Fault("fault/status-503", False, 503, "upstream_error", "upstream_unavailable"),
+    Fault("fault/status-503-empty", True, 503, "upstream_error", "upstream_unavailable"),
     Fault("fault/status-400", False, 400, "upstream_error", "400"),
     Fault("fault/status-404-empty", True, 404, "upstream_error", "model_not_found"),
     Fault("fault/status-429", False, 429, "upstream_error", "429"),
@@ -105,10 +108,17 @@ def test_a_router_401_names_the_token_never_its_value(proxy):
     assert record["error_code"] == "upstream_auth_failed" and token
 
 
-def test_429_passes_retry_after_on(proxy):
-    for model in ("fault/status-429", "fault/status-429-empty"):
+def test_429_and_503_pass_retry_after_on(proxy):
+    for model in ("fault/status-429", "fault/status-429-empty", "fault/status-503"):
         answer = send(proxy, chat(model))
         assert answer.headers["retry-after"] == "7"
+        assert "x-should-retry" not in answer.headers  # not retried here: the client may
+
+
+def test_a_failure_the_proxy_retried_tells_the_client_not_to(proxy):
+    for model in ("fault/status-500", "fault/status-504-empty", "fault/status-502"):
+        answer = send(proxy, chat(model))
+        assert (answer.status, answer.headers["x-should-retry"]) == (502, "false")
 
 
 def test_a_redirect_is_not_followed(proxy, stats):
@@ -119,8 +129,8 @@ def test_a_redirect_is_not_followed(proxy, stats):
 def test_a_router_that_refuses_connections_is_a_fast_502(proxy, router):
     router.stop()
     try:
-        answer = send(proxy, chat("m"))
-        streamed = send(proxy, chat("m", stream=True))
+        answer = send(proxy, chat("openai/gpt-oss-120b:fireworks-ai"))
+        streamed = send(proxy, chat("openai/gpt-oss-120b:fireworks-ai", stream=True))
     finally:
         router.start()
     for each in (answer, streamed):
@@ -131,14 +141,14 @@ def test_a_router_that_refuses_connections_is_a_fast_502(proxy, router):
         assert (record["outcome"], record["error_code"]) == ("upstream_error", "upstream_unreachable")
         assert record["upstream_attempts"] == 2  # refused, retried once, refused again
     # And the proxy comes back with the router.
-    assert send(proxy, chat("m")).status == 200
+    assert send(proxy, chat("openai/gpt-oss-120b:fireworks-ai")).status == 200
 
 
 def test_the_retry_never_happens_after_the_client_left(proxy, stats):
     rid = request_id()
-    with open_request(proxy, chat("fault/slow-status-503"), rid):
+    with open_request(proxy, chat("fault/slow-status-500"), rid):
         time.sleep(0.3)
-    time.sleep(1.5)  # the router's 503 comes after 1 s: a retry would have been sent by now
-    assert stats()["attempts"]["fault/slow-status-503"] == 1
+    time.sleep(1.5)  # the router's 500 comes after 1 s: a retry would have been sent by now
+    assert stats()["attempts"]["fault/slow-status-500"] == 1
     record = proxy.record(rid)
     assert record["outcome"] == "client_disconnected"

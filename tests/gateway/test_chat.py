@@ -130,9 +130,13 @@ async def test_it_refuses_other_methods(async_client, hf):
     assert response.json()["error"]["code"] == "method_not_allowed"
 
 
-async def test_unknown_api_paths_are_json_404s(async_client):
-    response = await async_client.get("/v1/completions-nope")
+@pytest.mark.parametrize("debug", [False, True])
+@pytest.mark.parametrize("path", ["/v1/completions-nope", "/v1/responses", "/v1", "/v1/"])
+async def test_unknown_api_paths_are_json_404s(anonymous_client, settings, debug, path):
+    settings.DEBUG = debug  # DEBUG's own 404 page is HTML: the SDKs would show a bare "404"
+    response = await anonymous_client.post(path)
     assert response.status_code == 404
+    assert response["content-type"] == "application/json"
     assert response.json()["error"]["message"].startswith("Unknown path")
 
 
@@ -147,7 +151,7 @@ async def test_unknown_api_paths_are_json_404s(async_client):
         (422, 422, "x"),
         (429, 429, "x"),
         (500, 502, "upstream_error"),
-        (503, 502, "upstream_error"),
+        (503, 503, "upstream_unavailable"),  # it said when to come back: not retried at once
     ],
 )
 async def test_router_errors_keep_their_meaning(async_client, hf, reports, router_status, status, code):
@@ -162,13 +166,43 @@ async def test_router_errors_keep_their_meaning(async_client, hf, reports, route
     assert error["code"] == code
     assert "router says no" in error["message"]
     assert settings.HF_TOKEN not in response.content.decode()
-    if status == 429 and router_status == 429:
-        assert response["Retry-After"] == "3"
+    if router_status >= 429:
+        assert response["Retry-After"] == "3"  # the router's, passed on
     assert [(r.status, r.outcome) for r in reports] == [(status, outcomes.UPSTREAM_ERROR)]
 
 
+async def test_a_failure_the_proxy_retried_tells_the_client_not_to_retry(async_client, hf, reports):
+    route = hf.post("/chat/completions").respond(500, json={"error": "boom"}, headers={"Retry-After": "2"})
+    response = await post(async_client, {"messages": MESSAGES})
+    assert (response.status_code, response.json()["error"]["code"]) == (502, "upstream_error")
+    assert response["x-should-retry"] == "false" and response["Retry-After"] == "2"
+    assert route.call_count == 2 and reports[0].upstream_attempts == 2
+    hf.post("/chat/completions").mock(side_effect=httpx.ConnectError("Connection refused"))
+    response = await post(async_client, {"messages": MESSAGES})
+    assert (response.status_code, response["x-should-retry"]) == (502, "false")
+
+
+async def test_a_failure_not_retried_leaves_the_retry_to_the_client(async_client, hf, reports):
+    hf.post("/chat/completions").respond(429, json={"error": "slow down"})
+    response = await post(async_client, {"messages": MESSAGES})
+    assert response.status_code == 429 and "x-should-retry" not in response
+    assert reports[0].upstream_attempts == 1
+
+
+async def test_a_model_that_is_loading_is_a_503_with_retry_after(async_client, hf, reports):
+    route = hf.post("/chat/completions").respond(
+        503, json={"error": "Model org/big is currently loading", "estimated_time": 41.3}
+    )
+    response = await post(async_client, {"messages": MESSAGES, "stream": True})
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error["code"] == "model_loading" and "currently loading" in error["message"]
+    assert response["Retry-After"] == "42" and "x-should-retry" not in response
+    assert route.call_count == 1  # retrying at once cannot help: the client waits, then retries
+
+
 async def test_router_errors_on_streams_are_plain_errors(async_client, hf):
-    hf.post("/chat/completions").respond(503, text="Service Unavailable")
+    hf.post("/chat/completions").respond(502, text="Service Unavailable")
     response = await post(async_client, {"messages": MESSAGES, "stream": True})
     assert response.status_code == 502
     assert "Service Unavailable" in response.json()["error"]["message"]

@@ -228,6 +228,102 @@ def test_stream_end_accepts_a_last_event_without_its_blank_line():
     assert stream.end() == sse.DONE
 
 
+def test_stream_that_ends_after_a_choice_finished_is_complete_without_done():
+    # Cerebras and TGI: the last chunk carries finish_reason (and usage), then the stream closes.
+    out, stream = relay([chunk("a"), chunk(finish="stop"), chunk(usage=(9, 2))])
+    assert stream.finished and not stream.done
+    assert stream.end() == sse.DONE
+    assert stream.done and stream.usage == Usage(9, 2, 11)
+    assert b"[DONE]" not in out
+
+
+def test_stream_that_ends_before_any_choice_finished_is_cut_off():
+    _, stream = relay([chunk("a"), chunk("b"), chunk(usage=(9, 2))])
+    with pytest.raises(BadAnswer, match="before the answer was finished"):
+        stream.end()
+
+
+def test_stream_accepts_data_without_a_space_and_crlf_line_ends():
+    events = [e.replace(b"data: ", b"data:").replace(b"\n", b"\r\n") for e in standard_stream()[:-1]]
+    whole = b"".join(events)
+    # Cut anywhere, CR and LF of one line end included.
+    pieces = [whole[i : i + 5] for i in range(0, len(whole), 5)]
+    out, stream = relay(pieces)
+    assert stream.end() == sse.DONE
+    assert stream.model == "openai/gpt-oss-120b" and stream.usage == Usage(5, 2, 7)
+    assert stream.completion_chars == len("Hello")
+    assert out.count(b"\n\n") == 3 and b"\r" not in out
+
+
+def test_stream_accepts_bare_cr_line_ends():
+    _, stream = relay([chunk("a").replace(b"\n", b"\r"), b"data: [DONE]\r\r"])
+    assert stream.completion_chars == 1
+    # The last CR is held: its LF could be in the next chunk. The stream's end settles it.
+    assert stream.end() == sse.DONE and stream.done
+
+
+def test_stream_with_usage_in_every_chunk_keeps_the_last():
+    chunks = [
+        chunk("a").replace(b'"model"', b'"usage": {"prompt_tokens": 4, "completion_tokens": 1}, "model"'),
+        chunk(finish="stop").replace(
+            b'"model"', b'"usage": {"prompt_tokens": 4, "completion_tokens": 2}, "model"'
+        ),
+    ]
+    out, stream = relay(chunks)
+    assert stream.usage == Usage(4, 2, 6)
+    assert out.count(b'"usage"') == 2  # in chunks with choices: relayed as they came
+    assert stream.end() == sse.DONE
+
+
+# --- Estimates -----------------------------------------------------------------------------------
+
+
+def test_prompt_estimate_counts_what_a_chat_template_renders():
+    one = [{"role": "user", "content": "Hello there, how are you?"}]  # 25 characters
+    assert converter.estimate_prompt_tokens(one) == (
+        converter.TOKENS_PER_REQUEST + converter.TOKENS_PER_MESSAGE + 8  # "user" + 25 chars: 29 / 4
+    )
+    system = [{"role": "system", "content": "Be brief."}, *one]
+    assert converter.estimate_prompt_tokens(system) > converter.estimate_prompt_tokens(one) + 5
+    named = [{**one[0], "name": "alice_from_accounting"}]
+    assert converter.estimate_prompt_tokens(named) > converter.estimate_prompt_tokens(one)
+    calls = [
+        *one,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": '{"temp": 21}'},
+    ]
+    assert converter.estimate_prompt_tokens(calls) >= converter.estimate_prompt_tokens(one) + 2 * 5 + 7
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    with_tools = converter.estimate_prompt_tokens(one, tools)
+    assert with_tools >= converter.estimate_prompt_tokens(one) + converter.TOKENS_FOR_TOOLS + 15
+
+
+def test_prompt_estimate_counts_a_chinese_character_as_a_token():
+    chinese = converter.estimate_prompt_tokens([{"role": "user", "content": "你好，请介绍一下你自己。"}])
+    assert chinese == converter.TOKENS_PER_REQUEST + converter.TOKENS_PER_MESSAGE + 1 + 12
+
+
+def test_parse_chat_request_estimates_the_prompt():
+    raw = json.dumps(
+        {"model": "m", "messages": [{"role": "user", "content": "x" * 400}], "tools": [{"type": "function"}]}
+    ).encode()
+    chat = converter.parse_chat_request(raw, DEFAULT)
+    assert chat.prompt_tokens == converter.estimate_prompt_tokens(
+        [{"role": "user", "content": "x" * 400}], [{"type": "function"}]
+    )
+    assert chat.prompt_tokens > 100 + converter.TOKENS_FOR_TOOLS
+
+
 def test_usage_of_odd_shapes():
     assert Usage.of({"prompt_tokens": 3, "completion_tokens": 4}) == Usage(3, 4, 7)
     assert Usage.of({"prompt_tokens": "3"}) == Usage(None, None, None)

@@ -88,8 +88,8 @@ async def test_the_counters_after_traffic(settings, async_client, hf, one_a_minu
     ok = {"endpoint": "chat_completions", "model": "org/metered", "status": "200", "outcome": "ok"}
     assert delta("hfproxy_requests_total", **ok) == 3
     assert delta("hfproxy_requests_total", **{**ok, "status": "502", "outcome": "upstream_error"}) == 1
-    # Refused by a limit before its body was read: no model yet.
-    assert delta("hfproxy_requests_total", **{**ok, "model": "", "status": "429", "outcome": "refused"}) == 1
+    # Refused by a limit before its body was read: the model asked for is still known.
+    assert delta("hfproxy_requests_total", **{**ok, "status": "429", "outcome": "refused"}) == 1
     assert delta("hfproxy_tokens_total", direction="prompt", model="org/metered", source="provider") == 13
     assert delta("hfproxy_tokens_total", direction="completion", model="org/metered", source="provider") == 6
     assert delta("hfproxy_upstream_errors_total", code="upstream_error") == 1
