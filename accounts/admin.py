@@ -1,11 +1,13 @@
 """The admin: users and their keys, Hugging Face tokens, usage records and the usage dashboard.
 
-No page shows a secret: a key's plaintext appears once, in the response that created it (never
-in messages or the session), digests nowhere, Hugging Face tokens only masked.
+No page shows a secret: a key's plaintext appears once, on the page the add form redirects to
+(until then it waits in the session, encrypted; never in messages or logs), digests nowhere,
+Hugging Face tokens only masked.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 from datetime import date, datetime, timedelta
 
@@ -19,7 +21,7 @@ from django.contrib.auth.admin import UserAdmin
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -27,8 +29,9 @@ from django.utils import formats, timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.text import capfirst
+from django.utils.translation import gettext_lazy as _
 
-from accounts import dashboard, keys, prices, selectors, services
+from accounts import crypto, dashboard, keys, prices, selectors, services
 from accounts.models import ApiKey, HuggingFaceToken, ModelPrice, UsageDaily, UsageRecord, UserPolicy
 
 User = get_user_model()
@@ -109,6 +112,10 @@ class HfproxyUserAdmin(UserAdmin):
 
 
 # --- API keys ----------------------------------------------------------------------------------
+
+
+# The session's entry for keys created but not shown yet: {primary key: the key, encrypted}.
+NEW_KEYS_SESSION = "hfproxy_new_api_keys"
 
 
 def check_token_owner(form: forms.ModelForm, user) -> None:
@@ -279,18 +286,46 @@ class ApiKeyAdmin(admin.ModelAdmin):
         for model_field in ApiKey._meta.concrete_fields:
             setattr(obj, model_field.attname, getattr(created, model_field.attname))
         obj._state.adding, obj._state.db = False, created._state.db
-        # Lives as long as this request: the page below is the only place it is ever shown.
-        request._new_api_key = plaintext
+        request._new_api_key = plaintext  # for response_add, below
+
+    def get_urls(self):
+        created = path(
+            "<int:object_id>/created/",
+            self.admin_site.admin_view(self.created_view),
+            name="accounts_apikey_created",
+        )
+        return [created, *super().get_urls()]
 
     def response_add(self, request, obj: ApiKey, post_url_continue=None) -> HttpResponse:
         plaintext = getattr(request, "_new_api_key", None)
         if plaintext is None:
             return super().response_add(request, obj, post_url_continue)
+        # POST/redirect/GET: reloading the page that shows the key must not post the form again.
+        # The key waits for that page in the session, encrypted: one read, then it is gone.
+        pending = request.session.get(NEW_KEYS_SESSION, {})
+        pending[str(obj.pk)] = crypto.encrypt(plaintext)
+        request.session[NEW_KEYS_SESSION] = pending
+        return redirect("admin:accounts_apikey_created", obj.pk)
+
+    def created_view(self, request: HttpRequest, object_id: int) -> TemplateResponse:
+        """The new key, shown once; on a reload (or any later visit) only that it was shown."""
+        api_key = self.get_object(request, str(object_id))
+        if api_key is None:
+            raise Http404
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        pending = request.session.get(NEW_KEYS_SESSION, {})
+        ciphertext = pending.pop(str(object_id), None)
+        if ciphertext is not None:
+            request.session[NEW_KEYS_SESSION] = pending
+        plaintext = None
+        with contextlib.suppress(crypto.DecryptionError):  # FIELD_ENCRYPTION_KEY changed meanwhile
+            plaintext = crypto.decrypt(ciphertext) if ciphertext else None
         context = {
             **self.admin_site.each_context(request),
-            "title": "API key created",
+            "title": _("API key created"),
             "opts": self.opts,
-            "api_key": obj,
+            "api_key": api_key,
             "plaintext": plaintext,
         }
         return TemplateResponse(request, "admin/accounts/apikey/created.html", context)

@@ -168,17 +168,25 @@ def test_a_token_the_router_refused_shows_until_it_works_again(admin_client, key
 # --- API keys ----------------------------------------------------------------------------------
 
 
-def test_adding_a_key_shows_it_once_and_stores_only_its_digest(admin_client, alice):
-    response = admin_client.post(
+def add_key(admin_client, user, name="ci"):
+    return admin_client.post(
         "/admin/accounts/apikey/add/",
-        {"user": alice.pk, "name": "ci", "hf_token": "", "expires_at_0": "", "expires_at_1": ""},
+        {"user": user.pk, "name": name, "hf_token": "", "expires_at_0": "", "expires_at_1": ""},
     )
+
+
+def test_adding_a_key_shows_it_once_and_stores_only_its_digest(admin_client, alice):
+    posted = add_key(admin_client, alice)
+    api_key = ApiKey.objects.get()
+    assert posted.status_code == 302
+    assert posted["location"] == f"/admin/accounts/apikey/{api_key.pk}/created/"
+    assert not KEY_PATTERN.search(str(dict(admin_client.session)))  # waits there encrypted only
+    response = admin_client.get(posted["location"])
     assert response.status_code == 200
     assert "no-store" in response["cache-control"]
     shown = KEY_PATTERN.findall(response.content.decode())
     assert len(set(shown)) == 1
     plaintext = shown[0]
-    api_key = ApiKey.objects.get()
     assert (api_key.user, api_key.name) == (alice, "ci")
     assert api_key.digest == keys.digest(plaintext)
     assert plaintext.startswith(api_key.prefix)
@@ -191,6 +199,24 @@ def test_adding_a_key_shows_it_once_and_stores_only_its_digest(admin_client, ali
     assert plaintext not in entry.object_repr + entry.change_message
     for url in ("/admin/accounts/apikey/", f"/admin/accounts/apikey/{api_key.pk}/change/"):
         assert plaintext not in admin_client.get(url).content.decode()
+
+
+def test_reloading_the_created_page_neither_creates_a_key_nor_shows_it_again(admin_client, alice):
+    first = add_key(admin_client, alice, "ci")
+    assert KEY_PATTERN.search(admin_client.get(first["location"]).content.decode())
+    reloaded = admin_client.get(first["location"])
+    assert reloaded.status_code == 200
+    assert not KEY_PATTERN.search(reloaded.content.decode())
+    assert "was shown already" in words_of(reloaded)
+    assert ApiKey.objects.count() == 1
+
+
+def test_a_new_key_is_shown_only_in_the_session_that_created_it(admin_client, client, alice):
+    location = add_key(admin_client, alice)["location"]
+    other_admin = get_user_model().objects.create_superuser("root", password="root-password-123")
+    client.force_login(other_admin)
+    assert not KEY_PATTERN.search(client.get(location).content.decode())
+    assert KEY_PATTERN.search(admin_client.get(location).content.decode())
 
 
 def test_the_add_form_refuses_another_users_token(admin_client, alice):
