@@ -116,6 +116,8 @@ if UPSTREAM_TRANSPORT not in ("aiohttp", "httpx"):
 
 # --- Django --------------------------------------------------------------------------------
 INSTALLED_APPS = [
+    # First, so that its `runserver` (which refuses, pointing to `serve`) wins over staticfiles'.
+    "gateway",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -126,7 +128,6 @@ INSTALLED_APPS = [
     "corsheaders",
     "rest_framework",
     "accounts",
-    "gateway",
 ]
 
 # Only async-capable middleware here: this stack runs for every request, /v1 included.

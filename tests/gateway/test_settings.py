@@ -111,3 +111,19 @@ def test_the_deploy_checks_look_at_https_where_the_site_middleware_is(settings):
     assert [w.id for w in check_https(None)] == ["hfproxy.W002", "hfproxy.W003"]
     settings.SECURE_HSTS_SECONDS, settings.SECURE_SSL_REDIRECT = 31536000, True
     assert check_https(None) == []
+
+
+@pytest.mark.parametrize("args", [[], ["8123", "--noreload"]])
+def test_runserver_refuses_and_points_to_serve(args):
+    # Under runserver the usage writer has no loop to live on: records would be lost silently.
+    clean = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "runserver", *args],
+        cwd=ROOT,
+        env={**clean, "ENV_FILE": "", "DEBUG": "true"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "python manage.py serve" in result.stderr and "usage records would be lost" in result.stderr
