@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 from datetime import date, datetime, timedelta
 
 from asgiref.sync import sync_to_async
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
@@ -31,7 +33,7 @@ from django.utils.html import format_html
 from django.utils.text import capfirst
 from django.utils.translation import gettext_lazy as _
 
-from accounts import crypto, dashboard, keys, prices, selectors, services
+from accounts import crypto, dashboard, keys, policy, prices, selectors, services
 from accounts.models import ApiKey, HuggingFaceToken, ModelPrice, UsageDaily, UsageRecord, UserPolicy
 
 User = get_user_model()
@@ -192,6 +194,43 @@ def recent_usage(column, since=None) -> Subquery:
     return Coalesce(Subquery(recent, output_field=IntegerField()), 0)
 
 
+def example_model(api_key: ApiKey) -> str:
+    """A model the key may use, for the snippets: DEFAULT_MODEL unless the key's (or its user's)
+    allow-list excludes it, then the list's first exact id."""
+    user_policy = UserPolicy.objects.filter(user_id=api_key.user_id).first()
+    allowed = policy.parse_models(api_key.allowed_models or (user_policy and user_policy.allowed_models))
+    if policy.model_allowed(allowed, settings.DEFAULT_MODEL):
+        return settings.DEFAULT_MODEL
+    return next((entry for entry in allowed if not set("*?[") & set(entry)), settings.DEFAULT_MODEL)
+
+
+def usage_snippets(base_url: str, api_key: str, model: str) -> list[dict]:
+    """What a person pastes to make a first call with a new key: curl, openai-python, and the
+    environment variables the OpenAI SDKs read."""
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "Hello!"}]})
+    curl = (
+        f"curl {base_url}/chat/completions \\\n"
+        f'  -H "Authorization: Bearer {api_key}" \\\n'
+        '  -H "Content-Type: application/json" \\\n'
+        f"  -d '{body}'"
+    )
+    python = (
+        "from openai import OpenAI\n\n"
+        f'client = OpenAI(base_url="{base_url}", api_key="{api_key}")\n'
+        "answer = client.chat.completions.create(\n"
+        f"    model={json.dumps(model)},\n"
+        '    messages=[{"role": "user", "content": "Hello!"}],\n'
+        ")\n"
+        "print(answer.choices[0].message.content)"
+    )
+    environment = f"export OPENAI_BASE_URL={base_url}\nexport OPENAI_API_KEY={api_key}"
+    return [
+        {"id": "snippet-curl", "label": "curl", "text": curl},
+        {"id": "snippet-python", "label": "openai-python", "text": python},
+        {"id": "snippet-env", "label": _("Environment (any OpenAI SDK)"), "text": environment},
+    ]
+
+
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
     list_display = (
@@ -321,12 +360,15 @@ class ApiKeyAdmin(admin.ModelAdmin):
         plaintext = None
         with contextlib.suppress(crypto.DecryptionError):  # FIELD_ENCRYPTION_KEY changed meanwhile
             plaintext = crypto.decrypt(ciphertext) if ciphertext else None
+        base_url = request.build_absolute_uri(settings.API_PREFIX)
         context = {
             **self.admin_site.each_context(request),
             "title": _("API key created"),
             "opts": self.opts,
             "api_key": api_key,
             "plaintext": plaintext,
+            "base_url": base_url,
+            "snippets": usage_snippets(base_url, plaintext, example_model(api_key)) if plaintext else [],
         }
         return TemplateResponse(request, "admin/accounts/apikey/created.html", context)
 

@@ -4,6 +4,7 @@ tokens are write-only, usage is read-only and exports as CSV, and no page shows 
 from __future__ import annotations
 
 import csv
+import html
 import io
 import re
 from datetime import timedelta
@@ -18,7 +19,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts import keys, services
-from accounts.models import ApiKey, HuggingFaceToken, Outcome, UsageRecord, UsageSource
+from accounts.models import ApiKey, HuggingFaceToken, Outcome, UsageRecord, UsageSource, UserPolicy
 
 pytestmark = pytest.mark.django_db
 
@@ -209,6 +210,43 @@ def test_reloading_the_created_page_neither_creates_a_key_nor_shows_it_again(adm
     assert not KEY_PATTERN.search(reloaded.content.decode())
     assert "was shown already" in words_of(reloaded)
     assert ApiKey.objects.count() == 1
+
+
+def snippet(response, snippet_id: str) -> str:
+    found = re.search(rf'<pre id="{snippet_id}">(.*?)</pre>', response.content.decode(), re.DOTALL)
+    assert found, snippet_id
+    return html.unescape(found.group(1))
+
+
+def test_the_created_page_says_how_to_use_the_key(admin_client, alice, settings):
+    settings.DEFAULT_MODEL = "org/default-model"
+    response = admin_client.get(add_key(admin_client, alice)["location"])
+    plaintext = KEY_PATTERN.search(response.content.decode()).group()
+    assert "it will not be shown again" in words_of(response)
+    assert snippet(response, "base-url") == "http://testserver/v1"
+    curl = snippet(response, "snippet-curl")
+    assert curl.startswith("curl http://testserver/v1/chat/completions")
+    assert f'-H "Authorization: Bearer {plaintext}"' in curl
+    assert '"model": "org/default-model"' in curl
+    python = snippet(response, "snippet-python")
+    assert f'OpenAI(base_url="http://testserver/v1", api_key="{plaintext}")' in python
+    compile(python, "snippet", "exec")
+    assert snippet(response, "snippet-env").splitlines() == [
+        "export OPENAI_BASE_URL=http://testserver/v1",
+        f"export OPENAI_API_KEY={plaintext}",
+    ]
+    copy_buttons = re.findall(
+        r'<button type="button" class="button" data-copy="([\w-]+)"', response.content.decode()
+    )
+    assert copy_buttons == ["new-api-key", "base-url", "snippet-curl", "snippet-python", "snippet-env"]
+    assert "navigator.clipboard" in response.content.decode()
+
+
+def test_the_snippets_use_a_model_the_key_may_use(admin_client, alice, settings):
+    settings.DEFAULT_MODEL = "org/default-model"
+    UserPolicy.objects.create(user=alice, allowed_models="org/team-*, org/team-small")
+    response = admin_client.get(add_key(admin_client, alice)["location"])
+    assert '"model": "org/team-small"' in snippet(response, "snippet-curl")
 
 
 def test_a_new_key_is_shown_only_in_the_session_that_created_it(admin_client, client, alice):
