@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 import aiohttp
 
-MODEL = "bench/model"
+MODEL = "openai/gpt-oss-120b:fireworks-ai"  # one the fake router serves
 PROMPT = [{"role": "user", "content": "Say hello to the benchmark, in twenty words or so."}]
 _TICKS = os.sysconf("SC_CLK_TCK")
 

@@ -20,9 +20,15 @@ from httpx_aiohttp import AiohttpTransport
 
 from tests.servers import free_port, start, stop
 
-BODY = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hello there"}]}).encode()
+BODY = json.dumps(
+    {"model": "openai/gpt-oss-120b:fireworks-ai", "messages": [{"role": "user", "content": "hello there"}]}
+).encode()
 STREAM_BODY = json.dumps(
-    {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hello there"}]}
+    {
+        "model": "openai/gpt-oss-120b:fireworks-ai",
+        "stream": True,
+        "messages": [{"role": "user", "content": "hello there"}],
+    }
 ).encode()
 
 

@@ -1,7 +1,32 @@
 """A fake Hugging Face router: a raw ASGI app, fast enough never to be the bottleneck.
 
-Serves `POST /v1/chat/completions` (JSON or SSE, CHUNKS content chunks, the usage chunk when
-asked) and `GET /v1/models`. The model id selects a misbehaviour:
+Serves `POST /v1/chat/completions` (JSON or SSE, CHUNKS content chunks) and `GET /v1/models`.
+
+Like the real router, it answers only models it serves: the ids in MODELS, bare or with a
+suffix (`:cerebras`, `:fastest`…), and the `fault/…` and `slow/…` names below. Any other model
+gets the router's 400, `invalid_request_error` with `param: "model"`: an id that is no Hugging
+Face repository (no `org/` part: `"m"`, or the `"dummy"` huggingface_hub sends when given only
+a base URL) "does not exist" (`code: "model_not_found"`); an `org/name` that no provider
+serves "is not supported by any provider you have enabled" (`code: "model_not_supported"`).
+
+Streams end the way the provider the suffix names ends them (no suffix, or a policy such as
+`:fastest`: OpenAI's way, `data: ` events, the usage chunk only when `stream_options.
+include_usage` asks, then `data: [DONE]`):
+
+    :cerebras       no [DONE]: the stream closes after the chunk with `finish_reason`, which
+                    carries the usage, asked for or not
+    :hf-inference   TGI's way: no [DONE], and no usage even when asked
+    :nebius         [DONE], but no usage even when asked
+    :novita         usage in every chunk, asked for or not, cumulative: the running totals
+                    so far, the last chunk's being the answer's (what vLLM sends with its
+                    continuous usage stats on). Which providers do this varies by model and
+                    over time; novita is the fake's pick because it is one of the providers
+                    whose recordings issue 13 drew on and no other style here uses it. A relay
+                    must keep the last usage it saw, never add them up.
+    :hyperbolic     `data:` without the space and `\r\n` line ends, both valid SSE that
+                    strict parsers trip on; otherwise OpenAI's way
+
+Non-streamed answers carry usage whatever the provider. The model id selects a misbehaviour:
 
     fault/status-N          answer status N with an OpenAI-shaped error body (429 and 503:
                             with `Retry-After: 7`)
@@ -22,12 +47,15 @@ asked) and `GET /v1/models`. The model id selects a misbehaviour:
     slow/...                a normal stream, one chunk per SLOW seconds (a long answer)
 
 `POST /hf-inference/models/{model}/pipeline/feature-extraction` answers HF Inference's way: a bare
-array with one DIM-long vector per input, made from the text's hash (normalised when asked);
-`fault/status-N...` models fail as above, `fault/tokens` answers token-level vectors.
+array with one DIM-long vector per input, made from the text's hash (normalised when asked),
+for the models in EMBEDDING_MODELS; `fault/status-N...` models fail as above, `fault/tokens`
+answers token-level vectors, and any other model gets HF Inference's 400
+`{"error": "Model not supported by provider hf-inference"}`.
 
 Connection refused is this server not running. `GET /_stats` reports what it saw: requests,
-attempts per model, the last request's headers and body, what fault/big sent, `abandoned` (requests whose client went
-away before the answer was complete, with when it noticed) and `streams_abandoned`.
+attempts per model (refused ones too), `refused` (by model), the last request's headers and
+body, what fault/big sent, `abandoned` (requests whose client went away before the answer was
+complete, with when it noticed) and `streams_abandoned`.
 `POST /_reset` clears it. Run: `python -m tests.fake_router --port 9100`.
 """
 
@@ -39,6 +67,7 @@ import hashlib
 import json
 import os
 import time
+from dataclasses import dataclass
 
 CHUNKS = int(os.environ.get("FAKE_ROUTER_CHUNKS", "20"))
 DRIP = float(os.environ.get("FAKE_ROUTER_DRIP", "1.0"))
@@ -71,11 +100,40 @@ MODELS = {
             "created": 1721000000,
             "owned_by": "meta-llama",
             "providers": [
-                {"provider": "cerebras", "status": "live", "pricing": {"input": 0.1, "output": 0.1}}
+                {"provider": "cerebras", "status": "live", "pricing": {"input": 0.1, "output": 0.1}},
+                {"provider": "nebius", "status": "live", "pricing": {"input": 0.02, "output": 0.06}},
+                {"provider": "novita", "status": "live", "pricing": {"input": 0.02, "output": 0.05}},
+                {"provider": "hyperbolic", "status": "live", "pricing": {"input": 0.1, "output": 0.1}},
+                {"provider": "hf-inference", "status": "live"},
             ],
         },
     ],
 }
+# What HF Inference's feature-extraction pipeline serves here (README: the default, and the one
+# it recommends for Chinese text).
+EMBEDDING_MODELS = ("sentence-transformers/all-MiniLM-L6-v2", "BAAI/bge-m3", "intfloat/multilingual-e5-large")
+SERVED = {entry["id"] for entry in MODELS["data"]}
+POLICIES = ("fastest", "cheapest", "preferred", "auto")
+
+
+@dataclass(frozen=True)
+class Style:
+    """How a provider's streams are framed and end (see the module docstring)."""
+
+    done: bool = True  # ends with `data: [DONE]`
+    usage: str = "asked"  # "asked": one usage chunk when asked; "last", "every", "never"
+    prefix: bytes = b"data: "
+    newline: bytes = b"\n"
+
+
+STYLES = {
+    "cerebras": Style(done=False, usage="last"),
+    "hf-inference": Style(done=False, usage="never"),
+    "nebius": Style(usage="never"),
+    "novita": Style(usage="every"),
+    "hyperbolic": Style(prefix=b"data:", newline=b"\r\n"),
+}
+OPENAI_STYLE = Style()
 
 
 def new_stats() -> dict:
@@ -83,6 +141,7 @@ def new_stats() -> dict:
         "requests": 0,
         "chat_requests": 0,
         "attempts": {},
+        "refused": {},
         "abandoned": [],
         "streams_abandoned": 0,
         "redirected": 0,
@@ -125,7 +184,9 @@ async def _send_json(send, status: int, data, headers=()) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def _chunk(model: str, created: int, delta: dict, finish=None, usage=None, choices=True) -> bytes:
+def _chunk(
+    model: str, created: int, delta: dict, finish=None, usage=None, choices=True, style=OPENAI_STYLE
+) -> bytes:
     data = {
         "id": "chatcmpl-fake",
         "object": "chat.completion.chunk",
@@ -135,16 +196,31 @@ def _chunk(model: str, created: int, delta: dict, finish=None, usage=None, choic
     }
     if usage is not None:
         data["usage"] = usage
-    return b"data: " + json.dumps(data).encode() + b"\n\n"
+    return style.prefix + json.dumps(data).encode() + style.newline * 2
 
 
 def _provider(model: str) -> bytes:
     """Who answered, as the real router says in `x-inference-provider`: the suffix the model
     names, else (no suffix, or a policy such as :fastest) a provider of the fake's choosing."""
     suffix = model.partition(":")[2]
-    return (
-        suffix if suffix and suffix not in ("fastest", "cheapest", "preferred", "auto") else "fake-provider"
-    ).encode()
+    return (suffix if suffix and suffix not in POLICIES else "fake-provider").encode()
+
+
+def refusal(model: str) -> dict | None:
+    """The router's 400 body for a model it does not serve, None for one it does."""
+    if model.startswith(("fault/", "slow/")):
+        return None
+    repository = model.partition(":")[0]
+    if repository in SERVED:
+        return None
+    if "/" in repository:
+        message, code = (
+            f"The requested model '{repository}' is not supported by any provider you have enabled.",
+            "model_not_supported",
+        )
+    else:
+        message, code = f"The requested model '{repository}' does not exist.", "model_not_found"
+    return {"error": {"message": message, "type": "invalid_request_error", "param": "model", "code": code}}
 
 
 def _usage(prompt: int, completion: int) -> dict:
@@ -180,6 +256,10 @@ async def _chat(scope, receive, send) -> None:
             stats["abandoned"].append({"model": model, "stream": stream, "at": time.time()})
             stats["streams_abandoned"] += stream
 
+    refused = refusal(model)
+    if refused:
+        stats["refused"][model] = stats["refused"].get(model, 0) + 1
+        return await _send_json(send, 400, refused)
     if not stream and not model.startswith("fault/"):
         # A plain answer, sent at once: nothing to watch (and the benchmarks' reference stays lean).
         return await _answer(send, request, model, stream, disconnected)
@@ -259,7 +339,15 @@ async def _answer(send, request: dict, model: str, stream: bool, disconnected: a
     async def event(body: bytes) -> None:
         await send({"type": "http.response.body", "body": body, "more_body": True})
 
-    await event(_chunk(answered, created, {"role": "assistant", "content": ""}))
+    style = STYLES.get(model.partition(":")[2], OPENAI_STYLE)
+
+    def running(completion: int) -> dict | None:
+        """The usage a chunk carries on its way, in the styles that send it in every chunk."""
+        return _usage(prompt_tokens, completion) if usage and style.usage == "every" else None
+
+    await event(
+        _chunk(answered, created, {"role": "assistant", "content": ""}, usage=running(0), style=style)
+    )
     if model == "fault/hang-after-headers":
         await disconnected.wait()
         return
@@ -289,7 +377,7 @@ async def _answer(send, request: dict, model: str, stream: bool, disconnected: a
             await asyncio.sleep(SLOW)
         if disconnected.is_set():
             return
-        await event(_chunk(answered, created, {"content": f"tok{i} "}))
+        await event(_chunk(answered, created, {"content": f"tok{i} "}, usage=running(i + 1), style=style))
     if model in ("fault/cut", "fault/break", "fault/bad-sse"):
         await asyncio.sleep(SLOW)  # what came so far reaches the client first
     if model == "fault/cut":
@@ -299,11 +387,14 @@ async def _answer(send, request: dict, model: str, stream: bool, disconnected: a
     if model == "fault/bad-sse":
         await event(b"data: {this is not json\n\n")
     suffix = "\u0000" if model == "fault/nul" else ""
-    tail = _chunk(answered, created, {"content": suffix}, finish="stop")
+    last_usage = usage if style.usage in ("last", "every") else None
+    tail = _chunk(answered, created, {"content": suffix}, finish="stop", usage=last_usage, style=style)
     options = request.get("stream_options") or {}
-    if options.get("include_usage") and usage:
-        tail += _chunk(answered, created, {}, usage=usage, choices=False)
-    await send({"type": "http.response.body", "body": tail + b"data: [DONE]\n\n"})
+    if style.usage == "asked" and options.get("include_usage") and usage:
+        tail += _chunk(answered, created, {}, usage=usage, choices=False, style=style)
+    if style.done:
+        tail += style.prefix + b"[DONE]" + style.newline * 2
+    await send({"type": "http.response.body", "body": tail})
 
 
 def vector(text: str, normalize: bool) -> list[float]:
@@ -321,6 +412,9 @@ async def _feature_extraction(path: str, receive, send) -> None:
     stats["last_body"] = json.dumps(request)
     if model.startswith("fault/status-"):
         return await _status(send, model)
+    if model not in (*EMBEDDING_MODELS, "fault/tokens"):
+        stats["refused"][model] = stats["refused"].get(model, 0) + 1
+        return await _send_json(send, 400, {"error": "Model not supported by provider hf-inference"})
     inputs = request["inputs"] if isinstance(request["inputs"], list) else [request["inputs"]]
     vectors = [vector(text, bool(request.get("normalize"))) for text in inputs]
     if model == "fault/tokens":

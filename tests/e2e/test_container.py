@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 POSTGRES = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
 MESSAGES = [{"role": "user", "content": "hello"}]
+MODEL = "openai/gpt-oss-120b:fireworks-ai"  # one the fake router serves
 
 
 def container_commands() -> tuple[list[str], list[str]]:
@@ -42,14 +43,20 @@ def test_sigterm_lets_open_streams_finish_and_loses_no_record(services, tmp_path
     results, exit_code, rows = run_stack(tmp_path, shutdown_timeout=15)
     assert exit_code == 0  # a clean exit, after the streams
     assert all(len(texts) == 20 for texts in results.values()), {n: len(t) for n, t in results.items()}
-    assert {row["model"]: (row["requests"], row["errors"]) for row in rows} == {"m": (1, 0), "slow/m": (6, 0)}
+    assert {row["model"]: (row["requests"], row["errors"]) for row in rows} == {
+        MODEL: (1, 0),
+        "slow/m": (6, 0),
+    }
 
 
 def test_streams_cut_off_at_the_drain_timeout_are_still_recorded(services, tmp_path):
     results, exit_code, rows = run_stack(tmp_path, shutdown_timeout=0.5)
     assert exit_code == 0
     assert all(len(texts) < 20 for texts in results.values())  # cut short, as configured
-    assert {row["model"]: (row["requests"], row["errors"]) for row in rows} == {"m": (1, 0), "slow/m": (6, 6)}
+    assert {row["model"]: (row["requests"], row["errors"]) for row in rows} == {
+        MODEL: (1, 0),
+        "slow/m": (6, 6),
+    }
 
 
 def run_stack(tmp_path, shutdown_timeout: float):
@@ -90,7 +97,7 @@ def run_stack(tmp_path, shutdown_timeout: float):
 
 def _drive_and_stop(server, port: int, key: str) -> tuple[dict[int, list[str]], int]:
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0)
-    assert client.chat.completions.create(model="m", messages=MESSAGES).choices[0].message.content
+    assert client.chat.completions.create(model=MODEL, messages=MESSAGES).choices[0].message.content
 
     streaming = threading.Barrier(6 + 1)
     results: dict[int, list[str]] = {}

@@ -11,12 +11,15 @@ import httpx
 import openai
 import pytest
 from huggingface_hub import InferenceClient
+from huggingface_hub.errors import BadRequestError
 
 from tests.servers import free_port, manage, proxy_env, scratch_database, server_env, start, stop
 
 pytestmark = pytest.mark.e2e
 
 MESSAGES = [{"role": "user", "content": "Say hello 👋 你好"}]
+# A model the fake router serves, OpenAI-style (its streams end with [DONE]).
+MODEL = "openai/gpt-oss-120b:fireworks-ai"
 
 
 @pytest.fixture(scope="module")
@@ -92,13 +95,13 @@ def test_openai_sdk_non_streaming(client, router_stats):
 
 
 def test_openai_sdk_streaming_without_and_with_usage(client):
-    chunks = list(client.chat.completions.create(model="m", messages=MESSAGES, stream=True))
+    chunks = list(client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).startswith("tok0 tok1")
     assert all(c.usage is None for c in chunks)
 
     chunks = list(
         client.chat.completions.create(
-            model="m", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+            model=MODEL, messages=MESSAGES, stream=True, stream_options={"include_usage": True}
         )
     )
     assert chunks[-1].usage.completion_tokens == 20
@@ -110,19 +113,37 @@ def test_huggingface_hub_inference_client(servers):
     assert answer.choices[0].message.content.startswith("tok0")
     text = "".join(
         c.choices[0].delta.content or ""
-        for c in hub.chat_completion(messages=MESSAGES, stream=True)
+        for c in hub.chat_completion(messages=MESSAGES, model=MODEL, stream=True)
         if c.choices
     )
     assert text.startswith("tok0 tok1")
+
+
+def test_huggingface_hub_without_a_model_is_refused_as_the_router_refuses_it(servers, router_stats):
+    # Given only a base URL, InferenceClient sends the model "dummy", which hfproxy forwards
+    # and the router does not know: the README's example must name its model.
+    hub = InferenceClient(base_url=servers["proxy"] + "/v1", api_key=servers["key"])
+    with pytest.raises(BadRequestError, match="does not exist"):
+        hub.chat_completion(messages=MESSAGES)
+    assert router_stats()["refused"] == {"dummy": 1}
 
 
 def test_router_errors_reach_the_sdk_as_openai_errors(client):
     with pytest.raises(openai.RateLimitError) as caught:
         client.chat.completions.create(model="fault/status-429", messages=MESSAGES)
     assert caught.value.response.headers["retry-after"] == "7"
-    with pytest.raises(openai.APIStatusError) as caught:
+    # A 503 that says when to come back stays a 503 (not retried by the proxy; the SDK may).
+    with pytest.raises(openai.InternalServerError) as caught:
         client.chat.completions.create(model="fault/status-503", messages=MESSAGES)
-    assert caught.value.status_code == 502
+    assert caught.value.status_code == 503 and caught.value.response.headers["retry-after"] == "7"
+    # A 500 the proxy already retried is a 502 the SDK is told not to retry.
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.chat.completions.create(model="fault/status-500", messages=MESSAGES)
+    assert caught.value.status_code == 502 and caught.value.response.headers["x-should-retry"] == "false"
+    # A model the router does not serve: its 400, with its code.
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="nobody/nothing", messages=MESSAGES)
+    assert caught.value.code == "model_not_supported"
 
 
 def test_a_cut_stream_raises_in_the_sdk(client):
@@ -163,16 +184,16 @@ def test_each_user_calls_with_their_own_token_and_every_request_is_recorded(serv
     proxy = servers["proxy"] + "/v1"
 
     kim_client = openai.OpenAI(base_url=proxy, api_key=kim, max_retries=0)
-    kim_client.chat.completions.create(model="m", messages=MESSAGES)
+    kim_client.chat.completions.create(model=MODEL, messages=MESSAGES)
     assert router_stats()["last_headers"]["authorization"] == "Bearer hf_kims_own_token"
     lee_client = openai.OpenAI(base_url=proxy, api_key=lee, max_retries=0)
-    list(lee_client.chat.completions.create(model="m", messages=MESSAGES, stream=True))
+    list(lee_client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True))
     assert router_stats()["last_headers"]["authorization"] == "Bearer hf_e2e_token_value"
 
     manage("revoke_api_key", lee[:12], env=env)
     time.sleep(float(env.get("AUTH_CACHE_TTL", "5")) + 0.2)
     with pytest.raises(openai.AuthenticationError):
-        lee_client.chat.completions.create(model="m", messages=MESSAGES)
+        lee_client.chat.completions.create(model=MODEL, messages=MESSAGES)
 
     rows = {row["user"]: row for row in usage_rows(servers, before + 2)}
     assert rows["kim"]["requests"] == 1 and rows["kim"]["total_tokens"] > 20
@@ -187,7 +208,7 @@ def test_concurrent_streams_and_a_disconnect_each_leave_one_record(servers):
     client = openai.AsyncOpenAI(base_url=servers["proxy"] + "/v1", api_key=key, max_retries=0)
 
     async def one_stream():
-        stream = await client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+        stream = await client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True)
         return [chunk async for chunk in stream]
 
     async def main():
@@ -209,7 +230,7 @@ def test_concurrent_streams_and_a_disconnect_each_leave_one_record(servers):
         time.sleep(0.2)
         rows = usage_rows(servers, 0)
     mine = {row["model"]: row for row in rows if row["user"] == "mo"}
-    assert mine["m"]["requests"] == 50 and mine["m"]["errors"] == 0
+    assert mine[MODEL]["requests"] == 50 and mine[MODEL]["errors"] == 0
     assert mine["fault/drip"]["requests"] == 1 and mine["fault/drip"]["errors"] == 1
 
 
@@ -225,8 +246,8 @@ def test_a_clean_shutdown_writes_every_queued_record(servers):
     try:
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0)
         for _ in range(3):
-            client.chat.completions.create(model="m", messages=MESSAGES)
-        list(client.chat.completions.create(model="m", messages=MESSAGES, stream=True))
+            client.chat.completions.create(model=MODEL, messages=MESSAGES)
+        list(client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True))
         assert not [
             row
             for row in json.loads(manage("usage_report", "--format", "json", env=env))

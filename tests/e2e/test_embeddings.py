@@ -54,16 +54,24 @@ def test_errors_reach_the_sdk_as_openai_errors_and_everything_is_recorded(served
         client.embeddings.create(model="BAAI/bge-m3", input=[[101, 102]])
     assert caught.value.body["param"] == "input"
     with pytest.raises(openai.InternalServerError):
-        client.embeddings.create(model="fault/status-503", input="x")
+        client.embeddings.create(model="fault/status-500", input="x")
     with pytest.raises(openai.InternalServerError):
         client.embeddings.create(model="fault/tokens", input="x")
-    assert router.stats()["attempts"]["fault/status-503"] == 2
+    with pytest.raises(openai.BadRequestError) as caught:  # HF Inference does not serve it
+        client.embeddings.create(model="nobody/embedder", input="x")
+    assert "not supported" in caught.value.message
+    assert router.stats()["attempts"]["fault/status-500"] == 2
     query = "SELECT model_requested, outcome FROM accounts_usagerecord WHERE endpoint = 'embeddings'"
     deadline = time.monotonic() + 10
-    while len(rows := proxy.db.query(query)) < 6 and time.monotonic() < deadline:
+    while len(rows := proxy.db.query(query)) < 7 and time.monotonic() < deadline:
         time.sleep(0.05)
-    # The first test's three requests, then these three: the bad one before a model was known.
+    # The first test's three requests, then these four: the bad one before a model was known.
     assert sorted((r["model_requested"], r["outcome"]) for r in rows) == sorted(
         [("BAAI/bge-m3", "ok")] * 3
-        + [("", "bad_request"), ("fault/status-503", "upstream_error"), ("fault/tokens", "upstream_error")]
+        + [
+            ("", "bad_request"),
+            ("fault/status-500", "upstream_error"),
+            ("fault/tokens", "upstream_error"),
+            ("nobody/embedder", "upstream_error"),
+        ]
     )

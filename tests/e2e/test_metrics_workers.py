@@ -43,7 +43,9 @@ def test_a_scrape_of_any_worker_counts_every_worker(tmp_path):
         for _ in range(20):  # a new connection each time, so that both workers take requests
             with httpx.Client(headers={**proxy.auth(), "Connection": "close"}) as client:
                 assert (
-                    client.post(proxy.api + "/chat/completions", json=chat("counted/model")).status_code
+                    client.post(
+                        proxy.api + "/chat/completions", json=chat("meta-llama/Llama-3.1-8B-Instruct:nebius")
+                    ).status_code
                     == 200
                 )
         # `serve` chose the workers' shared folder, and said where.
@@ -54,5 +56,5 @@ def test_a_scrape_of_any_worker_counts_every_worker(tmp_path):
             with httpx.Client(headers={"Authorization": f"Bearer {TOKEN}", "Connection": "close"}) as client:
                 scraped = client.get(proxy.url + "/metrics")
             assert scraped.status_code == 200
-            assert requests_for(scraped.text, "counted/model") == 20
+            assert requests_for(scraped.text, "meta-llama/Llama-3.1-8B-Instruct:nebius") == 20
         assert httpx.get(proxy.url + "/metrics").status_code == 403

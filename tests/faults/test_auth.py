@@ -42,7 +42,7 @@ def bad_keys(proxy) -> dict[str, dict]:
 def test_every_bad_key_gets_the_same_401_and_no_upstream_call(proxy, stats):
     bodies, refused = {}, []
     for name, headers in bad_keys(proxy).items():
-        answer = send(proxy, chat("m"), key=None, headers=headers)
+        answer = send(proxy, chat("openai/gpt-oss-120b:fireworks-ai"), key=None, headers=headers)
         refused.append(answer.request_id)
         assert answer.status == 401, name
         assert answer.headers["www-authenticate"] == "Bearer", name
@@ -56,7 +56,7 @@ def test_every_bad_key_gets_the_same_401_and_no_upstream_call(proxy, stats):
     }
     assert stats()["requests"] == 0
     # Records are written in order: once a later request's is in, none of these has one.
-    proxy.record(send(proxy, {"model": "m", "messages": []}).request_id)
+    proxy.record(send(proxy, {"model": "openai/gpt-oss-120b:fireworks-ai", "messages": []}).request_id)
     assert all(proxy.records(rid) == [] for rid in refused)
 
 
@@ -75,7 +75,7 @@ SPOOFED = {
 
 
 def test_spoofed_forwarding_headers_open_nothing(proxy, stats):
-    answer = send(proxy, chat("m"), key=None, headers=SPOOFED)
+    answer = send(proxy, chat("openai/gpt-oss-120b:fireworks-ai"), key=None, headers=SPOOFED)
     assert answer.status == 401
     with httpx.Client(base_url=proxy.url, headers=SPOOFED, follow_redirects=False) as client:
         admin = client.get("/admin/")
@@ -90,7 +90,7 @@ def test_spoofed_forwarding_headers_open_nothing(proxy, stats):
     "host", ["evil.example", "127.0.0.1.evil.example", "localhost:8000@evil.example", ""]
 )
 def test_a_host_not_allowed_is_400_even_with_a_valid_key(proxy, stats, host):
-    answer = send(proxy, chat("m"), headers={"Host": host})
+    answer = send(proxy, chat("openai/gpt-oss-120b:fireworks-ai"), headers={"Host": host})
     assert answer.status == 400
     assert answer.json()["error"]["type"] == "invalid_request_error"
     assert stats()["requests"] == 0
@@ -111,10 +111,13 @@ def test_with_postgresql_stopped_it_is_503_never_401_and_comes_back(router, tmp_
         # A long key cache: a key seen before the outage keeps working through it.
         proxy = launch_proxy(router, postgres.url, tmp_path, AUTH_CACHE_TTL="3600")
         stack.callback(proxy.stop)
-        assert send(proxy, chat("m"), key="team").status == 200
+        assert send(proxy, chat("openai/gpt-oss-120b:fireworks-ai"), key="team").status == 200
 
         postgres.stop()
-        outage = [send(proxy, chat("m"), key=key) for key in ("canary", "revoked", "expired", "canary")]
+        outage = [
+            send(proxy, chat("openai/gpt-oss-120b:fireworks-ai"), key=key)
+            for key in ("canary", "revoked", "expired", "canary")
+        ]
         print(f"\n503s during the outage took {', '.join(f'{a.seconds:.2f}' for a in outage)} s")
         for answer in outage:
             assert answer.status == 503, answer.body
@@ -122,12 +125,13 @@ def test_with_postgresql_stopped_it_is_503_never_401_and_comes_back(router, tmp_
             assert answer.json()["error"]["code"] == "service_unavailable"
             assert int(answer.headers["retry-after"]) > 0
         assert httpx.get(proxy.url + "/health").status_code == 503
-        served = send(proxy, chat("m"), key="team")  # known key: served, its record kept for later
+        # known key: served, its record kept for later
+        served = send(proxy, chat("openai/gpt-oss-120b:fireworks-ai"), key="team")
         assert served.status == 200
 
         postgres.start()
         started = time.monotonic()
-        while (answer := send(proxy, chat("m"), key="canary")).status != 200:
+        while (answer := send(proxy, chat("openai/gpt-oss-120b:fireworks-ai"), key="canary")).status != 200:
             assert answer.status == 503, answer.body
             assert time.monotonic() - started < 10, "still failing 10 s after PostgreSQL came back"
             time.sleep(0.2)

@@ -21,10 +21,17 @@ TPM = 100_000_000
 
 async def _burst(url: str, key: str, count: int) -> list[int]:
     bodies = [
-        {"model": "m", "messages": [{"role": "user", "content": "one two three"}]},
-        {"model": "m", "messages": [{"role": "user", "content": "four"}], "stream": True},
         {
-            "model": "m",
+            "model": "openai/gpt-oss-120b:fireworks-ai",
+            "messages": [{"role": "user", "content": "one two three"}],
+        },
+        {
+            "model": "openai/gpt-oss-120b:fireworks-ai",
+            "messages": [{"role": "user", "content": "four"}],
+            "stream": True,
+        },
+        {
+            "model": "openai/gpt-oss-120b:fireworks-ai",
             "messages": [{"role": "user", "content": "x y"}],
             "stream": True,
             "stream_options": {"include_usage": True},
@@ -72,7 +79,10 @@ def test_aggregates_equal_their_records_after_500_concurrent_requests(proxy):
     # The rate-limit counter: what the key used this minute, as the next request is told.
     probe = httpx.post(
         proxy.api + "/chat/completions",
-        json={"model": "m", "messages": [{"role": "user", "content": "probe"}]},
+        json={
+            "model": "openai/gpt-oss-120b:fireworks-ai",
+            "messages": [{"role": "user", "content": "probe"}],
+        },
         headers={"Authorization": f"Bearer {key}", "X-Request-Id": "burst-probe"},
     )
     assert time.time() // 60 == minute, "the burst crossed a minute: run it again"

@@ -159,7 +159,7 @@ def test_wrong_method_is_405(proxy, stats, method):
 
 def test_control_fields_in_the_body_are_never_honoured(proxy, router, stats):
     body = chat(
-        "m",
+        "openai/gpt-oss-120b:fireworks-ai",
         api_base="http://127.0.0.1:9/v1",
         base_url="http://127.0.0.1:9/v1",
         api_key="hf_someone_elses_token_123456",
@@ -185,7 +185,11 @@ UNICODE = {
 @pytest.mark.parametrize("text", UNICODE.values(), ids=UNICODE.keys())
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 def test_unicode_reaches_the_router_intact(proxy, stats, text, stream):
-    body = {"model": "m", "messages": [{"role": "user", "content": text}], "stream": stream}
+    body = {
+        "model": "openai/gpt-oss-120b:fireworks-ai",
+        "messages": [{"role": "user", "content": text}],
+        "stream": stream,
+    }
     if stream:
         body["stream_options"] = {"include_usage": True}  # nothing to add: forwarded as sent
     raw = json.dumps(body, ensure_ascii=False).encode()
@@ -199,7 +203,14 @@ def test_unicode_reaches_the_router_intact(proxy, stats, text, stream):
 def test_unicode_survives_when_the_body_is_rewritten(proxy, stats):
     # Streaming without include_usage: the proxy adds it, so the body is re-encoded.
     text = UNICODE["emoji"] + UNICODE["RTL"] + "\u0000 NUL \ud83d escaped lone surrogate"
-    answer = send(proxy, {"model": "m", "messages": [{"role": "user", "content": text}], "stream": True})
+    answer = send(
+        proxy,
+        {
+            "model": "openai/gpt-oss-120b:fireworks-ai",
+            "messages": [{"role": "user", "content": text}],
+            "stream": True,
+        },
+    )
     assert answer.status == 200
     assert json.loads(stats()["last_body"].encode("utf-8", "surrogatepass"))["messages"][0]["content"] == text
 

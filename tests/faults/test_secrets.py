@@ -31,15 +31,24 @@ def every_scenario(proxy: Proxy) -> list[bytes]:
         for content in BAD_BODIES.values()
     ]
     jobs += [
-        lambda headers=headers: send(proxy, chat("m"), key=None, headers=headers)
+        lambda headers=headers: send(
+            proxy, chat("openai/gpt-oss-120b:fireworks-ai"), key=None, headers=headers
+        )
         for headers in bad_keys(proxy).values()
     ]
     jobs += [
-        lambda: send(proxy, chat("m"), headers=SPOOFED),
-        lambda: send(proxy, chat("m", True, stream_options={"include_usage": True})),
+        lambda: send(proxy, chat("openai/gpt-oss-120b:fireworks-ai"), headers=SPOOFED),
+        lambda: send(
+            proxy, chat("openai/gpt-oss-120b:fireworks-ai", True, stream_options={"include_usage": True})
+        ),
         # The canary token smuggled in the body, the canary key in the other header.
-        lambda: send(proxy, chat("m", api_key=CANARY_TOKEN, base_url="http://127.0.0.1:9/v1")),
-        lambda: send(proxy, chat("m"), key=None, headers={"x-api-key": canary}),
+        lambda: send(
+            proxy,
+            chat("openai/gpt-oss-120b:fireworks-ai", api_key=CANARY_TOKEN, base_url="http://127.0.0.1:9/v1"),
+        ),
+        lambda: send(
+            proxy, chat("openai/gpt-oss-120b:fireworks-ai"), key=None, headers={"x-api-key": canary}
+        ),
         lambda: send(proxy, method="GET", path="/models"),
         lambda: send(proxy, method="GET", path="/models/fault%2Fnope"),
         lambda: send(proxy, method="DELETE"),
