@@ -43,7 +43,7 @@ class Figures:
     rss_baseline: float = 0.0
     rss_peak: float = 0.0
     rss_after: float = 0.0
-    records: Counter = field(default_factory=Counter)  # outcome → count, of this run's requests
+    records: dict[str, Counter] = field(default_factory=dict)  # kind → outcomes of its records
 
     def table(self) -> str:
         total = sum(self.sent.values())
@@ -51,7 +51,8 @@ class Figures:
             f"streams: {total} in {self.seconds:.0f} s ({total / self.seconds:.0f}/s): "
             + ", ".join(f"{kind} {n}" for kind, n in sorted(self.sent.items())),
             f"statuses: {dict(self.statuses)}; error events: {dict(self.error_codes)}",
-            f"usage records: {sum(self.records.values())} for {total} requests: {dict(self.records)}",
+            f"usage records: {sum(sum(c.values()) for c in self.records.values())} for {total} requests: "
+            + "; ".join(f"{kind} {dict(outcomes)}" for kind, outcomes in sorted(self.records.items())),
             f"PostgreSQL connections at most: {self.max_db_connections} (bound: DB_POOL_SIZE={DB_POOL_SIZE})",
             f"proxy RSS: {self.rss_baseline:.1f} MiB before, {self.rss_peak:.1f} MiB at peak, "
             f"{self.rss_after:.1f} MiB after",
@@ -99,7 +100,7 @@ async def _one(
 async def _client(proxy: Proxy, key: str, until: float, figures: Figures, seed: int) -> None:
     rng = random.Random(seed)
     connector = aiohttp.TCPConnector(limit=1)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=90)) as session:
         while time.monotonic() < until:
             try:
                 await _one(session, proxy, key, figures, rng)
@@ -161,16 +162,20 @@ def run(proxy: Proxy, key: str, seconds: float, concurrency: int, warm_up: float
     return figures
 
 
-def _records(proxy: Proxy, figures: Figures) -> Counter:
-    """Outcomes of this run's usage records, waiting (up to 30 s) until there is one per request."""
-    deadline = time.monotonic() + 30
+def _records(proxy: Proxy, figures: Figures) -> dict[str, Counter]:
+    """Outcomes of this run's usage records by what was done to their requests, waiting (up to
+    60 s) until there is one per request."""
+    deadline = time.monotonic() + 60
     while True:
         rows = proxy.db.query(
             "SELECT request_id, outcome FROM accounts_usagerecord WHERE request_id LIKE 'load-%%'"
         )
         mine = [row for row in rows if row["request_id"] in figures.request_ids]
         if len(mine) >= len(figures.request_ids) or time.monotonic() > deadline:
-            return Counter(row["outcome"] for row in mine)
+            by_kind: dict[str, Counter] = {}
+            for row in mine:
+                by_kind.setdefault(figures.request_ids[row["request_id"]], Counter())[row["outcome"]] += 1
+            return by_kind
         time.sleep(0.5)
 
 
@@ -182,8 +187,16 @@ def servers(folder: Path):
     router.start()
     try:
         with scratch_database(folder) as database:
+            # Timeouts with headroom: this is no timeout test, and a busy machine must not make it one.
             proxy = launch_proxy(
-                router, database, folder, DB_POOL_SIZE=str(DB_POOL_SIZE), LOG_LEVEL="WARNING"
+                router,
+                database,
+                folder,
+                DB_POOL_SIZE=str(DB_POOL_SIZE),
+                LOG_LEVEL="WARNING",
+                CONNECT_TIMEOUT="10",
+                READ_TIMEOUT="30",
+                REQUEST_TIMEOUT="60",
             )
             try:
                 key = manage(

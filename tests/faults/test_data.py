@@ -19,7 +19,9 @@ from tests.servers import manage, proxy_env, scratch_database
 TPM = 100_000_000
 
 
-async def _burst(url: str, key: str, count: int) -> list[int]:
+async def _burst(url: str, key: str, count: int) -> list[tuple[int, bool]]:
+    """Each answer's status, and whether the client saw a failure (an error status, or a
+    stream that ended with an error event)."""
     bodies = [
         {
             "model": "openai/gpt-oss-120b:fireworks-ai",
@@ -46,8 +48,8 @@ async def _burst(url: str, key: str, count: int) -> list[int]:
         async def one(i: int) -> int:
             headers = {"Authorization": f"Bearer {key}", "X-Request-Id": f"burst-{i}"}
             async with session.post(url, json=bodies[i % len(bodies)], headers=headers) as response:
-                await response.read()
-                return response.status
+                body = await response.read()
+                return response.status, response.status != 200 or b'data: {"error"' in body
 
         return await asyncio.gather(*(one(i) for i in range(count)))
 
@@ -59,8 +61,10 @@ def test_aggregates_equal_their_records_after_500_concurrent_requests(proxy):
     if time.time() % 60 > 45:  # the tokens-per-minute window must hold the whole burst
         time.sleep(61 - time.time() % 60)
     minute = time.time() // 60
-    statuses = asyncio.run(_burst(proxy.api + "/chat/completions", key, 500))
-    assert len(statuses) == 500 and set(statuses) <= {200, 502}
+    answers = asyncio.run(_burst(proxy.api + "/chat/completions", key, 500))
+    # 502 for the router's 5xx; on a busy machine some may time out (the harness's READ_TIMEOUT
+    # is 1 s): what matters is that the records agree with what the clients saw.
+    assert len(answers) == 500 and {status for status, _ in answers} <= {200, 502, 504}
 
     deadline = time.monotonic() + 15
     while (
@@ -73,7 +77,8 @@ def test_aggregates_equal_their_records_after_500_concurrent_requests(proxy):
     time.sleep(0.5)
     sums = _sums(proxy, "burst")
     assert sums["requests"] == 500
-    assert sums["errors"] == statuses.count(502) + 500 // 6  # 5xx answers and cut streams
+    assert sums["errors"] == sum(failed for _, failed in answers)  # 5xx answers, cut streams…
+    assert sums["errors"] >= 2 * (500 // 6)  # the router's 500s and the cut streams at least
     assert 0 < sums["total_tokens"] == sums["prompt_tokens"] + sums["completion_tokens"]
 
     # The rate-limit counter: what the key used this minute, as the next request is told.
