@@ -740,8 +740,10 @@ class UsageRecordAdmin(UsageAdminBase):
                 ("requests", "requests", _count(figures.requests)),
                 ("tokens", "tokens", _count(figures.tokens)),
                 ("cost", "cost (USD)", _usd(figures.cost)),
-                ("errors", "errors", _count(figures.errors)),
-                ("error-rate", "error rate", _percent(figures.error_rate)),
+                ("errors", _("errors (upstream)"), _count(figures.errors)),
+                ("error-rate", _("error rate (of requests sent upstream)"), _percent(figures.error_rate)),
+                ("refused", _("refused by policy"), _count(figures.refused_total)),
+                ("bad-requests", _("bad requests"), _count(figures.bad_requests)),
                 ("latency-p50", "latency p50", _ms(figures.latency["p50"])),
                 ("latency-p95", "latency p95", _ms(figures.latency["p95"])),
                 ("ttft-p50", "time to first token p50", _ms(figures.ttft["p50"])),
@@ -780,7 +782,12 @@ def _top_rows(rows: list[dict], name: str) -> list[dict]:
             "tokens": _count(row["tokens"]),
             "cost": _usd(row["cost"]),
             "errors": _count(row["errors"]),
-            "error_rate": _percent(row["errors"] / row["requests"] if row["requests"] else None),
+            "error_rate": _percent(
+                dashboard.error_rate(
+                    **{name: row[name] for name in ("errors", "requests", "refused", "bad_requests")}
+                )
+            ),
+            "refused": _count(row["refused"]),
         }
         for row in rows
     ]

@@ -20,7 +20,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.models import Outcome
-from accounts.selectors import cost_sum, usage_in
+from accounts.selectors import UPSTREAM_FAILURES, cost_sum, usage_in
 
 
 @dataclass(frozen=True)
@@ -44,11 +44,15 @@ DEFAULT_PERIOD = "24h"
 
 # Count("*") and the counted columns, never the primary key: an index holding the time,
 # outcome, tokens and time to first token then answers without reading the table.
+# Errors are failures of requests that reached the router; refusals by policy are counted
+# apart (a healthy upstream behind tight rate limits is not failing), bad requests too.
 TOTALS = {
     "requests": Count("*"),
     "tokens": Coalesce(Sum("total_tokens"), 0),
     "cost": cost_sum(),
-    "errors": Count("outcome", filter=~Q(outcome=Outcome.OK)),
+    "errors": Count("outcome", filter=UPSTREAM_FAILURES),
+    "refused": Count("outcome", filter=Q(outcome=Outcome.REFUSED)),
+    "bad_requests": Count("outcome", filter=Q(outcome=Outcome.BAD_REQUEST)),
 }
 SERIES_TOTALS = {**TOTALS, "with_ttft": Count("ttft_ms")}
 
@@ -66,7 +70,7 @@ def bucket_edges(since: datetime, until: datetime, step: timedelta) -> list[date
 
 
 def usage_series(*, since: datetime, until: datetime, step: timedelta) -> list[dict]:
-    """Requests, tokens, errors and streamed requests per hour or day since `since`: one query.
+    """TOTALS and the requests with a time to first token, per hour or day since `since`: one query.
 
     One aggregate per bucket, joined by UNION ALL, rather than GROUP BY a truncated time:
     each bucket is a range of the time index, so no database sorts the period's rows (SQLite
@@ -138,13 +142,27 @@ class Dashboard:
     tokens: int = 0
     cost: Decimal = Decimal(0)
     errors: int = 0
+    refused_total: int = 0  # refused by policy
+    bad_requests: int = 0
     latency: dict[str, int | None] = field(default_factory=dict)
     ttft: dict[str, int | None] = field(default_factory=dict)
     refused: list[dict] = field(default_factory=list)  # requests refused by policy, by reason
 
     @property
     def error_rate(self) -> float | None:
-        return self.errors / self.requests if self.requests else None
+        return error_rate(
+            errors=self.errors,
+            requests=self.requests,
+            refused=self.refused_total,
+            bad_requests=self.bad_requests,
+        )
+
+
+def error_rate(*, errors: int, requests: int, refused: int, bad_requests: int) -> float | None:
+    """The share of failures among the requests that reached the router (TOTALS' names):
+    refused and bad requests never went upstream."""
+    sent_upstream = requests - refused - bad_requests
+    return errors / sent_upstream if sent_upstream else None
 
 
 def usage_dashboard(*, period: str = DEFAULT_PERIOD, now: datetime | None = None) -> Dashboard:
@@ -177,6 +195,8 @@ def usage_dashboard(*, period: str = DEFAULT_PERIOD, now: datetime | None = None
         tokens=sum(point["tokens"] for point in series),
         cost=sum((point["cost"] for point in series), Decimal(0)),
         errors=sum(point["errors"] for point in series),
+        refused_total=sum(point["refused"] for point in series),
+        bad_requests=sum(point["bad_requests"] for point in series),
         latency={
             "p50": percentile(records, "latency_ms", 0.50, requests),
             "p95": percentile(records, "latency_ms", 0.95, requests),

@@ -20,6 +20,11 @@ def cost_sum() -> Coalesce:
     )
 
 
+# Refused by the key's policy or malformed: answered by the proxy itself, never sent upstream.
+NOT_SENT_UPSTREAM = (Outcome.REFUSED, Outcome.BAD_REQUEST)
+# Requests that reached the router and failed: what an error rate is over.
+UPSTREAM_FAILURES = ~Q(outcome=Outcome.OK) & ~Q(outcome__in=NOT_SENT_UPSTREAM)
+
 USAGE_TOTALS = {
     "requests": Count("id"),
     "prompt_tokens": Coalesce(Sum("prompt_tokens"), 0),

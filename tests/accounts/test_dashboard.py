@@ -105,6 +105,58 @@ def test_it_computes_the_figures_of_a_known_data_set(known):
     ]
 
 
+@pytest.fixture
+def mixed(keys):
+    """Alice: 4 requests sent upstream (1 failed), 3 refused by policy, 1 bad request."""
+    alice, bob = keys
+    outcomes = [Outcome.OK] * 3 + [Outcome.UPSTREAM_ERROR] + [Outcome.REFUSED] * 3 + [Outcome.BAD_REQUEST]
+    rows = [
+        usage(alice, NOW - timedelta(minutes=n), 100, outcome=outcome) for n, outcome in enumerate(outcomes)
+    ]
+    rows.append(usage(bob, NOW, 100, outcome=Outcome.REFUSED, error_code="rate_limit_exceeded"))
+    UsageRecord.objects.bulk_create(rows)
+
+
+def test_refusals_and_bad_requests_are_neither_errors_nor_in_the_error_rate(mixed):
+    figures = dashboard.usage_dashboard(period="24h", now=NOW)
+    assert (figures.requests, figures.errors, figures.refused_total, figures.bad_requests) == (9, 1, 4, 1)
+    assert figures.error_rate == pytest.approx(1 / 4)
+    assert [(row["user"], row["errors"], row["refused"]) for row in figures.top_users] == [
+        ("alice", 1, 3),
+        ("bob", 0, 1),
+    ]
+    assert sum(point["errors"] for point in figures.series) == 1
+
+
+def test_a_key_refused_every_time_has_no_error_rate(keys):
+    UsageRecord.objects.bulk_create([usage(keys[0], NOW, 100, outcome=Outcome.REFUSED)])
+    figures = dashboard.usage_dashboard(period="24h", now=NOW)
+    assert (figures.errors, figures.refused_total, figures.error_rate) == (0, 1, None)
+
+
+def test_the_page_shows_refusals_apart_from_errors(admin_client, keys):
+    now = timezone.now()
+    UsageRecord.objects.bulk_create(
+        [
+            usage(keys[0], now, 100),
+            usage(keys[0], now, 100, outcome=Outcome.TIMEOUT),
+            usage(keys[0], now, 100, outcome=Outcome.REFUSED, error_code="rate_limit_exceeded"),
+            usage(keys[0], now, 100, outcome=Outcome.REFUSED, error_code="rate_limit_exceeded"),
+            usage(keys[1], now, 100, outcome=Outcome.BAD_REQUEST),
+        ]
+    )
+    html = admin_client.get("/admin/accounts/usagerecord/dashboard/?period=24h").content.decode()
+
+    def figure(name: str) -> str:
+        return re.search(rf'data-figure="{name}"><div class="value">([^<]*)<', html).group(1)
+
+    assert (figure("requests"), figure("errors"), figure("error-rate")) == ("5", "1", "50.00%")
+    assert (figure("refused"), figure("bad-requests")) == ("2", "1")
+    top_alice = re.search(r"<tr><td>alice</td>(.*?)</tr>", html).group(1)
+    assert re.findall(r'<td class="number">([^<]*)</td>', top_alice)[-3:] == ["1", "50.00%", "2"]
+    assert "<td>rate_limit_exceeded</td>" in html
+
+
 def test_the_series_adds_up_to_the_totals_and_puts_rows_in_their_hour(known):
     series = dashboard.usage_dashboard(period="24h", now=NOW).series
     assert len(series) == 25  # a partial hour at each end
