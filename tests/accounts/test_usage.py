@@ -9,6 +9,7 @@ from django.db import connection
 
 from accounts import usage
 from accounts.models import ApiKey, UsageRecord
+from gateway import converter
 from gateway.asgi import GatewayASGI
 from tests.conftest import asgi_request, bearer, chunk, completion, sse_response, standard_stream
 
@@ -76,7 +77,7 @@ async def test_a_disconnect_mid_stream_leaves_one_record_with_estimated_tokens(a
     assert record.usage_source == "estimated"
     # Three chunks of 50 characters reached the client before it left: about 12 tokens each.
     assert 30 <= record.completion_tokens <= 60
-    assert record.prompt_tokens == -(-len(MESSAGES[0]["content"]) // 4)
+    assert record.prompt_tokens == converter.estimate_prompt_tokens(MESSAGES)
 
 
 async def test_concurrent_streams_each_leave_one_record(api_key, hf):
