@@ -19,3 +19,13 @@ from hfproxy_site.settings import *  # noqa: F403
 
 # Password hashing at production strength costs half a second a user; tests need none of it.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    import tempfile
+
+    # A file, not Django's shared-cache in-memory database: there a table lock fails at once
+    # instead of waiting out SQLite's busy timeout, so a key lookup racing the usage writer
+    # failed whenever a busy machine made them overlap. One file per test process.
+    DATABASES["default"]["TEST"] = {  # noqa: F405
+        "NAME": os.path.join(tempfile.gettempdir(), f"hfproxy-tests-{os.getpid()}.sqlite3")
+    }
