@@ -20,6 +20,7 @@ from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
+from django.contrib.humanize.templatetags.humanize import naturaltime
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
@@ -28,17 +29,73 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import formats, timezone
-from django.utils.functional import cached_property
+from django.utils.functional import cached_property, lazy
 from django.utils.html import format_html
-from django.utils.text import capfirst
+from django.utils.text import capfirst, format_lazy
 from django.utils.translation import gettext_lazy as _
 
 from accounts import crypto, dashboard, keys, policy, prices, selectors, services
-from accounts.models import ApiKey, HuggingFaceToken, ModelPrice, UsageDaily, UsageRecord, UserPolicy
+from accounts.models import (
+    ApiKey,
+    HuggingFaceToken,
+    ModelPrice,
+    Outcome,
+    UsageDaily,
+    UsageRecord,
+    UserPolicy,
+)
 
 User = get_user_model()
 
 RECENT = timedelta(days=30)
+
+admin.site.site_header = _("hfproxy administration")
+admin.site.site_title = _("hfproxy admin")
+admin.site.index_title = _("Keys, tokens and usage")
+# The side menu repeats the index and takes a fifth of a laptop's screen from every list.
+admin.site.enable_nav_sidebar = False
+
+
+def when(value: datetime | None, *, zone: bool = True) -> str:
+    """A time as people read it: 2026-12-01 14:05 UTC (the zone left to the column's label with
+    zone=False); "3 hours ago" when hovered."""
+    if value is None:
+        return "-"
+    local = timezone.localtime(value)
+    return format_html(
+        '<time datetime="{}" title="{}">{}</time>',
+        value.isoformat(),
+        naturaltime(value),
+        local.strftime("%Y-%m-%d %H:%M") + (f" {local.tzname()}" if zone else ""),
+    )
+
+
+current_zone = lazy(lambda: timezone.localtime().tzname(), str)
+
+
+def timestamp(field_name: str, description: str):
+    """A list column or read-only field showing `field_name` with `when`, sorted by it; the
+    time zone is in its label, once for the column."""
+
+    @admin.display(description=format_lazy("{} ({})", description, current_zone()), ordering=field_name)
+    def column(self, obj) -> str:
+        return when(getattr(obj, field_name), zone=False)
+
+    return column
+
+
+def shortened(text: str, width: str = "16em", title: str = "") -> str:
+    """Long text (a model id, a key's name) on one line, cut with an ellipsis, whole when hovered."""
+    if not text:
+        return "-"
+    return format_html(
+        '<span class="shortened" style="max-width: {}" title="{}">{}</span>', width, title or text, text
+    )
+
+
+class ListsFitMedia:
+    css = {"all": ["accounts/admin.css"]}
+
 
 # The dashboard is linked from the admin's index page.
 admin.site.index_template = "admin/accounts/index.html"
@@ -62,21 +119,17 @@ admin.site.index = _index  # before the site's URLs are built
 
 class ApiKeyInline(admin.TabularInline):
     model = ApiKey
-    fields = (
-        "prefix",
-        "name",
-        "status",
-        "hf_token",
-        "created_at",
-        "last_used_at",
-        "expires_at",
-        "revoked_at",
-    )
+    fields = ("prefix", "name", "status", "hf_token", "created", "last_used", "expires", "revoked")
     readonly_fields = fields
     extra = 0
     can_delete = False
     show_change_link = True
     verbose_name_plural = "API keys (create them under API keys: the key is shown once there)"
+
+    created = timestamp("created_at", "created")
+    last_used = timestamp("last_used_at", "last used")
+    expires = timestamp("expires_at", "expires")
+    revoked = timestamp("revoked_at", "revoked")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ApiKey]:
         return super().get_queryset(request).select_related("hf_token")
@@ -233,24 +286,33 @@ def usage_snippets(base_url: str, api_key: str, model: str) -> list[dict]:
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
+    # What a team admin scans for; the token, limits and creation time are on the key's page.
     list_display = (
         "prefix",
         "user",
-        "name",
+        "key_name",
         "status",
-        "hf_token",
-        "last_used_at",
+        "last_used",
         "requests_30d",
         "tokens_30d",
         "budget_this_month",
-        "created_at",
-        "expires_at",
+        "expires",
     )
-    list_display_links = ("prefix", "name")
+    list_display_links = ("prefix", "key_name")
     list_select_related = ("user", "user__policy", "hf_token")
     list_filter = (KeyStatusFilter, "user")
     search_fields = ("prefix", "name", "user__username")
     actions = ["revoke_selected"]
+    Media = ListsFitMedia
+
+    created = timestamp("created_at", "created")
+    last_used = timestamp("last_used_at", "last used")
+    expires = timestamp("expires_at", "expires")
+    revoked = timestamp("revoked_at", "revoked")
+
+    @admin.display(description="name", ordering="name")
+    def key_name(self, key: ApiKey) -> str:
+        return shortened(key.name, "12em")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ApiKey]:
         return (
@@ -280,8 +342,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
         return key.requests_30d
 
     @admin.display(description="tokens (30 d)", ordering="tokens_30d")
-    def tokens_30d(self, key: ApiKey) -> int:
-        return key.tokens_30d
+    def tokens_30d(self, key: ApiKey) -> str:
+        return format_html('<span title="{}">{}</span>', f"{key.tokens_30d:,}", _short(key.tokens_30d))
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         kwargs["form"] = ApiKeyChangeForm if obj is not None else ApiKeyAddForm
@@ -295,15 +357,15 @@ class ApiKeyAdmin(admin.ModelAdmin):
             "user",
             "status",
             *ApiKeyChangeForm.Meta.fields,
-            "created_at",
-            "last_used_at",
-            "revoked_at",
+            "created",
+            "last_used",
+            "revoked",
         )
 
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return ()
-        return ("prefix", "user", "status", "created_at", "last_used_at", "revoked_at")
+        return ("prefix", "user", "status", "created", "last_used", "revoked")
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False  # revoke instead: usage rows keep pointing at the key
@@ -425,15 +487,16 @@ class HuggingFaceTokenForm(forms.ModelForm):
 @admin.register(HuggingFaceToken)
 class HuggingFaceTokenAdmin(admin.ModelAdmin):
     form = HuggingFaceTokenForm
-    list_display = ("name", "owner_or_shared", "masked", "keys_using", "rejected", "created_at")
+    list_display = ("name", "owner_or_shared", "masked", "keys_using", "rejected", "created")
     list_select_related = ("owner",)
     search_fields = ("name", "owner__username")
-    readonly_fields = ("masked", "created_at")
+    readonly_fields = ("masked", "created")
+    Media = ListsFitMedia
+
+    created = timestamp("created_at", "created")
 
     def get_fields(self, request, obj=None):
-        return (
-            ("name", "owner", "value") if obj is None else ("name", "owner", "masked", "value", "created_at")
-        )
+        return ("name", "owner", "value") if obj is None else ("name", "owner", "masked", "value", "created")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[HuggingFaceToken]:
         return (
@@ -449,7 +512,9 @@ class HuggingFaceTokenAdmin(admin.ModelAdmin):
         with it has succeeded since: replace it."""
         if token.rejected_at is None or token.worked_since:
             return "-"
-        return format_html('<strong class="errornote">at {}: replace its value</strong>', token.rejected_at)
+        return format_html(
+            '<strong class="errornote">at {}: replace its value</strong>', when(token.rejected_at)
+        )
 
     @admin.display(description="owner", ordering="owner__username")
     def owner_or_shared(self, token: HuggingFaceToken) -> str:
@@ -477,10 +542,13 @@ class ModelPriceAdmin(admin.ModelAdmin):
     """Prices from the router's list (`manage.py refresh_prices`), and custom ones: a price
     added or edited here is the admin's, and refreshing leaves it alone."""
 
-    list_display = ("model", "provider", "input_per_million", "output_per_million", "source", "updated_at")
+    list_display = ("model", "provider", "input_per_million", "output_per_million", "source", "updated")
     list_filter = ("source", "provider")
     search_fields = ("model", "provider")
-    readonly_fields = ("source", "updated_at")
+    readonly_fields = ("source", "updated")
+    Media = ListsFitMedia
+
+    updated = timestamp("updated_at", "updated")
 
     def save_model(self, request, obj: ModelPrice, form, change: bool) -> None:
         obj.source = ModelPrice.Source.CUSTOM
@@ -666,26 +734,31 @@ class UsageAdminBase(admin.ModelAdmin):
         return False
 
 
+# The outcomes in a list's narrow column; the full label is in the filter and on the record's page.
+SHORT_OUTCOMES = {
+    Outcome.OK: _("ok"),
+    Outcome.BAD_REQUEST: _("bad request"),
+    Outcome.UPSTREAM_ERROR: _("upstream error"),
+    Outcome.CLIENT_DISCONNECTED: _("client left"),
+    Outcome.TIMEOUT: _("timeout"),
+    Outcome.REFUSED: _("refused"),
+    Outcome.PROXY_ERROR: _("proxy error"),
+}
+
+
 @admin.register(UsageRecord)
 class UsageRecordAdmin(UsageAdminBase):
+    # One line a record, on a laptop's screen; every field is on the record's page.
     list_display = (
-        "created_at",
-        "request_id",
+        "created",
         "user",
         "key_prefix",
-        "model_requested",
-        "model_answered",
-        "provider",
-        "stream",
-        "status",
-        "outcome",
-        "prompt_tokens",
-        "completion_tokens",
-        "total_tokens",
-        "cost_usd",
-        "usage_source",
-        "latency_ms",
-        "ttft_ms",
+        "requested_model",
+        "streamed",
+        "result",
+        "tokens",
+        "cost",
+        "latency",
     )
     list_select_related = ("user", "api_key")
     list_filter = ("user", "api_key", "model_requested", "outcome", ("created_at", admin.DateFieldListFilter))
@@ -693,6 +766,59 @@ class UsageRecordAdmin(UsageAdminBase):
     date_hierarchy = "created_at"
     actions = ["export_selected_csv"]
     show_full_result_count = False  # a second COUNT(*) over every row on each filtered page
+    # On the record's page too, these fields show as in the list.
+    shown_as = {"created_at": "created", "stream": "streamed"}
+    readonly_fields = tuple(shown_as.values())
+    Media = ListsFitMedia
+
+    created = timestamp("created_at", "time")
+
+    def get_fields(self, request, obj=None):
+        fields = [name for name in super().get_fields(request, obj) if name not in self.readonly_fields]
+        return [self.shown_as.get(name, name) for name in fields]
+
+    @admin.display(description="model", ordering="model_requested")
+    def requested_model(self, row: UsageRecord) -> str:
+        answered = row.model_answered if row.model_answered != row.model_requested else ""
+        title = " · ".join(
+            filter(None, [row.model_requested, answered and f"answered by {answered}", row.provider])
+        )
+        return shortened(row.model_requested or row.model_answered, "14em", title=title)
+
+    @admin.display(description="stream", ordering="stream")
+    def streamed(self, row: UsageRecord) -> str:
+        # Text, not the boolean icon: a red cross for "not streamed" reads as a failure.
+        return "stream" if row.stream else "-"
+
+    @admin.display(description="result", ordering="status")
+    def result(self, row: UsageRecord) -> str:
+        return format_html(
+            '<span class="outcome-{}" title="{}">{} {}</span>',
+            row.outcome,
+            row.error_code or row.get_outcome_display(),
+            row.status,
+            SHORT_OUTCOMES.get(row.outcome, row.outcome),
+        )
+
+    @admin.display(description="tokens", ordering="total_tokens")
+    def tokens(self, row: UsageRecord) -> str:
+        if row.total_tokens is None:
+            return "-"
+        return format_html(
+            '<span title="{} in, {} out ({})">{}</span>',
+            row.prompt_tokens,
+            row.completion_tokens,
+            row.get_usage_source_display(),
+            _short(row.total_tokens),
+        )
+
+    @admin.display(description="cost (USD)", ordering="cost_usd")
+    def cost(self, row: UsageRecord) -> str:
+        return "-" if row.cost_usd is None else f"{row.cost_usd:.4f}"
+
+    @admin.display(description="latency", ordering="latency_ms")
+    def latency(self, row: UsageRecord) -> str:
+        return f"{row.latency_ms / 1000:.1f} s" if row.latency_ms >= 1000 else f"{row.latency_ms} ms"
 
     @admin.action(description="Export selected as CSV", permissions=["view"])
     def export_selected_csv(self, request, queryset: QuerySet[UsageRecord]) -> StreamingHttpResponse:

@@ -489,3 +489,55 @@ def test_the_usage_list_links_to_the_export_with_its_filters(admin_client, key_a
     html = admin_client.get("/admin/accounts/usagerecord/?outcome__exact=ok").content.decode()
     assert "/admin/accounts/usagerecord/export/?outcome__exact=ok" in html
     assert "/admin/accounts/usagerecord/dashboard/" in html
+
+
+# --- Layout: lists that fit a laptop's screen, times as people read them -------------------------
+
+
+def test_the_admin_is_branded_hfproxy(admin_client):
+    page = admin_client.get("/admin/").content.decode()
+    assert "<title>Keys, tokens and usage | hfproxy admin</title>" in page
+    assert "hfproxy administration" in page
+    assert "Django administration" not in page
+
+
+def test_the_lists_keep_to_what_fits_a_laptop_screen(admin_client, key_and_plaintext):
+    record(key_and_plaintext[0])
+    keys_list = admin_client.get("/admin/accounts/apikey/")
+    usage_list = admin_client.get("/admin/accounts/usagerecord/")
+    assert len(keys_list.context["cl"].list_display) <= 10  # with the checkbox
+    assert len(usage_list.context["cl"].list_display) <= 10
+    for response in (keys_list, usage_list):
+        assert "accounts/admin.css" in response.content.decode()  # one line a row, ellipses
+    assert 'class="shortened"' in usage_list.content.decode()  # the model, whole in its title
+    assert 'title="openai/gpt-oss-120b"' in usage_list.content.decode()
+
+
+def test_stream_shows_as_text_not_a_failure_icon(admin_client, key_and_plaintext):
+    api_key = key_and_plaintext[0]
+    plain, streamed = record(api_key), record(api_key, stream=True)
+    html = admin_client.get("/admin/accounts/usagerecord/").content.decode()
+    assert "icon-no.svg" not in html and "icon-yes.svg" not in html
+    cells = re.findall(r'<td class="field-streamed">([^<]*)</td>', html)
+    assert sorted(cells) == ["-", "stream"]
+    for row in (plain, streamed):
+        page = admin_client.get(f"/admin/accounts/usagerecord/{row.pk}/change/").content.decode()
+        assert "icon-no.svg" not in page and "icon-yes.svg" not in page
+
+
+def test_times_show_as_people_read_them(admin_client, key_and_plaintext):
+    api_key = key_and_plaintext[0]
+    when = timezone.now().replace(year=2026, month=3, day=4, hour=14, minute=5)
+    record(api_key, created_at=when)
+    ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=when)
+    for url in (
+        "/admin/accounts/usagerecord/",
+        "/admin/accounts/apikey/",
+        f"/admin/accounts/apikey/{api_key.pk}/change/",
+        f"/admin/auth/user/{api_key.user_id}/change/",
+    ):
+        page = admin_client.get(url).content.decode()
+        assert f'<time datetime="{when.isoformat()}" title="' in page, url
+        assert ">2026-03-04 14:05</time>" in page, url
+        assert "(UTC)" in page, url  # the zone, in the column's label
+        assert "p.m." not in page and "a.m." not in page, url
