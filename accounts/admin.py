@@ -159,6 +159,38 @@ class HfproxyUserAdmin(UserAdmin):
         keys.forget_all()  # new defaults apply at once here, elsewhere within the TTL
 
     list_display = (*UserAdmin.list_display, "api_keys_link")
+    actions = ["deactivate_and_revoke_keys"]
+    # A user with keys or usage cannot be deleted (usage is the team's history): these pages
+    # say what to do instead and offer it.
+    delete_confirmation_template = "admin/accounts/user/delete_confirmation.html"
+    delete_selected_confirmation_template = "admin/accounts/user/delete_selected_confirmation.html"
+
+    def render_delete_form(self, request, context):
+        return super().render_delete_form(request, {**context, "deactivate_users": [context["object"]]})
+
+    @admin.action(description=_("Deactivate and revoke their API keys"), permissions=["change"])
+    def deactivate_and_revoke_keys(self, request, queryset) -> None:
+        users, revoked = 0, 0
+        for user in queryset.exclude(pk=request.user.pk):
+            for key in ApiKey.objects.filter(user=user, revoked_at__isnull=True):
+                services.api_key_revoke(api_key=key)
+                revoked += 1
+            if user.is_active:
+                user.is_active = False
+                user.save(update_fields=["is_active"])
+            self.log_change(request, user, "Deactivated and revoked their API keys.")
+            users += 1
+        keys.forget_all()  # their keys stop at once here, elsewhere within the TTL
+        self.message_user(
+            request,
+            _("Deactivated %(users)d user(s) and revoked %(keys)d API key(s); their usage stays counted.")
+            % {"users": users, "keys": revoked},
+            messages.SUCCESS,
+        )
+        if queryset.filter(pk=request.user.pk).exists():
+            self.message_user(
+                request, _("You cannot deactivate yourself: you were left as you are."), messages.WARNING
+            )
 
     @admin.display(description="API keys")
     def api_keys_link(self, user) -> str:

@@ -327,6 +327,59 @@ def test_the_user_page_lists_their_keys(admin_client, key_and_plaintext, alice):
     assert f"/admin/accounts/apikey/?user__id__exact={alice.pk}" in users
 
 
+def test_deleting_a_user_with_usage_says_to_deactivate_instead_and_offers_it(admin_client, key_and_plaintext):
+    api_key, plaintext = key_and_plaintext
+    record(api_key)
+    page = admin_client.get(f"/admin/auth/user/{api_key.user_id}/delete/")
+    text = words_of(page)
+    assert "Cannot delete user" in text  # Django's own refusal, still there
+    assert "Users who have API keys or usage cannot be deleted" in text
+    assert "uncheck “Active” on the user's page, and revoke the keys" in text
+    assert 'value="deactivate_and_revoke_keys"' in page.content.decode()
+
+    done = admin_client.post(
+        "/admin/auth/user/",
+        {"action": "deactivate_and_revoke_keys", "_selected_action": [api_key.user_id], "index": 0},
+        follow=True,
+    )
+    assert "Deactivated 1 user(s) and revoked 1 API key(s)" in words_of(done)
+    api_key.refresh_from_db()
+    assert api_key.status == "revoked" and not api_key.user.is_active
+    assert keys.resolve(plaintext) is None
+    assert UsageRecord.objects.filter(api_key=api_key).exists()
+
+
+def test_deleting_users_with_keys_only_says_to_deactivate_instead(admin_client, key_and_plaintext, alice):
+    single = words_of(admin_client.get(f"/admin/auth/user/{alice.pk}/delete/"))
+    assert "doesn't have permission to delete the following types of objects" in single
+    assert "Users who have API keys or usage cannot be deleted" in single
+    bulk = admin_client.post(
+        "/admin/auth/user/", {"action": "delete_selected", "_selected_action": [alice.pk], "index": 0}
+    )
+    assert "Users who have API keys or usage cannot be deleted" in words_of(bulk)
+    assert f'name="_selected_action" value="{alice.pk}"' in bulk.content.decode()
+
+
+def test_a_user_without_keys_or_usage_can_still_be_deleted(admin_client):
+    bob = get_user_model().objects.create_user("bob")
+    page = words_of(admin_client.get(f"/admin/auth/user/{bob.pk}/delete/"))
+    assert "Are you sure" in page and "cannot be deleted" not in page
+    assert admin_client.post(f"/admin/auth/user/{bob.pk}/delete/", {"post": "yes"}).status_code == 302
+    assert not get_user_model().objects.filter(pk=bob.pk).exists()
+
+
+def test_admins_cannot_deactivate_themselves(admin_client):
+    me = get_user_model().objects.get(username="admin")
+    done = admin_client.post(
+        "/admin/auth/user/",
+        {"action": "deactivate_and_revoke_keys", "_selected_action": [me.pk], "index": 0},
+        follow=True,
+    )
+    assert "You cannot deactivate yourself" in words_of(done)
+    me.refresh_from_db()
+    assert me.is_active
+
+
 # --- Hugging Face tokens -----------------------------------------------------------------------
 
 

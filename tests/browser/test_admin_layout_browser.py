@@ -158,6 +158,7 @@ def test_the_lists_fit_a_1366_px_screen(server, page, screenshots, path):
         "/admin/accounts/usagerecord/dashboard/?period=24h",
         "/admin/accounts/huggingfacetoken/",
         "/admin/auth/user/",
+        "/admin/auth/user/2/delete/",  # alice's: refused, with what to do instead
         "first:/admin/accounts/apikey/",
         "first:/admin/accounts/usagerecord/",
     ],
