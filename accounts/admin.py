@@ -886,114 +886,13 @@ class UsageRecordAdmin(UsageAdminBase):
         period = request.GET.get("period", dashboard.DEFAULT_PERIOD)
         if period not in dashboard.PERIODS:
             period = dashboard.DEFAULT_PERIOD
-        figures = dashboard.usage_dashboard(period=period)
-        step = figures.period.step_name
         context = {
             **self.admin_site.each_context(request),
-            "title": "Usage dashboard",
+            "title": _("Usage dashboard"),
             "opts": self.opts,
-            "dashboard": figures,
-            "periods": dashboard.PERIODS.values(),
-            "figures": [
-                ("requests", "requests", _count(figures.requests)),
-                ("tokens", "tokens", _count(figures.tokens)),
-                ("cost", "cost (USD)", _usd(figures.cost)),
-                ("errors", _("errors (upstream)"), _count(figures.errors)),
-                ("error-rate", _("error rate (of requests sent upstream)"), _percent(figures.error_rate)),
-                ("refused", _("refused by policy"), _count(figures.refused_total)),
-                ("bad-requests", _("bad requests"), _count(figures.bad_requests)),
-                ("latency-p50", "latency p50", _ms(figures.latency["p50"])),
-                ("latency-p95", "latency p95", _ms(figures.latency["p95"])),
-                ("ttft-p50", "time to first token p50", _ms(figures.ttft["p50"])),
-                ("ttft-p95", "time to first token p95", _ms(figures.ttft["p95"])),
-            ],
-            "charts": [bar_chart(figures.series, key, step) for key in ("requests", "tokens", "errors")],
-            "tops": [
-                ("Top users", _top_rows(figures.top_users, "user"), "user"),
-                ("Top models", _top_rows(figures.top_models, "model_requested"), "model"),
-            ],
+            **dashboard.page(dashboard.usage_dashboard(period=period)),
         }
         return TemplateResponse(request, "admin/accounts/usage_dashboard.html", context)
-
-
-def _count(value: int) -> str:
-    return f"{value:,}"
-
-
-def _usd(value) -> str:
-    return f"${value:,.2f}" if value >= 1 else f"${value:,.4f}"
-
-
-def _percent(fraction: float | None) -> str:
-    return "–" if fraction is None else f"{fraction:.2%}"
-
-
-def _ms(value: int | None) -> str:
-    return "–" if value is None else f"{value:,} ms"
-
-
-def _top_rows(rows: list[dict], name: str) -> list[dict]:
-    return [
-        {
-            "name": row[name] or "(none)",
-            "requests": _count(row["requests"]),
-            "tokens": _count(row["tokens"]),
-            "cost": _usd(row["cost"]),
-            "errors": _count(row["errors"]),
-            "error_rate": _percent(
-                dashboard.error_rate(
-                    **{name: row[name] for name in ("errors", "requests", "refused", "bad_requests")}
-                )
-            ),
-            "refused": _count(row["refused"]),
-        }
-        for row in rows
-    ]
-
-
-# --- Charts: server-side SVG ---------------------------------------------------------------------
-
-CHART_WIDTH, CHART_HEIGHT, CHART_LEFT, CHART_BOTTOM = 760, 180, 56, 22
-
-
-def bar_chart(series: list[dict], key: str, step: str) -> dict:
-    """Bar geometry for one value of the series; the template draws it as SVG."""
-    plot_width, plot_height = CHART_WIDTH - CHART_LEFT - 4, CHART_HEIGHT - CHART_BOTTOM - 8
-    top = max((point[key] for point in series), default=0)
-    slot = plot_width / max(len(series), 1)
-    label_format = "%b %d" if step == "day" else "%b %d %H:%M"
-    bars = []
-    for index, point in enumerate(series):
-        value = point[key]
-        # A bucket with any data stays visible, however small next to the biggest.
-        height = max(1.0, plot_height * value / top) if value and top else 0.0
-        bars.append(
-            {
-                "x": round(CHART_LEFT + index * slot + slot * 0.1, 2),
-                "y": round(8 + plot_height - height, 2),
-                "width": round(max(slot * 0.8, 1.0), 2),
-                "height": round(height, 2),
-                "value": value,
-                "start": point["start"],
-                "label": point["start"].strftime(label_format),
-            }
-        )
-    ticks = [bars[0], bars[len(bars) // 2], bars[-1]] if bars else []
-    return {
-        "key": key,
-        "unit": key,
-        "width": CHART_WIDTH,
-        "height": CHART_HEIGHT,
-        "left": CHART_LEFT,
-        "baseline": CHART_HEIGHT - CHART_BOTTOM,
-        "label_y": CHART_HEIGHT - 6,
-        "axis_label_x": CHART_LEFT - 6,
-        "top_label": _count(top),
-        "total": sum(point[key] for point in series),
-        "total_label": _count(sum(point[key] for point in series)),
-        "bars": bars,
-        "ticks": ticks,
-    }
 
 
 @admin.register(UsageDaily)
