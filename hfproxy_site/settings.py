@@ -258,24 +258,51 @@ REST_FRAMEWORK = {
 _cors_origins = env.list("CORS_ORIGINS", default=["*"])
 CORS_ALLOW_ALL_ORIGINS = "*" in _cors_origins
 CORS_ALLOWED_ORIGINS = [o for o in _cors_origins if o != "*"]
-CORS_EXPOSE_HEADERS = ["x-request-id", "retry-after"]
+# What JavaScript may read of a response: without these, a browser client cannot see its limits,
+# and openai-node in a browser cannot honour retry-after or x-should-retry when it retries.
+CORS_EXPOSE_HEADERS = [
+    "x-request-id",
+    "retry-after",
+    "x-should-retry",
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+]
+# The headers the official SDKs send (read in openai-node 7.59's and openai-python 3.57's
+# sources; the X-Stainless-* ones grow with their helpers: .stream() and .parse() send
+# x-stainless-helper-method). "*", the Fetch spec's wildcard, admits the ones they add later:
+# browsers honour it for requests without credentials (these carry their key in a header, not a
+# cookie), and it never covers Authorization, which must be named.
 CORS_ALLOW_HEADERS = [
+    "*",
     "accept",
     "authorization",
     "content-type",
     "user-agent",
     "x-api-key",
     "x-request-id",
+    "openai-beta",
+    "openai-organization",
+    "openai-project",
     "x-stainless-arch",
+    "x-stainless-async",
+    "x-stainless-custom-event-handler",
+    "x-stainless-custom-poll-interval",
+    "x-stainless-helper-method",
     "x-stainless-lang",
     "x-stainless-os",
     "x-stainless-package-version",
+    "x-stainless-poll-helper",
+    "x-stainless-raw-response",
+    "x-stainless-read-timeout",
     "x-stainless-retry-count",
     "x-stainless-runtime",
     "x-stainless-runtime-version",
+    "x-stainless-stream-helper",
     "x-stainless-timeout",
-    "openai-organization",
-    "openai-project",
 ]
 
 # --- Logging -------------------------------------------------------------------------------
