@@ -166,8 +166,8 @@ def test_the_lists_fit_a_1366_px_screen(server, page, screenshots, path):
 def test_the_other_pages_fit_a_1366_px_screen(server, page, screenshots, path):
     if path.startswith("first:"):  # the page of the list's first row
         page.goto(server + path.removeprefix("first:"))
-        page.click("#result_list tbody tr:first-child a")
-        page.wait_for_load_state()
+        with page.expect_navigation():
+            page.click("#result_list tbody tr:first-child a")
     else:
         page.goto(server + path)
     name = page.url.removeprefix(server).strip("/").split("?")[0].replace("/", "-") or "index"
