@@ -31,7 +31,8 @@ USAGE_TOTALS = {
     "completion_tokens": Coalesce(Sum("completion_tokens"), 0),
     "total_tokens": Coalesce(Sum("total_tokens"), 0),
     "cost_usd": cost_sum(),
-    "errors": Count("id", filter=~Q(outcome=Outcome.OK)),
+    "errors": Count("id", filter=UPSTREAM_FAILURES),
+    "refused": Count("id", filter=Q(outcome=Outcome.REFUSED)),
 }
 
 
@@ -45,7 +46,8 @@ def usage_in(*, since: datetime | None = None, user_id: int | None = None) -> Qu
 
 
 DAILY_TOTALS = {  # `errors` first: once annotated, `requests` names the sum, not the column
-    "errors": Coalesce(Sum("requests", filter=~Q(outcome=Outcome.OK)), 0),
+    "errors": Coalesce(Sum("requests", filter=UPSTREAM_FAILURES), 0),
+    "refused": Coalesce(Sum("requests", filter=Q(outcome=Outcome.REFUSED)), 0),
     "requests": Coalesce(Sum("requests"), 0),
     "prompt_tokens": Coalesce(Sum("prompt_tokens"), 0),
     "completion_tokens": Coalesce(Sum("completion_tokens"), 0),
@@ -64,7 +66,8 @@ def pruned_usage_in(*, since: datetime | None = None, user_id: int | None = None
 
 
 def usage_by_user_and_model(*, since: datetime | None = None, user_id: int | None = None) -> list[dict]:
-    """One row per (user, model requested): requests, tokens and errors, summed by the database
+    """One row per (user, model requested): requests, tokens, errors (of requests that reached
+    the router) and refusals, summed by the database
     over the records and the daily sums of pruned records."""
     totals: dict[tuple[str, str], dict] = {}
     for rows in (

@@ -94,6 +94,9 @@ def usage_rows(usage_db):
     make_usage(alice, "m1", cost=Decimal("0.00012345"))
     make_usage(alice, "m1", outcome="upstream_error", cost=Decimal("0.1"))
     make_usage(alice, "m2", tokens=(1, 1))
+    # Answered by the proxy itself: a refusal is counted as one, a bad request as neither.
+    make_usage(alice, "m2", outcome="refused", tokens=(0, 0))
+    make_usage(alice, "m2", outcome="bad_request", tokens=(0, 0))
     make_usage(bob, "m1", tokens=(100, 50), cost=Decimal("1.5"))
     make_usage(bob, "m1", when=datetime(2020, 1, 1, tzinfo=UTC))
 
@@ -110,16 +113,18 @@ def test_usage_report_as_json(usage_rows):
             "total_tokens": 30,
             "cost_usd": "0.10012345",
             "errors": 1,
+            "refused": 0,
         },
         {
             "user": "alice",
             "model": "m2",
-            "requests": 1,
+            "requests": 3,
             "prompt_tokens": 1,
             "completion_tokens": 1,
             "total_tokens": 2,
             "cost_usd": "0.00000000",
             "errors": 0,
+            "refused": 1,
         },
         {
             "user": "bob",
@@ -130,6 +135,7 @@ def test_usage_report_as_json(usage_rows):
             "total_tokens": 150,
             "cost_usd": "1.50000000",
             "errors": 0,
+            "refused": 0,
         },
     ]
     assert [
@@ -148,8 +154,9 @@ def test_usage_report_as_a_table(usage_rows):
         "total_tokens",
         "cost_usd",
         "errors",
+        "refused",
     ]
-    assert lines[2].split() == ["alice", "m1", "2", "20", "10", "30", "0.10012345", "1"]
+    assert lines[2].split() == ["alice", "m1", "2", "20", "10", "30", "0.10012345", "1", "0"]
 
 
 def test_usage_report_refuses_bad_arguments(usage_db):

@@ -119,7 +119,8 @@ def _sums(proxy, username: str) -> dict:
     return proxy.db.query(
         "SELECT COUNT(*) AS requests, COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens,"
         " COALESCE(SUM(completion_tokens), 0) AS completion_tokens, COALESCE(SUM(total_tokens), 0) AS total_tokens,"
-        " SUM(CASE WHEN outcome <> 'ok' THEN 1 ELSE 0 END) AS errors, MAX(created_at) AS last"
+        " SUM(CASE WHEN outcome NOT IN ('ok', 'refused', 'bad_request') THEN 1 ELSE 0 END) AS errors,"
+        " MAX(created_at) AS last"
         " FROM accounts_usagerecord WHERE user_id = (SELECT id FROM auth_user WHERE username = %s)",
         username,
     )[0]

@@ -19,11 +19,15 @@ COLUMNS = [
     "total_tokens",
     "cost_usd",
     "errors",
+    "refused",
 ]
 
 
 class Command(BaseCommand):
-    help = "Usage per user and model: requests, tokens, cost (USD) and errors."
+    help = (
+        "Usage per user and model: requests, tokens, cost (USD), errors (requests that reached the "
+        "router and failed) and refusals (by a key's limits or allow-list)."
+    )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--user", metavar="USERNAME")
