@@ -5,7 +5,6 @@ base URL and the key placeholder are replaced."""
 
 from __future__ import annotations
 
-import contextlib
 import re
 import subprocess
 import sys
@@ -14,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.harness import Router, launch_proxy
-from tests.servers import scratch_database
+from tests.faults.harness import router_and_proxy
 
 pytestmark = pytest.mark.e2e
 
@@ -62,14 +60,7 @@ CURL = [
 
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("readme")
-    router = Router()
-    router.start()
-    with contextlib.ExitStack() as stack:
-        stack.callback(router.stop)
-        database = stack.enter_context(scratch_database(folder))
-        proxy = launch_proxy(router, database, folder)
-        stack.callback(proxy.stop)
+    with router_and_proxy(tmp_path_factory.mktemp("readme")) as (_, proxy):
         yield proxy
 
 

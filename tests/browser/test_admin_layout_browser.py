@@ -4,17 +4,15 @@ button that works."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 from pathlib import Path
 
 import pytest
 
-from tests.browser.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, playwright_api, pytestmark
-from tests.servers import free_port, manage, proxy_env, scratch_database, start, stop
+from tests.browser.support import BROWSER, CHROMIUM, CHROMIUM_ARGS, playwright_api, served_site
 
-__all__ = ["pytestmark"]  # Chromium and Playwright present, as for the dashboard's test
+pytestmark = BROWSER
 
 PASSWORD = "staff-password-for-the-layout-test"
 SCREEN = {"width": 1366, "height": 768}
@@ -75,23 +73,8 @@ UsageRecord.objects.bulk_create(
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    port = free_port()
-    with contextlib.ExitStack() as stack:
-        database = stack.enter_context(scratch_database(tmp_path_factory.mktemp("db")))
-        # The router is never called; the admin is reached over plain HTTP on loopback.
-        env = proxy_env("http://127.0.0.1:9", database)
-        manage("migrate", "--verbosity", "0", env=env)
-        manage("shell", "--command", SEED, env=env)
-        base = f"http://127.0.0.1:{port}"
-        process = start(
-            ["-m", "uvicorn", "hfproxy_site.asgi:application", "--port", str(port), "--lifespan", "on"],
-            env,
-            base + "/health",
-        )
-        try:
-            yield base
-        finally:
-            stop(process)
+    with served_site(tmp_path_factory.mktemp("db"), seed=SEED) as (base, _):
+        yield base
 
 
 @pytest.fixture

@@ -3,35 +3,15 @@ package, driven by Playwright) logging in as staff and checking that the charts 
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.servers import free_port, manage, proxy_env, scratch_database, start, stop
+from tests.browser.support import BROWSER, CHROMIUM, CHROMIUM_ARGS, playwright_api, served_site
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PASSWORD = "staff-password-for-the-browser-test"
-
-playwright_api = pytest.importorskip(
-    "playwright.sync_api", reason="Playwright is not installed (pip install playwright)"
-)
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(
-        shutil.which(CHROMIUM) is None, reason=f"{CHROMIUM} is missing (apt-get install chromium)"
-    ),
-]
+pytestmark = BROWSER
 
 # Run inside the server's environment by `manage.py shell`: a superuser and a day of usage.
 SEED = f"""
@@ -68,23 +48,11 @@ UsageRecord.objects.bulk_create(
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    port = free_port()
-    with contextlib.ExitStack() as stack:
-        database = stack.enter_context(scratch_database(tmp_path_factory.mktemp("db")))
-        # The router is never called; the admin is reached over plain HTTP on loopback.
-        env = proxy_env("http://127.0.0.1:9", database, HF_TOKEN="hf_browser_token_value")
-        manage("migrate", "--verbosity", "0", env=env)
-        manage("shell", "--command", SEED, env=env)
-        base = f"http://127.0.0.1:{port}"
-        process = start(
-            ["-m", "uvicorn", "hfproxy_site.asgi:application", "--port", str(port), "--lifespan", "on"],
-            env,
-            base + "/health",
-        )
-        try:
-            yield base
-        finally:
-            stop(process)
+    with served_site(tmp_path_factory.mktemp("db"), seed=SEED, HF_TOKEN="hf_browser_token_value") as (
+        base,
+        _,
+    ):
+        yield base
 
 
 @pytest.fixture

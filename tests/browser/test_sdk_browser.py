@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, playwright_api
-from tests.servers import free_port, manage, proxy_env, scratch_database, start, stop
+from tests.browser.support import BROWSER, CHROMIUM, CHROMIUM_ARGS, playwright_api, served_site
+from tests.servers import manage
 
-pytestmark = pytest.mark.e2e
+pytestmark = BROWSER
 
 HERE = Path(__file__).resolve().parent
 PARSED = {"city": "Paris", "country": "France"}
@@ -121,27 +121,15 @@ def serving(handler):
 @pytest.fixture(scope="module")
 def servers(sdk, tmp_path_factory):
     """The proxy (in front of Upstream) with two keys, and the page's origin."""
-    port = free_port()
     with contextlib.ExitStack() as stack:
         upstream = stack.enter_context(serving(Upstream))
         origin = stack.enter_context(serving(functools.partial(PageFiles, directory=HERE)))
-        database = stack.enter_context(scratch_database(tmp_path_factory.mktemp("db")))
-        env = proxy_env(upstream, database)
-        manage("migrate", "--verbosity", "0", env=env)
+        proxy, env = stack.enter_context(served_site(tmp_path_factory.mktemp("db"), router=upstream))
         keys = {
             rpm: manage("create_api_key", f"rpm{rpm}", "--rpm", rpm, env=env).split()[-1]
             for rpm in ("100", "0")
         }
-        proxy = f"http://127.0.0.1:{port}"
-        process = start(
-            ["-m", "uvicorn", "hfproxy_site.asgi:application", "--port", str(port), "--lifespan", "on"],
-            env,
-            proxy + "/health",
-        )
-        try:
-            yield {"proxy": proxy, "origin": origin, "key": keys["100"], "refused_key": keys["0"]}
-        finally:
-            stop(process)
+        yield {"proxy": proxy, "origin": origin, "key": keys["100"], "refused_key": keys["0"]}
 
 
 # Each step reports what it got, or its error (the page's console says why CORS refused it).

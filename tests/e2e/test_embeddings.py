@@ -3,15 +3,13 @@ to the fake router's feature-extraction pipeline; the same vectors either way.""
 
 from __future__ import annotations
 
-import contextlib
 import time
 
 import openai
 import pytest
 
 from tests import fake_router
-from tests.faults.harness import Router, launch_proxy
-from tests.servers import scratch_database
+from tests.faults.harness import router_and_proxy
 
 pytestmark = pytest.mark.e2e
 TEXTS = ["The quick brown fox", "敏捷的棕色狐狸", "🦊"]
@@ -19,14 +17,7 @@ TEXTS = ["The quick brown fox", "敏捷的棕色狐狸", "🦊"]
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("embeddings")
-    router = Router()
-    router.start()
-    with contextlib.ExitStack() as stack:
-        stack.callback(router.stop)
-        database = stack.enter_context(scratch_database(folder))
-        proxy = launch_proxy(router, database, folder)
-        stack.callback(proxy.stop)
+    with router_and_proxy(tmp_path_factory.mktemp("embeddings")) as (router, proxy):
         yield router, proxy
 
 

@@ -4,15 +4,13 @@ happened."""
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 
 import httpx
 import openai
 import pytest
 
-from tests.faults.harness import Router, launch_proxy
-from tests.servers import scratch_database
+from tests.faults.harness import router_and_proxy
 
 pytestmark = pytest.mark.e2e
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
@@ -22,14 +20,7 @@ ANSWER = "".join(f"tok{i} " for i in range(20))  # what the fake router says, in
 
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("providers")
-    router = Router()
-    router.start()
-    with contextlib.ExitStack() as stack:
-        stack.callback(router.stop)
-        database = stack.enter_context(scratch_database(folder))
-        proxy = launch_proxy(router, database, folder)
-        stack.callback(proxy.stop)
+    with router_and_proxy(tmp_path_factory.mktemp("providers")) as (_, proxy):
         yield proxy
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from tests.servers import free_port, manage, proxy_env, server_env, start, stop
+from tests.servers import free_port, manage, proxy_env, scratch_database, server_env, start, stop
 
 # Settings of every proxy under test: short limits, so that timeouts are seconds, not minutes.
 TIMEOUTS = {"CONNECT_TIMEOUT": "1", "READ_TIMEOUT": "1", "REQUEST_TIMEOUT": "3", "CLIENT_BODY_TIMEOUT": "1"}
@@ -191,6 +191,19 @@ def launch_proxy(router: Router, database: str, folder: Path, **settings: str) -
     proxy = Proxy(url=f"http://127.0.0.1:{port}", env=env, log=log, db=db, keys=keys)
     proxy.process = start(["manage.py", "serve"], env, proxy.url + "/health", output=log.open("ab"))
     return proxy
+
+
+@contextlib.contextmanager
+def router_and_proxy(folder: Path, **settings: str):
+    """A fake router and a proxy in front of it on a scratch database: (router, proxy)."""
+    router = Router()
+    router.start()
+    with contextlib.ExitStack() as stack:
+        stack.callback(router.stop)
+        database = stack.enter_context(scratch_database(folder))
+        proxy = launch_proxy(router, database, folder, **settings)
+        stack.callback(proxy.stop)
+        yield router, proxy
 
 
 def _key(env: dict[str, str], username: str, *options: str) -> str:

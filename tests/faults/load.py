@@ -23,8 +23,8 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.faults.harness import Proxy, Router, launch_proxy
-from tests.servers import manage, scratch_database
+from tests.faults.harness import Proxy, router_and_proxy
+from tests.servers import manage
 
 STREAM = "slow/load"  # 20 chunks, FAKE_ROUTER_SLOW apart
 CUT = "fault/cut"
@@ -183,31 +183,15 @@ def _records(proxy: Proxy, figures: Figures) -> dict[str, Counter]:
 def servers(folder: Path):
     """A fake router and hfproxy on a fresh database (PostgreSQL when DATABASE_URL names one),
     with a key whose limits are all on: (proxy, key)."""
-    router = Router()
-    router.start()
-    try:
-        with scratch_database(folder) as database:
-            # Timeouts with headroom: this is no timeout test, and a busy machine must not make it one.
-            proxy = launch_proxy(
-                router,
-                database,
-                folder,
-                DB_POOL_SIZE=str(DB_POOL_SIZE),
-                LOG_LEVEL="WARNING",
-                CONNECT_TIMEOUT="10",
-                READ_TIMEOUT="30",
-                REQUEST_TIMEOUT="60",
-            )
-            try:
-                key = manage(
-                    "create_api_key", "load", "--rpm", "1000000", "--tpm", "100000000",
-                    "--token-budget", "1000000000", "--max-parallel", "1000", env=proxy.env,
-                ).splitlines()[-1]  # fmt: skip
-                yield proxy, key
-            finally:
-                proxy.stop()
-    finally:
-        router.stop()
+    # Timeouts with headroom: this is no timeout test, and a busy machine must not make it one.
+    settings = {"CONNECT_TIMEOUT": "10", "READ_TIMEOUT": "30", "REQUEST_TIMEOUT": "60"}
+    settings.update(DB_POOL_SIZE=str(DB_POOL_SIZE), LOG_LEVEL="WARNING")
+    with router_and_proxy(folder, **settings) as (_, proxy):
+        key = manage(
+            "create_api_key", "load", "--rpm", "1000000", "--tpm", "100000000",
+            "--token-budget", "1000000000", "--max-parallel", "1000", env=proxy.env,
+        ).splitlines()[-1]  # fmt: skip
+        yield proxy, key
 
 
 def main() -> None:
