@@ -336,7 +336,9 @@ class ChatStream:
             self.started = True
             self.completion_chars += completion_chars(chunk)
             if not self.finished and isinstance(choices, list):
-                self.finished = any(isinstance(c, dict) and c.get("finish_reason") for c in choices)
+                for choice in choices:
+                    if isinstance(choice, dict) and choice.get("finish_reason"):
+                        self.finished = True
         elif chunk.get("usage") and not self.wants_usage:
             return b""
         return event + b"\n\n"
