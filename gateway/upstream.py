@@ -190,15 +190,30 @@ def _worth_retrying(error: UpstreamError) -> bool:
     )
 
 
+# A pooled connection the router closed while idle can fail as the request is written: then the
+# request never left, and another connection is tried at once (not a retry: the router saw
+# nothing). Several idle connections can die together, hence more than one.
+UNSENT_TRIES = 3
+
+
+def _unsent(exc: httpx.HTTPError) -> bool:
+    # httpx's transport says WriteError; httpx-aiohttp passes aiohttp's ClientOSError on as this.
+    return isinstance(exc, httpx.WriteError) or "Can not write request body" in str(exc.__cause__ or "")
+
+
 async def _send_once(http: httpx.AsyncClient, request: httpx.Request, deadline: float) -> httpx.Response:
-    try:
-        async with asyncio.timeout_at(_until(deadline)):
-            response = await http.send(request, stream=True)
-    except TimeoutError:
-        raise UpstreamError(UpstreamError.TIMEOUT, "no response headers in time") from None
-    except httpx.HTTPError as exc:
-        kind = UpstreamError.TIMEOUT if _is_timeout(exc) else UpstreamError.CONNECTION
-        raise UpstreamError(kind, _describe(exc)) from None
+    for tries_left in range(UNSENT_TRIES - 1, -1, -1):
+        try:
+            async with asyncio.timeout_at(_until(deadline)):
+                response = await http.send(request, stream=True)
+            break
+        except TimeoutError:
+            raise UpstreamError(UpstreamError.TIMEOUT, "no response headers in time") from None
+        except httpx.HTTPError as exc:
+            if tries_left and _unsent(exc):
+                continue
+            kind = UpstreamError.TIMEOUT if _is_timeout(exc) else UpstreamError.CONNECTION
+            raise UpstreamError(kind, _describe(exc)) from None
 
     if response.is_success:
         return response

@@ -113,3 +113,40 @@ def raised_from(exc: Exception, cause: BaseException) -> Exception:
 )
 def test_what_counts_as_a_timeout(error, is_timeout):
     assert upstream._is_timeout(error) is is_timeout
+
+
+async def test_a_request_that_never_left_is_sent_on_another_connection(settings):
+    # A pooled connection the router closed while idle fails as the body is written (aiohttp:
+    # "Can not write request body"): the router saw nothing, so it is no retry.
+    seen = []
+
+    def handler(request):
+        seen.append(request)
+        if len(seen) < upstream.UNSENT_TRIES:
+            raise httpx.WriteError("Can not write request body", request=request)
+        return httpx.Response(200, json={"ok": True})
+
+    upstream.set_transport(httpx.MockTransport(handler))
+    tried = []
+    try:
+        response = await upstream.send(
+            "POST", "/chat/completions", token="hf_x", request_id="r1", deadline=upstream.deadline(),
+            body=b"{}", tried=lambda: tried.append(1),
+        )  # fmt: skip
+        assert response.status_code == 200 and len(seen) == upstream.UNSENT_TRIES
+        assert len(tried) == 1
+    finally:
+        await upstream.aclose()
+        upstream.set_transport(None)
+
+
+def test_only_a_write_that_failed_counts_as_unsent():
+    request = httpx.Request("POST", "http://router.test/v1")
+    assert upstream._unsent(httpx.WriteError("x", request=request))
+    wrapped = httpx.ConnectTimeout("x", request=request)
+    wrapped.__cause__ = aiohttp.ClientOSError(None, "Can not write request body for http://router.test/v1")
+    assert upstream._unsent(wrapped)
+    refused = httpx.ConnectTimeout("x", request=request)
+    refused.__cause__ = ConnectionRefusedError(111, "Connection refused")  # a connection failure
+    assert not upstream._unsent(refused)
+    assert not upstream._unsent(httpx.ReadError("Server disconnected", request=request))
