@@ -57,16 +57,13 @@ async def _serve(
     try:
         exchange.admission = await limits.admit(caller.key_id, caller.user_id, caller.limits)
         response = await view(request, exchange, *args, **kwargs)
-    except limits.Refusal as refusal:
-        # Refused before the body was read: the record still says which model was asked for.
-        exchange.model_requested = _model_asked_for(request, view.__name__)
-        error = errors.refused(refusal)
-        exchange.finish(error.status, error.outcome, error.code)
-        response = error.response()
     except asyncio.CancelledError:
         exchange.finish(499, outcomes.CLIENT_DISCONNECTED)
         raise
     except Exception as exc:
+        if isinstance(exc, limits.Refusal) and not exchange.model_requested:
+            # Refused before the body was read: the record still says which model was asked for.
+            exchange.model_requested = _model_asked_for(request, view.__name__)
         error = errors.from_exception(exc, caller.token_name)
         exchange.finish(error.status, error.outcome, error.code)
         response = error.response()
