@@ -34,7 +34,7 @@ from django.utils.html import format_html
 from django.utils.text import capfirst, format_lazy
 from django.utils.translation import gettext_lazy as _
 
-from accounts import crypto, dashboard, keys, policy, prices, selectors, services
+from accounts import allowlist, crypto, dashboard, keys, prices, selectors, services
 from accounts.models import (
     ApiKey,
     HuggingFaceToken,
@@ -283,8 +283,8 @@ def example_model(api_key: ApiKey) -> str:
     """A model the key may use, for the snippets: DEFAULT_MODEL unless the key's (or its user's)
     allow-list excludes it, then the list's first exact id."""
     user_policy = UserPolicy.objects.filter(user_id=api_key.user_id).first()
-    allowed = policy.parse_models(api_key.allowed_models or (user_policy and user_policy.allowed_models))
-    if policy.model_allowed(allowed, settings.DEFAULT_MODEL):
+    allowed = allowlist.parse_models(api_key.allowed_models or (user_policy and user_policy.allowed_models))
+    if allowlist.model_allowed(allowed, settings.DEFAULT_MODEL):
         return settings.DEFAULT_MODEL
     return next((entry for entry in allowed if not set("*?[") & set(entry)), settings.DEFAULT_MODEL)
 

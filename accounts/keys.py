@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 
-from accounts import crypto, db, policy
+from accounts import allowlist, crypto, offloop
 from accounts.limits import NO_LIMITS, KeyLimits
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ async def aresolve(key: str) -> Caller | None:
     found = _from_cache(key)
     if not isinstance(found, _Miss):
         return found
-    return found.keep(await db.run(_load, found.digest))
+    return found.keep(await offloop.run(_load, found.digest))
 
 
 def resolve(key: str) -> Caller | None:
@@ -168,7 +168,7 @@ def _load(key_digest: str) -> Caller | None:
         upstream_token=token,
         token_problem=problem,
         expires_at=key.expires_at.timestamp() if key.expires_at else None,
-        allowed_models=policy.parse_models(key.allowed_models or defaults.allowed_models),
+        allowed_models=allowlist.parse_models(key.allowed_models or defaults.allowed_models),
         # Each limit: the key's own, else the user's default.
         limits=KeyLimits(
             **{

@@ -32,7 +32,7 @@ from django.core.cache import caches
 from django.db.models import Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 
-from accounts import db
+from accounts import offloop
 
 
 @dataclass(frozen=True)
@@ -287,7 +287,7 @@ async def admit(key_id: int, user_id: int, limits: KeyLimits) -> Admission:
             ("usd", _microdollars_in_db, month_start, until_next_month + 3600),
         ):
             if name in seen and seen[name] is None:
-                counted = await db.run(count, key_id, since)
+                counted = await offloop.run(count, key_id, since)
                 seen[name] = (await counters.run([("seed", ops[name][1], counted, ttl)]))[0]
         _check(limits, seen, admission.headers, reset, until_next_month)
     except BaseException:  # refused, the database failed, or the client left meanwhile

@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from accounts import crypto, keys, policy
+from accounts import allowlist, crypto, keys
 from accounts.models import ApiKey, HuggingFaceToken
 
 
@@ -53,7 +53,7 @@ def api_key_create(
         digest=keys.digest(plaintext),
         hf_token=hf_token,
         expires_at=expires_at,
-        allowed_models=", ".join(policy.parse_models(allowed_models)),
+        allowed_models=", ".join(allowlist.parse_models(allowed_models)),
         **limits,
     )
     return api_key, plaintext

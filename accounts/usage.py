@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection, connections, transaction
 from django.db.models import Q
 
-from accounts import db, limits, prices
+from accounts import limits, offloop, prices
 from gateway import metrics
 
 logger = logging.getLogger("hfproxy.usage")
@@ -179,7 +179,7 @@ def _write(batch: list[dict[str, Any]]) -> None:
                 ).update(last_used_at=when)
     except Exception:
         connection.close()  # reconnect on the next attempt
-        db.drop_dead_connections()
+        offloop.drop_dead_connections()
         raise
 
 

@@ -32,7 +32,7 @@ class Handler(ASGIHandler):
     `sync_to_async` inside a fresh `ThreadSensitiveContext`: every request starts a thread and
     joins it, which measured as a fifth of the proxy's CPU. Those hooks exist to recycle the
     request's database connection, and the API path never holds one (its rare queries run in
-    `accounts.db.run`, which returns its connection at once), so there they run on the event
+    `accounts.offloop.run`, which returns its connection at once), so there they run on the event
     loop: the signal receivers find no connection to close and return. Everything else is
     Django's `handle()` (5.2) unchanged; other paths (the admin) take Django's own route.
     """

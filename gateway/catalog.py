@@ -10,9 +10,9 @@ from typing import Any
 
 from django.conf import settings
 
-from accounts import db, prices
+from accounts import offloop, prices
 from gateway import converter, errors, upstream
-from gateway.reporting import Exchange
+from gateway.exchange import Exchange
 
 logger = logging.getLogger("hfproxy.prices")
 _cached: tuple[float, dict[str, Any]] | None = None
@@ -68,7 +68,7 @@ async def refresh_prices() -> tuple[int, int]:
         "GET", "/models", token=settings.HF_TOKEN, request_id=f"prices-{uuid.uuid4().hex}", deadline=deadline
     )
     listing = converter.parse_answer(await upstream.read_body(response, deadline))
-    return await db.run(prices.refresh, listing)
+    return await offloop.run(prices.refresh, listing)
 
 
 async def refresh_prices_every(seconds: float) -> None:

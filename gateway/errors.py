@@ -17,8 +17,8 @@ from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
 
 from accounts.limits import Refusal
-from accounts.models import REJECTED_TOKEN
-from gateway import metrics, outcomes
+from accounts.models import REJECTED_TOKEN, Outcome
+from gateway import metrics
 from gateway.converter import BadAnswer, InvalidRequest
 from gateway.upstream import UpstreamError
 
@@ -39,7 +39,7 @@ class ApiError(Exception):
         param: str | None = None,
         code: str | None = None,
         headers: dict[str, str] | None = None,
-        outcome: str = outcomes.BAD_REQUEST,
+        outcome: str = Outcome.BAD_REQUEST,
     ) -> None:
         message = _scrub(message)
         super().__init__(message)
@@ -125,7 +125,7 @@ def model_not_allowed(model: str) -> ApiError:
         type="permission_error",
         param="model",
         code="model_not_allowed",
-        outcome=outcomes.REFUSED,
+        outcome=Outcome.REFUSED,
     )
 
 
@@ -139,7 +139,7 @@ def refused(refusal: Refusal) -> ApiError:
         type=kind,
         code=kind,
         headers={**refusal.headers, "Retry-After": str(refusal.retry_after)},
-        outcome=outcomes.REFUSED,
+        outcome=Outcome.REFUSED,
     )
 
 
@@ -154,7 +154,7 @@ def service_unavailable() -> ApiError:
         type="server_error",
         code="service_unavailable",
         headers={"Retry-After": "5"},
-        outcome=outcomes.PROXY_ERROR,
+        outcome=Outcome.PROXY_ERROR,
     )
 
 
@@ -168,7 +168,7 @@ def no_upstream_token(problem: str, token_name: str) -> ApiError:
             type="server_error",
             code="upstream_token_unreadable",
             headers=NO_RETRY,
-            outcome=outcomes.PROXY_ERROR,
+            outcome=Outcome.PROXY_ERROR,
         )
     return ApiError(
         502,
@@ -176,7 +176,7 @@ def no_upstream_token(problem: str, token_name: str) -> ApiError:
         type="server_error",
         code="upstream_token_missing",
         headers=NO_RETRY,
-        outcome=outcomes.UPSTREAM_ERROR,
+        outcome=Outcome.UPSTREAM_ERROR,
     )
 
 
@@ -186,7 +186,7 @@ def internal_error() -> ApiError:
         "The proxy failed to handle this request.",
         type="server_error",
         code="internal_error",
-        outcome=outcomes.PROXY_ERROR,
+        outcome=Outcome.PROXY_ERROR,
     )
 
 
@@ -224,7 +224,7 @@ def _from_upstream(error: UpstreamError, token_name: str) -> ApiError:
             f"The Hugging Face router did not answer in time ({error.detail}).",
             type="server_error",
             code="upstream_timeout",
-            outcome=outcomes.TIMEOUT,
+            outcome=Outcome.TIMEOUT,
         )
     if error.kind == UpstreamError.CONNECTION:
         return ApiError(
@@ -232,7 +232,7 @@ def _from_upstream(error: UpstreamError, token_name: str) -> ApiError:
             f"Could not reach the Hugging Face router: {error.detail}.",
             type="server_error",
             code="upstream_unreachable",
-            outcome=outcomes.UPSTREAM_ERROR,
+            outcome=Outcome.UPSTREAM_ERROR,
         )
     if error.kind == UpstreamError.MALFORMED:
         return bad_answer(error.detail)
@@ -242,7 +242,7 @@ def _from_upstream(error: UpstreamError, token_name: str) -> ApiError:
             f"The connection to the Hugging Face router broke: {error.detail}.",
             type="server_error",
             code="upstream_bad_response",
-            outcome=outcomes.UPSTREAM_ERROR,
+            outcome=Outcome.UPSTREAM_ERROR,
         )
 
     status = error.status or 502
@@ -255,7 +255,7 @@ def _from_upstream(error: UpstreamError, token_name: str) -> ApiError:
             type="server_error",
             code=REJECTED_TOKEN,
             headers=NO_RETRY,
-            outcome=outcomes.UPSTREAM_ERROR,
+            outcome=Outcome.UPSTREAM_ERROR,
         )
     if status == 402:
         return ApiError(
@@ -264,7 +264,7 @@ def _from_upstream(error: UpstreamError, token_name: str) -> ApiError:
             type="insufficient_quota",
             code="insufficient_quota",
             headers=NO_RETRY,
-            outcome=outcomes.UPSTREAM_ERROR,
+            outcome=Outcome.UPSTREAM_ERROR,
         )
     if status in _KEPT_STATUSES:
         return ApiError(
@@ -273,7 +273,7 @@ def _from_upstream(error: UpstreamError, token_name: str) -> ApiError:
             type=_KEPT_STATUSES[status],
             param=router_field(error.body, "param"),
             code=router_field(error.body, "code") or _default_code(status),
-            outcome=outcomes.UPSTREAM_ERROR,
+            outcome=Outcome.UPSTREAM_ERROR,
         )
     if error.says_when:
         # "Model is loading": a 503 and when to come back, which the SDKs honour.
@@ -286,14 +286,14 @@ def _from_upstream(error: UpstreamError, token_name: str) -> ApiError:
             type="server_error",
             code="model_loading" if wait is not None else "upstream_unavailable",
             headers={"Retry-After": retry_after} if retry_after else {},
-            outcome=outcomes.UPSTREAM_ERROR,
+            outcome=Outcome.UPSTREAM_ERROR,
         )
     return ApiError(
         502,
         f"The Hugging Face router failed (HTTP {status}): {message}",
         type="server_error",
         code="upstream_error",
-        outcome=outcomes.UPSTREAM_ERROR,
+        outcome=Outcome.UPSTREAM_ERROR,
     )
 
 
@@ -319,7 +319,7 @@ def from_exception(exc: Exception, token_name: str = "") -> ApiError:
                 f"The Hugging Face router reported an error: {message}",
                 type="server_error",
                 code="upstream_error",
-                outcome=outcomes.UPSTREAM_ERROR,
+                outcome=Outcome.UPSTREAM_ERROR,
             )
         return bad_answer(exc.detail)
     logger.exception("Unhandled error while serving a request")
@@ -332,7 +332,7 @@ def bad_answer(detail: str) -> ApiError:
         f"The Hugging Face router sent an invalid answer: {detail}.",
         type="server_error",
         code="upstream_bad_response",
-        outcome=outcomes.UPSTREAM_ERROR,
+        outcome=Outcome.UPSTREAM_ERROR,
     )
 
 

@@ -23,7 +23,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-from gateway import outcomes
+from accounts.models import Outcome
 
 MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR" in os.environ
 if MULTIPROCESS:  # any process that imports this writes there (manage.py commands too)
@@ -112,8 +112,8 @@ def observe(
             if count:
                 tokens.labels(direction, model, source).inc(count)
     if attempts and outcome in (
-        outcomes.UPSTREAM_ERROR,
-        outcomes.TIMEOUT,
+        Outcome.UPSTREAM_ERROR,
+        Outcome.TIMEOUT,
     ):  # the router was called, and failed
         upstream_errors.labels(error_code or "unknown").inc()
 

@@ -11,10 +11,11 @@ from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from django.http import HttpResponse, StreamingHttpResponse
 
-from accounts import policy
-from gateway import converter, errors, outcomes, upstream
+from accounts import allowlist
+from accounts.models import Outcome
+from gateway import converter, errors, upstream
 from gateway.converter import BadAnswer, ChatRequest, EmbeddingsRequest, Usage
-from gateway.reporting import Exchange
+from gateway.exchange import Exchange
 
 if TYPE_CHECKING:
     import httpx
@@ -25,7 +26,7 @@ STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 def _may_call(exchange: Exchange, model: str) -> None:
     """The key may use this model, and has a Hugging Face token to call with."""
     caller = exchange.caller
-    if not policy.model_allowed(caller.allowed_models, model):
+    if not allowlist.model_allowed(caller.allowed_models, model):
         raise errors.model_not_allowed(model)
     if not caller.upstream_token:
         raise errors.no_upstream_token(caller.token_problem, caller.token_name)
@@ -136,7 +137,7 @@ class StreamRelay:
 
     async def _events(self) -> AsyncIterator[bytes]:
         self.started = True
-        outcome, error_code = outcomes.OK, ""
+        outcome, error_code = Outcome.OK, ""
         try:
             yield self.first
             if not self.stream.done:
@@ -153,7 +154,7 @@ class StreamRelay:
         except (asyncio.CancelledError, GeneratorExit):
             # The client went away: Django cancels the task, or closes this generator.
             if not self.stream.done:
-                outcome = outcomes.CLIENT_DISCONNECTED
+                outcome = Outcome.CLIENT_DISCONNECTED
             raise
         except Exception as exc:
             # Headers are sent: the failure becomes the stream's last event, and no [DONE].
@@ -204,7 +205,7 @@ class StreamRelay:
         try:
             await self._close_upstream()
         finally:
-            self._finish(outcomes.CLIENT_DISCONNECTED)
+            self._finish(Outcome.CLIENT_DISCONNECTED)
 
 
 cleanups: set[asyncio.Task] = set()  # strong references until they are done

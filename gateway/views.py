@@ -13,10 +13,11 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 
-from accounts import limits, policy
-from gateway import auth, catalog, converter, errors, metrics, outcomes, relay
+from accounts import allowlist, limits
+from accounts.models import Outcome
+from gateway import auth, catalog, converter, errors, metrics, relay
+from gateway.exchange import Exchange
 from gateway.middleware import is_api_path
-from gateway.reporting import Exchange
 from hfproxy_site import __version__
 
 ApiView = Callable[..., Awaitable[HttpResponse]]
@@ -58,7 +59,7 @@ async def _serve(
         exchange.admission = await limits.admit(caller.key_id, caller.user_id, caller.limits)
         response = await view(request, exchange, *args, **kwargs)
     except asyncio.CancelledError:
-        exchange.finish(499, outcomes.CLIENT_DISCONNECTED)
+        exchange.finish(499, Outcome.CLIENT_DISCONNECTED)
         raise
     except Exception as exc:
         if isinstance(exc, limits.Refusal) and not exchange.model_requested:
@@ -69,11 +70,11 @@ async def _serve(
         response = error.response()
     else:
         if not response.streaming:
-            exchange.finish(response.status_code, outcomes.OK)
+            exchange.finish(response.status_code, Outcome.OK)
     finally:
         if not exchange.finished and (response is None or not response.streaming):
             # Something failed while failing: the request is still recorded, once.
-            exchange.finish(500, outcomes.PROXY_ERROR)
+            exchange.finish(500, Outcome.PROXY_ERROR)
     if exchange.admission is not None:
         for name, value in exchange.admission.headers.items():
             response.setdefault(name, value)
@@ -108,14 +109,17 @@ async def models(request: HttpRequest, exchange: Exchange) -> HttpResponse:
     listing = await catalog.models(exchange)
     allowed = exchange.caller.allowed_models
     if allowed:  # a key sees only the models it may use
-        listing = {**listing, "data": [m for m in listing["data"] if policy.model_allowed(allowed, m["id"])]}
+        listing = {
+            **listing,
+            "data": [m for m in listing["data"] if allowlist.model_allowed(allowed, m["id"])],
+        }
     return JsonResponse(listing)
 
 
 @api_view("GET")
 async def model_detail(request: HttpRequest, exchange: Exchange, model_id: str) -> HttpResponse:
     entry = converter.find_model(await catalog.models(exchange), model_id)
-    if entry is None or not policy.model_allowed(exchange.caller.allowed_models, model_id):
+    if entry is None or not allowlist.model_allowed(exchange.caller.allowed_models, model_id):
         raise errors.not_found(f"The model `{model_id}` does not exist.", code="model_not_found")
     return JsonResponse(entry)
 

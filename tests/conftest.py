@@ -15,15 +15,15 @@ from django.contrib.auth import get_user_model
 from django.core.cache import caches
 from django.test import AsyncClient
 
-from accounts import db, keys, services, usage
-from gateway import catalog, reporting, upstream
+from accounts import keys, offloop, services, usage
+from gateway import catalog, exchange, upstream
 
 
 @pytest.fixture(autouse=True)
 def _forget_keys():
     """Cached key lookups and limit counters must not leak from one test into the next."""
     keys.forget_all()
-    db.forget_failure()
+    offloop.forget_failure()
     caches["default"].clear()
     yield
     keys.forget_all()
@@ -82,14 +82,14 @@ async def hf():
 @pytest.fixture
 def reports(monkeypatch):
     """Every report made while the test runs, in order."""
-    made: list[reporting.Exchange] = []
-    original = reporting.report
+    made: list[exchange.Exchange] = []
+    original = exchange.report
 
     def capture(exchange):
         made.append(exchange)
         original(exchange)
 
-    monkeypatch.setattr(reporting, "report", capture)
+    monkeypatch.setattr(exchange, "report", capture)
     return made
 
 

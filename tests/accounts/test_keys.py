@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import OperationalError, connection
 
-from accounts import crypto, db, keys, services
+from accounts import crypto, keys, offloop, services
 from accounts.models import ApiKey, HuggingFaceToken
 from tests.conftest import completion
 
@@ -238,19 +238,19 @@ async def test_with_the_database_unreachable_lookups_fail_fast_and_one_probes(mo
     # The four lookup threads each waited once; the rest failed at once instead of queueing.
     assert all(isinstance(result, OperationalError) for result in results)
     assert len(calls) <= 4 and time.monotonic() - started < 0.6
-    assert sum(isinstance(result, db.DatabaseDown) for result in results) >= 16
+    assert sum(isinstance(result, offloop.DatabaseDown) for result in results) >= 16
 
     # After DOWN_FOR: one lookup probes while the others still fail at once.
-    monkeypatch.setattr(db, "_down_until", time.monotonic() - 0.01)
+    monkeypatch.setattr(offloop, "_down_until", time.monotonic() - 0.01)
     calls.clear()
     results = await asyncio.gather(
         *(keys.aresolve("hfp_" + f"{i:02d}" * 22) for i in range(20, 30)), return_exceptions=True
     )
-    assert len(calls) == 1 and sum(isinstance(result, db.DatabaseDown) for result in results) == 9
+    assert len(calls) == 1 and sum(isinstance(result, offloop.DatabaseDown) for result in results) == 9
 
     # The database answers again: the probe gets through and everyone after it.
     monkeypatch.setattr(keys, "_load", lambda digest: None)
-    monkeypatch.setattr(db, "_down_until", time.monotonic() - 0.01)
+    monkeypatch.setattr(offloop, "_down_until", time.monotonic() - 0.01)
     assert await keys.aresolve("hfp_" + "y" * 44) is None
     assert await keys.aresolve("hfp_" + "z" * 44) is None
 
@@ -263,7 +263,7 @@ async def test_one_failing_statement_does_not_stop_every_lookup(monkeypatch):
     for i in range(3):
         with pytest.raises(OperationalError) as caught:
             await keys.aresolve("hfp_" + f"{i:02d}" * 22)
-        assert not isinstance(caught.value, db.DatabaseDown)
+        assert not isinstance(caught.value, offloop.DatabaseDown)
 
 
 def test_revoke_by_prefix_and_refuse_ambiguity(user):

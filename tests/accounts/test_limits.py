@@ -214,7 +214,7 @@ async def test_a_request_that_fails_during_admission_gives_its_slot_back(user, m
             raise OperationalError("the database is down")
         await asyncio.sleep(3600)  # the client leaves meanwhile
 
-    monkeypatch.setattr(limits.db, "run", failing_run)
+    monkeypatch.setattr(limits.offloop, "run", failing_run)
     attempt = asyncio.ensure_future(limits.admit(api_key.pk, user.pk, rules))
     if failure == "cancelled":
         await asyncio.sleep(0.01)

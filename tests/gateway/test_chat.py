@@ -5,7 +5,7 @@ import httpx
 import pytest
 from django.conf import settings
 
-from gateway import outcomes
+from accounts.models import Outcome
 from tests.conftest import asgi_request, bearer, chunk, completion, events_of, sse_response, standard_stream
 
 URL = "/v1/chat/completions"
@@ -35,7 +35,7 @@ async def test_it_relays_a_completion(async_client, hf, reports):
     assert sent.headers["authorization"] == f"Bearer {settings.HF_TOKEN}"
     assert sent.headers["x-request-id"] == "req-42"
     [report] = reports
-    assert (report.status, report.outcome, report.stream) == (200, outcomes.OK, False)
+    assert (report.status, report.outcome, report.stream) == (200, Outcome.OK, False)
     assert (report.usage.prompt_tokens, report.usage.completion_tokens) == (5, 3)
     assert report.model_requested == "org/m:fastest" and report.model_answered == "openai/gpt-oss-120b"
 
@@ -73,7 +73,7 @@ async def test_it_streams_and_drops_the_usage_chunk(async_client, hf, reports):
     assert events_of(body)[-1] == b"data: [DONE]"
     assert json.loads(route.calls.last.request.content)["stream_options"] == {"include_usage": True}
     [report] = reports
-    assert (report.outcome, report.stream, report.usage.total_tokens) == (outcomes.OK, True, 11)
+    assert (report.outcome, report.stream, report.usage.total_tokens) == (Outcome.OK, True, 11)
     assert report.first_token_at is not None
 
 
@@ -115,7 +115,7 @@ async def test_it_rejects_bad_input_without_calling_the_router(async_client, hf,
     assert response.status_code == 400
     assert set(response.json()["error"]) == {"message", "type", "param", "code"}
     assert not route.called
-    assert [r.outcome for r in reports] == [outcomes.BAD_REQUEST]
+    assert [r.outcome for r in reports] == [Outcome.BAD_REQUEST]
 
 
 async def test_it_rejects_malformed_json(async_client, hf):
@@ -168,7 +168,7 @@ async def test_router_errors_keep_their_meaning(async_client, hf, reports, route
     assert settings.HF_TOKEN not in response.content.decode()
     if router_status >= 429:
         assert response["Retry-After"] == "3"  # the router's, passed on
-    assert [(r.status, r.outcome) for r in reports] == [(status, outcomes.UPSTREAM_ERROR)]
+    assert [(r.status, r.outcome) for r in reports] == [(status, Outcome.UPSTREAM_ERROR)]
 
 
 async def test_a_failure_the_proxy_retried_tells_the_client_not_to_retry(async_client, hf, reports):
@@ -222,7 +222,7 @@ async def test_malformed_answers_are_bad_gateway(async_client, hf, reports, answ
     response = await post(async_client, {"messages": MESSAGES, "stream": stream})
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "upstream_bad_response"
-    assert [r.outcome for r in reports] == [outcomes.UPSTREAM_ERROR]
+    assert [r.outcome for r in reports] == [Outcome.UPSTREAM_ERROR]
 
 
 async def test_connection_failures_are_bad_gateway(async_client, hf, reports):
@@ -230,7 +230,7 @@ async def test_connection_failures_are_bad_gateway(async_client, hf, reports):
     response = await post(async_client, {"messages": MESSAGES})
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "upstream_unreachable"
-    assert [r.outcome for r in reports] == [outcomes.UPSTREAM_ERROR]
+    assert [r.outcome for r in reports] == [Outcome.UPSTREAM_ERROR]
 
 
 async def test_a_router_that_never_answers_times_out(async_client, hf, reports, settings):
@@ -243,7 +243,7 @@ async def test_a_router_that_never_answers_times_out(async_client, hf, reports, 
     response = await post(async_client, {"messages": MESSAGES})
     assert response.status_code == 504
     assert response.json()["error"]["code"] == "upstream_timeout"
-    assert [(r.status, r.outcome) for r in reports] == [(504, outcomes.TIMEOUT)]
+    assert [(r.status, r.outcome) for r in reports] == [(504, Outcome.TIMEOUT)]
 
 
 async def test_the_whole_request_is_bounded_even_when_the_router_drips(async_client, hf, reports, settings):
@@ -255,7 +255,7 @@ async def test_the_whole_request_is_bounded_even_when_the_router_drips(async_cli
     assert json.loads(events[-1][6:])["error"]["code"] == "upstream_timeout"
     assert b"[DONE]" not in b"".join(events)
     assert 2 < upstream_body.sent < 100 and upstream_body.closed
-    assert [r.outcome for r in reports] == [outcomes.TIMEOUT]
+    assert [r.outcome for r in reports] == [Outcome.TIMEOUT]
 
 
 async def test_a_stream_that_fails_before_its_first_event_keeps_its_status(
@@ -268,7 +268,7 @@ async def test_a_stream_that_fails_before_its_first_event_keeps_its_status(
     assert response.status_code == 504
     assert response.json()["error"]["code"] == "upstream_timeout"
     assert upstream_body.closed
-    assert [(r.status, r.outcome) for r in reports] == [(504, outcomes.TIMEOUT)]
+    assert [(r.status, r.outcome) for r in reports] == [(504, Outcome.TIMEOUT)]
 
 
 @pytest.mark.parametrize(
@@ -281,7 +281,7 @@ async def test_a_stream_whose_first_event_is_bad_is_a_plain_502(async_client, hf
     response = await post(async_client, {"messages": MESSAGES, "stream": True})
     assert response.status_code == 502
     assert response["content-type"] == "application/json"
-    assert [r.outcome for r in reports] == [outcomes.UPSTREAM_ERROR]
+    assert [r.outcome for r in reports] == [Outcome.UPSTREAM_ERROR]
 
 
 async def test_a_slow_non_streamed_answer_is_bounded_by_the_request_timeout(
@@ -293,7 +293,7 @@ async def test_a_slow_non_streamed_answer_is_bounded_by_the_request_timeout(
     response = await post(async_client, {"messages": MESSAGES})
     assert response.status_code == 504
     assert upstream_body.closed
-    assert [r.outcome for r in reports] == [outcomes.TIMEOUT]
+    assert [r.outcome for r in reports] == [Outcome.TIMEOUT]
 
 
 async def test_a_stalled_stream_times_out(async_client, hf, reports, settings):
@@ -314,7 +314,7 @@ async def test_a_cut_stream_ends_with_an_error_event_not_done(async_client, hf, 
     events = events_of(await read_stream(response))
     assert len(events) == 3
     assert json.loads(events[-1][6:])["error"]["code"] == "upstream_bad_response"
-    assert [r.outcome for r in reports] == [outcomes.UPSTREAM_ERROR]
+    assert [r.outcome for r in reports] == [Outcome.UPSTREAM_ERROR]
 
 
 async def test_an_error_event_mid_stream_is_relayed_as_an_error(async_client, hf, reports):
@@ -339,7 +339,7 @@ async def test_a_disconnected_client_closes_the_router_stream(hf, api_key, repor
     assert upstream_body.closed
     assert upstream_body.sent < 10
     [report] = reports
-    assert report.outcome == outcomes.CLIENT_DISCONNECTED
+    assert report.outcome == Outcome.CLIENT_DISCONNECTED
 
 
 async def test_a_client_leaving_while_headers_are_sent_is_recorded(hf, api_key, reports):
@@ -352,7 +352,7 @@ async def test_a_client_leaving_while_headers_are_sent_is_recorded(hf, api_key, 
     assert result.status == 200 and not result.chunks
     await asyncio.sleep(0.05)
     assert upstream_body.closed
-    assert [r.outcome for r in reports] == [outcomes.CLIENT_DISCONNECTED]
+    assert [r.outcome for r in reports] == [Outcome.CLIENT_DISCONNECTED]
 
 
 async def test_a_client_leaving_before_the_answer_is_recorded(hf, api_key, reports):
@@ -368,7 +368,7 @@ async def test_a_client_leaving_before_the_answer_is_recorded(hf, api_key, repor
         disconnect_after_seconds=0.2,
     )
     assert result.status is None
-    assert [r.outcome for r in reports] == [outcomes.CLIENT_DISCONNECTED]
+    assert [r.outcome for r in reports] == [Outcome.CLIENT_DISCONNECTED]
 
 
 async def test_without_a_token_nothing_is_sent(async_client, hf, settings):
@@ -387,7 +387,7 @@ async def test_a_connection_failure_is_retried_once(async_client, hf, reports):
     response = await post(async_client, {"messages": MESSAGES})
     assert response.status_code == 200
     assert route.call_count == 2
-    assert [r.outcome for r in reports] == [outcomes.OK]
+    assert [r.outcome for r in reports] == [Outcome.OK]
 
 
 async def test_a_router_5xx_is_retried_once_then_reported(async_client, hf, reports):

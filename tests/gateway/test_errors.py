@@ -1,7 +1,8 @@
 import pytest
 from django.db import OperationalError
 
-from gateway import errors, outcomes
+from accounts.models import Outcome
+from gateway import errors
 from gateway.converter import BadAnswer, InvalidRequest
 from gateway.upstream import UpstreamError
 
@@ -67,7 +68,7 @@ def test_it_keeps_client_error_statuses(status, kind):
         "messages",
         "x1",
     )
-    assert error.outcome == outcomes.UPSTREAM_ERROR
+    assert error.outcome == Outcome.UPSTREAM_ERROR
 
 
 def test_it_keeps_429_and_its_retry_after():
@@ -108,10 +109,10 @@ def test_long_plain_text_is_clipped():
 @pytest.mark.parametrize(
     ("kind", "status", "outcome"),
     [
-        (UpstreamError.TIMEOUT, 504, outcomes.TIMEOUT),
-        (UpstreamError.CONNECTION, 502, outcomes.UPSTREAM_ERROR),
-        (UpstreamError.MALFORMED, 502, outcomes.UPSTREAM_ERROR),
-        (UpstreamError.STREAM_CUT, 502, outcomes.UPSTREAM_ERROR),
+        (UpstreamError.TIMEOUT, 504, Outcome.TIMEOUT),
+        (UpstreamError.CONNECTION, 502, Outcome.UPSTREAM_ERROR),
+        (UpstreamError.MALFORMED, 502, Outcome.UPSTREAM_ERROR),
+        (UpstreamError.STREAM_CUT, 502, Outcome.UPSTREAM_ERROR),
     ],
 )
 def test_transport_failures(kind, status, outcome):
@@ -129,7 +130,7 @@ def test_error_body_has_the_openai_shape():
 
 def test_converter_failures_map_to_400_and_502():
     invalid = errors.from_exception(InvalidRequest("bad field", "temperature"))
-    assert (invalid.status, invalid.param, invalid.outcome) == (400, "temperature", outcomes.BAD_REQUEST)
+    assert (invalid.status, invalid.param, invalid.outcome) == (400, "temperature", Outcome.BAD_REQUEST)
     bad = errors.from_exception(BadAnswer("not JSON"))
     assert (bad.status, bad.code) == (502, "upstream_bad_response")
     reported = errors.from_exception(BadAnswer("error event", error={"error": {"message": "GPU on fire"}}))

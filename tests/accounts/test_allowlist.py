@@ -9,7 +9,7 @@ from asgiref.sync import sync_to_async
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from accounts import keys, policy, services
+from accounts import allowlist, keys, services
 from accounts.models import ApiKey, UserPolicy
 from tests.conftest import completion
 from tests.fake_router import MODELS
@@ -31,11 +31,11 @@ from tests.fake_router import MODELS
     ],
 )
 def test_model_allowed(allowed, model, ok):
-    assert policy.model_allowed(allowed, model) is ok
+    assert allowlist.model_allowed(allowed, model) is ok
 
 
 def test_allow_lists_are_parsed_from_what_admins_type():
-    assert policy.parse_models(" a/b, c/*\nd ,a/b ") == ("a/b", "c/*", "d")
+    assert allowlist.parse_models(" a/b, c/*\nd ,a/b ") == ("a/b", "c/*", "d")
 
 
 async def chat(anonymous_client, key, model):
@@ -93,7 +93,7 @@ def test_create_api_key_takes_models_and_expiry(usage_db):
         "7",
     ).splitlines()[-1]
     stored = ApiKey.objects.get(digest=keys.digest(key))
-    assert policy.parse_models(stored.allowed_models) == ("openai/*", "meta-llama/Llama-3.1-8B-Instruct")
+    assert allowlist.parse_models(stored.allowed_models) == ("openai/*", "meta-llama/Llama-3.1-8B-Instruct")
     assert timedelta(days=6, hours=23) < stored.expires_at - timezone.now() <= timedelta(days=7)
     with pytest.raises(CommandError):
         run("create_api_key", "olga", "--expires-in-days", "0")

@@ -14,8 +14,9 @@ from datetime import UTC, datetime
 
 from accounts import limits, prices
 from accounts.keys import Caller
+from accounts.models import Outcome
 from accounts.usage import writer
-from gateway import metrics, outcomes
+from gateway import metrics
 from gateway.converter import Usage
 
 logger = logging.getLogger("hfproxy.requests")
@@ -68,8 +69,8 @@ class Exchange:
         """Record how the request ended; later calls are ignored (first word wins)."""
         if self.finished:
             return
-        if self.server_shutdown and outcome == outcomes.CLIENT_DISCONNECTED:
-            outcome, error_code = outcomes.PROXY_ERROR, "server_shutdown"  # not the client's doing
+        if self.server_shutdown and outcome == Outcome.CLIENT_DISCONNECTED:
+            outcome, error_code = Outcome.PROXY_ERROR, "server_shutdown"  # not the client's doing
             status = 503 if status == 499 else status
         self.status, self.outcome, self.error_code = status, outcome, error_code or ""
         self.latency = time.perf_counter() - self.started
@@ -147,4 +148,4 @@ def report(exchange: Exchange) -> None:
     )
 
 
-__all__ = ["Exchange", "outcomes", "report"]
+__all__ = ["Exchange", "report"]
