@@ -156,7 +156,7 @@ class HfproxyUserAdmin(UserAdmin):
 
     def save_related(self, request, form, formsets, change) -> None:
         super().save_related(request, form, formsets, change)
-        keys.forget_all()  # new defaults apply at once here, elsewhere within the TTL
+        keys.reset()  # new defaults apply at once here, elsewhere within the TTL
 
     list_display = (*UserAdmin.list_display, "api_keys_link")
     actions = ["deactivate_and_revoke_keys"]
@@ -180,7 +180,7 @@ class HfproxyUserAdmin(UserAdmin):
                 user.save(update_fields=["is_active"])
             self.log_change(request, user, "Deactivated and revoked their API keys.")
             users += 1
-        keys.forget_all()  # their keys stop at once here, elsewhere within the TTL
+        keys.reset()  # their keys stop at once here, elsewhere within the TTL
         self.message_user(
             request,
             _("Deactivated %(users)d user(s) and revoked %(keys)d API key(s); their usage stays counted.")
@@ -405,7 +405,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def save_model(self, request, obj: ApiKey, form, change: bool) -> None:
         if change:
             super().save_model(request, obj, form, change)
-            keys.forget_all()  # a new token or expiry applies at once here, elsewhere within the TTL
+            keys.reset()  # a new token or expiry applies at once here, elsewhere within the TTL
             return
         created, plaintext = services.api_key_create(
             user=obj.user,
@@ -566,7 +566,7 @@ class HuggingFaceTokenAdmin(admin.ModelAdmin):
             obj.set_value(value)
         super().save_model(request, obj, form, change)
         if change:
-            keys.forget_all()  # keys using it pick up the new value at once here
+            keys.reset()  # keys using it pick up the new value at once here
 
 
 @admin.register(ModelPrice)
@@ -585,15 +585,15 @@ class ModelPriceAdmin(admin.ModelAdmin):
     def save_model(self, request, obj: ModelPrice, form, change: bool) -> None:
         obj.source = ModelPrice.Source.CUSTOM
         super().save_model(request, obj, form, change)
-        prices.forget()  # this process prices with it at once; others within PRICES_CACHE_TTL
+        prices.reset()  # this process prices with it at once; others within PRICES_CACHE_TTL
 
     def delete_model(self, request, obj: ModelPrice) -> None:
         super().delete_model(request, obj)
-        prices.forget()
+        prices.reset()
 
     def delete_queryset(self, request, queryset) -> None:
         super().delete_queryset(request, queryset)
-        prices.forget()
+        prices.reset()
 
 
 # --- Usage -------------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from accounts import runtime
+
 logger = logging.getLogger("hfproxy.crypto")
 
 
@@ -51,6 +53,7 @@ def _fernet() -> MultiFernet:
         ) from None
 
 
+@runtime.resettable
 def reset() -> None:
     """Forget the keys read from settings (tests that change FIELD_ENCRYPTION_KEY)."""
     _fernet.cache_clear()

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 
-from accounts import allowlist, crypto, offloop
+from accounts import allowlist, crypto, offloop, runtime
 from accounts.limits import NO_LIMITS, KeyLimits
 
 if TYPE_CHECKING:
@@ -72,15 +72,23 @@ def looks_like_a_key(key: str) -> bool:
     return key.startswith(KEY_PREFIX) and 20 <= len(key) <= 100
 
 
-_cache: dict[str, tuple[float, Caller | None]] = {}
-_generation = 0  # bumped by forget_all: a lookup begun before must not refill the cache
+class _Lookups:
+    """Cached lookups by digest. `generation` counts resets: a lookup begun before one must not
+    refill the cache."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, tuple[float, Caller | None]] = {}
+        self.generation = 0
 
 
-def forget_all() -> None:
-    """Drop every cached lookup (tests; a revocation that must not wait for the TTL)."""
-    global _generation
-    _generation += 1
-    _cache.clear()
+_lookups = _Lookups()
+
+
+@runtime.resettable
+def reset() -> None:
+    """Drop every cached lookup (a revocation that must not wait for the TTL; tests)."""
+    _lookups.generation += 1
+    _lookups.entries.clear()
 
 
 async def aresolve(key: str) -> Caller | None:
@@ -109,13 +117,14 @@ class _Miss:
 
     digest: str
     started: float
-    generation: int  # a forget_all() meanwhile (a revocation): answer, but do not keep it
+    generation: int  # a reset() meanwhile (a revocation): answer, but do not keep it
 
     def keep(self, caller: Caller | None) -> Caller | None:
-        if self.generation == _generation:
-            if len(_cache) >= _MAX_CACHED:
-                _cache.clear()  # a flood of made-up keys must not grow memory without bound
-            _cache[self.digest] = (self.started + settings.AUTH_CACHE_TTL, caller)
+        if self.generation == _lookups.generation:
+            entries = _lookups.entries
+            if len(entries) >= _MAX_CACHED:
+                entries.clear()  # a flood of made-up keys must not grow memory without bound
+            entries[self.digest] = (self.started + settings.AUTH_CACHE_TTL, caller)
         return _unexpired(caller)
 
 
@@ -123,10 +132,10 @@ def _from_cache(key: str) -> Caller | _Miss | None:
     if not looks_like_a_key(key):
         return None
     key_digest = digest(key)
-    cached = _cache.get(key_digest)
+    cached = _lookups.entries.get(key_digest)
     if cached is not None and cached[0] > time.monotonic():
         return _unexpired(cached[1])
-    return _Miss(key_digest, time.monotonic(), _generation)
+    return _Miss(key_digest, time.monotonic(), _lookups.generation)
 
 
 def _unexpired(caller: Caller | None) -> Caller | None:

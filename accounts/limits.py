@@ -1,10 +1,8 @@
-"""Rate limits, concurrency and token budgets, counted in process memory or in Redis.
+"""Rate limits, concurrency and token budgets: what a key may still do, and counting what it did.
 
-Counters live in this process's memory (Django's local-memory cache) by default, or in Redis
-(REDIS_URL) when several workers or replicas must share them; there every step is one atomic
-command, so limits hold across processes, and each admission or settlement is one pipelined
-round trip on redis-py's asyncio client (no thread hop). `admit()` runs before a request goes
-upstream and refuses it with `Refusal`; `settle()` runs when it has finished and counts its tokens.
+`admit()` runs before a request goes upstream and refuses it with `Refusal`; `settle()` runs
+when it has finished and counts its tokens. Each is one batch of counter operations (one Redis
+round trip when the counters are shared: `accounts.counters`).
 
 - rpm: fixed one-minute windows; exactly `rpm` requests pass in a window.
 - tpm: tokens finished in the current minute; a request is refused once they reach `tpm`.
@@ -19,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import calendar
-import contextlib
 import functools
 import math
 import time
@@ -28,11 +25,11 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from django.conf import settings
-from django.core.cache import caches
 from django.db.models import Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 
-from accounts import offloop
+from accounts import counters, offloop, runtime
+from accounts.counters import Op
 
 
 @dataclass(frozen=True)
@@ -66,116 +63,6 @@ class Admission:
     limits: KeyLimits
     headers: dict[str, str] = field(default_factory=dict)
     holds_slot: bool = False
-
-
-# Counter operations, batched so that one admission is one round trip:
-#   ("add", key, delta, ttl)  create at 0 (expiring after ttl) if absent, add delta; → new value
-#   ("get", key)              → value or None
-#   ("bump", key, delta)      add delta only if present (absent starts from the database); → None
-#   ("seed", key, value, ttl) create at value if absent; → the value now there
-Op = tuple
-
-
-class _LocalCounters:
-    """This process's memory: called directly, no I/O, no thread hop. A batch runs without an
-    `await`, so it is atomic as a whole on the event loop."""
-
-    def __init__(self) -> None:
-        self.cache = caches["default"]
-
-    async def run(self, ops: list[Op]) -> list[int | None]:
-        return [self._one(*op) for op in ops]
-
-    def _one(self, kind: str, key: str, value: int = 0, ttl: int = 0) -> int | None:
-        cache = self.cache
-        if kind == "get":
-            return cache.get(key)
-        if kind == "bump":
-            with contextlib.suppress(ValueError):
-                cache.incr(key, value)
-            return None
-        if kind == "seed":
-            cache.add(key, value, ttl)
-            return cache.get(key, value)
-        # As in Redis: never below zero, and the TTL counts from the last use.
-        count = max(0, (cache.get(key) or 0) + value)
-        cache.set(key, count, ttl)
-        return count
-
-
-# The ops of one batch, run by Redis as one script: one command, one reply, and the batch is
-# atomic as a whole. ARGV holds kind, value, ttl for each key; `false` comes back as nil.
-_BATCH = """
-local out = {}
-for i, key in ipairs(KEYS) do
-  local kind, value, ttl = ARGV[3 * i - 2], ARGV[3 * i - 1], ARGV[3 * i]
-  if kind == 'get' then
-    out[i] = redis.call('GET', key)
-  elseif kind == 'bump' then
-    if redis.call('EXISTS', key) == 1 then redis.call('INCRBY', key, value) end
-    out[i] = false
-  elseif kind == 'add' then
-    -- Never below zero (a release after its key expired), and the TTL counts from the last use.
-    out[i] = math.max(0, redis.call('INCRBY', key, value))
-    redis.call('SET', key, out[i], 'EX', ttl)
-  else -- seed
-    redis.call('SET', key, value, 'EX', ttl, 'NX')
-    out[i] = redis.call('GET', key)
-  end
-end
-return out
-"""
-
-
-class _RedisCounters:
-    """Redis through redis-py's asyncio client: a batch is one script call (EVALSHA)."""
-
-    PREFIX = "hfproxy:limits:"
-
-    def __init__(self, url: str) -> None:
-        import redis.asyncio
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
-        # Bounded waits, and no automatic retry: a batch re-sent after a lost reply would count
-        # twice. A Redis that does not answer fails the request instead of hanging it.
-        self.client = redis.asyncio.Redis.from_url(
-            url, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
-        )
-        self.batch = self.client.register_script(_BATCH)
-
-    async def run(self, ops: list[Op]) -> list[int | None]:
-        keys, args = [], []
-        for kind, key, *rest in ops:
-            value, ttl = [*rest, 0, 0][:2]
-            keys.append(self.PREFIX + key)
-            args += [kind, value, ttl]
-        return [None if reply is None else int(reply) for reply in await self.batch(keys=keys, args=args)]
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
-
-
-_store: _LocalCounters | _RedisCounters | None = None
-_store_loop: asyncio.AbstractEventLoop | None = None
-
-
-def _counters() -> _LocalCounters | _RedisCounters:
-    """The running loop's counters (an asyncio client cannot cross loops)."""
-    global _store, _store_loop
-    loop = asyncio.get_running_loop()
-    if _store is None or _store_loop is not loop:
-        _store = _RedisCounters(settings.REDIS_URL) if settings.REDIS_URL else _LocalCounters()
-        _store_loop = loop
-    return _store
-
-
-async def aclose() -> None:
-    """Close the running loop's Redis connections: on shutdown."""
-    global _store, _store_loop
-    if isinstance(_store, _RedisCounters) and _store_loop is asyncio.get_running_loop():
-        await _store.aclose()
-    _store, _store_loop = None, None
 
 
 def _reset_text(seconds: float) -> str:
@@ -244,7 +131,7 @@ async def add_costs(costs: list[tuple[int, datetime, Decimal]]) -> None:
         if cost
     ]
     if ops:
-        await _counters().run(ops)
+        await counters.store().run(ops)
 
 
 def _parallel(key_id: int) -> tuple[str, int]:
@@ -275,8 +162,8 @@ async def admit(key_id: int, user_id: int, limits: KeyLimits) -> Admission:
         ops["usd"] = ("get", _usd_counter(key_id, tag))
     if limits.max_parallel is not None:
         ops["parallel"] = ("add", parallel_key, 1, parallel_ttl)
-    counters = _counters()
-    seen = dict(zip(ops, await counters.run(list(ops.values())), strict=True))
+    store = counters.store()
+    seen = dict(zip(ops, await store.run(list(ops.values())), strict=True))
     admission.holds_slot = "parallel" in seen
     try:
         _check(limits, seen, admission.headers, reset, until_next_month)
@@ -288,13 +175,13 @@ async def admit(key_id: int, user_id: int, limits: KeyLimits) -> Admission:
         ):
             if name in seen and seen[name] is None:
                 counted = await offloop.run(count, key_id, since)
-                seen[name] = (await counters.run([("seed", ops[name][1], counted, ttl)]))[0]
+                seen[name] = (await store.run([("seed", ops[name][1], counted, ttl)]))[0]
         _check(limits, seen, admission.headers, reset, until_next_month)
     except BaseException:  # refused, the database failed, or the client left meanwhile
         if admission.holds_slot:
             admission.holds_slot = False
             # Shielded: a cancelled request must still give its slot back.
-            await asyncio.shield(counters.run([("add", parallel_key, -1, parallel_ttl)]))
+            await asyncio.shield(store.run([("add", parallel_key, -1, parallel_ttl)]))
         raise
     return admission
 
@@ -363,16 +250,11 @@ async def asettle(admission: Admission, tokens: int) -> None:
         if limits.lifetime_token_budget is not None:
             ops.append(("bump", f"life:{key_id}", tokens))
     if ops:
-        await _counters().run(ops)
-
-
-settling: set[asyncio.Task] = set()
+        await counters.store().run(ops)
 
 
 def settle(admission: Admission | None, tokens: int) -> None:
     """`asettle` from synchronous code (a request's finish), without waiting for it."""
     if admission is None or (not admission.holds_slot and not tokens) or admission.limits == NO_LIMITS:
         return
-    task = asyncio.get_running_loop().create_task(asettle(admission, tokens))
-    settling.add(task)
-    task.add_done_callback(settling.discard)
+    runtime.spawn(asettle(admission, tokens))

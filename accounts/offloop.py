@@ -9,6 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from asgiref.sync import sync_to_async
 from django.db import InterfaceError, OperationalError, connections
 
+from accounts import runtime
+
 # Its own few threads: a flood of lookups (made-up keys) queues here, not in the loop's default
 # executor, which the upstream client's DNS lookups need.
 _executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hfproxy-db")
@@ -18,17 +20,23 @@ _executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hfproxy-db")
 # for DOWN_FOR seconds; then one call at a time probes (given PROBE_FOR) until one gets through.
 DOWN_FOR = 1.0
 PROBE_FOR = 5.0  # longer than a pool wait
-_down_until = 0.0  # 0: the database answered last time
+
+
+class _Breaker:
+    down_until = 0.0  # 0: the database answered last time
+
+
+_breaker = _Breaker()
 
 
 class DatabaseDown(OperationalError):
     """The database could not be reached moments ago; not tried again yet."""
 
 
-def forget_failure() -> None:
+@runtime.resettable
+def reset() -> None:
     """Try the database on the next call (tests)."""
-    global _down_until
-    _down_until = 0.0
+    _breaker.down_until = 0.0
 
 
 def _unreachable(exc: BaseException) -> bool:
@@ -52,22 +60,21 @@ def drop_dead_connections() -> None:
 
 
 def _returning_connections(function, args, probe: bool):
-    global _down_until
-    if not probe and time.monotonic() < _down_until:
+    if not probe and time.monotonic() < _breaker.down_until:
         raise DatabaseDown("the database did not answer moments ago")  # failed while this waited
     try:
         result = function(*args)
     except (OperationalError, InterfaceError) as exc:
         # Here, not back on the loop: the next queued call must already see it.
         if probe or _unreachable(exc):
-            _down_until = time.monotonic() + DOWN_FOR
+            _breaker.down_until = time.monotonic() + DOWN_FOR
             drop_dead_connections()
         raise
     finally:
         # Back to the pool (or closed) at once: API requests have no request-scoped connection
         # for Django's request_finished signal to recycle (see gateway.asgi.Handler).
         connections.close_all()
-    _down_until = 0.0
+    _breaker.down_until = 0.0
     return result
 
 
@@ -76,13 +83,12 @@ async def run(function, *args):
 
     Raises `django.db.DatabaseError` as the function does, or `DatabaseDown` at once while the
     database is known to be unreachable."""
-    global _down_until
     now = time.monotonic()
-    if now < _down_until:
+    if now < _breaker.down_until:
         raise DatabaseDown("the database did not answer moments ago")
-    probe = _down_until > 0
+    probe = _breaker.down_until > 0
     if probe:
-        _down_until = now + PROBE_FOR  # the others keep failing fast while this one tries
+        _breaker.down_until = now + PROBE_FOR  # the others keep failing fast while this one tries
     # A cancelled caller leaves its thread running: the thread's outcome still sets the state.
     return await sync_to_async(_returning_connections, thread_sensitive=False, executor=_executor)(
         function, args, probe

@@ -15,6 +15,8 @@ from typing import Any
 
 from django.conf import settings
 
+from accounts import runtime
+
 # Provider suffixes that choose a provider rather than name one (`model:fastest`).
 ROUTING_POLICIES = {"fastest", "cheapest", "preferred", "auto"}
 MILLION = Decimal(1_000_000)
@@ -82,15 +84,21 @@ def price_fields(fields: dict[str, Any], table: dict[str, dict[str, Price]]) -> 
         fields["cost_usd"] = cost(prompt, completion, price)
 
 
-_table: dict[str, dict[str, Price]] = {}
-_loaded_at: float | None = None
+class _Table:
+    """The copy of the price table, and when it was read (None: read it next time)."""
+
+    def __init__(self) -> None:
+        self.prices: dict[str, dict[str, Price]] = {}
+        self.loaded_at: float | None = None
+
+
+_copy = _Table()
 
 
 def table() -> dict[str, dict[str, Price]]:
     """The price table by model and provider; read from the database at most every
     PRICES_CACHE_TTL seconds (call it from a thread that may use the database)."""
-    global _table, _loaded_at
-    if _loaded_at is None or time.monotonic() - _loaded_at > settings.PRICES_CACHE_TTL:
+    if _copy.loaded_at is None or time.monotonic() - _copy.loaded_at > settings.PRICES_CACHE_TTL:
         from accounts.models import ModelPrice
 
         fresh: dict[str, dict[str, Price]] = {}
@@ -98,14 +106,14 @@ def table() -> dict[str, dict[str, Price]]:
             fresh.setdefault(row.model, {})[row.provider] = Price(
                 row.input_per_million, row.output_per_million
             )
-        _table, _loaded_at = fresh, time.monotonic()
-    return _table
+        _copy.prices, _copy.loaded_at = fresh, time.monotonic()
+    return _copy.prices
 
 
-def forget() -> None:
+@runtime.resettable
+def reset() -> None:
     """Read the table afresh next time (after a change; tests)."""
-    global _loaded_at
-    _loaded_at = None
+    _copy.loaded_at = None
 
 
 def offers(listing: Any) -> dict[tuple[str, str], Price]:
@@ -157,5 +165,5 @@ def refresh(listing: Any) -> tuple[int, int]:
             written += 1
         except IntegrityError:  # an admin's price for it
             kept += 1
-    forget()
+    reset()
     return written, kept

@@ -64,7 +64,7 @@ def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
         api_key.revoked_at = timezone.now()
         api_key.save(update_fields=["revoked_at"])
     # This process stops accepting it at once; other workers within AUTH_CACHE_TTL.
-    keys.forget_all()
+    keys.reset()
     return api_key
 
 
@@ -102,5 +102,5 @@ def hf_tokens_reencrypt() -> int:
         for token in tokens:
             token.encrypted_value = crypto.rotate(token.encrypted_value)
             token.save(update_fields=["encrypted_value"])
-    keys.forget_all()
+    keys.reset()
     return len(tokens)

@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection, connections, transaction
 from django.db.models import Q
 
-from accounts import limits, offloop, prices
+from accounts import limits, offloop, prices, runtime
 from gateway import metrics
 
 logger = logging.getLogger("hfproxy.usage")
@@ -30,13 +30,25 @@ BATCH_SIZE = 500
 _MAX_BACKOFF = 30.0
 
 
+class _Worker:
+    """The writer's part bound to one event loop: its background task and what it waits on."""
+
+    def __init__(self, writer: UsageWriter) -> None:
+        self.wakeup = asyncio.Event()
+        self.lock = asyncio.Lock()
+        # A fresh context: the task must not inherit the request's thread-sensitive context.
+        self.task = asyncio.get_running_loop().create_task(writer._run(self), context=contextvars.Context())
+
+    async def aclose(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+
 class UsageWriter:
     def __init__(self) -> None:
         self._pending: list[dict[str, Any]] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task | None = None
-        self._wakeup: asyncio.Event | None = None
-        self._lock: asyncio.Lock | None = None
+        self._workers = runtime.PerLoop(lambda: _Worker(self), close=_Worker.aclose)
         self._failures = 0
         self._uncounted: list[tuple] = []  # costs the limit counters have not taken yet
 
@@ -48,30 +60,29 @@ class UsageWriter:
         """Queue one usage record (UsageRecord's fields). Call it from the event loop."""
         self._pending.append(fields)
         metrics.queue_depth.inc()
-        self._ensure_running()
+        worker = self._worker()
         if len(self._pending) >= BATCH_SIZE:
-            self._wakeup.set()
+            worker.wakeup.set()
 
-    def _ensure_running(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop or self._task is None or self._task.done():
-            self._loop = loop
-            self._wakeup = asyncio.Event()
-            self._lock = asyncio.Lock()
-            # A fresh context: the task must not inherit the request's thread-sensitive context.
-            self._task = loop.create_task(self._run(), context=contextvars.Context())
+    def _worker(self) -> _Worker:
+        """The running loop's worker, started if it is not running."""
+        worker = self._workers.get()
+        if worker.task.done():  # stopped: the end of a test, a shutdown
+            self._workers.drop()
+            worker = self._workers.get()
+        return worker
 
-    async def _run(self) -> None:
+    async def _run(self, worker: _Worker) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), settings.USAGE_FLUSH_INTERVAL)
-            self._wakeup.clear()
-            await self._write_pending()
+                await asyncio.wait_for(worker.wakeup.wait(), settings.USAGE_FLUSH_INTERVAL)
+            worker.wakeup.clear()
+            await self._write_pending(worker)
             if self._failures:
                 await asyncio.sleep(min(_MAX_BACKOFF, 0.5 * 2**self._failures))
 
-    async def _write_pending(self) -> None:
-        async with self._lock:
+    async def _write_pending(self, worker: _Worker) -> None:
+        async with worker.lock:
             while self._pending:
                 batch = self._pending[:BATCH_SIZE]
                 try:
@@ -133,11 +144,11 @@ class UsageWriter:
         seconds have passed. True when nothing is left."""
         if not self._pending:
             return True
-        self._ensure_running()
+        worker = self._worker()
         try:
             async with asyncio.timeout(deadline):
                 while self._pending:
-                    await self._write_pending()
+                    await self._write_pending(worker)
                     if self._pending:
                         await asyncio.sleep(min(_MAX_BACKOFF, 0.5 * 2**self._failures))
         except TimeoutError:
@@ -147,11 +158,7 @@ class UsageWriter:
     async def stop(self, deadline: float | None = None) -> bool:
         """Flush, then end the background task (shutdown; the end of a test)."""
         flushed = await self.flush(deadline)
-        if self._task is not None and self._loop is asyncio.get_running_loop():
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._task = None
+        await self._workers.aclose()
         # The writer's thread holds its own database connection; let it go.
         await sync_to_async(connections.close_all)()
         return flushed
@@ -198,3 +205,4 @@ def _write_each(batch: list[dict[str, Any]]) -> tuple[list, list]:
 
 
 writer = UsageWriter()
+runtime.on_stop(writer)

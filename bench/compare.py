@@ -77,9 +77,9 @@ def start_hfproxy(stack: contextlib.ExitStack, port: int, router: str, database_
     database = stack.enter_context(scratch_database(folder, database_url))
     env = proxy_env(router, database, REDIS_URL=redis_url)
     if redis_url:
-        import redis
+        from accounts import counters
 
-        redis.Redis.from_url(redis_url).flushdb()
+        counters.delete_all(redis_url)  # our counters only: never the rest of that database
     manage("migrate", "--verbosity", "0", env=env)
     # Limits on, none reached: every request pays for the counting.
     key = manage(

@@ -20,8 +20,8 @@ from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.urls import set_script_prefix, set_urlconf
 from django.utils.log import log_response
 
-from accounts import limits, usage
-from gateway import catalog, errors, metrics, relay, upstream
+from accounts import runtime
+from gateway import catalog, errors, metrics
 from gateway.middleware import is_api_path, request_id_from
 
 
@@ -205,12 +205,9 @@ async def _shutdown(seconds: float, in_flight: set[asyncio.Task]) -> None:
     closed."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
-    for pending in (in_flight, relay.cleanups, limits.settling):
-        if pending:
-            await asyncio.wait(list(pending), timeout=max(0.1, deadline - loop.time()))
-    await usage.writer.stop(deadline=max(1.0, deadline - loop.time()))
-    await upstream.aclose()
-    await limits.aclose()
+    if in_flight:
+        await asyncio.wait(list(in_flight), timeout=max(0.1, seconds))
+    await runtime.stop(deadline - loop.time())
     metrics.process_exited()
 
 

@@ -10,13 +10,23 @@ from typing import Any
 
 from django.conf import settings
 
-from accounts import offloop, prices
+from accounts import offloop, prices, runtime
 from gateway import converter, errors, upstream
 from gateway.exchange import Exchange
 
 logger = logging.getLogger("hfproxy.prices")
-_cached: tuple[float, dict[str, Any]] | None = None
-_fetching: dict[str, asyncio.Task] = {}  # by upstream token: a failure is told to its own callers
+
+
+class _Listing:
+    """The last list fetched, and when (on the monotonic clock)."""
+
+    models: dict[str, Any] | None = None
+    fetched_at = 0.0
+
+
+_cache = _Listing()
+# The running loop's fetches by upstream token: a failure is told to its own callers.
+_fetching: runtime.PerLoop[dict[str, asyncio.Task]] = runtime.PerLoop(dict)
 
 
 async def models(exchange: Exchange) -> dict[str, Any]:
@@ -28,19 +38,19 @@ async def models(exchange: Exchange) -> dict[str, Any]:
     caller = exchange.caller
     if not caller.upstream_token:
         raise errors.no_upstream_token(caller.token_problem, caller.token_name)
-    if _cached is not None and time.monotonic() - _cached[0] < settings.MODELS_CACHE_TTL:
-        return _cached[1]
-    task = _fetching.get(caller.upstream_token)
-    if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
-        task = _fetching[caller.upstream_token] = asyncio.ensure_future(_fetch(exchange))
+    if _cache.models is not None and time.monotonic() - _cache.fetched_at < settings.MODELS_CACHE_TTL:
+        return _cache.models
+    fetching = _fetching.get()
+    task = fetching.get(caller.upstream_token)
+    if task is None or task.done():
+        task = fetching[caller.upstream_token] = asyncio.ensure_future(_fetch(exchange))
         # Mark a failure as seen even when every waiter has left (no "never retrieved" warning).
         task.add_done_callback(lambda done: done.cancelled() or done.exception())
-        task.add_done_callback(lambda done: _fetching.pop(caller.upstream_token, None))
+        task.add_done_callback(lambda done: fetching.pop(caller.upstream_token, None))
     return await asyncio.shield(task)
 
 
 async def _fetch(exchange: Exchange) -> dict[str, Any]:
-    global _cached
     deadline = upstream.deadline()
     response = await upstream.send(
         "GET",
@@ -51,14 +61,15 @@ async def _fetch(exchange: Exchange) -> dict[str, Any]:
         tried=exchange.count_attempt,
     )
     listing = converter.models_list(converter.parse_answer(await upstream.read_body(response, deadline)))
-    _cached = (time.monotonic(), listing)
+    _cache.models, _cache.fetched_at = listing, time.monotonic()
     return listing
 
 
-def clear() -> None:
-    global _cached
-    _cached = None
-    _fetching.clear()
+@runtime.resettable
+def reset() -> None:
+    """Fetch the list afresh next time (tests)."""
+    _cache.models = None
+    _fetching.drop()
 
 
 async def refresh_prices() -> tuple[int, int]:

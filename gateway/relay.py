@@ -1,4 +1,4 @@
-"""One chat completion, from validated request to the client's last byte."""
+"""Chat completions and embeddings, from the validated request to the client's last byte."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from django.http import HttpResponse, StreamingHttpResponse
 
-from accounts import allowlist
+from accounts import allowlist, runtime
 from accounts.models import Outcome
 from gateway import converter, errors, upstream
 from gateway.converter import BadAnswer, ChatRequest, EmbeddingsRequest, Usage
@@ -193,22 +193,17 @@ class StreamRelay:
             return
         cleanup = self.events.aclose if self.started else self._abandon
         try:
-            loop = asyncio.get_running_loop()
+            asyncio.get_running_loop()
         except RuntimeError:  # Django's worker thread: run it on the server's loop, and wait
             async_to_sync(cleanup)()
         else:
-            task = loop.create_task(cleanup())
-            cleanups.add(task)
-            task.add_done_callback(cleanups.discard)
+            runtime.spawn(cleanup())
 
     async def _abandon(self) -> None:
         try:
             await self._close_upstream()
         finally:
             self._finish(Outcome.CLIENT_DISCONNECTED)
-
-
-cleanups: set[asyncio.Task] = set()  # strong references until they are done
 
 
 class EventStreamResponse(StreamingHttpResponse):

@@ -9,11 +9,13 @@ means to the client. Deadlines are absolute `loop.time()` values so that one req
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Callable
 
 import httpx
 from django.conf import settings
 
+from accounts import runtime
 from hfproxy_site import __version__
 
 USER_AGENT = f"hfproxy/{__version__}"
@@ -50,24 +52,12 @@ class UpstreamError(Exception):
         return self.status == 503 and ("retry-after" in self.headers or b"estimated_time" in self.body)
 
 
-_transport: httpx.AsyncBaseTransport | None = None
-_client: httpx.AsyncClient | None = None
-_client_loop: asyncio.AbstractEventLoop | None = None
-
-
-def set_transport(transport: httpx.AsyncBaseTransport | None) -> None:
-    """Use this transport for new clients (tests, benchmarks); None restores the setting."""
-    global _transport, _client, _client_loop
-    _transport, _client, _client_loop = transport, None, None
-
-
-def _new_client() -> httpx.AsyncClient:
+def _new_client(transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
     limits = httpx.Limits(
         max_connections=settings.UPSTREAM_MAX_CONNECTIONS,
         max_keepalive_connections=settings.UPSTREAM_MAX_CONNECTIONS,
         keepalive_expiry=30,
     )
-    transport = _transport
     if transport is None:
         if settings.UPSTREAM_TRANSPORT == "aiohttp":
             # httpx's API over aiohttp's connection handling: measured ~7x less CPU per request
@@ -92,21 +82,27 @@ def _new_client() -> httpx.AsyncClient:
     )
 
 
+_client = runtime.PerLoop(_new_client, close=httpx.AsyncClient.aclose)
+
+
 def client() -> httpx.AsyncClient:
     """The shared client of the running event loop (a client cannot cross loops)."""
-    global _client, _client_loop
-    loop = asyncio.get_running_loop()
-    if _client is None or _client_loop is not loop:
-        _client, _client_loop = _new_client(), loop
-    return _client
+    return _client.get()
+
+
+def set_transport(transport: httpx.AsyncBaseTransport) -> None:
+    """New clients use this transport (tests, benchmarks) until `reset()`."""
+    _client.use(functools.partial(_new_client, transport))
+
+
+def reset() -> None:
+    """New clients use the transport UPSTREAM_TRANSPORT names again."""
+    _client.reset()
 
 
 async def aclose() -> None:
     """Close the running loop's client: on shutdown, and between tests."""
-    global _client, _client_loop
-    if _client is not None and _client_loop is asyncio.get_running_loop():
-        await _client.aclose()
-    _client, _client_loop = None, None
+    await _client.aclose()
 
 
 def deadline() -> float:

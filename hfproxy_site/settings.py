@@ -193,20 +193,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         "timeout": env.float("DB_POOL_TIMEOUT", default=3.0),
     }
 
-# Limit counters live in the default cache: this process's memory, or Redis (REDIS_URL) so that
-# several workers and replicas share them.
+# Limit counters (accounts.counters) live in this process's memory, or in Redis (REDIS_URL) so
+# that several workers and replicas share them. Django's cache is not used for them.
 REDIS_URL = env.str("REDIS_URL", default="")
-CACHES = {
-    "default": (
-        {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": REDIS_URL,
-            "KEY_PREFIX": "hfproxy",
-        }
-        if REDIS_URL
-        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "OPTIONS": {"MAX_ENTRIES": 100_000}}
-    )
-}
 
 # Seconds the usage writer keeps its copy of the price table before reading it again, and
 # between refreshes of the table from the router's model list (each worker; 0: only by hand).

@@ -12,21 +12,19 @@ import pytest
 import respx
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.cache import caches
 from django.test import AsyncClient
 
-from accounts import keys, offloop, services, usage
-from gateway import catalog, exchange, upstream
+from accounts import runtime, services
+from gateway import exchange, upstream
 
 
 @pytest.fixture(autouse=True)
-def _forget_keys():
-    """Cached key lookups and limit counters must not leak from one test into the next."""
-    keys.forget_all()
-    offloop.forget_failure()
-    caches["default"].clear()
+def _reset():
+    """Cached lookups, limit counters, an injected transport: nothing leaks from one test into
+    the next (`runtime.reset()` walks every module's state)."""
+    runtime.reset()
     yield
-    keys.forget_all()
+    runtime.reset()
 
 
 @pytest.fixture
@@ -34,8 +32,9 @@ async def usage_db(transactional_db):
     """A database the usage writer can write to; queued records are written (or the test
     fails) before the database is emptied."""
     yield
-    await asyncio.sleep(0.02)  # let cleanups scheduled by closed responses run
-    assert await usage.writer.stop(deadline=10), "usage records were left unwritten"
+    await asyncio.sleep(0.02)  # let cleanups scheduled by closed responses start
+    # What the server's shutdown does: background work ends, the records are written.
+    assert await runtime.stop(10), "usage records were left unwritten"
 
 
 @pytest.fixture
@@ -70,13 +69,8 @@ async def hf():
     """The Hugging Face router, mocked: respx's router injected as the upstream transport."""
     router = respx.MockRouter(base_url=settings.HF_BASE_URL, assert_all_called=False)
     upstream.set_transport(httpx.MockTransport(router.async_handler))
-    catalog.clear()
-    try:
-        yield router
-    finally:
-        await upstream.aclose()
-        upstream.set_transport(None)
-        catalog.clear()
+    yield router
+    await upstream.aclose()  # the transport goes back with the next `runtime.reset()`
 
 
 @pytest.fixture

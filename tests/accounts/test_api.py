@@ -52,7 +52,7 @@ def test_nobody_sees_another_users_data(api_key, bob_key):
 def test_staff_may_look_at_anyone(api_key, bob_key, user):
     user.is_staff = True
     user.save()
-    keys.forget_all()
+    keys.reset()
     assert client_for(api_key).get("/api/me?user=bob").json()["username"] == "bob"
     assert client_for(api_key).get("/api/usage?user=bob").json()["user"] == "bob"
     assert client_for(api_key).get("/api/me?user=nobody").status_code == 404

@@ -1,12 +1,11 @@
-"""The limit counters' operations, the same in process memory and in Redis."""
+"""accounts.counters: the limit counters' operations, the same in process memory and in Redis."""
 
 import asyncio
 import os
 
 import pytest
-import redis
 
-from accounts import limits
+from accounts import counters as storage
 from tests.servers import require
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
@@ -15,13 +14,14 @@ REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
 @pytest.fixture(params=["memory", "redis"])
 async def counters(request):
     if request.param == "memory":
-        yield limits._LocalCounters()
+        yield storage.MemoryCounters()
         return
     require(REDIS_URL)
-    redis.Redis.from_url(REDIS_URL).flushdb()
-    store = limits._RedisCounters(REDIS_URL)
+    storage.delete_all(REDIS_URL)
+    store = storage.RedisCounters(REDIS_URL)
     yield store
     await store.aclose()
+    storage.delete_all(REDIS_URL)
 
 
 async def test_the_operations(counters):
@@ -65,3 +65,38 @@ async def test_a_count_never_goes_below_zero_and_lives_from_its_last_use(counter
     await counters.run([("add", "busy", 1, 4)])  # used again: a full TTL from now
     await asyncio.sleep(2.5)
     assert await counters.run([("get", "busy")]) == [2]
+
+
+async def test_memory_is_bounded_and_drops_what_expired_first(monkeypatch):
+    store = storage.MemoryCounters()
+    monkeypatch.setattr(store, "MAX_ENTRIES", 6)
+    await store.run([("add", f"old{i}", 1, 0.05) for i in range(3)])
+    await store.run([("add", f"live{i}", 1, 60) for i in range(3)])
+    await asyncio.sleep(0.06)
+    await store.run([("add", "new", 1, 60)])  # full: the expired go, every live count stays
+    assert await store.run([("get", f"live{i}") for i in range(3)] + [("get", "new")]) == [1, 1, 1, 1]
+    await store.run([("add", f"more{i}", 1, 60) for i in range(3)])  # full of live ones: the oldest go
+    assert len(store._counts) <= 6
+    assert await store.run([("get", "more2")]) == [1]
+
+
+def test_deleting_ours_leaves_the_rest_of_the_database():
+    require(REDIS_URL)
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    client.set("not-ours:kept", 1, ex=60)
+    client.set(storage.PREFIX + "rpm:1:2", 1, ex=60)
+    try:
+        assert storage.delete_all(REDIS_URL) >= 1
+        assert client.get("not-ours:kept") == b"1"
+        assert not list(client.scan_iter(match=storage.PREFIX + "*"))
+    finally:
+        client.delete("not-ours:kept")
+        client.close()
+
+
+async def test_the_store_is_memory_unless_redis_is_set(settings):
+    settings.REDIS_URL = ""
+    assert isinstance(storage.store(), storage.MemoryCounters)
+    assert storage.store() is storage.store()

@@ -196,7 +196,7 @@ async def test_expiry_is_checked_on_every_request_even_when_cached(api_key):
     caller = await keys.aresolve(api_key)
     key_digest = keys.digest(api_key)
     expires_soon = type(caller)(**{**caller.__dict__, "expires_at": time.time() - 1})
-    keys._cache[key_digest] = (time.monotonic() + 60, expires_soon)
+    keys._lookups.entries[key_digest] = (time.monotonic() + 60, expires_soon)
     assert await keys.aresolve(api_key) is None
 
 
@@ -241,7 +241,7 @@ async def test_with_the_database_unreachable_lookups_fail_fast_and_one_probes(mo
     assert sum(isinstance(result, offloop.DatabaseDown) for result in results) >= 16
 
     # After DOWN_FOR: one lookup probes while the others still fail at once.
-    monkeypatch.setattr(offloop, "_down_until", time.monotonic() - 0.01)
+    monkeypatch.setattr(offloop._breaker, "down_until", time.monotonic() - 0.01)
     calls.clear()
     results = await asyncio.gather(
         *(keys.aresolve("hfp_" + f"{i:02d}" * 22) for i in range(20, 30)), return_exceptions=True
@@ -250,7 +250,7 @@ async def test_with_the_database_unreachable_lookups_fail_fast_and_one_probes(mo
 
     # The database answers again: the probe gets through and everyone after it.
     monkeypatch.setattr(keys, "_load", lambda digest: None)
-    monkeypatch.setattr(offloop, "_down_until", time.monotonic() - 0.01)
+    monkeypatch.setattr(offloop._breaker, "down_until", time.monotonic() - 0.01)
     assert await keys.aresolve("hfp_" + "y" * 44) is None
     assert await keys.aresolve("hfp_" + "z" * 44) is None
 

@@ -9,7 +9,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.management import call_command
 
-from accounts import keys, limits, services
+from accounts import keys, runtime, services
 from accounts.models import ApiKey, UserPolicy
 from tests.accounts.test_commands import make_usage
 from tests.conftest import completion, sse_response, standard_stream
@@ -49,8 +49,7 @@ async def test_exactly_rpm_requests_pass_then_429(anonymous_client, user, hf, re
 
 async def settled() -> None:
     """The finished requests' counts are in (they settle just after the response)."""
-    if limits.settling:
-        await asyncio.wait(list(limits.settling))
+    await runtime.background()
 
 
 async def test_tokens_per_minute(anonymous_client, user, hf):

@@ -10,12 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 from django.conf import settings
-from django.core.cache import caches
 from django.core.management import call_command
 from django.test import AsyncClient
 from django.utils import timezone
 
-from accounts import limits, prices, services
+from accounts import counters, limits, prices, services
 from accounts.models import ModelPrice, UsageDaily, UsageRecord
 from accounts.prices import Price
 from accounts.usage import writer
@@ -26,9 +25,9 @@ LISTING = Path(__file__).parent / "golden" / "router_models.json"
 
 @pytest.fixture(autouse=True)
 def _fresh_table():
-    prices.forget()
+    prices.reset()
     yield
-    prices.forget()
+    prices.reset()
 
 
 def test_offers_from_a_recorded_router_answer():
@@ -148,7 +147,7 @@ async def test_a_usd_budget_refuses_once_the_costs_reach_it(usd_key, hf, usage_d
     assert refused.json()["error"]["code"] == "insufficient_quota"
     assert "$0.01 used up" in refused.json()["error"]["message"]
     # A process that starts counting afresh starts from what the records cost.
-    caches["default"].clear()
+    counters.reset()
     assert await ask() == 429
 
 

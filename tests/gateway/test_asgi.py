@@ -150,8 +150,7 @@ async def test_api_requests_still_send_the_request_signals(hf, api_key):
 async def test_shutdown_lets_pending_cleanups_finish_before_the_records_are_written(monkeypatch):
     import asyncio
 
-    from accounts import limits, usage
-    from gateway import relay
+    from accounts import runtime, usage
 
     order = []
 
@@ -168,8 +167,8 @@ async def test_shutdown_lets_pending_cleanups_finish_before_the_records_are_writ
         return True
 
     monkeypatch.setattr(usage.writer, "stop", stop)
-    relay.cleanups.add(asyncio.ensure_future(cleanup()))
-    limits.settling.add(asyncio.ensure_future(settle()))
+    runtime.spawn(cleanup())
+    runtime.spawn(settle())
     messages = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
 
     async def receive():
@@ -178,11 +177,7 @@ async def test_shutdown_lets_pending_cleanups_finish_before_the_records_are_writ
     async def send(message):
         pass
 
-    try:
-        await GatewayASGI(None)({"type": "lifespan"}, receive, send)
-    finally:
-        relay.cleanups.clear()
-        limits.settling.clear()
+    await GatewayASGI(None)({"type": "lifespan"}, receive, send)
     assert order == ["cleanup", "settle", "writer stopped"]
 
 

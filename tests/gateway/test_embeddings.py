@@ -129,7 +129,7 @@ async def inference():
         yield router
     finally:
         await upstream.aclose()
-        upstream.set_transport(None)
+        upstream.reset()
 
 
 async def post(client, payload):
@@ -194,6 +194,6 @@ async def test_errors_are_openai_errors_and_recorded(async_client, inference, re
 
 async def test_a_key_limited_to_other_models_is_refused(async_client, inference, api_key):
     await ApiKey.objects.aupdate(allowed_models="org/chat-*")
-    keys.forget_all()
+    keys.reset()
     response = await post(async_client, {"model": "BAAI/bge-m3", "input": "x"})
     assert (response.status_code, response.json()["error"]["code"]) == (403, "model_not_allowed")

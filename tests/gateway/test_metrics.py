@@ -147,7 +147,7 @@ async def test_the_queue_depth_follows_the_usage_writer(settings, monkeypatch):
     auth = {"Authorization": f"Bearer {TOKEN}"}
     depth = ("hfproxy_usage_queue_depth", ())
     before = (await scrape(**auth))[depth]
-    monkeypatch.setattr(writer, "_ensure_running", lambda: None)  # nothing writes meanwhile
+    monkeypatch.setattr(writer, "_worker", lambda: None)  # nothing writes meanwhile
     monkeypatch.setattr(writer, "_pending", [])
     fields = {"api_key_id": 1, "created_at": None}
     writer.record(fields)

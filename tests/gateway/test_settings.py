@@ -73,7 +73,7 @@ def test_a_token_with_stray_whitespace_is_trimmed_and_a_broken_one_refused():
 
 async def test_the_client_has_explicit_timeouts(settings):
     settings.CONNECT_TIMEOUT, settings.READ_TIMEOUT = 3, 7
-    upstream.set_transport(None)
+    upstream.reset()
     try:
         timeout = upstream.client().timeout
         assert (timeout.connect, timeout.read, timeout.pool) == (3, 7, 3)

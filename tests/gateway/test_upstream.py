@@ -15,7 +15,7 @@ from tests.servers import free_port
 @pytest.fixture(params=["aiohttp", "httpx"])
 async def transport(request, settings):
     settings.UPSTREAM_TRANSPORT = request.param
-    upstream.set_transport(None)
+    upstream.reset()
     yield request.param
     await upstream.aclose()
 
@@ -137,7 +137,7 @@ async def test_a_request_that_never_left_is_sent_on_another_connection(settings)
         assert len(tried) == 1
     finally:
         await upstream.aclose()
-        upstream.set_transport(None)
+        upstream.reset()
 
 
 def test_only_a_write_that_failed_counts_as_unsent():
