@@ -1,11 +1,34 @@
-from django.urls import path, re_path
+"""The API handler's URLs (gateway.handler): the API under API_PREFIX, the probes, and errors in
+OpenAI's shape. Everything else is hfproxy_site.urls, on Django's own handler."""
+
+import re
+
+from django.conf import settings
+from django.urls import include, path, re_path
 
 from gateway import views
+from gateway.handler import any_host
 
-# Mounted under API_PREFIX. Trailing slashes are accepted: some clients add them.
-urlpatterns = [
+_prefix = settings.API_PREFIX.strip("/")
+
+# Trailing slashes are accepted: some clients add them.
+_endpoints = [
     re_path(r"^chat/completions/?$", views.chat_completions, name="chat-completions"),
     re_path(r"^embeddings/?$", views.embeddings, name="embeddings"),
     re_path(r"^models/?$", views.models, name="models"),
     path("models/<path:model_id>", views.model_detail, name="model-detail"),
 ]
+
+urlpatterns = [
+    path(_prefix + "/", include(_endpoints)),
+    # Any other API path is a 404 in OpenAI's shape, in every mode (DEBUG's 404 page is HTML).
+    re_path(rf"^{re.escape(_prefix)}(/.*)?$", views.unknown_api_path),
+    # Probed by address (load balancers, Docker, Prometheus), so under any Host.
+    path("health", any_host(views.health), name="health"),
+    path("metrics", any_host(views.prometheus), name="metrics"),
+]
+
+handler400 = "gateway.views.bad_request"
+handler403 = "gateway.views.permission_denied"
+handler404 = "gateway.views.not_found"
+handler500 = "gateway.views.server_error"

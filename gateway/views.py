@@ -11,13 +11,11 @@ from django.conf import settings
 from django.core.exceptions import DisallowedHost
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.views import defaults
 
 from accounts import allowlist, limits
 from accounts.models import Outcome
 from gateway import auth, catalog, converter, errors, metrics, relay
 from gateway.exchange import Exchange
-from gateway.middleware import is_api_path
 from hfproxy_site import __version__
 
 ApiView = Callable[..., Awaitable[HttpResponse]]
@@ -130,9 +128,11 @@ def _database_answers() -> bool:
             cursor.execute("SELECT 1")
         return True
     except Exception:
-        # Drop the broken connection so that the next check connects afresh.
-        connection.close()
         return False
+    finally:
+        # Closed (or back to the pool) at once, broken or not: the next check connects afresh,
+        # and no request_finished recycles it on the API handler.
+        connection.close()
 
 
 async def health(request: HttpRequest) -> HttpResponse:
@@ -186,33 +186,25 @@ async def index(request: HttpRequest) -> HttpResponse:
 
 
 async def unknown_api_path(request: HttpRequest, *args) -> HttpResponse:
-    return errors.not_found(f"Unknown path: {request.path}").response()
+    return not_found(request)
 
 
-# Django's error handlers: OpenAI's format under API_PREFIX, Django's pages elsewhere.
+# The API handler's error pages (gateway.urls); the site keeps Django's own.
 
 
 def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
-    if not is_api_path(request.path_info):
-        return defaults.bad_request(request, exception)
     # The one case seen on the API path: a Host header not in ALLOWED_HOSTS.
     message = str(exception) if isinstance(exception, DisallowedHost) else "Bad request."
     return errors.invalid_request(message).response()
 
 
 def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
-    if not is_api_path(request.path_info):
-        return defaults.permission_denied(request, exception)
     return errors.forbidden().response()
 
 
-def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
-    if not is_api_path(request.path_info):
-        return defaults.page_not_found(request, exception)
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     return errors.not_found(f"Unknown path: {request.path}").response()
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
-    if not is_api_path(request.path_info):
-        return defaults.server_error(request)
     return errors.internal_error().response()

@@ -2,12 +2,14 @@
 
 import os
 
-import django
+from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hfproxy_site.settings")
-django.setup(set_prefix=False)  # as django.core.asgi.get_asgi_application() does
+site = get_asgi_application()  # Django's own handler (and django.setup())
 
-from gateway.asgi import GatewayASGI, Handler  # noqa: E402  (needs Django set up)
+from gateway.asgi import GatewayASGI  # noqa: E402  (needs Django set up)
+from gateway.handler import ApiHandler  # noqa: E402
+from gateway.routing import Router  # noqa: E402
 
-# Django's handler (ours skips its per-request thread on the API path) inside our ASGI layer.
-application = GatewayASGI(Handler())
+# Our ASGI layer (lifespan, body limit) around the two stacks: the API's handler, Django's own.
+application = GatewayASGI(Router(api=ApiHandler(), site=site))

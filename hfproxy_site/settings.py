@@ -130,15 +130,11 @@ INSTALLED_APPS = [
     "accounts",
 ]
 
-# Only async-capable middleware here: this stack runs for every request, /v1 included.
+# The site's stack (the admin, its static files, the accounts API): Django's own handler, for
+# every path but the API's and the probes' (gateway.routing).
 MIDDLEWARE = [
     "gateway.middleware.RequestIdMiddleware",
     "corsheaders.middleware.CorsMiddleware",
-    "gateway.middleware.SiteOnlyMiddleware",
-]
-# What the admin and other HTML pages need. These are sync middleware (Django runs each hook in
-# a thread under ASGI), so SiteOnlyMiddleware runs them everywhere but under API_PREFIX.
-SITE_MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # The admin's CSS and JS under uvicorn (Django serves static files only under runserver):
     # ServeStatic, WhiteNoise's fork with native async (WhiteNoise streams through a sync
@@ -151,16 +147,12 @@ SITE_MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
-
-# The admin's and the deploy checks of middleware look only at MIDDLEWARE; gateway.checks checks
-# SITE_MIDDLEWARE instead (hfproxy.E001-E006, W002-W003).
-SILENCED_SYSTEM_CHECKS = [
-    "admin.E408",
-    "admin.E409",
-    "admin.E410",
-    "security.W001",
-    "security.W002",
-    "security.W003",
+# The API's stack (gateway.handler.ApiHandler, also serving /health and /metrics): async-only
+# middleware, called on the event loop. No sessions, no CSRF, no redirect to HTTPS (a POST would
+# come back as a GET); ALLOWED_HOSTS is checked by the handler, for the API only.
+API_MIDDLEWARE = [
+    "gateway.middleware.RequestIdMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
 ]
 
 ROOT_URLCONF = "hfproxy_site.urls"

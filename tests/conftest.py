@@ -12,10 +12,10 @@ import pytest
 import respx
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.test import AsyncClient
 
 from accounts import runtime, services
 from gateway import exchange, upstream
+from tests.clients import AsyncClient
 
 
 @pytest.fixture(autouse=True)

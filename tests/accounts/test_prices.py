@@ -11,13 +11,13 @@ import httpx
 import pytest
 from django.conf import settings
 from django.core.management import call_command
-from django.test import AsyncClient
 from django.utils import timezone
 
 from accounts import counters, limits, prices, services
 from accounts.models import ModelPrice, UsageDaily, UsageRecord
 from accounts.prices import Price
 from accounts.usage import writer
+from tests.clients import AsyncClient
 from tests.conftest import completion
 
 LISTING = Path(__file__).parent / "golden" / "router_models.json"

@@ -8,12 +8,12 @@ from datetime import UTC, datetime
 from asgiref.sync import sync_to_async
 from cryptography.fernet import Fernet
 from django.db import OperationalError
-from django.test import AsyncClient
 from rest_framework.test import APIClient
 
 from accounts import crypto, keys, services, usage
 from accounts.models import ApiKey, UsageRecord
 from gateway import errors
+from tests.clients import AsyncClient
 
 
 def record_fields(api_key: ApiKey, **changes) -> dict:

@@ -1,16 +1,12 @@
-"""The ASGI layer: body limit on the bytes received, lifespan, and the handler's API path."""
+"""The ASGI layer (gateway.asgi): body limit on the bytes received, lifespan and shutdown."""
 
 import json
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import pytest
-from django.core import signals
 
 from gateway import upstream
 from gateway.asgi import GatewayASGI
-from tests.conftest import asgi_request, bearer, completion, sse_response, standard_stream
+from tests.conftest import asgi_request, bearer, completion
 
 URL = "/v1/chat/completions"
 
@@ -96,57 +92,6 @@ async def test_lifespan_starts_and_closes_the_upstream_client():
     assert client.is_closed
 
 
-async def test_warm_api_requests_never_leave_the_event_loop(hf, api_key, monkeypatch, settings):
-    """Django's handler starts and joins a thread per request (ThreadSensitiveContext +
-    sync_to_async for signals and response.close()); ours must neither start a thread nor hand
-    work to one, once warm."""
-    settings.USAGE_FLUSH_INTERVAL = 60  # the usage writer's batches are not the request's work
-
-    def answer(request):
-        if json.loads(request.content).get("stream"):
-            return sse_response(standard_stream())[0]
-        return httpx.Response(200, json=completion())
-
-    hf.post("/chat/completions").mock(side_effect=answer)
-    plain = json.dumps({"messages": [{"role": "user", "content": "hi"}]}).encode()
-    streamed = json.dumps({"messages": [{"role": "user", "content": "hi"}], "stream": True}).encode()
-    for body in (plain, streamed):  # warm: the key lookup (a worker thread), the usage writer
-        assert (await asgi_request("POST", URL, body, headers=bearer(api_key))).status == 200
-
-    started, submitted = [], []
-    start, submit = threading.Thread.start, ThreadPoolExecutor.submit
-    monkeypatch.setattr(threading.Thread, "start", lambda self: (started.append(self.name), start(self)))
-    monkeypatch.setattr(
-        ThreadPoolExecutor, "submit", lambda self, *a, **k: (submitted.append(a[0]), submit(self, *a, **k))[1]
-    )
-    for body in (plain, streamed) * 10:
-        result = await asgi_request("POST", URL, body, headers=bearer(api_key))
-        assert result.status == 200
-    assert started == []
-    assert submitted == []
-
-
-async def test_api_requests_still_send_the_request_signals(hf, api_key):
-    hf.post("/chat/completions").respond(200, json=completion())
-    seen = []
-
-    def started(sender, **kwargs):
-        seen.append(("started", threading.current_thread() is threading.main_thread()))
-
-    def finished(sender, **kwargs):
-        seen.append(("finished", threading.current_thread() is threading.main_thread()))
-
-    signals.request_started.connect(started)
-    signals.request_finished.connect(finished)
-    try:
-        body = json.dumps({"messages": [{"role": "user", "content": "hi"}]}).encode()
-        assert (await asgi_request("POST", URL, body, headers=bearer(api_key))).status == 200
-    finally:
-        signals.request_started.disconnect(started)
-        signals.request_finished.disconnect(finished)
-    assert seen == [("started", True), ("finished", True)]  # once each, on the event loop
-
-
 async def test_shutdown_lets_pending_cleanups_finish_before_the_records_are_written(monkeypatch):
     import asyncio
 
@@ -179,64 +124,3 @@ async def test_shutdown_lets_pending_cleanups_finish_before_the_records_are_writ
 
     await GatewayASGI(None)({"type": "lifespan"}, receive, send)
     assert order == ["cleanup", "settle", "writer stopped"]
-
-
-def test_an_async_request_signal_receiver_sends_every_path_through_djangos_route():
-    from gateway.asgi import Handler
-
-    async def receiver(sender, **kwargs):
-        pass
-
-    assert Handler().api_route
-    signals.request_finished.connect(receiver)
-    try:
-        assert not Handler().api_route  # Signal.send() cannot call it from the event loop
-    finally:
-        signals.request_finished.disconnect(receiver)
-
-
-async def test_a_stream_cut_off_by_the_servers_shutdown_is_still_recorded(hf, api_key, reports):
-    """uvicorn cancels requests still running when its graceful-shutdown timeout ends; the
-    request must end (and be recorded) then, not be left running until the loop closes."""
-    import asyncio
-
-    from hfproxy_site.asgi import application
-
-    response, upstream_stream = sse_response(standard_stream(words=["a"] * 50), delay=0.05)
-    hf.post("/chat/completions").mock(return_value=response)
-    body = json.dumps({"messages": [{"role": "user", "content": "hi"}], "stream": True}).encode()
-    messages = [{"type": "http.request", "body": body, "more_body": False}]
-    received = []
-    never, streaming = asyncio.Event(), asyncio.Event()
-
-    async def receive():
-        if messages:
-            return messages.pop(0)
-        await never.wait()  # the client stays
-
-    async def send(message):
-        received.append(message)
-        if len(received) >= 3:  # headers and a couple of events
-            streaming.set()
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": URL,
-        "raw_path": URL.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"authorization", f"Bearer {api_key}".encode())],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-    }
-    served = asyncio.ensure_future(application(scope, receive, send))
-    await asyncio.wait_for(streaming.wait(), 5)
-    served.cancel()  # what uvicorn does at the end of its graceful-shutdown timeout
-    with pytest.raises(asyncio.CancelledError):
-        await served
-    assert [(r.outcome, r.error_code) for r in reports] == [("proxy_error", "server_shutdown")]
-    assert upstream_stream.closed  # the router's stream was closed, not left running

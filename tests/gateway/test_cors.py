@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.test import AsyncClient
 
 from accounts import services
+from tests.clients import AsyncClient
 from tests.conftest import bearer, completion
 
 ORIGIN = "https://app.example"

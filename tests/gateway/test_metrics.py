@@ -10,12 +10,12 @@ from ipaddress import ip_network
 
 import httpx
 import pytest
-from django.test import AsyncClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from accounts import services
 from accounts.usage import writer
 from gateway import metrics
+from tests.clients import AsyncClient
 from tests.conftest import completion
 
 TOKEN = "metrics-scrape-token-0123456789"

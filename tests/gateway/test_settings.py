@@ -1,12 +1,9 @@
-"""Start-up configuration: what refuses to start, and the serve command."""
+"""Start-up configuration (hfproxy_site.settings): what refuses to start."""
 
 import os
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
-from django.core.management import call_command
 
 from gateway import upstream
 
@@ -79,51 +76,3 @@ async def test_the_client_has_explicit_timeouts(settings):
         assert (timeout.connect, timeout.read, timeout.pool) == (3, 7, 3)
     finally:
         await upstream.aclose()
-
-
-@pytest.mark.parametrize(
-    ("args", "host", "port"), [((), "0.0.0.0", 8000), (("--port", "9001"), "0.0.0.0", 9001)]
-)
-def test_serve_runs_uvicorn_on_host_and_port(monkeypatch, args, host, port):
-    calls = []
-    monkeypatch.setattr("uvicorn.run", lambda app, **kwargs: calls.append((app, kwargs)))
-    call_command("serve", *args)
-    [(app, kwargs)] = calls
-    assert app == "hfproxy_site.asgi:application"
-    assert (kwargs["host"], kwargs["port"], kwargs["lifespan"]) == (host, port, "on")
-    assert kwargs["timeout_graceful_shutdown"] == 30
-
-
-def test_serve_takes_the_workers_and_the_shutdown_timeout(monkeypatch, settings):
-    settings.SHUTDOWN_TIMEOUT = 12.5
-    monkeypatch.setenv("WEB_CONCURRENCY", "3")
-    calls = []
-    monkeypatch.setattr("uvicorn.run", lambda app, **kwargs: calls.append(kwargs))
-    call_command("serve")
-    call_command("serve", "--workers", "2", "--shutdown-timeout", "5")
-    assert [(c["workers"], c["timeout_graceful_shutdown"]) for c in calls] == [(3, 12.5), (2, 5)]
-
-
-def test_the_deploy_checks_look_at_https_where_the_site_middleware_is(settings):
-    from gateway.checks import check_https
-
-    settings.SECURE_HSTS_SECONDS, settings.SECURE_SSL_REDIRECT = 0, False
-    assert [w.id for w in check_https(None)] == ["hfproxy.W002", "hfproxy.W003"]
-    settings.SECURE_HSTS_SECONDS, settings.SECURE_SSL_REDIRECT = 31536000, True
-    assert check_https(None) == []
-
-
-@pytest.mark.parametrize("args", [[], ["8123", "--noreload"]])
-def test_runserver_refuses_and_points_to_serve(args):
-    # Under runserver the usage writer has no loop to live on: records would be lost silently.
-    clean = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-    result = subprocess.run(
-        [sys.executable, "manage.py", "runserver", *args],
-        cwd=ROOT,
-        env={**clean, "ENV_FILE": "", "DEBUG": "true"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 1
-    assert "python manage.py serve" in result.stderr and "usage records would be lost" in result.stderr
