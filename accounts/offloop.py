@@ -72,7 +72,7 @@ def _returning_connections(function, args, probe: bool):
         raise
     finally:
         # Back to the pool (or closed) at once: API requests have no request-scoped connection
-        # for Django's request_finished signal to recycle (see gateway.asgi.Handler).
+        # for Django's request_finished signal to recycle (see gateway.handler).
         connections.close_all()
     _breaker.down_until = 0.0
     return result
