@@ -3,6 +3,7 @@
 GET /api/me      who am I, and my keys (never their secrets)
 GET /api/usage   my usage by model and day (?since=YYYY-MM-DD, default the last 30 days)
 Staff may pass ?user=USERNAME to either; nobody else sees another user's data.
+Errors come in OpenAI's format like the rest of the proxy (gateway.errors.rest_framework_handler).
 """
 
 from __future__ import annotations
@@ -14,33 +15,9 @@ from django.db.models.functions import TruncDate
 from rest_framework import exceptions, serializers
 from rest_framework.decorators import api_view
 from rest_framework.response import Response
-from rest_framework.views import exception_handler as drf_exception_handler
 
 from accounts.models import ApiKey
 from accounts.selectors import USAGE_TOTALS, usage_in
-from gateway import errors
-
-
-def exception_handler(exc, context):
-    """DRF's errors in OpenAI's error format, like the rest of the proxy."""
-    response = drf_exception_handler(exc, context)
-    if response is None:
-        return None
-    codes = exc.get_codes() if isinstance(exc, exceptions.APIException) else None
-    code = codes if isinstance(codes, str) else None
-    detail = response.data.get("detail") if isinstance(response.data, dict) else None
-    message = str(detail) if detail else str(response.data)
-    kind = {401: "invalid_request_error", 403: "permission_error"}.get(
-        response.status_code, "invalid_request_error"
-    )
-    if response.status_code >= 500:
-        kind = "server_error"
-    if response.status_code == 401:
-        code = "invalid_api_key"  # as on /v1, whatever was wrong with the key
-    response.data = errors.ApiError(response.status_code, message, type=kind, code=code).body()
-    if response.status_code == 503:
-        response["Retry-After"] = "5"
-    return response
 
 
 class KeySerializer(serializers.ModelSerializer):

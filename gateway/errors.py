@@ -2,7 +2,8 @@
 
 Every refusal or failure the gateway answers is an `ApiError`; `ApiError.response()` renders it
 as `{"error": {"message", "type", "param", "code"}}`, and `sse_event()` as a stream's last event.
-`from_upstream()` decides what each router failure means to our client.
+`from_upstream()` decides what each router failure means to our client; `rest_framework_handler()`
+gives the self-service API (DRF) the same error bodies.
 """
 
 from __future__ import annotations
@@ -11,10 +12,14 @@ import json
 import logging
 import math
 import re
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
+from rest_framework import exceptions as drf_exceptions
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
 
 from accounts.limits import Refusal
 from accounts.models import REJECTED_TOKEN, Outcome
@@ -190,14 +195,94 @@ def internal_error() -> ApiError:
     )
 
 
-# Router statuses whose meaning we pass on unchanged, with the error type OpenAI uses for them.
-_KEPT_STATUSES = {
-    400: "invalid_request_error",
-    403: "permission_error",
-    404: "invalid_request_error",
-    413: "invalid_request_error",
-    422: "invalid_request_error",
-    429: "rate_limit_exceeded",
+@dataclass(frozen=True)
+class _Answer:
+    """What one kind of router failure becomes: the message is a template over `detail`,
+    `message` (the router's own), `status` and `token_name`."""
+
+    status: int
+    code: str | None
+    message: str
+    type: str = "server_error"
+    headers: dict[str, str] = field(default_factory=dict)
+    outcome: str = Outcome.UPSTREAM_ERROR
+    # A status passed on unchanged: the router's own `param` and `code` go on with it.
+    passes_on: bool = False
+
+    def error(
+        self,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+        **values: Any,
+    ) -> ApiError:
+        """The `ApiError` (the router's `code` wins over ours when it has one)."""
+        return ApiError(
+            self.status,
+            self.message.format(**values),
+            type=self.type,
+            param=param,
+            code=code or self.code,
+            headers={**self.headers, **(headers or {})},
+            outcome=self.outcome,
+        )
+
+
+_BAD_ANSWER = _Answer(
+    502, "upstream_bad_response", "The Hugging Face router sent an invalid answer: {detail}."
+)
+_REPORTED = _Answer(502, "upstream_error", "The Hugging Face router reported an error: {message}")
+_NOT_READY = _Answer(
+    503, "upstream_unavailable", "The Hugging Face router is not ready (HTTP 503): {message}"
+)
+_FAILED = _Answer(502, "upstream_error", "The Hugging Face router failed (HTTP {status}): {message}")
+
+# Failures without an HTTP answer, by the UpstreamError's kind.
+_BY_KIND = {
+    UpstreamError.TIMEOUT: _Answer(
+        504,
+        "upstream_timeout",
+        "The Hugging Face router did not answer in time ({detail}).",
+        outcome=Outcome.TIMEOUT,
+    ),
+    UpstreamError.CONNECTION: _Answer(
+        502, "upstream_unreachable", "Could not reach the Hugging Face router: {detail}."
+    ),
+    UpstreamError.MALFORMED: _BAD_ANSWER,
+    UpstreamError.STREAM_CUT: _Answer(
+        502, "upstream_bad_response", "The connection to the Hugging Face router broke: {detail}."
+    ),
+}
+
+
+def _kept(status: int, type: str, code: str | None = None) -> _Answer:
+    return _Answer(status, code, "{message}", type=type, passes_on=True)
+
+
+# The router's answers by status. Client errors keep their status and meaning (with the type
+# OpenAI uses for them); a 401 or 402 is about the proxy's Hugging Face account, not the client.
+_BY_STATUS = {
+    400: _kept(400, "invalid_request_error"),
+    401: _Answer(
+        502,
+        REJECTED_TOKEN,
+        "The Hugging Face router rejected the proxy's Hugging Face token {token_name!r} "
+        "(HTTP 401: {message}). This is a server configuration problem, not your API key.",
+        headers=NO_RETRY,
+    ),
+    402: _Answer(
+        429,
+        "insufficient_quota",
+        "The Hugging Face account behind this proxy is out of credits: {message}",
+        type="insufficient_quota",
+        headers=NO_RETRY,
+    ),
+    403: _kept(403, "permission_error"),
+    404: _kept(404, "invalid_request_error", "model_not_found"),
+    413: _kept(413, "invalid_request_error"),
+    422: _kept(422, "invalid_request_error"),
+    429: _kept(429, "rate_limit_exceeded", "rate_limit_exceeded"),
 }
 
 
@@ -218,83 +303,30 @@ def from_upstream(error: UpstreamError, token_name: str = "") -> ApiError:
 
 
 def _from_upstream(error: UpstreamError, token_name: str) -> ApiError:
-    if error.kind == UpstreamError.TIMEOUT:
-        return ApiError(
-            504,
-            f"The Hugging Face router did not answer in time ({error.detail}).",
-            type="server_error",
-            code="upstream_timeout",
-            outcome=Outcome.TIMEOUT,
-        )
-    if error.kind == UpstreamError.CONNECTION:
-        return ApiError(
-            502,
-            f"Could not reach the Hugging Face router: {error.detail}.",
-            type="server_error",
-            code="upstream_unreachable",
-            outcome=Outcome.UPSTREAM_ERROR,
-        )
-    if error.kind == UpstreamError.MALFORMED:
-        return bad_answer(error.detail)
-    if error.kind == UpstreamError.STREAM_CUT:
-        return ApiError(
-            502,
-            f"The connection to the Hugging Face router broke: {error.detail}.",
-            type="server_error",
-            code="upstream_bad_response",
-            outcome=Outcome.UPSTREAM_ERROR,
-        )
-
+    without_answer = _BY_KIND.get(error.kind)
+    if without_answer is not None:
+        return without_answer.error(detail=error.detail)
     status = error.status or 502
     message = router_message(error.body) or f"The Hugging Face router answered HTTP {status}."
-    if status == 401:
-        return ApiError(
-            502,
-            f"The Hugging Face router rejected the proxy's Hugging Face token {token_name!r} "
-            f"(HTTP 401: {message}). This is a server configuration problem, not your API key.",
-            type="server_error",
-            code=REJECTED_TOKEN,
-            headers=NO_RETRY,
-            outcome=Outcome.UPSTREAM_ERROR,
+    answer = _BY_STATUS.get(status)
+    if answer is not None:
+        passed_on = (
+            {"param": router_field(error.body, "param"), "code": router_field(error.body, "code")}
+            if answer.passes_on
+            else {}
         )
-    if status == 402:
-        return ApiError(
-            429,
-            f"The Hugging Face account behind this proxy is out of credits: {message}",
-            type="insufficient_quota",
-            code="insufficient_quota",
-            headers=NO_RETRY,
-            outcome=Outcome.UPSTREAM_ERROR,
-        )
-    if status in _KEPT_STATUSES:
-        return ApiError(
-            status,
-            message,
-            type=_KEPT_STATUSES[status],
-            param=router_field(error.body, "param"),
-            code=router_field(error.body, "code") or _default_code(status),
-            outcome=Outcome.UPSTREAM_ERROR,
-        )
+        return answer.error(message=message, token_name=token_name, **passed_on)
     if error.says_when:
         # "Model is loading": a 503 and when to come back, which the SDKs honour.
         loading = _parse(error.body)
         wait = loading.get("estimated_time") if isinstance(loading, dict) else None
         retry_after = error.headers.get("retry-after") or _seconds(wait)
-        return ApiError(
-            503,
-            f"The Hugging Face router is not ready (HTTP 503): {message}",
-            type="server_error",
-            code="model_loading" if wait is not None else "upstream_unavailable",
-            headers={"Retry-After": retry_after} if retry_after else {},
-            outcome=Outcome.UPSTREAM_ERROR,
+        return _NOT_READY.error(
+            message=message,
+            code="model_loading" if wait is not None else None,
+            headers={"Retry-After": retry_after} if retry_after else None,
         )
-    return ApiError(
-        502,
-        f"The Hugging Face router failed (HTTP {status}): {message}",
-        type="server_error",
-        code="upstream_error",
-        outcome=Outcome.UPSTREAM_ERROR,
-    )
+    return _FAILED.error(message=message, status=status)
 
 
 def from_exception(exc: Exception, token_name: str = "") -> ApiError:
@@ -313,37 +345,47 @@ def from_exception(exc: Exception, token_name: str = "") -> ApiError:
         return service_unavailable()
     if isinstance(exc, BadAnswer):
         if exc.error is not None:
-            message = router_message(exc.error) or exc.detail
-            return ApiError(
-                502,
-                f"The Hugging Face router reported an error: {message}",
-                type="server_error",
-                code="upstream_error",
-                outcome=Outcome.UPSTREAM_ERROR,
-            )
+            return _REPORTED.error(message=router_message(exc.error) or exc.detail)
         return bad_answer(exc.detail)
     logger.exception("Unhandled error while serving a request")
     return internal_error()
 
 
+def rest_framework_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF's errors (the self-service /api) in OpenAI's error format, like the rest of the proxy
+    (REST_FRAMEWORK["EXCEPTION_HANDLER"])."""
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    status = response.status_code
+    if status == 401:
+        error = invalid_api_key()  # as on /v1, whatever was wrong with the key
+    elif status == 503:
+        error = service_unavailable()  # the only 503 there: the key's database lookup failed
+    else:
+        codes = exc.get_codes() if isinstance(exc, drf_exceptions.APIException) else None
+        detail = response.data.get("detail") if isinstance(response.data, dict) else None
+        kind = "permission_error" if status == 403 else "invalid_request_error"
+        error = ApiError(
+            status,
+            str(detail) if detail else str(response.data),
+            type="server_error" if status >= 500 else kind,
+            code=codes if isinstance(codes, str) else None,
+        )
+    response.data = error.body()
+    for name, value in error.headers.items():
+        response[name] = value
+    return response
+
+
 def bad_answer(detail: str) -> ApiError:
-    return ApiError(
-        502,
-        f"The Hugging Face router sent an invalid answer: {detail}.",
-        type="server_error",
-        code="upstream_bad_response",
-        outcome=Outcome.UPSTREAM_ERROR,
-    )
+    return _BAD_ANSWER.error(detail=detail)
 
 
 def _seconds(value: Any) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 86400:
         return str(max(1, math.ceil(value)))
     return ""
-
-
-def _default_code(status: int) -> str | None:
-    return {404: "model_not_found", 429: "rate_limit_exceeded"}.get(status)
 
 
 def _parse(body: bytes | Any) -> Any:

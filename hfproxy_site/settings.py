@@ -232,7 +232,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "UNAUTHENTICATED_USER": None,
-    "EXCEPTION_HANDLER": "accounts.api.exception_handler",
+    "EXCEPTION_HANDLER": "gateway.errors.rest_framework_handler",
 }
 
 # --- CORS (django-cors-headers) ------------------------------------------------------------

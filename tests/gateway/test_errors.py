@@ -1,6 +1,9 @@
 import pytest
 from django.db import OperationalError
+from rest_framework import exceptions as drf_exceptions
 
+from accounts.authentication import ServiceUnavailable
+from accounts.limits import Refusal
 from accounts.models import Outcome
 from gateway import errors
 from gateway.converter import BadAnswer, InvalidRequest
@@ -145,3 +148,64 @@ def test_a_database_failure_while_serving_is_503():
 def test_unexpected_exceptions_become_a_500_without_details():
     error = errors.from_exception(RuntimeError("secret internals"))
     assert error.status == 500 and "secret" not in error.message
+
+
+def test_refusals_say_which_limit_and_when_to_come_back():
+    budget = errors.refused(Refusal("budget", "Out of budget.", 60, {"x-ratelimit-limit-requests": "5"}))
+    assert (budget.status, budget.type, budget.code, budget.outcome) == (
+        429,
+        "insufficient_quota",
+        "insufficient_quota",
+        Outcome.REFUSED,
+    )
+    assert budget.headers == {"x-ratelimit-limit-requests": "5", "Retry-After": "60"}
+    assert errors.refused(Refusal("requests", "Slow down.", 1, {})).code == "rate_limit_exceeded"
+
+
+def test_a_model_loading_says_when_to_come_back():
+    error = status_error(503, b'{"error": "loading", "estimated_time": 12.3}')
+    assert (error.status, error.code, error.headers) == (503, "model_loading", {"Retry-After": "13"})
+    told = status_error(503, b'{"error": "busy"}', {"retry-after": "7"})
+    assert (told.status, told.code, told.headers) == (503, "upstream_unavailable", {"Retry-After": "7"})
+
+
+def test_a_retried_failure_tells_the_client_not_to_retry():
+    failure = UpstreamError(UpstreamError.STATUS, status=500, body=b"busy")
+    failure.retried = True
+    assert errors.from_upstream(failure).headers == errors.NO_RETRY
+
+
+def test_the_rejected_token_is_named_never_shown():
+    error = errors.from_upstream(UpstreamError(UpstreamError.STATUS, status=401, body=b"no"), "team token")
+    assert "'team token'" in error.message and "(HTTP 401: no)" in error.message
+
+
+def rest_error(exc: Exception):
+    return errors.rest_framework_handler(exc, {"request": None, "view": None})
+
+
+def test_the_api_answers_drf_errors_in_openai_format():
+    response = rest_error(drf_exceptions.NotFound("No user is named 'x'."))
+    assert response.status_code == 404
+    assert response.data == errors.not_found("No user is named 'x'.", code="not_found").body()
+    denied = rest_error(drf_exceptions.PermissionDenied("Staff only."))
+    assert denied.data["error"] == {
+        "message": "Staff only.",
+        "type": "permission_error",
+        "param": None,
+        "code": "permission_denied",
+    }
+    assert rest_error(drf_exceptions.APIException()).data["error"]["type"] == "server_error"
+
+
+def test_the_api_401_and_503_are_the_gateways():
+    rejected = rest_error(drf_exceptions.AuthenticationFailed("Invalid API key.", code="invalid_api_key"))
+    assert (rejected.status_code, rejected.data) == (401, errors.invalid_api_key().body())
+    assert rejected["WWW-Authenticate"] == "Bearer"
+    unavailable = rest_error(ServiceUnavailable())
+    assert (unavailable.status_code, unavailable.data) == (503, errors.service_unavailable().body())
+    assert unavailable["Retry-After"] == "5"
+
+
+def test_other_exceptions_are_left_to_django():
+    assert rest_error(RuntimeError("boom")) is None
