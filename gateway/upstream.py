@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import httpx
 from django.conf import settings
@@ -132,6 +133,36 @@ def _describe(exc: BaseException) -> str:
     return text or type(cause).__name__
 
 
+class _translated:
+    """Within the absolute deadline `until`: running out of time, or any httpx failure, leaves as
+    an `UpstreamError`. `late` says what did not come in time; `broken` is the kind of a failure
+    that is not a timeout (CONNECTION before the headers, STREAM_CUT after). A class, not a
+    generator: it wraps every stream chunk."""
+
+    __slots__ = ("_broken", "_late", "_timeout")
+
+    def __init__(self, until: float, late: str, broken: str) -> None:
+        self._timeout = asyncio.timeout_at(until)
+        self._late = late
+        self._broken = broken
+
+    async def __aenter__(self) -> None:
+        await self._timeout.__aenter__()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        try:
+            await self._timeout.__aexit__(exc_type, exc, tb)
+        except TimeoutError:
+            exc = TimeoutError()
+        if isinstance(exc, TimeoutError):
+            raise UpstreamError(UpstreamError.TIMEOUT, self._late) from None
+        if isinstance(exc, httpx.HTTPError):
+            kind = UpstreamError.TIMEOUT if _is_timeout(exc) else self._broken
+            raise UpstreamError(kind, _describe(exc)) from None
+
+
 async def send(
     method: str,
     path: str,
@@ -199,17 +230,14 @@ def _unsent(exc: httpx.HTTPError) -> bool:
 
 async def _send_once(http: httpx.AsyncClient, request: httpx.Request, deadline: float) -> httpx.Response:
     for tries_left in range(UNSENT_TRIES - 1, -1, -1):
-        try:
-            async with asyncio.timeout_at(_until(deadline)):
+        async with _translated(_until(deadline), "no response headers in time", UpstreamError.CONNECTION):
+            try:
                 response = await http.send(request, stream=True)
-            break
-        except TimeoutError:
-            raise UpstreamError(UpstreamError.TIMEOUT, "no response headers in time") from None
-        except httpx.HTTPError as exc:
-            if tries_left and _unsent(exc):
-                continue
-            kind = UpstreamError.TIMEOUT if _is_timeout(exc) else UpstreamError.CONNECTION
-            raise UpstreamError(kind, _describe(exc)) from None
+            except httpx.HTTPError as exc:
+                if tries_left and _unsent(exc):
+                    continue
+                raise
+        break
 
     if response.is_success:
         return response
@@ -228,14 +256,8 @@ async def _send_once(http: httpx.AsyncClient, request: httpx.Request, deadline: 
 
 
 async def _read(response: httpx.Response, deadline: float) -> bytes:
-    try:
-        async with asyncio.timeout_at(deadline):
-            return await response.aread()
-    except TimeoutError:
-        raise UpstreamError(UpstreamError.TIMEOUT, "the answer did not finish in time") from None
-    except httpx.HTTPError as exc:
-        kind = UpstreamError.TIMEOUT if _is_timeout(exc) else UpstreamError.STREAM_CUT
-        raise UpstreamError(kind, _describe(exc)) from None
+    async with _translated(deadline, "the answer did not finish in time", UpstreamError.STREAM_CUT):
+        return await response.aread()
 
 
 async def read_body(response: httpx.Response, deadline: float) -> bytes:
@@ -258,14 +280,8 @@ async def iter_chunks(response: httpx.Response, deadline: float) -> AsyncIterato
     encoded = "content-encoding" in response.headers
     chunks = (response.aiter_bytes() if encoded else response.aiter_raw()).__aiter__()
     while True:
-        try:
-            async with asyncio.timeout_at(_until(deadline)):
-                chunk = await anext(chunks)
-        except StopAsyncIteration:
+        async with _translated(_until(deadline), "the stream stalled", UpstreamError.STREAM_CUT):
+            chunk = await anext(chunks, None)
+        if chunk is None:
             return
-        except TimeoutError:
-            raise UpstreamError(UpstreamError.TIMEOUT, "the stream stalled") from None
-        except httpx.HTTPError as exc:
-            kind = UpstreamError.TIMEOUT if _is_timeout(exc) else UpstreamError.STREAM_CUT
-            raise UpstreamError(kind, _describe(exc)) from None
         yield chunk

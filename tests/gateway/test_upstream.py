@@ -150,3 +150,66 @@ def test_only_a_write_that_failed_counts_as_unsent():
     refused.__cause__ = ConnectionRefusedError(111, "Connection refused")  # a connection failure
     assert not upstream._unsent(refused)
     assert not upstream._unsent(httpx.ReadError("Server disconnected", request=request))
+
+
+async def translated(raised: BaseException, broken=UpstreamError.STREAM_CUT) -> UpstreamError:
+    with pytest.raises(UpstreamError) as caught:
+        async with upstream._translated(upstream.deadline(), "late", broken):
+            raise raised
+    return caught.value
+
+
+REQUEST = httpx.Request("GET", "http://router.test/v1")
+
+
+@pytest.mark.parametrize(
+    ("raised", "kind"),
+    [
+        (httpx.ReadTimeout("read", request=REQUEST), UpstreamError.TIMEOUT),
+        (httpx.PoolTimeout("pool", request=REQUEST), UpstreamError.TIMEOUT),
+        (httpx.ConnectError("refused", request=REQUEST), UpstreamError.STREAM_CUT),
+        (httpx.ReadError("reset", request=REQUEST), UpstreamError.STREAM_CUT),
+        (httpx.RemoteProtocolError("peer closed", request=REQUEST), UpstreamError.STREAM_CUT),
+        (raised_from(httpx.ConnectTimeout("x"), aiohttp.ServerDisconnectedError()), UpstreamError.STREAM_CUT),
+        (TimeoutError(), UpstreamError.TIMEOUT),
+    ],
+)
+async def test_each_failure_leaves_as_one_upstream_error(raised, kind):
+    error = await translated(raised)
+    assert error.kind == kind
+    assert error.detail == ("late" if isinstance(raised, TimeoutError) else upstream._describe(raised))
+    assert error.__suppress_context__  # nothing of httpx's in the traceback a client could see
+
+
+async def test_a_failure_before_the_headers_is_a_connection_error():
+    error = await translated(httpx.ConnectError("refused", request=REQUEST), UpstreamError.CONNECTION)
+    assert (error.kind, error.detail) == (UpstreamError.CONNECTION, "refused")
+
+
+async def test_the_deadline_is_absolute_and_a_timeout():
+    loop = asyncio.get_running_loop()
+    with pytest.raises(UpstreamError) as caught:
+        async with upstream._translated(loop.time() + 0.05, "the stream stalled", UpstreamError.STREAM_CUT):
+            await asyncio.sleep(5)
+    assert (caught.value.kind, caught.value.detail) == (UpstreamError.TIMEOUT, "the stream stalled")
+    with pytest.raises(UpstreamError):
+        async with upstream._translated(loop.time() - 1, "late", UpstreamError.STREAM_CUT):
+            await asyncio.sleep(0)
+
+
+async def test_what_is_not_a_failure_passes_through():
+    async with upstream._translated(upstream.deadline(), "late", UpstreamError.STREAM_CUT):
+        pass
+    with pytest.raises(ValueError):
+        async with upstream._translated(upstream.deadline(), "late", UpstreamError.STREAM_CUT):
+            raise ValueError("a bug of ours stays a bug")
+
+    async def cancelled():
+        async with upstream._translated(upstream.deadline(), "late", UpstreamError.STREAM_CUT):
+            await asyncio.sleep(5)
+
+    task = asyncio.create_task(cancelled())
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):  # a client gone is no router failure
+        await task
