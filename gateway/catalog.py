@@ -11,7 +11,7 @@ from typing import Any
 from django.conf import settings
 
 from accounts import offloop, prices, runtime
-from gateway import converter, errors, upstream
+from gateway import converter, errors, modellist, upstream
 from gateway.exchange import Exchange
 
 logger = logging.getLogger("hfproxy.prices")
@@ -60,7 +60,7 @@ async def _fetch(exchange: Exchange) -> dict[str, Any]:
         deadline=deadline,
         tried=exchange.count_attempt,
     )
-    listing = converter.models_list(converter.parse_answer(await upstream.read_body(response, deadline)))
+    listing = modellist.models_list(converter.parse_answer(await upstream.read_body(response, deadline)))
     _cache.models, _cache.fetched_at = listing, time.monotonic()
     return listing
 

@@ -13,8 +13,9 @@ from django.http import HttpResponse, StreamingHttpResponse
 
 from accounts import allowlist, runtime
 from accounts.models import Outcome
-from gateway import converter, errors, upstream
-from gateway.converter import BadAnswer, ChatRequest, EmbeddingsRequest, Usage
+from gateway import chatstream, converter, errors, upstream
+from gateway.converter import BadAnswer, ChatRequest, Usage
+from gateway.embeddings import EmbeddingsRequest, embeddings_answer, feature_extraction_body
 from gateway.exchange import Exchange
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ async def embeddings(request: EmbeddingsRequest, exchange: Exchange) -> HttpResp
         token=exchange.caller.upstream_token,
         request_id=exchange.request_id,
         deadline=deadline,
-        body=converter.feature_extraction_body(request),
+        body=feature_extraction_body(request),
         tried=exchange.count_attempt,
     )
     raw = await upstream.read_body(response, deadline)
@@ -95,7 +96,7 @@ async def embeddings(request: EmbeddingsRequest, exchange: Exchange) -> HttpResp
 
 
 def _embeddings_body(raw: bytes, request: EmbeddingsRequest) -> tuple[bytes, Usage]:
-    answer = converter.embeddings_answer(raw, request)
+    answer = embeddings_answer(raw, request)
     tokens = answer["usage"]["prompt_tokens"]
     return converter.dump_json(answer), Usage(tokens, 0, tokens)
 
@@ -109,7 +110,7 @@ class StreamRelay:
         self.response = response
         self.chat = chat
         self.exchange = exchange
-        self.stream = converter.ChatStream(wants_usage=chat.wants_usage)
+        self.stream = chatstream.ChatStream(wants_usage=chat.wants_usage)
         self.chunks = upstream.iter_chunks(response, deadline)
         self.first = b""
         self.started = False

@@ -14,7 +14,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from accounts import allowlist, limits
 from accounts.models import Outcome
-from gateway import auth, catalog, converter, errors, metrics, relay
+from gateway import auth, catalog, converter, errors, metrics, modellist, relay
+from gateway.embeddings import parse_embeddings_request
 from gateway.exchange import Exchange
 from hfproxy_site import __version__
 
@@ -98,7 +99,7 @@ async def chat_completions(request: HttpRequest, exchange: Exchange) -> HttpResp
 
 @api_view("POST")
 async def embeddings(request: HttpRequest, exchange: Exchange) -> HttpResponse:
-    parsed = converter.parse_embeddings_request(request.body, settings.DEFAULT_EMBEDDING_MODEL)
+    parsed = parse_embeddings_request(request.body, settings.DEFAULT_EMBEDDING_MODEL)
     return await relay.embeddings(parsed, exchange)
 
 
@@ -116,7 +117,7 @@ async def models(request: HttpRequest, exchange: Exchange) -> HttpResponse:
 
 @api_view("GET")
 async def model_detail(request: HttpRequest, exchange: Exchange, model_id: str) -> HttpResponse:
-    entry = converter.find_model(await catalog.models(exchange), model_id)
+    entry = modellist.find_model(await catalog.models(exchange), model_id)
     if entry is None or not allowlist.model_allowed(exchange.caller.allowed_models, model_id):
         raise errors.not_found(f"The model `{model_id}` does not exist.", code="model_not_found")
     return JsonResponse(entry)

@@ -1,10 +1,11 @@
+"""Chat requests in, whole answers back, and the token estimate: the pure converter."""
+
 import json
 
 import pytest
 
-from gateway import converter, sse
-from gateway.converter import BadAnswer, ChatStream, InvalidRequest, Usage
-from tests.conftest import chunk, standard_stream
+from gateway import converter
+from gateway.converter import BadAnswer, InvalidRequest, Usage
 
 DEFAULT = "org/default-model:provider"
 
@@ -153,126 +154,45 @@ def test_it_accepts_nulls_and_integral_floats():
     assert chat.model == DEFAULT and chat.stream is False
 
 
-# --- Streams -------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"model": " "}, "`model` must be a non-empty string of printable characters."),
+        ({"messages": {}}, "`messages` must be a non-empty array of message objects."),
+        ({"messages": [{"role": "user"}, "x"]}, "`messages[1]` must be an object."),
+        ({"messages": [{"role": ""}]}, "`messages[0].role` must be a non-empty string."),
+        ({"logprobs": "yes"}, "`logprobs` must be a boolean."),
+        ({"frequency_penalty": "0"}, "`frequency_penalty` must be a number."),
+        ({"top_logprobs": 2.5}, "`top_logprobs` must be an integer."),
+        ({"stream_options": []}, "`stream_options` must be an object."),
+    ],
+)
+def test_each_check_says_what_the_field_must_be(fields, message):
+    with pytest.raises(InvalidRequest) as caught:
+        converter.parse_chat_request(body(**fields), DEFAULT)
+    assert caught.value.message == message
 
 
-def relay(chunks, wants_usage=False) -> tuple[bytes, ChatStream]:
-    stream = ChatStream(wants_usage=wants_usage)
-    out = b"".join(stream.feed(c) for c in chunks)
-    return out, stream
-
-
-def test_stream_drops_the_usage_chunk_nobody_asked_for_but_counts_it():
-    out, stream = relay(standard_stream(usage=(11, 2)))
-    assert b'"usage"' not in out
-    assert out.endswith(b"data: [DONE]\n\n")
-    assert out.count(b"data: ") == 4
-    assert stream.usage == Usage(11, 2, 13)
-    assert stream.model == "openai/gpt-oss-120b"
-    assert stream.done and stream.started
-
-
-def test_stream_keeps_the_usage_chunk_when_asked():
-    out, _stream = relay(standard_stream(usage=(11, 2)), wants_usage=True)
-    assert out == b"".join(standard_stream(usage=(11, 2)))
-
-
-def test_stream_handles_events_split_and_merged_across_chunks():
-    whole = b"".join(standard_stream())
-    pieces = [whole[i : i + 7] for i in range(0, len(whole), 7)]
-    out, _stream = relay(pieces, wants_usage=True)
-    assert out == whole
-    merged, _ = relay([whole], wants_usage=True)
-    assert merged == whole
-
-
-def test_stream_understands_crlf_and_multiline_data():
-    event = b'data: {"id": "1", "model": "m",\r\ndata: "choices": [{"index": 0, "delta": {}}]}\r\n\r\n'
-    out, stream = relay([event, b"data: [DONE]\r\n\r\n"])
-    assert stream.model == "m" and stream.started and stream.done
-    assert out.endswith(sse.DONE)
-
-
-def test_stream_passes_comments_on():
-    out, _ = relay([b": keep-alive\n\n", chunk("x"), b"data: [DONE]\n\n"])
-    assert out.startswith(b": keep-alive\n\n")
-
-
-def test_stream_ignores_what_follows_done():
-    out, _ = relay([b"data: [DONE]\n\n" + chunk("late")])
-    assert out == sse.DONE
+def test_the_first_wrong_field_is_the_one_reported():
+    # Checked in a fixed order: the model, the messages, booleans, numbers, integers, stream_options.
+    fields = {"model": 1, "messages": [], "stream": 1, "temperature": "x", "n": "x"}
+    right = {"model": "m", "messages": [{"role": "user"}], "stream": True, "temperature": 1, "n": 1}
+    for param in right:
+        with pytest.raises(InvalidRequest) as caught:
+            converter.parse_chat_request(json.dumps(fields).encode(), DEFAULT)
+        assert caught.value.param == param
+        fields[param] = right[param]
+    assert converter.parse_chat_request(json.dumps(fields).encode(), DEFAULT).model == "m"
+    with pytest.raises(InvalidRequest) as caught:
+        converter.parse_chat_request(body(n=0.5, stream_options=1), DEFAULT)
+    assert caught.value.param == "n"
 
 
 @pytest.mark.parametrize(
-    "event",
-    [
-        b"data: not json\n\n",
-        b"data: [1, 2]\n\n",
-        b'data: {"error": {"message": "overloaded"}}\n\n',
-        b"data: " + b"[" * 100_000 + b"\n\n",
-    ],
+    ("value", "integral"), [(3, True), (3.0, True), (3.5, False), (True, False), ("3", False)]
 )
-def test_stream_refuses_events_it_cannot_relay(event):
-    with pytest.raises(BadAnswer):
-        relay([chunk("a"), event])
-
-
-def test_stream_without_done_is_unfinished():
-    _, stream = relay([chunk("a")])
-    with pytest.raises(BadAnswer):
-        stream.end()
-
-
-def test_stream_end_accepts_a_last_event_without_its_blank_line():
-    _, stream = relay([chunk("a"), b"data: [DONE]\n"])
-    assert stream.end() == sse.DONE
-
-
-def test_stream_that_ends_after_a_choice_finished_is_complete_without_done():
-    # Cerebras and TGI: the last chunk carries finish_reason (and usage), then the stream closes.
-    out, stream = relay([chunk("a"), chunk(finish="stop"), chunk(usage=(9, 2))])
-    assert stream.finished and not stream.done
-    assert stream.end() == sse.DONE
-    assert stream.done and stream.usage == Usage(9, 2, 11)
-    assert b"[DONE]" not in out
-
-
-def test_stream_that_ends_before_any_choice_finished_is_cut_off():
-    _, stream = relay([chunk("a"), chunk("b"), chunk(usage=(9, 2))])
-    with pytest.raises(BadAnswer, match="before the answer was finished"):
-        stream.end()
-
-
-def test_stream_accepts_data_without_a_space_and_crlf_line_ends():
-    events = [e.replace(b"data: ", b"data:").replace(b"\n", b"\r\n") for e in standard_stream()[:-1]]
-    whole = b"".join(events)
-    # Cut anywhere, CR and LF of one line end included.
-    pieces = [whole[i : i + 5] for i in range(0, len(whole), 5)]
-    out, stream = relay(pieces)
-    assert stream.end() == sse.DONE
-    assert stream.model == "openai/gpt-oss-120b" and stream.usage == Usage(5, 2, 7)
-    assert stream.completion_chars == len("Hello")
-    assert out.count(b"\n\n") == 3 and b"\r" not in out
-
-
-def test_stream_accepts_bare_cr_line_ends():
-    _, stream = relay([chunk("a").replace(b"\n", b"\r"), b"data: [DONE]\r\r"])
-    assert stream.completion_chars == 1
-    # The last CR is held: its LF could be in the next chunk. The stream's end settles it.
-    assert stream.end() == sse.DONE and stream.done
-
-
-def test_stream_with_usage_in_every_chunk_keeps_the_last():
-    chunks = [
-        chunk("a").replace(b'"model"', b'"usage": {"prompt_tokens": 4, "completion_tokens": 1}, "model"'),
-        chunk(finish="stop").replace(
-            b'"model"', b'"usage": {"prompt_tokens": 4, "completion_tokens": 2}, "model"'
-        ),
-    ]
-    out, stream = relay(chunks)
-    assert stream.usage == Usage(4, 2, 6)
-    assert out.count(b'"usage"') == 2  # in chunks with choices: relayed as they came
-    assert stream.end() == sse.DONE
+def test_an_integer_may_come_as_an_integral_float(value, integral):
+    assert converter.is_integer(value) is integral
 
 
 # --- Estimates -----------------------------------------------------------------------------------
@@ -324,13 +244,18 @@ def test_parse_chat_request_estimates_the_prompt():
     assert chat.prompt_tokens > 100 + converter.TOKENS_FOR_TOOLS
 
 
+def test_characters_become_tokens_rounded_up():
+    assert [converter.tokens_for(n) for n in (0, 1, 4, 5)] == [0, 1, 1, 2]
+    assert converter.text_size(["abc", "你好"]) == 3 + 2 * converter.CHARS_PER_TOKEN
+
+
 def test_usage_of_odd_shapes():
     assert Usage.of({"prompt_tokens": 3, "completion_tokens": 4}) == Usage(3, 4, 7)
     assert Usage.of({"prompt_tokens": "3"}) == Usage(None, None, None)
     assert Usage.of(None) is None
 
 
-# --- Answers and models -------------------------------------------------------------------------
+# --- Answers ----------------------------------------------------------------------------------
 
 
 def test_completion_must_be_an_object():
@@ -343,37 +268,3 @@ def test_completion_must_be_an_object():
     with pytest.raises(BadAnswer) as caught:
         converter.parse_completion(b'{"error": "model is loading"}')
     assert caught.value.error == {"error": "model is loading"}
-
-
-def test_models_list_takes_the_openai_shape_and_keeps_extras():
-    listing = converter.models_list(
-        {
-            "object": "list",
-            "data": [
-                {"id": "org/a", "providers": [{"provider": "p", "pricing": {"input": 1}}], "created": 5},
-                {"id": "b", "object": "something", "created": "yesterday"},
-                {"no": "id"},
-            ],
-        }
-    )
-    assert listing == {
-        "object": "list",
-        "data": [
-            {
-                "id": "org/a",
-                "object": "model",
-                "created": 5,
-                "owned_by": "org",
-                "providers": [{"provider": "p", "pricing": {"input": 1}}],
-            },
-            {"id": "b", "object": "model", "created": 0, "owned_by": "b"},
-        ],
-    }
-    assert converter.models_list([{"id": "x/y"}])["data"][0]["id"] == "x/y"
-
-
-def test_find_model_understands_provider_suffixes():
-    listing = converter.models_list({"data": [{"id": "org/a"}]})
-    assert converter.find_model(listing, "org/a")["id"] == "org/a"
-    assert converter.find_model(listing, "org/a:fastest")["id"] == "org/a"
-    assert converter.find_model(listing, "org/b") is None

@@ -1,5 +1,5 @@
 """Embeddings: OpenAI's request in, HF Inference's feature-extraction call out, OpenAI's answer
-back (golden data), and the endpoint's errors and usage records."""
+back (golden data): the pure gateway.embeddings; then the endpoint's errors and usage records."""
 
 from __future__ import annotations
 
@@ -15,27 +15,27 @@ from django.conf import settings
 
 from accounts import keys
 from accounts.models import ApiKey
-from gateway import converter, upstream
+from gateway import embeddings, upstream
 from gateway.converter import BadAnswer, InvalidRequest
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "embeddings.json").read_text())
 DEFAULT = "sentence-transformers/all-MiniLM-L6-v2"
 
 
-def parse(**fields) -> converter.EmbeddingsRequest:
-    return converter.parse_embeddings_request(json.dumps(fields).encode(), DEFAULT)
+def parse(**fields) -> embeddings.EmbeddingsRequest:
+    return embeddings.parse_embeddings_request(json.dumps(fields).encode(), DEFAULT)
 
 
 def test_golden_request_and_answer():
-    request = converter.parse_embeddings_request(json.dumps(GOLDEN["request"]).encode(), DEFAULT)
-    assert json.loads(converter.feature_extraction_body(request)) == GOLDEN["router_body"]
-    answer = converter.embeddings_answer(json.dumps(GOLDEN["router_answer"]).encode(), request)
+    request = embeddings.parse_embeddings_request(json.dumps(GOLDEN["request"]).encode(), DEFAULT)
+    assert json.loads(embeddings.feature_extraction_body(request)) == GOLDEN["router_body"]
+    answer = embeddings.embeddings_answer(json.dumps(GOLDEN["router_answer"]).encode(), request)
     assert answer == GOLDEN["answer"]
 
 
 def test_base64_is_little_endian_float32_and_round_trips():
     vector = [0.1, -0.25, 1e-7, 3.5]
-    decoded = struct.unpack("<4f", base64.b64decode(converter.encode_base64(vector)))
+    decoded = struct.unpack("<4f", base64.b64decode(embeddings.encode_base64(vector)))
     assert decoded == pytest.approx(vector, rel=1e-6)
 
 
@@ -48,16 +48,22 @@ def test_a_single_string_and_defaults():
         "float",
     )
     # A model answering one input with a bare vector is understood too.
-    answer = converter.embeddings_answer(b"[0.6, 0.8]", request)
+    answer = embeddings.embeddings_answer(b"[0.6, 0.8]", request)
     assert answer["data"] == [{"object": "embedding", "index": 0, "embedding": [0.6, 0.8]}]
     assert answer["usage"] == {"prompt_tokens": 2, "total_tokens": 2}
 
 
 def test_dimensions_truncate_and_renormalise():
-    assert converter.shorten([0.0, 0.6, 0.8], 2) == pytest.approx([0.0, 1.0])
+    assert embeddings.shorten([0.0, 0.6, 0.8], 2) == pytest.approx([0.0, 1.0])
     with pytest.raises(InvalidRequest) as caught:
-        converter.shorten([0.6, 0.8], 3)
+        embeddings.shorten([0.6, 0.8], 3)
     assert caught.value.param == "dimensions"
+
+
+def test_the_prompt_is_counted_as_chat_text_is():
+    request = parse(input=["hello there", "你好"])
+    assert request.prompt_chars == 11 + 2 * 4
+    assert embeddings.embeddings_answer(b"[[1.0], [1.0]]", request)["usage"]["prompt_tokens"] == 5
 
 
 def test_the_hf_inference_suffix_is_dropped():
@@ -102,7 +108,7 @@ def test_token_ids_say_why():
 
 def test_answers_are_normalised_when_the_model_did_not():
     # Real answers came back with norms of 17.6 and 6.3 despite `normalize: true`.
-    answer = converter.embeddings_answer(b"[[3.0, 4.0], [0.6, 0.8]]", parse(input=["a", "b"]))
+    answer = embeddings.embeddings_answer(b"[[3.0, 4.0], [0.6, 0.8]]", parse(input=["a", "b"]))
     assert [item["embedding"] for item in answer["data"]] == [pytest.approx([0.6, 0.8]), [0.6, 0.8]]
 
 
@@ -112,7 +118,7 @@ def test_answers_are_normalised_when_the_model_did_not():
 )
 def test_answers_that_cannot_be_relayed(raw):
     with pytest.raises(BadAnswer):
-        converter.embeddings_answer(raw, parse(input=["only one"]))
+        embeddings.embeddings_answer(raw, parse(input=["only one"]))
 
 
 # --- Through the endpoint -----------------------------------------------------------------------

@@ -1,0 +1,85 @@
+"""A relayed chat stream, event by event: what to pass on, and what it told us.
+
+Pure like the converter: no I/O. The relay feeds it the router's bytes and sends on what it returns.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway import sse
+from gateway.converter import BadAnswer, Usage, completion_chars
+
+
+@dataclass
+class ChatStream:
+    """Follows a relayed chat stream event by event: what to pass on, and what it told us."""
+
+    wants_usage: bool
+    model: str | None = None
+    usage: Usage | None = None
+    done: bool = False
+    started: bool = False  # a chunk with choices has been seen (time to first token)
+    finished: bool = False  # a choice has finished (its `finish_reason` is set)
+    completion_chars: int = 0
+    _splitter: sse.EventSplitter = field(default_factory=sse.EventSplitter)
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Bytes to send on for this chunk of the router's stream (possibly none)."""
+        out = b""
+        for event in self._splitter.feed(chunk):
+            if self.done:
+                break
+            out += self.event(event)
+        return out
+
+    def event(self, event: bytes) -> bytes:
+        data = sse.data_of(event)
+        if data is None:
+            return event + b"\n\n"  # a comment (keep-alive): pass it on
+        if data.strip() == b"[DONE]":
+            self.done = True
+            return sse.DONE
+        try:
+            chunk = json.loads(data)
+        except (ValueError, RecursionError):
+            raise BadAnswer("a stream event is not JSON") from None
+        if not isinstance(chunk, dict):
+            raise BadAnswer("a stream event is not a JSON object")
+        choices = chunk.get("choices")
+        if "error" in chunk and not choices:
+            raise BadAnswer("the router reported an error mid-stream", error=chunk)
+        self._note(chunk, choices)
+        if not choices and chunk.get("usage") and not self.wants_usage:
+            return b""
+        return event + b"\n\n"
+
+    def _note(self, chunk: dict[str, Any], choices: Any) -> None:
+        """What a chunk tells about the answer: its model, its usage, how far it got."""
+        if self.model is None and isinstance(chunk.get("model"), str):
+            self.model = chunk["model"]
+        if chunk.get("usage"):
+            # Some providers send (cumulative) usage in every chunk: the last one counts.
+            self.usage = Usage.of(chunk["usage"]) or self.usage
+        if choices:
+            self.started = True
+            self.completion_chars += completion_chars(chunk)
+            if not self.finished and isinstance(choices, list):
+                for choice in choices:
+                    if isinstance(choice, dict) and choice.get("finish_reason"):
+                        self.finished = True
+
+    def end(self) -> bytes:
+        """At the end of the router's stream: what is left to send. A stream that ended after
+        a choice finished is complete, with or without [DONE] (Cerebras and TGI never send it):
+        the client gets its [DONE] from us. One that ended before is cut off. A last event
+        without its blank line still counts."""
+        out = b"" if self.done else self.feed(b"\n\n")
+        if not self.done:
+            if not self.finished:
+                raise BadAnswer("the stream ended before the answer was finished")
+            self.done = True
+            out += sse.DONE
+        return out
