@@ -96,7 +96,7 @@ return out
 class RedisCounters:
     """Redis through redis-py's asyncio client: a batch is one script call (EVALSHA)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, prefix: str = PREFIX) -> None:
         import redis.asyncio
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
@@ -107,12 +107,13 @@ class RedisCounters:
             url, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
         )
         self.batch = self.client.register_script(_BATCH)
+        self.prefix = prefix
 
     async def run(self, ops: list[Op]) -> list[int | None]:
         keys, args = [], []
         for kind, key, *rest in ops:
             value, ttl = [*rest, 0, 0][:2]
-            keys.append(PREFIX + key)
+            keys.append(self.prefix + key)
             args += [kind, value, ttl]
         return [None if reply is None else int(reply) for reply in await self.batch(keys=keys, args=args)]
 

@@ -31,26 +31,36 @@ def derived_debug_key(secret_key: str) -> bytes:
     return base64.urlsafe_b64encode(digest)
 
 
-@functools.cache
-def _fernet() -> MultiFernet:
-    keys = [key.strip() for key in settings.FIELD_ENCRYPTION_KEY.split(",") if key.strip()]
-    if not keys:
-        if not settings.DEBUG:
-            raise ImproperlyConfigured(
-                "FIELD_ENCRYPTION_KEY is not set. Generate one with: "
-                "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
-            )
-        logger.warning(
-            "FIELD_ENCRYPTION_KEY is not set: Hugging Face tokens are encrypted with a key derived "
-            "from SECRET_KEY (DEBUG only). Set FIELD_ENCRYPTION_KEY before storing real tokens."
+def fernet_keys(value: str, *, debug: bool) -> list[Fernet]:
+    """The keys a FIELD_ENCRYPTION_KEY value holds, or ImproperlyConfigured saying what to set.
+
+    The one check of the variable: the settings run it at start-up (the server refuses to start
+    without a usable key), and the keys are read through it. Empty is allowed only with `debug`.
+    """
+    keys = [key.strip() for key in value.split(",") if key.strip()]
+    if not keys and not debug:
+        raise ImproperlyConfigured(
+            "FIELD_ENCRYPTION_KEY is not set. Generate one with: "
+            "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
         )
-        keys = [derived_debug_key(settings.SECRET_KEY).decode()]
     try:
-        return MultiFernet([Fernet(key) for key in keys])
+        return [Fernet(key) for key in keys]
     except ValueError:
         raise ImproperlyConfigured(
             "FIELD_ENCRYPTION_KEY must be Fernet keys (32 url-safe base64-encoded bytes), comma-separated."
         ) from None
+
+
+@functools.cache
+def _fernet() -> MultiFernet:
+    keys = fernet_keys(settings.FIELD_ENCRYPTION_KEY, debug=settings.DEBUG)
+    if not keys:
+        logger.warning(
+            "FIELD_ENCRYPTION_KEY is not set: Hugging Face tokens are encrypted with a key derived "
+            "from SECRET_KEY (DEBUG only). Set FIELD_ENCRYPTION_KEY before storing real tokens."
+        )
+        keys = [Fernet(derived_debug_key(settings.SECRET_KEY))]
+    return MultiFernet(keys)
 
 
 @runtime.resettable

@@ -11,11 +11,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
 from accounts import runtime
+
+if TYPE_CHECKING:
+    from accounts.usage import UsageEntry
 
 # Provider suffixes that choose a provider rather than name one (`model:fastest`).
 ROUTING_POLICIES = {"fastest", "cheapest", "preferred", "auto"}
@@ -71,17 +74,15 @@ def cost(prompt_tokens: int | None, completion_tokens: int | None, price: Price)
     return total.quantize(CENT_MILLIONTHS)
 
 
-def price_fields(fields: dict[str, Any], table: dict[str, dict[str, Price]]) -> None:
-    """Fill a usage record's price and cost (the usage writer, as it writes the record)."""
-    if fields.get("total_tokens") is None:
+def price_entry(entry: UsageEntry, table: dict[str, dict[str, Price]]) -> None:
+    """Fill a usage entry's price and cost (the usage writer, as it writes the record)."""
+    if entry.total_tokens is None:
         return
-    prompt, completion = fields.get("prompt_tokens"), fields.get("completion_tokens")
-    price = price_for(
-        table, fields.get("model_requested", ""), fields.get("provider", ""), prompt, completion
-    )
-    if price is not None:
-        fields["price_input"], fields["price_output"] = price.input, price.output
-        fields["cost_usd"] = cost(prompt, completion, price)
+    prompt, completion = entry.prompt_tokens, entry.completion_tokens
+    found = price_for(table, entry.model_requested, entry.provider, prompt, completion)
+    if found is not None:
+        entry.price_input, entry.price_output = found.input, found.output
+        entry.cost_usd = cost(prompt, completion, found)
 
 
 class _Table:

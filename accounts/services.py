@@ -10,8 +10,10 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from accounts import allowlist, crypto, keys
+from accounts import allowlist, crypto, keys, limits, usage
+from accounts.limits import Admission
 from accounts.models import ApiKey, HuggingFaceToken
+from accounts.usage import UsageEntry
 
 
 def validate_hf_token(value: str) -> str:
@@ -104,3 +106,13 @@ def hf_tokens_reencrypt() -> int:
             token.save(update_fields=["encrypted_value"])
     keys.reset()
     return len(tokens)
+
+
+def usage_record(*, entry: UsageEntry, admission: Admission | None) -> None:
+    """A request is over: queue its usage record (priced and written off the event loop, in
+    batches, by `usage.writer`) and settle its limits (its slot back, its tokens counted).
+
+    Call it once per request, from the event loop; it neither waits nor touches the database.
+    """
+    usage.writer.record(entry)
+    limits.settle(admission, entry.total_tokens or 0)

@@ -1,4 +1,5 @@
-"""The usage writer: records go to the database in batches, off the response path.
+"""Usage records: the entry a finished request leaves, and the writer that puts entries into the
+database in batches, off the response path.
 
 `record()` only appends to a list; a background task per process writes what has gathered
 every USAGE_FLUSH_INTERVAL seconds (or sooner, when a batch is full) in one transaction, one
@@ -13,21 +14,65 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from decimal import Decimal
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections, connection, connections, transaction
 from django.db.models import Q
 
-from accounts import limits, offloop, prices, runtime
-from gateway import metrics
+from accounts import limits, metrics, offloop, prices, runtime
 
 logger = logging.getLogger("hfproxy.usage")
 
 BATCH_SIZE = 500
 _MAX_BACKOFF = 30.0
+
+
+@dataclass
+class UsageEntry:
+    """One request's usage record, as its exchange reports it: UsageRecord's columns. The writer
+    fills in the price and the cost as it writes it."""
+
+    id: uuid.UUID
+    created_at: datetime
+    request_id: str
+    user_id: int
+    api_key_id: int
+    endpoint: str
+    status: int
+    outcome: str
+    usage_source: str
+    latency_ms: int
+    hf_token_id: int | None = None  # None: the server's HF_TOKEN
+    upstream_attempts: int = 0
+    provider: str = ""
+    model_requested: str = ""
+    model_answered: str = ""
+    stream: bool = False
+    error_code: str = ""
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    ttft_ms: int | None = None
+    price_input: Decimal | None = None
+    price_output: Decimal | None = None
+    cost_usd: Decimal | None = None
+
+    def __post_init__(self) -> None:
+        # A record must always be writable, whatever a client sent: text within its column.
+        self.request_id = _text(self.request_id, 128)
+        self.provider = _text(self.provider, 64)
+        self.model_requested = _text(self.model_requested, 200)
+        self.model_answered = _text(self.model_answered, 200)
+        self.error_code = _text(self.error_code, 40)
+
+
+def _text(value: str | None, limit: int) -> str:
+    return (value or "").replace("\x00", "")[:limit]  # PostgreSQL refuses NUL in text
 
 
 class _Worker:
@@ -47,7 +92,7 @@ class _Worker:
 
 class UsageWriter:
     def __init__(self) -> None:
-        self._pending: list[dict[str, Any]] = []
+        self._pending: list[UsageEntry] = []
         self._workers = runtime.PerLoop(lambda: _Worker(self), close=_Worker.aclose)
         self._failures = 0
         self._uncounted: list[tuple] = []  # costs the limit counters have not taken yet
@@ -56,9 +101,9 @@ class UsageWriter:
     def pending(self) -> int:
         return len(self._pending)
 
-    def record(self, fields: dict[str, Any]) -> None:
-        """Queue one usage record (UsageRecord's fields). Call it from the event loop."""
-        self._pending.append(fields)
+    def record(self, entry: UsageEntry) -> None:
+        """Queue one usage record. Call it from the event loop."""
+        self._pending.append(entry)
         metrics.queue_depth.inc()
         worker = self._worker()
         if len(self._pending) >= BATCH_SIZE:
@@ -102,33 +147,31 @@ class UsageWriter:
                 await self._written(batch)
                 self._failures = 0
 
-    async def _isolate(self, batch: list[dict[str, Any]]) -> None:
+    async def _isolate(self, batch: list[UsageEntry]) -> None:
         """A batch failed again: write its records one by one, so that one record the database
         refuses (while it answers) cannot hold back every record queued after it."""
         try:
             done, unwritable = await sync_to_async(_write_each)(batch)
         except Exception:
             return  # the database itself is down: everything stays queued
-        for fields in unwritable:
+        for entry in unwritable:
             # Nothing is dropped silently: the whole record goes to the error log.
-            logger.error("Usage record the database refuses, logged instead: %r", fields)
-        gone = {id(fields) for fields in done + unwritable}
-        self._pending = [fields for fields in self._pending if id(fields) not in gone]
+            logger.error("Usage record the database refuses, logged instead: %r", entry)
+        gone = {id(entry) for entry in done + unwritable}
+        self._pending = [entry for entry in self._pending if id(entry) not in gone]
         await self._written(done, unwritable)
         self._failures = 0
 
-    async def _written(self, batch: list[dict[str, Any]], unwritable: list[dict[str, Any]] = ()) -> None:
+    async def _written(self, batch: list[UsageEntry], unwritable: list[UsageEntry] = ()) -> None:
         """Records are out of the queue: written (`batch`) or refused by the database."""
         metrics.queue_depth.dec(len(batch) + len(unwritable))
         if batch:
             # From the request's end (its record's creation plus its latency) to now.
-            ended = min(f["created_at"] + timedelta(milliseconds=f["latency_ms"] or 0) for f in batch)
+            ended = min(e.created_at + timedelta(milliseconds=e.latency_ms or 0) for e in batch)
             metrics.write_lag.observe(max(0.0, (datetime.now(UTC) - ended).total_seconds()))
         # Costs are known once priced, here: USD budgets count those written (and any that
         # could not be counted last time) now.
-        costs = self._uncounted + [
-            (f["api_key_id"], f["created_at"], f["cost_usd"]) for f in batch if f.get("cost_usd")
-        ]
+        costs = self._uncounted + [(e.api_key_id, e.created_at, e.cost_usd) for e in batch if e.cost_usd]
         self._uncounted = []
         if costs:
             try:
@@ -164,17 +207,17 @@ class UsageWriter:
         return flushed
 
 
-def _write(batch: list[dict[str, Any]]) -> None:
+def _write(batch: list[UsageEntry]) -> None:
     from accounts.models import ApiKey, UsageRecord
 
     # This thread's connection may be stale (the database restarted): drop it if so.
     close_old_connections()
     try:
         table = prices.table()
-        for fields in batch:
-            prices.price_fields(fields, table)
-        records = [UsageRecord(**fields) for fields in batch]
-        last_used: dict[int, Any] = {}
+        for entry in batch:
+            prices.price_entry(entry, table)
+        records = [UsageRecord(**vars(entry)) for entry in batch]
+        last_used: dict[int, datetime] = {}
         for record in records:
             if record.api_key_id not in last_used or record.created_at > last_used[record.api_key_id]:
                 last_used[record.api_key_id] = record.created_at
@@ -190,17 +233,17 @@ def _write(batch: list[dict[str, Any]]) -> None:
         raise
 
 
-def _write_each(batch: list[dict[str, Any]]) -> tuple[list, list]:
+def _write_each(batch: list[UsageEntry]) -> tuple[list, list]:
     """Write records one at a time: (written, refused while the database answers)."""
     written, unwritable = [], []
-    for fields in batch:
+    for entry in batch:
         try:
-            _write([fields])
-            written.append(fields)
+            _write([entry])
+            written.append(entry)
         except Exception:
             with connection.cursor() as cursor:  # raises if the database is down
                 cursor.execute("SELECT 1")
-            unwritable.append(fields)
+            unwritable.append(entry)
     return written, unwritable
 
 

@@ -52,14 +52,7 @@ async def models(exchange: Exchange) -> dict[str, Any]:
 
 async def _fetch(exchange: Exchange) -> dict[str, Any]:
     deadline = upstream.deadline()
-    response = await upstream.send(
-        "GET",
-        "/models",
-        token=exchange.caller.upstream_token,
-        request_id=exchange.request_id,
-        deadline=deadline,
-        tried=exchange.count_attempt,
-    )
+    response = await exchange.send("GET", "/models", deadline)
     listing = modellist.models_list(converter.parse_answer(await upstream.read_body(response, deadline)))
     _cache.models, _cache.fetched_at = listing, time.monotonic()
     return listing

@@ -23,7 +23,6 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from accounts.limits import Refusal
 from accounts.models import REJECTED_TOKEN, Outcome
-from gateway import metrics
 from gateway.converter import BadAnswer, InvalidRequest
 from gateway.upstream import UpstreamError
 
@@ -136,7 +135,6 @@ def model_not_allowed(model: str) -> ApiError:
 
 def refused(refusal: Refusal) -> ApiError:
     """Over a rate limit (429 rate_limit_exceeded) or out of budget (429 insufficient_quota)."""
-    metrics.refusals.labels(refusal.kind).inc()
     kind = "insufficient_quota" if refusal.kind == "budget" else "rate_limit_exceeded"
     return ApiError(
         429,

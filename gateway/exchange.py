@@ -1,7 +1,8 @@
-"""What happened to each request: one report per authenticated request, however it ended.
+"""One request's life, from authentication to its last byte: one report however it ended.
 
-`Exchange` follows a request from authentication to its last byte; `finish()` reports it
-exactly once: a log line, and a usage record queued for the database.
+`Exchange.open()` admits the request against its key's limits; `send()` calls the router on its
+behalf; `finish()` reports it exactly once: a log line, the metrics, and its usage entry handed
+to `services.usage_record`, which queues the record and settles the limits.
 """
 
 from __future__ import annotations
@@ -11,17 +12,19 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from accounts import limits, prices
+from accounts import limits, prices, services
 from accounts.keys import Caller
-from accounts.models import Outcome
-from accounts.usage import writer
-from gateway import metrics
+from accounts.models import Outcome, UsageSource
+from accounts.usage import UsageEntry
+from gateway import metrics, upstream
 from gateway.converter import Usage
 
-logger = logging.getLogger("hfproxy.requests")
+if TYPE_CHECKING:
+    import httpx
 
-PROVIDER, ESTIMATED, MISSING = "provider", "estimated", "missing"
+logger = logging.getLogger("hfproxy.requests")
 
 
 @dataclass
@@ -36,16 +39,39 @@ class Exchange:
     model_answered: str = ""
     stream: bool = False
     usage: Usage | None = None
-    usage_source: str = MISSING
+    usage_source: str = UsageSource.MISSING
     first_token_at: float | None = None
     status: int | None = None
     outcome: str | None = None
     error_code: str = ""
     latency: float | None = None
     admission: limits.Admission | None = None
+    refused_by: str = ""  # the limit that refused it (a Refusal's kind)
     upstream_attempts: int = 0
     provider: str = ""  # the provider that answered, as the router said (x-inference-provider)
     server_shutdown: bool = False  # the server cut the request off (graceful shutdown timed out)
+
+    async def open(self) -> None:
+        """Count the request against its key's limits; `limits.Refusal` when over one."""
+        caller = self.caller
+        try:
+            self.admission = await limits.admit(caller.key_id, caller.user_id, caller.limits)
+        except limits.Refusal as refusal:
+            self.refused_by = refusal.kind
+            raise
+
+    async def send(self, method: str, path: str, deadline: float, **options) -> httpx.Response:
+        """`upstream.send` on this request's behalf: its caller's token, its id, each attempt
+        counted. `options`: upstream.send's body, stream, base."""
+        return await upstream.send(
+            method,
+            path,
+            token=self.caller.upstream_token,
+            request_id=self.request_id,
+            deadline=deadline,
+            tried=self.count_attempt,
+            **options,
+        )
 
     def count_attempt(self) -> None:
         self.upstream_attempts += 1
@@ -57,9 +83,9 @@ class Exchange:
     def note_usage(self, usage: Usage | None, estimate: Usage | None = None) -> None:
         """The provider's counts when it gave them, else the estimate (if anything was made)."""
         if usage is not None and usage.total_tokens is not None:
-            self.usage, self.usage_source = usage, PROVIDER
+            self.usage, self.usage_source = usage, UsageSource.PROVIDER
         elif estimate is not None:
-            self.usage, self.usage_source = estimate, ESTIMATED
+            self.usage, self.usage_source = estimate, UsageSource.ESTIMATED
 
     @property
     def finished(self) -> bool:
@@ -75,12 +101,6 @@ class Exchange:
         self.status, self.outcome, self.error_code = status, outcome, error_code or ""
         self.latency = time.perf_counter() - self.started
         report(self)
-        limits.settle(self.admission, (self.usage.total_tokens or 0) if self.usage else 0)
-
-
-def _text(value: str | None, limit: int = 200) -> str:
-    # PostgreSQL refuses NUL in text; a column has a length. A record must always be writable.
-    return (value or "").replace("\x00", "")[:limit]
 
 
 def _ms(seconds: float | None) -> int | None:
@@ -88,33 +108,34 @@ def _ms(seconds: float | None) -> int | None:
 
 
 def report(exchange: Exchange) -> None:
+    """The request's record (queued, its limits settled), metrics and log line."""
     usage = exchange.usage or Usage()
     ttft = exchange.first_token_at - exchange.started if exchange.first_token_at else None
-    writer.record(
-        {
-            "id": exchange.id,
-            "created_at": exchange.created_at,
-            "request_id": _text(exchange.request_id, 128),
-            "user_id": exchange.caller.user_id,
-            "api_key_id": exchange.caller.key_id,
-            "hf_token_id": exchange.caller.token_id,
-            "upstream_attempts": exchange.upstream_attempts,
-            "provider": _text(prices.provider_of(exchange.model_requested, exchange.provider), 64),
-            "endpoint": exchange.endpoint,
-            "model_requested": _text(exchange.model_requested),
-            "model_answered": _text(exchange.model_answered),
-            "stream": exchange.stream,
-            "status": exchange.status,
-            "outcome": exchange.outcome,
-            "error_code": _text(exchange.error_code, 40),
-            "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.total_tokens,
-            "usage_source": exchange.usage_source if exchange.usage else MISSING,
-            "latency_ms": _ms(exchange.latency),
-            "ttft_ms": _ms(ttft),
-        }
+    caller = exchange.caller
+    entry = UsageEntry(
+        id=exchange.id,
+        created_at=exchange.created_at,
+        request_id=exchange.request_id,
+        user_id=caller.user_id,
+        api_key_id=caller.key_id,
+        hf_token_id=caller.token_id,
+        upstream_attempts=exchange.upstream_attempts,
+        provider=prices.provider_of(exchange.model_requested, exchange.provider),
+        endpoint=exchange.endpoint,
+        model_requested=exchange.model_requested,
+        model_answered=exchange.model_answered,
+        stream=exchange.stream,
+        status=exchange.status,
+        outcome=exchange.outcome,
+        error_code=exchange.error_code,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.total_tokens,
+        usage_source=exchange.usage_source if exchange.usage else UsageSource.MISSING,
+        latency_ms=_ms(exchange.latency),
+        ttft_ms=_ms(ttft),
     )
+    services.usage_record(entry=entry, admission=exchange.admission)
     metrics.observe(
         endpoint=exchange.endpoint,
         model=exchange.model_requested,
@@ -127,6 +148,7 @@ def report(exchange: Exchange) -> None:
         usage=exchange.usage,
         source=exchange.usage_source,
         attempts=exchange.upstream_attempts,
+        refused_by=exchange.refused_by,
     )
     logger.info(
         "request_id=%s endpoint=%s user=%s key=%s model=%s answered_by=%s stream=%s status=%s "

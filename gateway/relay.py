@@ -38,15 +38,8 @@ async def chat(chat: ChatRequest, exchange: Exchange) -> HttpResponse | Streamin
     exchange.model_requested, exchange.stream = chat.model, chat.stream
     _may_call(exchange, chat.model)
     deadline = upstream.deadline()
-    response = await upstream.send(
-        "POST",
-        "/chat/completions",
-        token=exchange.caller.upstream_token,
-        request_id=exchange.request_id,
-        deadline=deadline,
-        body=converter.upstream_body(chat),
-        stream=chat.stream,
-        tried=exchange.count_attempt,
+    response = await exchange.send(
+        "POST", "/chat/completions", deadline, body=converter.upstream_body(chat), stream=chat.stream
     )
     exchange.provider = response.headers.get("x-inference-provider", "")
     if chat.stream:
@@ -74,15 +67,12 @@ async def embeddings(request: EmbeddingsRequest, exchange: Exchange) -> HttpResp
     exchange.model_requested, exchange.provider = request.model, "hf-inference"
     _may_call(exchange, request.model)
     deadline = upstream.deadline()
-    response = await upstream.send(
+    response = await exchange.send(
         "POST",
         f"/models/{request.model}/pipeline/feature-extraction",
+        deadline,
         base=settings.HF_INFERENCE_URL,
-        token=exchange.caller.upstream_token,
-        request_id=exchange.request_id,
-        deadline=deadline,
         body=feature_extraction_body(request),
-        tried=exchange.count_attempt,
     )
     raw = await upstream.read_body(response, deadline)
     if len(raw) < 256 * 1024:

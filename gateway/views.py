@@ -55,7 +55,7 @@ async def _serve(
     request.exchange = exchange  # for the handler, should the server stop mid-request
     response = None
     try:
-        exchange.admission = await limits.admit(caller.key_id, caller.user_id, caller.limits)
+        await exchange.open()
         response = await view(request, exchange, *args, **kwargs)
     except asyncio.CancelledError:
         exchange.finish(499, Outcome.CLIENT_DISCONNECTED)

@@ -91,19 +91,10 @@ MODELS_CACHE_TTL = env.float("MODELS_CACHE_TTL", default=60.0)
 # --- Accounts ------------------------------------------------------------------------------
 # Fernet key(s) encrypting Hugging Face tokens at rest; comma-separated to rotate (first encrypts).
 FIELD_ENCRYPTION_KEY = env.str("FIELD_ENCRYPTION_KEY", default="")
-if not FIELD_ENCRYPTION_KEY and not DEBUG:
-    raise ImproperlyConfigured(
-        "FIELD_ENCRYPTION_KEY is not set. Generate one with: python -c "
-        "'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
-    )
-try:
-    from cryptography.fernet import Fernet
+# Refuse to start without a usable key (DEBUG derives one from SECRET_KEY): accounts.crypto's check.
+from accounts.crypto import fernet_keys  # noqa: E402 (a plain module: no models, no app registry)
 
-    [Fernet(key.strip()) for key in FIELD_ENCRYPTION_KEY.split(",") if key.strip()]
-except ValueError:
-    raise ImproperlyConfigured(
-        "FIELD_ENCRYPTION_KEY must be Fernet keys (32 url-safe base64-encoded bytes), comma-separated."
-    ) from None
+fernet_keys(FIELD_ENCRYPTION_KEY, debug=DEBUG)
 # Seconds a key lookup is trusted in each process: revocation takes effect within this.
 AUTH_CACHE_TTL = env.float("AUTH_CACHE_TTL", default=5.0)
 # Seconds between two batch writes of usage records.

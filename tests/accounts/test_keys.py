@@ -93,6 +93,16 @@ def test_without_a_key_only_debug_derives_one(settings):
     crypto.reset()
 
 
+def test_the_one_check_of_field_encryption_key():
+    good = Fernet.generate_key().decode()
+    assert len(crypto.fernet_keys(f" {good} , {Fernet.generate_key().decode()},", debug=False)) == 2
+    assert crypto.fernet_keys("", debug=True) == []  # DEBUG derives one from SECRET_KEY
+    with pytest.raises(ImproperlyConfigured, match="FIELD_ENCRYPTION_KEY is not set"):
+        crypto.fernet_keys(" , ", debug=False)
+    with pytest.raises(ImproperlyConfigured, match="must be Fernet keys"):
+        crypto.fernet_keys(f"{good},not-a-key", debug=True)
+
+
 # --- Authentication on /v1 ---------------------------------------------------------------------
 
 

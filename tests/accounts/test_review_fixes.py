@@ -2,8 +2,6 @@
 the self-service API during an outage, and /v1/models with an unusable token."""
 
 import logging
-import uuid
-from datetime import UTC, datetime
 
 from asgiref.sync import sync_to_async
 from cryptography.fernet import Fernet
@@ -13,41 +11,19 @@ from rest_framework.test import APIClient
 from accounts import crypto, keys, services, usage
 from accounts.models import ApiKey, UsageRecord
 from gateway import errors
+from tests.accounts.test_usage import entry
 from tests.clients import AsyncClient
-
-
-def record_fields(api_key: ApiKey, **changes) -> dict:
-    return {
-        "id": uuid.uuid4(),
-        "created_at": datetime.now(UTC),
-        "request_id": "r",
-        "user_id": api_key.user_id,
-        "api_key_id": api_key.pk,
-        "endpoint": "chat_completions",
-        "model_requested": "m",
-        "model_answered": "",
-        "stream": False,
-        "status": 200,
-        "outcome": "ok",
-        "prompt_tokens": 1,
-        "completion_tokens": 1,
-        "total_tokens": 2,
-        "usage_source": "provider",
-        "latency_ms": 1,
-        "ttft_ms": None,
-        **changes,
-    }
 
 
 async def test_a_record_the_database_refuses_does_not_hold_back_the_others(api_key, caplog):
     key = await ApiKey.objects.aget(digest=keys.digest(api_key))
-    poison = record_fields(key, api_key_id=key.pk + 1000)  # a key that does not exist
+    poison = entry(key, api_key_id=key.pk + 1000)  # a key that does not exist
     usage.writer.record(poison)
-    usage.writer.record(record_fields(key))
+    usage.writer.record(entry(key))
     with caplog.at_level(logging.ERROR, logger="hfproxy.usage"):
         assert await usage.writer.flush(deadline=15)
     assert await UsageRecord.objects.acount() == 1
-    assert any("refuses" in r.getMessage() and str(poison["id"]) in r.getMessage() for r in caplog.records)
+    assert any("refuses" in r.getMessage() and str(poison.id) in r.getMessage() for r in caplog.records)
 
 
 async def test_an_error_while_failing_still_leaves_one_record(api_key, hf, reports, monkeypatch):

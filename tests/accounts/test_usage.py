@@ -2,12 +2,15 @@
 
 import asyncio
 import json
+import uuid
+from datetime import UTC, datetime
 
+import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection
 
-from accounts import usage
+from accounts import keys, usage
 from accounts.models import ApiKey, UsageRecord
 from gateway import converter
 from gateway.asgi import GatewayASGI
@@ -166,3 +169,78 @@ async def test_shutdown_writes_what_is_queued(async_client, hf, settings):
     await GatewayASGI(None)({"type": "lifespan"}, receive, send)
     assert usage.writer.pending == 0
     assert await UsageRecord.objects.acount() == 3
+
+
+def test_an_entry_has_exactly_the_records_columns():
+    from dataclasses import fields
+
+    columns = {field.attname for field in UsageRecord._meta.concrete_fields}
+    assert {field.name for field in fields(usage.UsageEntry)} == columns
+
+
+def entry(api_key: ApiKey, **changes) -> usage.UsageEntry:
+    return usage.UsageEntry(
+        **{
+            "id": uuid.uuid4(),
+            "created_at": datetime.now(UTC),
+            "request_id": "r",
+            "user_id": api_key.user_id,
+            "api_key_id": api_key.pk,
+            "endpoint": "chat_completions",
+            "status": 200,
+            "outcome": "ok",
+            "usage_source": "provider",
+            "latency_ms": 3,
+            **changes,
+        }
+    )
+
+
+def test_an_entry_is_always_writable():
+    made = usage.UsageEntry(
+        id=uuid.uuid4(),
+        created_at=datetime.now(UTC),
+        request_id="r\x00" + "x" * 200,
+        user_id=1,
+        api_key_id=1,
+        endpoint="chat_completions",
+        status=200,
+        outcome="ok",
+        usage_source="missing",
+        latency_ms=0,
+        model_requested="m\x00" * 300,
+        error_code="e" * 50,
+    )
+    assert made.request_id == "r" + "x" * 127
+    assert made.model_requested == "m" * 200
+    assert made.error_code == "e" * 40
+
+
+async def test_usage_record_queues_the_record_and_settles_the_limits(api_key):
+    from accounts import limits, runtime, services
+    from accounts.limits import KeyLimits
+
+    key = await ApiKey.objects.aget(digest=keys.digest(api_key))
+    rules = KeyLimits(max_parallel=1, tpm=1000)
+    admission = await limits.admit(key.pk, key.user_id, rules)
+    with pytest.raises(limits.Refusal):  # the slot is taken
+        await limits.admit(key.pk, key.user_id, rules)
+
+    services.usage_record(
+        entry=entry(key, prompt_tokens=30, completion_tokens=12, total_tokens=42), admission=admission
+    )
+    assert usage.writer.pending >= 1  # queued, not written: nothing waited for the database
+    await runtime.background()  # the settlement
+    again = await limits.admit(key.pk, key.user_id, rules)  # the slot is back
+    assert again.headers["x-ratelimit-remaining-tokens"] == str(1000 - 42)
+    [record] = await records()
+    assert (record.total_tokens, record.latency_ms) == (42, 3)
+
+
+async def test_usage_record_without_an_admission_only_queues(api_key):
+    from accounts import services
+
+    key = await ApiKey.objects.aget(digest=keys.digest(api_key))
+    services.usage_record(entry=entry(key, outcome="bad_request", status=400), admission=None)
+    [record] = await records()
+    assert (record.status, record.outcome) == (400, "bad_request")
