@@ -1,5 +1,5 @@
-"""The admin's usage dashboard: its figures, every one computed by the database, and the page
-that shows them (formatted figures, bar charts as SVG geometry).
+"""The usage dashboard's figures, every one computed by the database (`accounts.dashboard_page`
+lays them out for the page).
 
 A page costs a fixed number of queries, whatever the number of rows: one for the time series
 (whose buckets also give the totals), one per top list, and one per percentile. Each is shaped
@@ -19,7 +19,6 @@ from django.contrib.auth import get_user_model
 from django.db.models import Count, Q, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
-from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Outcome
 from accounts.selectors import UPSTREAM_FAILURES, cost_sum, usage_in
@@ -214,111 +213,3 @@ def usage_dashboard(*, period: str = DEFAULT_PERIOD, now: datetime | None = None
             .order_by("-requests", "error_code")
         ),
     )
-
-
-# --- The page: figures as people read them, charts as SVG geometry ------------------------------
-
-
-def page(figures: Dashboard) -> dict:
-    """The dashboard template's context for `figures`."""
-    step = figures.period.step_name
-    return {
-        "dashboard": figures,
-        "periods": PERIODS.values(),
-        "figures": [
-            ("requests", "requests", _count(figures.requests)),
-            ("tokens", "tokens", _count(figures.tokens)),
-            ("cost", "cost (USD)", _usd(figures.cost)),
-            ("errors", _("errors (upstream)"), _count(figures.errors)),
-            ("error-rate", _("error rate (of requests sent upstream)"), _percent(figures.error_rate)),
-            ("refused", _("refused by policy"), _count(figures.refused_total)),
-            ("bad-requests", _("bad requests"), _count(figures.bad_requests)),
-            ("latency-p50", "latency p50", _ms(figures.latency["p50"])),
-            ("latency-p95", "latency p95", _ms(figures.latency["p95"])),
-            ("ttft-p50", "time to first token p50", _ms(figures.ttft["p50"])),
-            ("ttft-p95", "time to first token p95", _ms(figures.ttft["p95"])),
-        ],
-        "charts": [bar_chart(figures.series, key, step) for key in ("requests", "tokens", "errors")],
-        "tops": [
-            (_("Top users"), _top_rows(figures.top_users, "user"), "user"),
-            (_("Top models"), _top_rows(figures.top_models, "model_requested"), "model"),
-        ],
-    }
-
-
-def _count(value: int) -> str:
-    return f"{value:,}"
-
-
-def _usd(value) -> str:
-    return f"${value:,.2f}" if value >= 1 else f"${value:,.4f}"
-
-
-def _percent(fraction: float | None) -> str:
-    return "–" if fraction is None else f"{fraction:.2%}"
-
-
-def _ms(value: int | None) -> str:
-    return "–" if value is None else f"{value:,} ms"
-
-
-def _top_rows(rows: list[dict], name: str) -> list[dict]:
-    return [
-        {
-            "name": row[name] or "(none)",
-            "requests": _count(row["requests"]),
-            "tokens": _count(row["tokens"]),
-            "cost": _usd(row["cost"]),
-            "errors": _count(row["errors"]),
-            "error_rate": _percent(
-                error_rate(
-                    **{column: row[column] for column in ("errors", "requests", "refused", "bad_requests")}
-                )
-            ),
-            "refused": _count(row["refused"]),
-        }
-        for row in rows
-    ]
-
-
-CHART_WIDTH, CHART_HEIGHT, CHART_LEFT, CHART_BOTTOM = 760, 180, 56, 22
-
-
-def bar_chart(series: list[dict], key: str, step: str) -> dict:
-    """Bar geometry for one value of the series; the template draws it as SVG."""
-    plot_width, plot_height = CHART_WIDTH - CHART_LEFT - 4, CHART_HEIGHT - CHART_BOTTOM - 8
-    top = max((point[key] for point in series), default=0)
-    slot = plot_width / max(len(series), 1)
-    label_format = "%b %d" if step == "day" else "%b %d %H:%M"
-    bars = []
-    for index, point in enumerate(series):
-        value = point[key]
-        # A bucket with any data stays visible, however small next to the biggest.
-        height = max(1.0, plot_height * value / top) if value and top else 0.0
-        bars.append(
-            {
-                "x": round(CHART_LEFT + index * slot + slot * 0.1, 2),
-                "y": round(8 + plot_height - height, 2),
-                "width": round(max(slot * 0.8, 1.0), 2),
-                "height": round(height, 2),
-                "value": value,
-                "start": point["start"],
-                "label": point["start"].strftime(label_format),
-            }
-        )
-    ticks = [bars[0], bars[len(bars) // 2], bars[-1]] if bars else []
-    return {
-        "key": key,
-        "unit": key,
-        "width": CHART_WIDTH,
-        "height": CHART_HEIGHT,
-        "left": CHART_LEFT,
-        "baseline": CHART_HEIGHT - CHART_BOTTOM,
-        "label_y": CHART_HEIGHT - 6,
-        "axis_label_x": CHART_LEFT - 6,
-        "top_label": _count(top),
-        "total": sum(point[key] for point in series),
-        "total_label": _count(sum(point[key] for point in series)),
-        "bars": bars,
-        "ticks": ticks,
-    }

@@ -1,16 +1,90 @@
-"""Reads over usage: the queries the report, the dashboard and the API share."""
+"""Reads: keys as an admin names them, usage as the report, the admin, the dashboard and the API
+total it, and the Hugging Face tokens the router refused."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import Count, DecimalField, Exists, F, Max, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.core.exceptions import ValidationError
+from django.db.models import (
+    Count,
+    DecimalField,
+    Exists,
+    F,
+    IntegerField,
+    Max,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+)
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from accounts.models import REJECTED_TOKEN, Outcome, UsageDaily, UsageRecord
+from accounts import allowlist, keys
+from accounts.models import REJECTED_TOKEN, ApiKey, Outcome, UsageDaily, UsageRecord, UserPolicy
 from accounts.prices import CENT_MILLIONTHS
+
+# --- Keys --------------------------------------------------------------------------------------
+
+
+def api_key_find(key_or_prefix: str) -> ApiKey:
+    """The key a full key or its display prefix names; ValidationError if none or several."""
+    if keys.looks_like_a_key(key_or_prefix) and len(key_or_prefix) > keys.DISPLAY_LENGTH:
+        found = ApiKey.objects.filter(digest=keys.digest(key_or_prefix))
+    else:
+        found = (
+            ApiKey.objects.filter(prefix__startswith=key_or_prefix)
+            if len(key_or_prefix) >= 6
+            else ApiKey.objects.none()
+        )
+    matches = list(found[:2])
+    if not matches:
+        raise ValidationError(f"No API key matches {key_or_prefix[: keys.DISPLAY_LENGTH]!r}.")
+    if len(matches) > 1:
+        raise ValidationError(f"Several API keys match {key_or_prefix!r}; give more of it.")
+    return matches[0]
+
+
+def api_key_allowed_models(api_key: ApiKey) -> tuple[str, ...]:
+    """The models a key may use: its own allow-list, else its user's (empty: any model)."""
+    user_policy = UserPolicy.objects.filter(user_id=api_key.user_id).first()
+    return allowlist.parse_models(api_key.allowed_models or (user_policy and user_policy.allowed_models))
+
+
+RECENT = timedelta(days=30)
+
+
+def _key_usage(column, since: datetime) -> Coalesce:
+    # A correlated subquery: the database computes it for the keys on the page only.
+    recent = (
+        UsageRecord.objects.filter(api_key=OuterRef("pk"), created_at__gte=since)
+        .order_by()
+        .values("api_key")
+        .annotate(value=column)
+        .values("value")
+    )
+    return Coalesce(Subquery(recent, output_field=IntegerField()), 0)
+
+
+def with_recent_usage(api_keys: QuerySet[ApiKey]) -> QuerySet[ApiKey]:
+    """`api_keys` with their requests and tokens of the last 30 days (`requests_30d`,
+    `tokens_30d`) and their tokens this calendar month (`tokens_this_month`), in the list's
+    one query."""
+    now = timezone.now()
+    return api_keys.annotate(
+        requests_30d=_key_usage(Count("*"), now - RECENT),
+        tokens_30d=_key_usage(Sum("total_tokens"), now - RECENT),
+        tokens_this_month=_key_usage(
+            Sum("total_tokens"), now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        ),
+    )
+
+
+# --- Usage -------------------------------------------------------------------------------------
 
 
 def cost_sum() -> Coalesce:
@@ -87,6 +161,9 @@ def usage_by_user_and_model(*, since: datetime | None = None, user_id: int | Non
         # SQLite sums decimals as floats: back to the column's exact cents-millionths.
         total["cost_usd"] = Decimal(total["cost_usd"]).quantize(CENT_MILLIONTHS)
     return [{"user": user, "model": model, **total} for (user, model), total in sorted(totals.items())]
+
+
+# --- Hugging Face tokens the router refused ----------------------------------------------------
 
 
 def last_rejection() -> Subquery:

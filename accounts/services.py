@@ -1,4 +1,6 @@
-"""Write operations on keys and tokens. Views, admin and commands call these, nothing else."""
+"""Write operations on users, keys, tokens, prices and usage. The admin, the API, the commands
+and the gateway call these, nothing else; each one also drops the caches its write makes stale (the key lookups of
+`accounts.keys`, the prices of `accounts.prices`), so that no caller has to remember to."""
 
 from __future__ import annotations
 
@@ -8,90 +10,87 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
-from accounts import allowlist, crypto, keys, limits, usage
+from accounts import allowlist, crypto, keys, limits, prices, usage, validators
 from accounts.limits import Admission
-from accounts.models import ApiKey, HuggingFaceToken
+from accounts.models import ApiKey, HuggingFaceToken, ModelPrice, UserPolicy
 from accounts.usage import UsageEntry
 
+# --- Users -------------------------------------------------------------------------------------
 
-def validate_hf_token(value: str) -> str:
-    value = value.strip()
-    if not value or not value.isascii() or not value.isprintable() or " " in value:
-        raise ValidationError("A Hugging Face token is one word of printable ASCII characters.")
-    if len(value) < 8:
-        raise ValidationError("That is too short to be a Hugging Face token.")
-    return value
+
+def user_get_or_create(*, username: str) -> AbstractBaseUser:
+    user_model = get_user_model()
+    user, _ = user_model.objects.get_or_create(**{user_model.USERNAME_FIELD: username})
+    return user
+
+
+def user_save(*, user: AbstractBaseUser) -> AbstractBaseUser:
+    """Save a user changed by hand: their keys' lookups see it (a deactivation, a new name) at
+    once here, elsewhere within AUTH_CACHE_TTL."""
+    user.save()
+    keys.reset()
+    return user
+
+
+def user_policy_save(*, policy: UserPolicy) -> UserPolicy:
+    """Save a user's defaults for their keys; new defaults apply at once here, elsewhere within
+    AUTH_CACHE_TTL."""
+    policy.save()
+    keys.reset()
+    return policy
+
+
+def user_deactivate(*, user: AbstractBaseUser) -> int:
+    """Deactivate a user and revoke their keys; returns how many keys it revoked. Their usage
+    stays: it is the team's history, and budgets and reports count it."""
+    with transaction.atomic():
+        revoked = ApiKey.objects.filter(user=user, revoked_at__isnull=True).update(revoked_at=timezone.now())
+        if user.is_active:
+            user.is_active = False
+            user.save(update_fields=["is_active"])
+    keys.reset()  # their keys stop at once here, elsewhere within AUTH_CACHE_TTL
+    return revoked
+
+
+# --- Hugging Face tokens -----------------------------------------------------------------------
+
+
+def hf_token_check_owner(*, hf_token: HuggingFaceToken | None, user: AbstractBaseUser) -> None:
+    """A key of `user` may call upstream with a shared token or one of theirs: ValidationError
+    for another user's."""
+    if hf_token is not None and hf_token.owner_id not in (None, user.pk):
+        raise ValidationError(f"The Hugging Face token {hf_token.name!r} belongs to another user.")
+
+
+def hf_token_check_new_owner(*, hf_token: HuggingFaceToken, owner: AbstractBaseUser | None) -> None:
+    """The same rule from the token's side: a token that keys of other users call with can only
+    stay shared or theirs."""
+    if owner is not None and hf_token.pk is not None and hf_token.api_keys.exclude(user=owner).exists():
+        raise ValidationError("Keys of other users use this token: it can only stay shared or theirs.")
 
 
 def hf_token_create(*, name: str, value: str, owner: AbstractBaseUser | None = None) -> HuggingFaceToken:
     token = HuggingFaceToken(name=name, owner=owner)
-    token.set_value(validate_hf_token(value))
+    token.set_value(validators.hf_token_value(value))
     token.full_clean()
     token.save()
     return token
 
 
-def api_key_create(
-    *,
-    user: AbstractBaseUser,
-    name: str = "",
-    hf_token: HuggingFaceToken | None = None,
-    expires_at: datetime | None = None,
-    allowed_models: str = "",
-    **limits: int | None,
-) -> tuple[ApiKey, str]:
-    """Create a key; returns it with the plaintext, which exists nowhere else from now on.
-
-    `limits`: any of ApiKey.LIMIT_FIELDS (rpm, tpm, token_budget, …)."""
-    if hf_token is not None and hf_token.owner_id not in (None, user.pk):
-        raise ValidationError(f"The Hugging Face token {hf_token.name!r} belongs to another user.")
-    plaintext = keys.generate()
-    api_key = ApiKey.objects.create(
-        user=user,
-        name=name,
-        prefix=plaintext[: keys.DISPLAY_LENGTH],
-        digest=keys.digest(plaintext),
-        hf_token=hf_token,
-        expires_at=expires_at,
-        allowed_models=", ".join(allowlist.parse_models(allowed_models)),
-        **limits,
-    )
-    return api_key, plaintext
-
-
-def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
-    if api_key.revoked_at is None:
-        api_key.revoked_at = timezone.now()
-        api_key.save(update_fields=["revoked_at"])
-    # This process stops accepting it at once; other workers within AUTH_CACHE_TTL.
-    keys.reset()
-    return api_key
-
-
-def api_key_find(key_or_prefix: str) -> ApiKey:
-    """The key a full key or its display prefix names; ValidationError if none or several."""
-    if keys.looks_like_a_key(key_or_prefix) and len(key_or_prefix) > keys.DISPLAY_LENGTH:
-        found = ApiKey.objects.filter(digest=keys.digest(key_or_prefix))
-    else:
-        found = (
-            ApiKey.objects.filter(prefix__startswith=key_or_prefix)
-            if len(key_or_prefix) >= 6
-            else ApiKey.objects.none()
-        )
-    matches = list(found[:2])
-    if not matches:
-        raise ValidationError(f"No API key matches {key_or_prefix[: keys.DISPLAY_LENGTH]!r}.")
-    if len(matches) > 1:
-        raise ValidationError(f"Several API keys match {key_or_prefix!r}; give more of it.")
-    return matches[0]
-
-
-def user_get_or_create(username: str) -> AbstractBaseUser:
-    user_model = get_user_model()
-    user, _ = user_model.objects.get_or_create(**{user_model.USERNAME_FIELD: username})
-    return user
+def hf_token_save(*, hf_token: HuggingFaceToken, value: str = "") -> HuggingFaceToken:
+    """Save a new or changed token (the admin's form); `value`, when given, replaces the stored
+    one. Keys using a changed token call with it at once here, elsewhere within AUTH_CACHE_TTL."""
+    changed = hf_token.pk is not None
+    if value:
+        hf_token.set_value(validators.hf_token_value(value))
+    hf_token_check_new_owner(hf_token=hf_token, owner=hf_token.owner)
+    hf_token.save()
+    if changed:
+        keys.reset()
+    return hf_token
 
 
 def hf_tokens_reencrypt() -> int:
@@ -106,6 +105,76 @@ def hf_tokens_reencrypt() -> int:
             token.save(update_fields=["encrypted_value"])
     keys.reset()
     return len(tokens)
+
+
+# --- API keys ----------------------------------------------------------------------------------
+
+
+def api_key_create(
+    *,
+    user: AbstractBaseUser,
+    name: str = "",
+    hf_token: HuggingFaceToken | None = None,
+    expires_at: datetime | None = None,
+    allowed_models: str = "",
+    **limits: int | None,
+) -> tuple[ApiKey, str]:
+    """Create a key; returns it with the plaintext, which exists nowhere else from now on.
+
+    `limits`: any of ApiKey.LIMIT_FIELDS (rpm, tpm, token_budget, …)."""
+    hf_token_check_owner(hf_token=hf_token, user=user)
+    plaintext = keys.generate()
+    api_key = ApiKey.objects.create(
+        user=user,
+        name=name,
+        prefix=plaintext[: keys.DISPLAY_LENGTH],
+        digest=keys.digest(plaintext),
+        hf_token=hf_token,
+        expires_at=expires_at,
+        allowed_models=", ".join(allowlist.parse_models(allowed_models)),
+        **limits,
+    )
+    return api_key, plaintext
+
+
+def api_key_update(*, api_key: ApiKey) -> ApiKey:
+    """Save a key's changed name, token, expiry, allowed models or limits (the admin's form): they
+    apply at once here, elsewhere within AUTH_CACHE_TTL."""
+    hf_token_check_owner(hf_token=api_key.hf_token, user=api_key.user)
+    api_key.save()
+    keys.reset()
+    return api_key
+
+
+def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
+    if api_key.revoked_at is None:
+        api_key.revoked_at = timezone.now()
+        api_key.save(update_fields=["revoked_at"])
+    # This process stops accepting it at once; other workers within AUTH_CACHE_TTL.
+    keys.reset()
+    return api_key
+
+
+# --- Prices ------------------------------------------------------------------------------------
+
+
+def model_price_save(*, price: ModelPrice) -> ModelPrice:
+    """Save a price set by an admin: a custom one, which refreshing from the router leaves alone.
+    This process prices with it at once; others within PRICES_CACHE_TTL."""
+    price.source = ModelPrice.Source.CUSTOM
+    price.save()
+    prices.reset()
+    return price
+
+
+def model_prices_delete(*, model_prices: QuerySet[ModelPrice]) -> None:
+    """Delete prices: this process stops pricing with them at once, others within
+    PRICES_CACHE_TTL."""
+    model_prices.delete()
+    prices.reset()
+
+
+# --- Usage -------------------------------------------------------------------------------------
 
 
 def usage_record(*, entry: UsageEntry, admission: Admission | None) -> None:

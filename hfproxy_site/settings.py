@@ -109,7 +109,7 @@ if UPSTREAM_TRANSPORT not in ("aiohttp", "httpx"):
 INSTALLED_APPS = [
     # First, so that its `runserver` (which refuses, pointing to `serve`) wins over staticfiles'.
     "gateway",
-    "django.contrib.admin",
+    "accounts.apps.HfproxyAdminConfig",  # django.contrib.admin, with hfproxy's site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

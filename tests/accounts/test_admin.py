@@ -522,9 +522,9 @@ def test_it_exports_the_selected_records_as_csv(admin_client, key_and_plaintext,
 def test_it_exports_the_filtered_list_as_csv_page_by_page(
     admin_client, key_and_plaintext, secrets_, monkeypatch
 ):
-    from accounts import admin as accounts_admin
+    from accounts.admin import export
 
-    monkeypatch.setattr(accounts_admin, "CSV_PAGE", 3)  # several pages, one row repeated never
+    monkeypatch.setattr(export, "CSV_PAGE", 3)  # several pages, one row repeated never
     api_key = key_and_plaintext[0]
     now = timezone.now()
     for number in range(7):

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import OperationalError, connection
 
-from accounts import crypto, keys, offloop, services
+from accounts import crypto, keys, offloop, selectors, services
 from accounts.models import ApiKey, HuggingFaceToken
 from tests.conftest import completion
 
@@ -278,10 +278,10 @@ async def test_one_failing_statement_does_not_stop_every_lookup(monkeypatch):
 
 def test_revoke_by_prefix_and_refuse_ambiguity(user):
     api_key, plaintext = services.api_key_create(user=user)
-    assert services.api_key_find(plaintext) == api_key
-    assert services.api_key_find(api_key.prefix) == api_key
+    assert selectors.api_key_find(plaintext) == api_key
+    assert selectors.api_key_find(api_key.prefix) == api_key
     with pytest.raises(ValidationError):
-        services.api_key_find("hfp_")  # too short to name one key
+        selectors.api_key_find("hfp_")  # too short to name one key
     services.api_key_revoke(api_key=api_key)
     assert ApiKey.objects.get(pk=api_key.pk).status == "revoked"
     assert not ApiKey.objects.active().filter(pk=api_key.pk).exists()

@@ -70,7 +70,7 @@ class Command(BaseCommand):
             hf_token = sys.stdin.readline().strip()
         try:
             with transaction.atomic():
-                user = services.user_get_or_create(username)
+                user = services.user_get_or_create(username=username)
                 token = None
                 if hf_token:
                     token = services.hf_token_create(

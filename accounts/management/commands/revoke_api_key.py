@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from accounts import services
+from accounts import selectors, services
 
 
 class Command(BaseCommand):
@@ -16,7 +16,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, key_or_prefix, **options) -> None:
         try:
-            api_key = services.api_key_find(key_or_prefix)
+            api_key = selectors.api_key_find(key_or_prefix)
         except ValidationError as error:
             raise CommandError("; ".join(error.messages)) from None
         already = api_key.revoked_at is not None

@@ -1,0 +1,186 @@
+"""Usage in the admin, read-only (the gateway and prune_usage write it): the records' list with
+its date drill-down and CSV export, the daily sums, and the usage dashboard's page."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, StreamingHttpResponse
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+
+from accounts import dashboard, dashboard_page
+from accounts.admin.display import ListsFitMedia, shortened, timestamp
+from accounts.admin.drilldown import DrilldownChangeList
+from accounts.admin.export import usage_csv_response
+from accounts.models import Outcome, UsageDaily, UsageRecord
+from accounts.templatetags.hfproxy_format import duration, short_count, usd_cell
+
+
+class UsageAdminBase(admin.ModelAdmin):
+    @admin.display(description="API key", ordering="api_key__prefix")
+    def key_prefix(self, row) -> str:
+        return row.api_key.prefix
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+# The outcomes in a list's narrow column; the full label is in the filter and on the record's page.
+SHORT_OUTCOMES = {
+    Outcome.OK: _("ok"),
+    Outcome.BAD_REQUEST: _("bad request"),
+    Outcome.UPSTREAM_ERROR: _("upstream error"),
+    Outcome.CLIENT_DISCONNECTED: _("client left"),
+    Outcome.TIMEOUT: _("timeout"),
+    Outcome.REFUSED: _("refused"),
+    Outcome.PROXY_ERROR: _("proxy error"),
+}
+
+
+@admin.register(UsageRecord)
+class UsageRecordAdmin(UsageAdminBase):
+    # One line a record, on a laptop's screen; every field is on the record's page.
+    list_display = (
+        "created",
+        "user",
+        "key_prefix",
+        "requested_model",
+        "streamed",
+        "result",
+        "tokens",
+        "cost",
+        "latency",
+    )
+    list_select_related = ("user", "api_key")
+    list_filter = ("user", "api_key", "model_requested", "outcome", ("created_at", admin.DateFieldListFilter))
+    search_fields = ("=request_id", "model_requested", "model_answered")
+    date_hierarchy = "created_at"
+    actions = ["export_selected_csv"]
+    show_full_result_count = False  # a second COUNT(*) over every row on each filtered page
+    # On the record's page too, these fields show as in the list.
+    shown_as = {"created_at": "created", "stream": "streamed"}
+    readonly_fields = tuple(shown_as.values())
+    Media = ListsFitMedia
+
+    created = timestamp("created_at", "time")
+
+    def get_fields(self, request, obj=None):
+        fields = [name for name in super().get_fields(request, obj) if name not in self.readonly_fields]
+        return [self.shown_as.get(name, name) for name in fields]
+
+    @admin.display(description="model", ordering="model_requested")
+    def requested_model(self, row: UsageRecord) -> str:
+        answered = row.model_answered if row.model_answered != row.model_requested else ""
+        title = " · ".join(
+            filter(None, [row.model_requested, answered and f"answered by {answered}", row.provider])
+        )
+        return shortened(row.model_requested or row.model_answered, "14em", title=title)
+
+    @admin.display(description="stream", ordering="stream")
+    def streamed(self, row: UsageRecord) -> str:
+        # Text, not the boolean icon: a red cross for "not streamed" reads as a failure.
+        return "stream" if row.stream else "-"
+
+    @admin.display(description="result", ordering="status")
+    def result(self, row: UsageRecord) -> str:
+        return format_html(
+            '<span class="outcome-{}" title="{}">{} {}</span>',
+            row.outcome,
+            row.error_code or row.get_outcome_display(),
+            row.status,
+            SHORT_OUTCOMES.get(row.outcome, row.outcome),
+        )
+
+    @admin.display(description="tokens", ordering="total_tokens")
+    def tokens(self, row: UsageRecord) -> str:
+        if row.total_tokens is None:
+            return "-"
+        return format_html(
+            '<span title="{} in, {} out ({})">{}</span>',
+            row.prompt_tokens,
+            row.completion_tokens,
+            row.get_usage_source_display(),
+            short_count(row.total_tokens),
+        )
+
+    @admin.display(description="cost (USD)", ordering="cost_usd")
+    def cost(self, row: UsageRecord) -> str:
+        return usd_cell(row.cost_usd)
+
+    @admin.display(description="latency", ordering="latency_ms")
+    def latency(self, row: UsageRecord) -> str:
+        return duration(row.latency_ms)
+
+    @admin.action(description="Export selected as CSV", permissions=["view"])
+    def export_selected_csv(self, request, queryset: QuerySet[UsageRecord]) -> StreamingHttpResponse:
+        return usage_csv_response(queryset)
+
+    def get_changelist(self, request, **kwargs):
+        return DrilldownChangeList
+
+    def get_urls(self):
+        own = [
+            path("export/", self.admin_site.admin_view(self.export_view), name="accounts_usagerecord_export"),
+            path(
+                "dashboard/",
+                self.admin_site.admin_view(self.dashboard_view),
+                name="accounts_usagerecord_dashboard",
+            ),
+        ]
+        return own + super().get_urls()
+
+    def export_view(self, request: HttpRequest) -> StreamingHttpResponse:
+        """The change list's rows as CSV: the same filters, search and date drill-down."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        try:
+            changelist = self.get_changelist_instance(request)
+        except IncorrectLookupParameters:
+            return redirect(reverse("admin:accounts_usagerecord_changelist") + "?e=1")
+        return usage_csv_response(changelist.get_queryset(request))
+
+    def dashboard_view(self, request: HttpRequest) -> TemplateResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        period = request.GET.get("period", dashboard.DEFAULT_PERIOD)
+        if period not in dashboard.PERIODS:
+            period = dashboard.DEFAULT_PERIOD
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Usage dashboard"),
+            "opts": self.opts,
+            **dashboard_page.page(dashboard.usage_dashboard(period=period)),
+        }
+        return TemplateResponse(request, "admin/accounts/usage_dashboard.html", context)
+
+
+@admin.register(UsageDaily)
+class UsageDailyAdmin(UsageAdminBase):
+    """What `prune_usage` kept of records past the retention period."""
+
+    list_display = (
+        "day",
+        "user",
+        "key_prefix",
+        "endpoint",
+        "model_requested",
+        "outcome",
+        "requests",
+        "total_tokens",
+        "cost_usd",
+    )
+    list_select_related = ("user", "api_key")
+    list_filter = ("user", "model_requested", "outcome")
+    date_hierarchy = "day"
