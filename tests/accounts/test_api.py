@@ -1,6 +1,7 @@
 """The self-service API: a key holder sees their own keys and usage, staff anyone's."""
 
 import pytest
+from django.db import OperationalError
 from rest_framework.test import APIClient
 
 from accounts import keys, services
@@ -72,3 +73,17 @@ def test_a_bad_since_is_a_400(api_key):
     response = client_for(api_key).get("/api/usage?since=last-week")
     assert response.status_code == 400
     assert response.json()["error"]["message"] == "`since` takes a date as YYYY-MM-DD."
+
+
+def test_the_api_answers_503_when_the_database_is_down(api_key, monkeypatch):
+    def down(digest):
+        raise OperationalError("no database")
+
+    monkeypatch.setattr(keys, "_load", down)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {api_key}")
+    response = client.get("/api/me")
+    assert response.status_code == 503
+    assert response["Retry-After"]
+    assert response.json()["error"]["code"] == "service_unavailable"
+    assert APIClient().get("/api/me").json()["error"]["code"] == "invalid_api_key"
