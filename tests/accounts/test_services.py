@@ -20,9 +20,9 @@ pytestmark = pytest.mark.django_db
 def _long_ttls(settings):
     # A change seen at once is the service's doing, not an expired cache.
     settings.AUTH_CACHE_TTL = settings.PRICES_CACHE_TTL = 3600
-    prices.forget()
+    prices.reset()
     yield
-    prices.forget()
+    prices.reset()
 
 
 @pytest.fixture
