@@ -1,6 +1,7 @@
 """Write operations on users, keys, tokens, prices and usage. The admin, the API, the commands
-and the gateway call these, nothing else; each one also drops the caches its write makes stale (the key lookups of
-`accounts.keys`, the prices of `accounts.prices`), so that no caller has to remember to."""
+and the gateway call these, nothing else; each one also drops the caches its write makes stale
+(the key lookups of `accounts.keys`, the prices of `accounts.prices`), so that no caller has to
+remember to."""
 
 from __future__ import annotations
 
