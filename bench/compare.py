@@ -2,7 +2,7 @@
 
     python -m bench.compare [--requests 2000] [--rounds 3] [--litellm] [--soak 600] [--json FILE]
 
-Starts the fake router (tests/fake_router.py: uvicorn, httptools, uvloop; 20 content chunks)
+Starts the fake router (tests/support/fake_router.py: uvicorn, httptools, uvloop; 20 content chunks)
 and hfproxy as in production: one uvicorn worker, DEBUG off, a real API key with limits on
 (rpm, tpm, monthly budget, max_parallel: all counted, none reached), usage recorded in
 PostgreSQL (a scratch database on DATABASE_URL's server, default the local one) and counters
@@ -36,7 +36,7 @@ from pathlib import Path
 import aiohttp
 
 from bench import load
-from tests.servers import (
+from tests.support.processes import (
     ROOT,
     answers,
     free_port,
@@ -62,7 +62,7 @@ def _log(stack: contextlib.ExitStack, name: str):
 
 def start_router(stack: contextlib.ExitStack, port: int) -> subprocess.Popen:
     process = start(
-        ["-m", "tests.fake_router", "--port", str(port)],
+        ["-m", "tests.support.fake_router", "--port", str(port)],
         server_env(),
         f"http://127.0.0.1:{port}/_stats",
         cpus=DRIVER_CPUS,

@@ -203,7 +203,7 @@ def main() -> None:
     options = parser.parse_args()
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.servers import scratch_database
+    from tests.support.processes import scratch_database
 
     with contextlib.ExitStack() as stack:
         url = options.database

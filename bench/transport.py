@@ -2,7 +2,7 @@
 
     python -m bench.transport [--requests 3000] [--concurrency 32]
 
-Starts the fake router (tests/fake_router.py) under uvicorn, then, in this process, sends the
+Starts the fake router (tests/support/fake_router.py) under uvicorn, then, in this process, sends the
 same requests through `httpx.AsyncClient` on httpx's own transport and on httpx-aiohttp's,
 non-streaming and streaming, and prints requests/s and the CPU this process spent per request.
 Speed is never asserted; CI runs it with a tiny count to keep it working.
@@ -18,7 +18,7 @@ import time
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
-from tests.servers import free_port, start, stop
+from tests.support.processes import free_port, start, stop
 
 BODY = json.dumps(
     {"model": "openai/gpt-oss-120b:fireworks-ai", "messages": [{"role": "user", "content": "hello there"}]}
@@ -78,7 +78,7 @@ def main() -> None:
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    router = start(["-m", "tests.fake_router", "--port", str(port)], None, base + "/_stats")
+    router = start(["-m", "tests.support.fake_router", "--port", str(port)], None, base + "/_stats")
     try:
         results = []
         for stream in (False, True):

@@ -47,7 +47,7 @@ def any_host(view):
 class ApiStack(BaseHandler):
     """What makes a Django handler the API's: `API_MIDDLEWARE`, `gateway.urls` (OpenAI-shaped
     error pages) and `ALLOWED_HOSTS` checked for every view not marked `any_host`. Mixed into
-    `ApiHandler` and into the tests' client (tests/clients.py)."""
+    `ApiHandler` and into the tests' client (tests/support/clients.py)."""
 
     urlconf = "gateway.urls"
 

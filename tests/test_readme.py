@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.harness import router_and_proxy
+from tests.support.harness import router_and_proxy
 
 pytestmark = pytest.mark.e2e
 

@@ -11,8 +11,8 @@ from django.utils import timezone
 
 from accounts import allowlist, keys, services
 from accounts.models import ApiKey, UserPolicy
-from tests.conftest import completion
-from tests.fake_router import MODELS
+from tests.support.answers import completion
+from tests.support.fake_router import MODELS
 
 
 @pytest.mark.parametrize(

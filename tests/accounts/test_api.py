@@ -6,7 +6,7 @@ from rest_framework.test import APIClient
 
 from accounts import keys, services
 from accounts.models import ApiKey
-from tests.accounts.test_commands import make_usage
+from tests.support.factories import make_usage
 
 
 def client_for(key: str) -> APIClient:

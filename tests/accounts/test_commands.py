@@ -9,7 +9,8 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from accounts import keys
-from accounts.models import ApiKey, HuggingFaceToken, UsageRecord
+from accounts.models import ApiKey, HuggingFaceToken
+from tests.support.factories import make_usage
 
 
 def run(*args, stdin: str = "") -> str:
@@ -64,27 +65,6 @@ def test_revoke_api_key_by_key_or_prefix(usage_db):
     assert "already revoked" in run("revoke_api_key", key)
     with pytest.raises(CommandError):
         run("revoke_api_key", "hfp_nothingmatches")
-
-
-def make_usage(
-    api_key: ApiKey, model: str, outcome: str = "ok", tokens=(10, 5), when=None, cost=None
-) -> None:
-    UsageRecord.objects.create(
-        created_at=when or datetime.now(UTC),
-        request_id="r",
-        user=api_key.user,
-        api_key=api_key,
-        endpoint="chat_completions",
-        model_requested=model,
-        status=200 if outcome == "ok" else 502,
-        outcome=outcome,
-        prompt_tokens=tokens[0],
-        completion_tokens=tokens[1],
-        total_tokens=sum(tokens),
-        usage_source="provider",
-        latency_ms=10,
-        cost_usd=cost,
-    )
 
 
 @pytest.fixture

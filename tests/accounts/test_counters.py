@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from accounts import counters as storage
-from tests.servers import require
+from tests.support.processes import require
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
 

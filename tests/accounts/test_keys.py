@@ -13,7 +13,7 @@ from django.db import OperationalError, connection
 
 from accounts import crypto, keys, offloop, selectors, services
 from accounts.models import ApiKey, HuggingFaceToken
-from tests.conftest import completion
+from tests.support.answers import completion
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 

@@ -11,8 +11,8 @@ from django.core.management import call_command
 
 from accounts import keys, runtime, services
 from accounts.models import ApiKey, UserPolicy
-from tests.accounts.test_commands import make_usage
-from tests.conftest import completion, sse_response, standard_stream
+from tests.support.answers import completion, sse_response, standard_stream
+from tests.support.factories import make_usage
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 
@@ -174,7 +174,6 @@ async def test_refusals_are_recorded_with_their_reason_and_shown_on_the_dashboar
 
 def test_the_key_list_shows_this_months_use_against_the_budget(admin_client, usage_db):
     from accounts.models import ApiKey
-    from tests.accounts.test_commands import make_usage
 
     admin_user = ApiKey._meta.get_field("user").related_model.objects.get(username="admin")
     api_key, _ = services.api_key_create(user=admin_user, token_budget=50_000)

@@ -17,8 +17,8 @@ from accounts import counters, limits, prices, services
 from accounts.models import ModelPrice, UsageDaily, UsageRecord
 from accounts.prices import Price
 from accounts.usage import writer
-from tests.clients import AsyncClient
-from tests.conftest import completion
+from tests.support.answers import completion
+from tests.support.clients import AsyncClient
 
 LISTING = Path(__file__).parent / "golden" / "router_models.json"
 

@@ -10,7 +10,7 @@ from django.core.management import CommandError, call_command
 from accounts import keys, limits, retention, services
 from accounts.models import ApiKey, UsageDaily, UsageRecord
 from accounts.selectors import usage_by_user_and_model
-from tests.accounts.test_commands import make_usage
+from tests.support.factories import make_usage
 
 # Midday today: the hours added below stay within their days, and the command (which prunes
 # relative to the real now) sees the same ages.

@@ -14,7 +14,9 @@ from accounts import keys, usage
 from accounts.models import ApiKey, UsageRecord
 from gateway import converter
 from gateway.asgi import GatewayASGI
-from tests.conftest import asgi_request, bearer, chunk, completion, sse_response, standard_stream
+from tests.support.answers import chunk, completion, sse_response, standard_stream
+from tests.support.asgi import asgi_request
+from tests.support.clients import bearer
 
 URL = "/v1/chat/completions"
 MESSAGES = [{"role": "user", "content": "Say hello to everyone in the room"}]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.support import BROWSER, CHROMIUM, CHROMIUM_ARGS, playwright_api, served_site
+from tests.support.browser import BROWSER, CHROMIUM, CHROMIUM_ARGS, playwright_api, served_site
 
 pytestmark = BROWSER
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.support import BROWSER, CHROMIUM, CHROMIUM_ARGS, playwright_api, served_site
-from tests.servers import manage
+from tests.support.browser import BROWSER, CHROMIUM, CHROMIUM_ARGS, playwright_api, served_site
+from tests.support.processes import manage
 
 pytestmark = BROWSER
 

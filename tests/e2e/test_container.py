@@ -13,7 +13,16 @@ import openai
 import pytest
 import yaml
 
-from tests.servers import free_port, manage, proxy_env, require, scratch_database, server_env, start, stop
+from tests.support.processes import (
+    free_port,
+    manage,
+    proxy_env,
+    require,
+    scratch_database,
+    server_env,
+    start,
+    stop,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -66,7 +75,7 @@ def run_stack(tmp_path, shutdown_timeout: float):
     assert migrate[:2] == serve[:2] == ["python", "manage.py"]
     router_port, port = free_port(), free_port()
     router = start(
-        ["-m", "tests.fake_router", "--port", str(router_port)],
+        ["-m", "tests.support.fake_router", "--port", str(router_port)],
         server_env(FAKE_ROUTER_SLOW="0.1"),  # a 20-chunk stream takes ~2 s
         f"http://127.0.0.1:{router_port}/_stats",
     )

@@ -13,7 +13,7 @@ import pytest
 from huggingface_hub import InferenceClient
 from huggingface_hub.errors import BadRequestError
 
-from tests.servers import free_port, manage, proxy_env, scratch_database, server_env, start, stop
+from tests.support.processes import free_port, manage, proxy_env, scratch_database, server_env, start, stop
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +31,7 @@ def servers(tmp_path_factory):
 def _servers(stack, tmp_path_factory):
     router_port, proxy_port = free_port(), free_port()
     router = start(
-        ["-m", "tests.fake_router", "--port", str(router_port)],
+        ["-m", "tests.support.fake_router", "--port", str(router_port)],
         server_env(FAKE_ROUTER_DRIP="0.2"),
         f"http://127.0.0.1:{router_port}/_stats",
     )

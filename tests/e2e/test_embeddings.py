@@ -8,8 +8,8 @@ import time
 import openai
 import pytest
 
-from tests import fake_router
-from tests.faults.harness import router_and_proxy
+from tests.support import fake_router
+from tests.support.harness import router_and_proxy
 
 pytestmark = pytest.mark.e2e
 TEXTS = ["The quick brown fox", "敏捷的棕色狐狸", "🦊"]

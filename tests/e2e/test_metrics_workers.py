@@ -10,8 +10,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.faults.harness import Router, chat, launch_proxy
-from tests.servers import scratch_database
+from tests.support.harness import Router, chat, launch_proxy
+from tests.support.processes import scratch_database
 
 pytestmark = pytest.mark.e2e
 TOKEN = "scrape-token-for-the-workers-test"

@@ -1,4 +1,4 @@
-"""Streams as real providers end them (tests/fake_router.py's provider styles), through a real
+"""Streams as real providers end them (tests/support/fake_router.py's provider styles), through a real
 server, read by the openai SDK: the whole answer, no exception, and a record that says what
 happened."""
 
@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from tests.faults.harness import router_and_proxy
+from tests.support.harness import router_and_proxy
 
 pytestmark = pytest.mark.e2e
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"

@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from tests.servers import free_port, manage, proxy_env, require, scratch_database, start, stop
+from tests.support.processes import free_port, manage, proxy_env, require, scratch_database, start, stop
 
 pytestmark = pytest.mark.e2e
 
@@ -22,7 +22,7 @@ def test_two_workers_share_one_rate_limit(tmp_path):
     counters.delete_all(REDIS_URL)  # our counters only: never the rest of that database
     router_port, proxy_port = free_port(), free_port()
     router = start(
-        ["-m", "tests.fake_router", "--port", str(router_port)],
+        ["-m", "tests.support.fake_router", "--port", str(router_port)],
         None,
         f"http://127.0.0.1:{router_port}/_stats",
     )

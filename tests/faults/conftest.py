@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from tests.faults.harness import Proxy, Router, launch_proxy
-from tests.servers import scratch_database
+from tests.support.harness import Proxy, Router, launch_proxy
+from tests.support.processes import scratch_database
 
 
 def pytest_collection_modifyitems(items):

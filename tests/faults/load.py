@@ -23,8 +23,8 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.faults.harness import Proxy, router_and_proxy
-from tests.servers import manage
+from tests.support.harness import Proxy, router_and_proxy
+from tests.support.processes import manage
 
 STREAM = "slow/load"  # 20 chunks, FAKE_ROUTER_SLOW apart
 CUT = "fault/cut"

@@ -10,33 +10,8 @@ import time
 import httpx
 import pytest
 
-from tests.faults.harness import PrivatePostgres, chat, launch_proxy, send
-
-
-def _digest(proxy, name: str) -> str:
-    return proxy.db.query("SELECT digest FROM accounts_apikey WHERE name = %s", name)[0]["digest"]
-
-
-def bad_keys(proxy) -> dict[str, dict]:
-    """Ways to present a key that is not a valid one, each as request headers."""
-    digest = _digest(proxy, "canary key")
-    return {
-        "missing": {},
-        "empty bearer": {"Authorization": "Bearer"},
-        "basic": {"Authorization": "Basic dXNlcjpwYXNz"},
-        "bare key without scheme": {"Authorization": proxy.keys["canary"]},
-        "not ours": {"Authorization": "Bearer sk-proj-abcdefghijklmnopqrstuvwxyz"},
-        "prefix only": {"Authorization": "Bearer hfp_"},
-        "absurdly long": {"Authorization": "Bearer hfp_" + "a" * 10_000},
-        "non-ASCII": {"Authorization": "Bearer hfp_ключключключключключ".encode()},
-        "unknown": {"Authorization": "Bearer hfp_" + "A" * 43},
-        "revoked": {"Authorization": f"Bearer {proxy.keys['revoked']}"},
-        "expired": {"Authorization": f"Bearer {proxy.keys['expired']}"},
-        "stored digest": {"Authorization": f"Bearer {digest}"},
-        "stored digest as a key": {"Authorization": f"Bearer hfp_{digest}"},
-        "x-api-key unknown": {"x-api-key": "hfp_" + "B" * 43},
-        "one character off": {"Authorization": f"Bearer {proxy.keys['canary'][:-1]}X"},
-    }
+from tests.support.faults import SPOOFED, bad_keys
+from tests.support.harness import PrivatePostgres, chat, launch_proxy, send
 
 
 def test_every_bad_key_gets_the_same_401_and_no_upstream_call(proxy, stats):
@@ -58,20 +33,6 @@ def test_every_bad_key_gets_the_same_401_and_no_upstream_call(proxy, stats):
     # Records are written in order: once a later request's is in, none of these has one.
     proxy.record(send(proxy, {"model": "openai/gpt-oss-120b:fireworks-ai", "messages": []}).request_id)
     assert all(proxy.records(rid) == [] for rid in refused)
-
-
-SPOOFED = {
-    "X-Forwarded-For": "127.0.0.1",
-    "X-Real-IP": "127.0.0.1",
-    "X-Forwarded-Host": "localhost",
-    "X-Forwarded-Proto": "https",
-    "X-Forwarded-User": "admin",
-    "X-Remote-User": "admin",
-    "Remote-User": "admin",
-    "X-Original-URL": "/admin/",
-    "X-Rewrite-URL": "/admin/",
-    "X-Api-Key-Valid": "true",
-}
 
 
 def test_spoofed_forwarding_headers_open_nothing(proxy, stats):

@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from tests.faults.harness import chat, open_request, request_id
+from tests.support.harness import chat, open_request, request_id
 
 
 def _router_noticed(stats, model: str, seconds: float = 5) -> float:

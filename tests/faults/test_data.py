@@ -13,8 +13,8 @@ import httpx
 import pytest
 from django.core.management import call_command
 
-from tests.faults.harness import Database, send
-from tests.servers import manage, proxy_env, scratch_database
+from tests.support.harness import Database, send
+from tests.support.processes import manage, proxy_env, scratch_database
 
 TPM = 100_000_000
 

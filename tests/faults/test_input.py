@@ -11,33 +11,10 @@ import time
 
 import pytest
 
-from tests.faults.harness import MAX_REQUEST_BYTES, TIMEOUTS, chat, request_id, send
+from tests.support.faults import BAD_BODIES, MESSAGES
+from tests.support.harness import MAX_REQUEST_BYTES, TIMEOUTS, chat, request_id, send
 
 CLIENT_BODY_TIMEOUT = float(TIMEOUTS["CLIENT_BODY_TIMEOUT"])
-
-MESSAGES = [{"role": "user", "content": "hi"}]
-
-BAD_BODIES = {
-    "malformed JSON": b'{"model": "m", "messages": [',
-    "not an object": b'[{"model": "m"}]',
-    "a string": b'"hello"',
-    "empty": b"",
-    "NaN": b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": NaN}',
-    "invalid UTF-8": b'{"model": "m\xff", "messages": []}',
-    "model not a string": json.dumps({"model": 42, "messages": MESSAGES}).encode(),
-    "model empty": json.dumps({"model": " ", "messages": MESSAGES}).encode(),
-    "model with NUL": json.dumps({"model": "m\u0000x", "messages": MESSAGES}).encode(),
-    "messages not a list": json.dumps({"model": "m", "messages": "hi"}).encode(),
-    "messages empty": json.dumps({"model": "m", "messages": []}).encode(),
-    "message not an object": json.dumps({"model": "m", "messages": ["hi"]}).encode(),
-    "message without role": json.dumps({"model": "m", "messages": [{"content": "hi"}]}).encode(),
-    "stream not a boolean": json.dumps({"model": "m", "messages": MESSAGES, "stream": "yes"}).encode(),
-    "max_tokens not an integer": json.dumps({"model": "m", "messages": MESSAGES, "max_tokens": 1.5}).encode(),
-    "max_tokens a string": json.dumps({"model": "m", "messages": MESSAGES, "max_tokens": "10"}).encode(),
-    "temperature a string": json.dumps({"model": "m", "messages": MESSAGES, "temperature": "hot"}).encode(),
-    "temperature a boolean": json.dumps({"model": "m", "messages": MESSAGES, "temperature": True}).encode(),
-    "deeply nested": b'{"model": "m", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
-}
 
 
 @pytest.mark.parametrize("content", BAD_BODIES.values(), ids=BAD_BODIES.keys())

@@ -4,65 +4,11 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 
 import pytest
 
-from tests.faults.harness import CANARY_TOKEN, TIMEOUTS, chat, open_request, request_id, send
-
-READ_TIMEOUT = float(TIMEOUTS["READ_TIMEOUT"])
-REQUEST_TIMEOUT = float(TIMEOUTS["REQUEST_TIMEOUT"])
-
-
-@dataclass(frozen=True)
-class Fault:
-    model: str
-    stream: bool
-    status: int  # what the client gets
-    outcome: str  # what the record says
-    code: str | None  # the error's code (None: no error)
-    attempts: int = 1  # calls the router saw
-    events: int = 0  # a stream: content events before the error event (-1: some)
-    seconds: float = 0  # a timeout: when it must end (READ_TIMEOUT or REQUEST_TIMEOUT)
-
-    @property
-    def id(self) -> str:
-        return f"{self.model}{' stream' if self.stream else ''}"
-
-
-FAULTS = [
-    Fault("fault/status-500", False, 502, "upstream_error", "upstream_error", attempts=2),
-    Fault("fault/status-504-empty", False, 502, "upstream_error", "upstream_error", attempts=2),
-    Fault("fault/status-502", True, 502, "upstream_error", "upstream_error", attempts=2),
-    # A 503 that says when to come back (Retry-After): not retried, the client is told when.
-    Fault("fault/status-503", False, 503, "upstream_error", "upstream_unavailable"),
-    Fault("fault/status-503-empty", True, 503, "upstream_error", "upstream_unavailable"),
-    Fault("fault/status-400", False, 400, "upstream_error", "400"),
-    Fault("fault/status-404-empty", True, 404, "upstream_error", "model_not_found"),
-    Fault("fault/status-429", False, 429, "upstream_error", "429"),
-    Fault("fault/status-429-empty", True, 429, "upstream_error", "rate_limit_exceeded"),
-    Fault("fault/echo-auth-401", False, 502, "upstream_error", "upstream_auth_failed"),
-    # Waiting for the headers, and for each chunk: READ_TIMEOUT.
-    Fault("fault/hang", False, 504, "timeout", "upstream_timeout", seconds=READ_TIMEOUT),
-    Fault("fault/hang", True, 504, "timeout", "upstream_timeout", seconds=READ_TIMEOUT),
-    Fault("fault/hang-after-headers", False, 504, "timeout", "upstream_timeout", seconds=READ_TIMEOUT),
-    Fault(
-        "fault/hang-after-headers", True, 200, "timeout", "upstream_timeout", events=1, seconds=READ_TIMEOUT
-    ),
-    # Never stalls, never ends: REQUEST_TIMEOUT for the whole exchange.
-    Fault("fault/drip", True, 200, "timeout", "upstream_timeout", events=-1, seconds=REQUEST_TIMEOUT),
-    Fault("fault/cut", True, 200, "upstream_error", "upstream_bad_response", events=3),
-    Fault("fault/break", True, 200, "upstream_error", "upstream_bad_response", events=3),
-    Fault("fault/bad-sse", True, 200, "upstream_error", "upstream_bad_response", events=3),
-    Fault("fault/not-json", False, 502, "upstream_error", "upstream_bad_response"),
-    Fault("fault/not-json", True, 502, "upstream_error", "upstream_bad_response"),
-    Fault("fault/redirect", False, 502, "upstream_error", "upstream_bad_response"),
-    Fault("fault/redirect", True, 502, "upstream_error", "upstream_bad_response"),
-    Fault("fault/no-usage", False, 200, "ok", None),
-    Fault("fault/no-usage", True, 200, "ok", None),
-    Fault("fault/nul", False, 200, "ok", None),
-    Fault("fault/nul", True, 200, "ok", None),
-]
+from tests.support.faults import FAULTS
+from tests.support.harness import CANARY_TOKEN, chat, open_request, request_id, send
 
 
 @pytest.mark.parametrize("fault", FAULTS, ids=lambda fault: fault.id)

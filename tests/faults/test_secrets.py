@@ -12,11 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.faults.harness import CANARY_TOKEN, Proxy, chat, launch_proxy, open_request, request_id, send
-from tests.faults.test_auth import SPOOFED, bad_keys
-from tests.faults.test_input import BAD_BODIES
-from tests.faults.test_router import FAULTS
-from tests.servers import manage, scratch_database
+from tests.support.faults import BAD_BODIES, FAULTS, SPOOFED, bad_keys
+from tests.support.harness import CANARY_TOKEN, Proxy, chat, launch_proxy, open_request, request_id, send
+from tests.support.processes import manage, scratch_database
 
 ADMIN_PASSWORD = "admin-password-for-the-canary-test"
 

@@ -6,7 +6,9 @@ import pytest
 
 from gateway import upstream
 from gateway.asgi import GatewayASGI
-from tests.conftest import asgi_request, bearer, completion
+from tests.support.answers import completion
+from tests.support.asgi import asgi_request
+from tests.support.clients import bearer
 
 URL = "/v1/chat/completions"
 

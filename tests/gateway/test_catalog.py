@@ -8,8 +8,8 @@ import pytest
 from gateway import catalog
 from gateway.exchange import Exchange
 from gateway.upstream import UpstreamError
-from tests.fake_router import MODELS
-from tests.gateway.test_exchange import caller
+from tests.support.factories import caller
+from tests.support.fake_router import MODELS
 
 
 def exchange(**changes) -> Exchange:

@@ -6,7 +6,9 @@ import pytest
 from django.conf import settings
 
 from accounts.models import Outcome
-from tests.conftest import asgi_request, bearer, chunk, completion, events_of, sse_response, standard_stream
+from tests.support.answers import chunk, completion, events_of, sse_response, standard_stream
+from tests.support.asgi import asgi_request
+from tests.support.clients import bearer
 
 URL = "/v1/chat/completions"
 MESSAGES = [{"role": "user", "content": "Say hello"}]

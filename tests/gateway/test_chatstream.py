@@ -5,7 +5,7 @@ import pytest
 from gateway import sse
 from gateway.chatstream import ChatStream
 from gateway.converter import BadAnswer, Usage
-from tests.conftest import chunk, standard_stream
+from tests.support.answers import chunk, standard_stream
 
 
 def relay(chunks, wants_usage=False) -> tuple[bytes, ChatStream]:

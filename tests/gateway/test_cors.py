@@ -8,8 +8,8 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from accounts import services
-from tests.clients import AsyncClient
-from tests.conftest import bearer, completion
+from tests.support.answers import completion
+from tests.support.clients import AsyncClient, bearer
 
 ORIGIN = "https://app.example"
 # What openai-node 7.59 sends (its client.mjs and lib/polling.mjs), as a browser lists them in

@@ -3,27 +3,13 @@
 import pytest
 
 from accounts import limits, runtime, usage
-from accounts.keys import Caller
 from accounts.limits import KeyLimits
 from accounts.models import Outcome, UsageSource
 from gateway import exchange as exchanges
 from gateway import metrics
 from gateway.converter import Usage
 from gateway.exchange import Exchange
-
-
-def caller(**changes) -> Caller:
-    fields = {
-        "key_id": 7,
-        "key_prefix": "hfp_abcdefgh",
-        "user_id": 3,
-        "username": "alice",
-        "is_staff": False,
-        "token_name": "HF_TOKEN",
-        "upstream_token": "hf_secret",
-        **changes,
-    }
-    return Caller(**fields)
+from tests.support.factories import caller
 
 
 @pytest.fixture

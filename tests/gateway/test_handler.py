@@ -19,7 +19,9 @@ from django.dispatch import Signal
 from django.utils.module_loading import import_string
 
 from gateway.handler import ApiHandler
-from tests.conftest import asgi_request, bearer, completion, sse_response, standard_stream
+from tests.support.answers import completion, sse_response, standard_stream
+from tests.support.asgi import asgi_request
+from tests.support.clients import bearer
 
 URL = "/v1/chat/completions"
 

@@ -15,8 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from accounts import services
 from accounts.usage import writer
 from gateway import metrics
-from tests.clients import AsyncClient
-from tests.conftest import completion
+from tests.support.answers import completion
+from tests.support.clients import AsyncClient
 
 TOKEN = "metrics-scrape-token-0123456789"
 

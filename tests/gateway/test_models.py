@@ -1,6 +1,6 @@
 from django.conf import settings
 
-from tests.fake_router import MODELS
+from tests.support.fake_router import MODELS
 
 
 async def test_it_lists_models_in_openai_format_with_the_router_extras(async_client, hf):

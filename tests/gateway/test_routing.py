@@ -9,7 +9,9 @@ from django.test import RequestFactory
 from django.urls import get_resolver
 
 from gateway.routing import Router, for_api_handler
-from tests.conftest import asgi_request, bearer, completion
+from tests.support.answers import completion
+from tests.support.asgi import asgi_request
+from tests.support.clients import bearer
 
 
 def scope(path: str, root_path: str = "") -> dict:

@@ -9,7 +9,7 @@ import pytest
 
 from gateway import upstream
 from gateway.upstream import UpstreamError
-from tests.servers import free_port
+from tests.support.processes import free_port
 
 
 @pytest.fixture(params=["aiohttp", "httpx"])

@@ -1,7 +1,7 @@
 """The API views when their own error handling fails: still one answer and one usage record."""
 
 from gateway import errors
-from tests.clients import AsyncClient
+from tests.support.clients import AsyncClient
 
 
 async def test_an_error_while_failing_still_leaves_one_record(api_key, hf, reports, monkeypatch):

@@ -1,6 +1,8 @@
-"""The fault suite's servers: the fake router, hfproxy as production runs it (`manage.py serve`,
-DEBUG off, its own database), a private PostgreSQL that can really be stopped, and readers of
-what each left behind (router stats, usage rows, the proxy's log)."""
+"""A real hfproxy in front of the fake router, for the fault suite, the end-to-end tests and the
+README's walk-through: the fake router in its own process, hfproxy as production runs it
+(`manage.py serve`, DEBUG off, its own database), a private PostgreSQL that can really be
+stopped, readers of what each left behind (router stats, usage rows, the proxy's log), and the
+requests the scenarios send."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from tests.servers import free_port, manage, proxy_env, scratch_database, server_env, start, stop
+from tests.support.processes import free_port, manage, proxy_env, scratch_database, server_env, start, stop
 
 # Settings of every proxy under test: short limits, so that timeouts are seconds, not minutes.
 TIMEOUTS = {"CONNECT_TIMEOUT": "1", "READ_TIMEOUT": "1", "REQUEST_TIMEOUT": "3", "CLIENT_BODY_TIMEOUT": "1"}
@@ -39,7 +41,7 @@ class Router:
 
     def start(self) -> None:
         self.process = start(
-            ["-m", "tests.fake_router", "--port", str(self.port)], self.env, self.url + "/_stats"
+            ["-m", "tests.support.fake_router", "--port", str(self.port)], self.env, self.url + "/_stats"
         )
 
     def stop(self) -> None:

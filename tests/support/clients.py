@@ -28,3 +28,7 @@ class AsyncClient(client.AsyncClient):
     def __init__(self, enforce_csrf_checks=False, *args, **kwargs) -> None:
         super().__init__(enforce_csrf_checks, *args, **kwargs)
         self.handler = RoutedClientHandler(enforce_csrf_checks)
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}

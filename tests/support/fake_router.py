@@ -56,7 +56,7 @@ Connection refused is this server not running. `GET /_stats` reports what it saw
 attempts per model (refused ones too), `refused` (by model), the last request's headers and
 body, what fault/big sent, `abandoned` (requests whose client went away before the answer was
 complete, with when it noticed) and `streams_abandoned`.
-`POST /_reset` clears it. Run: `python -m tests.fake_router --port 9100`.
+`POST /_reset` clears it. Run: `python -m tests.support.fake_router --port 9100`.
 """
 
 from __future__ import annotations

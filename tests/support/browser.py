@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.servers import free_port, manage, proxy_env, scratch_database, start, stop
+from tests.support.processes import free_port, manage, proxy_env, scratch_database, start, stop
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
