@@ -1,7 +1,9 @@
-"""Usage records: one per authenticated request, however it ended, written off the hot path."""
+"""Usage records: one per authenticated request, however it ended, written off the hot path,
+and the others written when the database refuses one."""
 
 import asyncio
 import json
+import logging
 import uuid
 from datetime import UTC, datetime
 
@@ -246,3 +248,14 @@ async def test_usage_record_without_an_admission_only_queues(api_key):
     services.usage_record(entry=entry(key, outcome="bad_request", status=400), admission=None)
     [record] = await records()
     assert (record.status, record.outcome) == (400, "bad_request")
+
+
+async def test_a_record_the_database_refuses_does_not_hold_back_the_others(api_key, caplog):
+    key = await ApiKey.objects.aget(digest=keys.digest(api_key))
+    poison = entry(key, api_key_id=key.pk + 1000)  # a key that does not exist
+    usage.writer.record(poison)
+    usage.writer.record(entry(key))
+    with caplog.at_level(logging.ERROR, logger="hfproxy.usage"):
+        assert await usage.writer.flush(deadline=15)
+    assert await UsageRecord.objects.acount() == 1
+    assert any("refuses" in r.getMessage() and str(poison.id) in r.getMessage() for r in caplog.records)

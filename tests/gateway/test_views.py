@@ -1,4 +1,5 @@
-"""The API views when their own error handling fails: still one answer and one usage record."""
+"""gateway.views: what every API view shares (`api_view`): when its own error handling fails,
+still one answer and one usage record."""
 
 from gateway import errors
 from tests.support.clients import AsyncClient
