@@ -182,16 +182,34 @@ async def test_an_undecryptable_token_fails_closed_and_is_recorded(
     assert [r.outcome for r in reports] == ["proxy_error"]
 
 
+class Clock:
+    """accounts.keys' view of time: `monotonic` moves only when the test says so, so that a busy
+    machine cannot age a cached lookup (the event loop keeps the real clock)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    time = staticmethod(time.time)
+
+
 async def test_lookups_are_cached_and_revocation_lands_within_the_ttl(
-    anonymous_client, api_key, hf, settings
+    anonymous_client, api_key, hf, settings, monkeypatch
 ):
     hf.post("/chat/completions").respond(200, json=completion())
-    settings.AUTH_CACHE_TTL = 0.3
+    settings.AUTH_CACHE_TTL = 30
+    clock = Clock()
+    monkeypatch.setattr(keys, "time", clock)
     assert (await call(anonymous_client, authorization=f"Bearer {api_key}")).status_code == 200
     # Revoked in the database by another process: this one's cache does not know yet.
     await ApiKey.objects.filter(digest=keys.digest(api_key)).aupdate(revoked_at="2020-01-01T00:00:00Z")
     assert (await call(anonymous_client, authorization=f"Bearer {api_key}")).status_code == 200
-    await asyncio.sleep(0.35)
+    looked_up = clock.now
+    clock.now = looked_up + 29.9  # still within the TTL, however long the requests took
+    assert (await call(anonymous_client, authorization=f"Bearer {api_key}")).status_code == 200
+    clock.now = looked_up + 30  # the TTL is up: the next request reads the revocation
     assert (await call(anonymous_client, authorization=f"Bearer {api_key}")).status_code == 401
 
 
