@@ -57,7 +57,9 @@ class MemoryCounters:
         return count
 
     def _put(self, now: float, key: str, count: int, expiry: float) -> None:
-        if key not in self._counts and len(self._counts) >= self.MAX_ENTRIES:
+        # Moved to the end on every write: "the oldest third" below is the least recently used.
+        self._counts.pop(key, None)
+        if len(self._counts) >= self.MAX_ENTRIES:
             # Full: drop what has expired; if that is not enough, the oldest third.
             live = {k: v for k, v in self._counts.items() if v[1] > now}
             if len(live) >= self.MAX_ENTRIES:

@@ -91,11 +91,15 @@ def spawn(coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task:
 
 
 async def background(seconds: float | None = None) -> None:
-    """Wait (at most `seconds`) for the running loop's background tasks to end."""
+    """Wait (at most `seconds`) for the running loop's background tasks to end, and for those
+    they start as they end (a stream's cleanup finishes its request, which settles its limits)."""
     loop = asyncio.get_running_loop()
-    pending = [task for task in _tasks if task.get_loop() is loop]
-    if pending:
-        await asyncio.wait(pending, timeout=seconds)
+    deadline = None if seconds is None else loop.time() + seconds
+    while pending := [task for task in _tasks if task.get_loop() is loop and not task.done()]:
+        timeout = None if deadline is None else deadline - loop.time()
+        if timeout is not None and timeout <= 0:
+            return
+        await asyncio.wait(pending, timeout=timeout)
 
 
 def on_stop(stoppable: Stoppable) -> None:

@@ -27,6 +27,8 @@ from django.urls import set_script_prefix, set_urlconf
 from django.utils.log import log_response
 from django.utils.module_loading import import_string
 
+from gateway.routing import PROBE_PATHS
+
 # Django runs these hooks through a thread (MiddlewareMixin its request and response hooks, the
 # loader process_exception always), so the API's middleware may not have them.
 _HOOKS = (
@@ -38,15 +40,10 @@ _HOOKS = (
 )
 
 
-def any_host(view):
-    """Mark a view as served under any Host header: probes come by address, not by name."""
-    view.any_host = True
-    return view
-
-
 class ApiStack(BaseHandler):
     """What makes a Django handler the API's: `API_MIDDLEWARE`, `gateway.urls` (OpenAI-shaped
-    error pages) and `ALLOWED_HOSTS` checked for every view not marked `any_host`. Mixed into
+    error pages) and `ALLOWED_HOSTS` checked for every path but the probes (`gateway.routing.PROBE_PATHS`: they
+    come by address, not by name). Mixed into
     `ApiHandler` and into the tests' client (tests/support/clients.py)."""
 
     urlconf = "gateway.urls"
@@ -71,7 +68,7 @@ class ApiStack(BaseHandler):
 
     def resolve_request(self, request):
         match = super().resolve_request(request)
-        if not getattr(match.func, "any_host", False):
+        if request.path_info not in PROBE_PATHS:
             # The check of the site's stack (CommonMiddleware) the API needs too: raises
             # DisallowedHost, answered 400 in OpenAI's shape by gateway.views.bad_request.
             request.get_host()

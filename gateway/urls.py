@@ -7,7 +7,6 @@ from django.conf import settings
 from django.urls import include, path, re_path
 
 from gateway import views
-from gateway.handler import any_host
 
 _prefix = settings.API_PREFIX.strip("/")
 
@@ -23,9 +22,9 @@ urlpatterns = [
     path(_prefix + "/", include(_endpoints)),
     # Any other API path is a 404 in OpenAI's shape, in every mode (DEBUG's 404 page is HTML).
     re_path(rf"^{re.escape(_prefix)}(/.*)?$", views.unknown_api_path),
-    # Probed by address (load balancers, Docker, Prometheus), so under any Host.
-    path("health", any_host(views.health), name="health"),
-    path("metrics", any_host(views.prometheus), name="metrics"),
+    # The probes (gateway.routing.PROBE_PATHS): answered under any Host.
+    path("health", views.health, name="health"),
+    path("metrics", views.prometheus, name="metrics"),
 ]
 
 handler400 = "gateway.views.bad_request"

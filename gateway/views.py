@@ -12,7 +12,7 @@ from django.core.exceptions import DisallowedHost
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from accounts import allowlist, limits
+from accounts import allowlist, limits, offloop
 from accounts.models import Outcome
 from gateway import auth, catalog, converter, errors, metrics, modellist, relay
 from gateway.embeddings import parse_embeddings_request
@@ -130,15 +130,16 @@ def _database_answers() -> bool:
         return True
     except Exception:
         return False
-    finally:
-        # Closed (or back to the pool) at once, broken or not: the next check connects afresh,
-        # and no request_finished recycles it on the API handler.
-        connection.close()
 
 
 async def health(request: HttpRequest) -> HttpResponse:
     """Liveness for load balancers: the database answers. Never calls the router."""
-    ok = await sync_to_async(_database_answers)()
+    # On the database threads of the API path (which return the connection at once), not on
+    # asgiref's one shared thread, where the usage writer's batches would hold a probe up.
+    try:
+        ok = await offloop.run(_database_answers)
+    except offloop.DatabaseDown:  # it did not answer moments ago
+        ok = False
     return JsonResponse(
         {
             "status": "ok" if ok else "unavailable",

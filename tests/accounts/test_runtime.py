@@ -111,3 +111,30 @@ async def test_a_spawned_task_is_held_until_it_is_done():
     assert task in runtime._tasks
     await runtime.background()
     assert task.done() and task not in runtime._tasks
+
+
+async def test_stop_waits_for_the_work_a_background_task_starts_as_it_ends():
+    """A stream's cleanup finishes its request, which spawns the settlement of its limits: the
+    shutdown must wait for that one too, before it closes the Redis client under it."""
+    order = []
+
+    async def settle():
+        await asyncio.sleep(0.05)
+        order.append("settled")
+
+    async def cleanup():
+        await asyncio.sleep(0.05)
+        order.append("cleaned")
+        runtime.spawn(settle())
+
+    runtime.spawn(cleanup())
+    await runtime.background(5)
+    order.append("background returned")
+    assert order == ["cleaned", "settled", "background returned"]
+
+
+async def test_background_gives_up_at_its_deadline():
+    never = runtime.spawn(asyncio.sleep(3600))
+    await runtime.background(0.05)
+    assert not never.done()
+    never.cancel()
