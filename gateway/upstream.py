@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -146,8 +146,8 @@ class _translated:
         self._late = late
         self._broken = broken
 
-    async def __aenter__(self) -> None:
-        await self._timeout.__aenter__()
+    def __aenter__(self) -> Awaitable[Any]:
+        return self._timeout.__aenter__()  # its awaitable itself: no frame of ours per chunk
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
