@@ -1,4 +1,4 @@
-"""What a key may do: the rules themselves, as plain functions over the key's settings."""
+"""Model allow-lists: which models a key may use, as an admin types them and as a request asks."""
 
 from __future__ import annotations
 

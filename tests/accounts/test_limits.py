@@ -1,4 +1,5 @@
-"""Rate limits, concurrency and token budgets (one process, the local-memory cache)."""
+"""Rate limits, concurrency and token budgets: the policy of accounts.limits (one process, the
+memory counters; CI runs this file on Redis too)."""
 
 import asyncio
 import io
