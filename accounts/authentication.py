@@ -14,8 +14,10 @@ from accounts import keys
 
 
 class ServiceUnavailable(exceptions.APIException):
+    """The key could not be looked up: the database did not answer. Answered with the gateway's
+    own 503 body (REST_FRAMEWORK's EXCEPTION_HANDLER), so no message of its own here."""
+
     status_code = 503
-    default_detail = "The proxy cannot reach its database; try again shortly."
     default_code = "service_unavailable"
 
 

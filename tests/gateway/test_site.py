@@ -28,6 +28,28 @@ async def test_health_is_503_when_the_database_does_not(anonymous_client, monkey
     assert response.json()["status"] == "unavailable"
 
 
+@pytest.mark.django_db
+async def test_health_runs_on_the_api_paths_database_threads(anonymous_client, monkeypatch):
+    """Not on asgiref's one shared thread, where the usage writer's batches would hold it up; and
+    while the database is known to be down (offloop's breaker open) it says so at once."""
+    import threading
+    import time
+
+    from accounts import offloop
+
+    seen = []
+    answers = views._database_answers
+    monkeypatch.setattr(
+        views, "_database_answers", lambda: seen.append(threading.current_thread().name) or answers()
+    )
+    assert (await anonymous_client.get("/health")).status_code == 200
+    assert seen and seen[0].startswith("hfproxy-db")
+
+    monkeypatch.setattr(offloop._breaker, "down_until", time.monotonic() + 60)
+    response = await anonymous_client.get("/health")
+    assert response.status_code == 503 and len(seen) == 1  # not even tried
+
+
 async def test_index_describes_the_service(anonymous_client):
     response = await anonymous_client.get("/")
     data = response.json()
