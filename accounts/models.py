@@ -77,6 +77,14 @@ class ModelPrice(models.Model):
     output_per_million = models.DecimalField(
         max_digits=12, decimal_places=6, verbose_name="output, USD / 1M tokens"
     )
+    cached_input_per_million = models.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        verbose_name="cached input, USD / 1M tokens",
+        help_text="Prompt tokens read from the provider's cache; empty: billed as input.",
+    )
     source = models.CharField(max_length=8, choices=Source.choices, default=Source.CUSTOM)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -255,6 +263,15 @@ class UsageRecord(models.Model):
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
     total_tokens = models.PositiveIntegerField(null=True, blank=True)
+    # Parts of the counts above, when the provider reported them: prompt tokens read from its
+    # prompt cache (billed at the cached price where one is listed), completion tokens spent
+    # reasoning.
+    cached_tokens = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Of the prompt tokens, those read from the provider's cache."
+    )
+    reasoning_tokens = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Of the completion tokens, those spent reasoning."
+    )
     usage_source = models.CharField(max_length=12, choices=UsageSource.choices)
     latency_ms = models.PositiveIntegerField()
     ttft_ms = models.PositiveIntegerField(null=True, blank=True, verbose_name="time to first token (ms)")
@@ -306,6 +323,8 @@ class UsageDaily(models.Model):
     prompt_tokens = models.PositiveBigIntegerField(default=0)
     completion_tokens = models.PositiveBigIntegerField(default=0)
     total_tokens = models.PositiveBigIntegerField(default=0)
+    cached_tokens = models.PositiveBigIntegerField(default=0)
+    reasoning_tokens = models.PositiveBigIntegerField(default=0)
     cost_usd = models.DecimalField(max_digits=20, decimal_places=8, default=0, verbose_name="cost (USD)")
 
     class Meta:

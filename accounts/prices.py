@@ -1,7 +1,7 @@
 """Prices per model and provider, and what a request cost by them.
 
 The router's `GET /v1/models` lists, for each model, its providers with `pricing.input` and
-`pricing.output` in USD per million tokens. `refresh()` keeps the `ModelPrice` table in step with
+`pricing.output` in USD per million tokens (and, for some, a cached-input price). `refresh()` keeps the `ModelPrice` table in step with
 it (never touching prices an admin set); the usage writer prices each record as it writes it, from
 a copy of the table reloaded every PRICES_CACHE_TTL seconds: nothing on the request's path.
 """
@@ -30,6 +30,7 @@ CENT_MILLIONTHS = Decimal("0.00000001")  # the cost column's precision
 class Price:
     input: Decimal  # USD per million tokens
     output: Decimal
+    cached_input: Decimal | None = None  # prompt tokens read from the cache; None: as input
 
 
 def split_route(model: str) -> tuple[str, str]:
@@ -67,9 +68,16 @@ def price_for(
     )
 
 
-def cost(prompt_tokens: int | None, completion_tokens: int | None, price: Price) -> Decimal:
+def cost(
+    prompt_tokens: int | None, completion_tokens: int | None, price: Price, cached_tokens: int | None = None
+) -> Decimal:
+    """USD for these tokens; cached prompt tokens at the cached price, where there is one."""
+    prompt = Decimal(prompt_tokens or 0)
+    cached = min(Decimal(cached_tokens or 0), prompt) if price.cached_input is not None else Decimal(0)
     total = (
-        Decimal(prompt_tokens or 0) * price.input + Decimal(completion_tokens or 0) * price.output
+        (prompt - cached) * price.input
+        + cached * (price.cached_input or 0)
+        + Decimal(completion_tokens or 0) * price.output
     ) / MILLION
     return total.quantize(CENT_MILLIONTHS)
 
@@ -82,7 +90,7 @@ def price_entry(entry: UsageEntry, table: dict[str, dict[str, Price]]) -> None:
     found = price_for(table, entry.model_requested, entry.provider, prompt, completion)
     if found is not None:
         entry.price_input, entry.price_output = found.input, found.output
-        entry.cost_usd = cost(prompt, completion, found)
+        entry.cost_usd = cost(prompt, completion, found, entry.cached_tokens)
 
 
 class _Table:
@@ -105,7 +113,7 @@ def table() -> dict[str, dict[str, Price]]:
         fresh: dict[str, dict[str, Price]] = {}
         for row in ModelPrice.objects.all():
             fresh.setdefault(row.model, {})[row.provider] = Price(
-                row.input_per_million, row.output_per_million
+                row.input_per_million, row.output_per_million, row.cached_input_per_million
             )
         _copy.prices, _copy.loaded_at = fresh, time.monotonic()
     return _copy.prices
@@ -129,18 +137,34 @@ def offers(listing: Any) -> dict[tuple[str, str], Price]:
             name = offer.get("provider") if isinstance(offer, dict) else None
             if not isinstance(pricing, dict) or not isinstance(name, str) or not name:
                 continue
-            try:
-                price = Price(Decimal(str(pricing["input"])), Decimal(str(pricing["output"])))
-            except (KeyError, InvalidOperation, TypeError):
-                continue
-            if (
-                price.input.is_finite()
-                and price.output.is_finite()
-                and price.input >= 0
-                and price.output >= 0
-            ):
+            price = _price(pricing)
+            if price is not None:
                 found[(model["id"][:200], name[:64])] = price
     return found
+
+
+# Names a listing may give the cached-input price under (the router lists it for some providers).
+_CACHED_PRICE_KEYS = ("cached_input", "input_cache_read", "cache_read")
+
+
+def _price(pricing: dict[str, Any]) -> Price | None:
+    """A listed price, or None when its input or output price is missing or not a finite
+    non-negative number (a bad cached price is dropped alone)."""
+    amounts = [_amount(pricing.get("input")), _amount(pricing.get("output"))]
+    if None in amounts:
+        return None
+    cached = next((_amount(pricing[key]) for key in _CACHED_PRICE_KEYS if key in pricing), None)
+    return Price(*amounts, cached)
+
+
+def _amount(value: Any) -> Decimal | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    return amount if amount.is_finite() and amount >= 0 else None
 
 
 def refresh(listing: Any) -> tuple[int, int]:
@@ -153,7 +177,11 @@ def refresh(listing: Any) -> tuple[int, int]:
 
     written = kept = 0
     for (model, provider), price in offers(listing).items():
-        values = {"input_per_million": price.input, "output_per_million": price.output}
+        values = {
+            "input_per_million": price.input,
+            "output_per_million": price.output,
+            "cached_input_per_million": price.cached_input,
+        }
         mine = ModelPrice.objects.filter(model=model, provider=provider, source=ModelPrice.Source.ROUTER)
         if mine.update(**values):
             written += 1

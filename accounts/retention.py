@@ -20,7 +20,7 @@ from accounts.models import UsageDaily, UsageRecord
 from accounts.selectors import cost_sum
 
 MIN_DAYS = 32
-_SUMS = ("prompt_tokens", "completion_tokens", "total_tokens")
+_SUMS = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens")
 _GROUP = ("user_id", "api_key_id", "endpoint", "model_requested", "outcome")
 
 

@@ -57,6 +57,8 @@ class UsageEntry:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     total_tokens: int | None = None
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
     ttft_ms: int | None = None
     price_input: Decimal | None = None
     price_output: Decimal | None = None

@@ -243,17 +243,38 @@ class Usage:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     total_tokens: int | None = None
+    # Parts of the two above, where the provider reports them.
+    cached_tokens: int | None = None  # prompt tokens read from the provider's prompt cache
+    reasoning_tokens: int | None = None  # completion tokens spent reasoning
 
     @classmethod
     def of(cls, data: Any) -> Usage | None:
+        """Chat completions' usage: `prompt_tokens`, `completion_tokens`, and their details."""
         if not isinstance(data, dict):
             return None
-        usage = cls(
-            *(_count(data.get(key)) for key in ("prompt_tokens", "completion_tokens", "total_tokens"))
+        return cls.counted(
+            data.get("prompt_tokens"),
+            data.get("completion_tokens"),
+            data.get("total_tokens"),
+            cached=_detail(data, "prompt_tokens_details", "cached_tokens"),
+            reasoning=_detail(data, "completion_tokens_details", "reasoning_tokens"),
         )
+
+    @classmethod
+    def counted(
+        cls, prompt: Any, completion: Any, total: Any = None, *, cached: Any = None, reasoning: Any = None
+    ) -> Usage:
+        """Usage from a provider's numbers, each checked (anything but a count is None); the
+        total is the sum when the provider gave none."""
+        usage = cls(_count(prompt), _count(completion), _count(total), _count(cached), _count(reasoning))
         if usage.total_tokens is None and None not in (usage.prompt_tokens, usage.completion_tokens):
             usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
         return usage
+
+
+def _detail(data: dict[str, Any], details: str, name: str) -> Any:
+    found = data.get(details)
+    return found.get(name) if isinstance(found, dict) else None
 
 
 def _count(value: Any) -> int | None:

@@ -131,6 +131,8 @@ def report(exchange: Exchange) -> None:
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
         total_tokens=usage.total_tokens,
+        cached_tokens=usage.cached_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
         usage_source=exchange.usage_source if exchange.usage else UsageSource.MISSING,
         latency_ms=_ms(exchange.latency),
         ttft_ms=_ms(ttft),

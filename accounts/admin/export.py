@@ -31,6 +31,8 @@ CSV_COLUMNS = {
     "prompt_tokens": "prompt_tokens",
     "completion_tokens": "completion_tokens",
     "total_tokens": "total_tokens",
+    "cached_tokens": "cached_tokens",
+    "reasoning_tokens": "reasoning_tokens",
     "cost_usd": "cost_usd",
     "price_input": "price_input",
     "price_output": "price_output",

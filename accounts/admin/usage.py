@@ -107,10 +107,14 @@ class UsageRecordAdmin(UsageAdminBase):
     def tokens(self, row: UsageRecord) -> str:
         if row.total_tokens is None:
             return "-"
+        parts = [f"{row.prompt_tokens} in", f"{row.completion_tokens} out"]
+        if row.cached_tokens:
+            parts[0] += f" ({row.cached_tokens} cached)"
+        if row.reasoning_tokens:
+            parts[1] += f" ({row.reasoning_tokens} reasoning)"
         return format_html(
-            '<span title="{} in, {} out ({})">{}</span>',
-            row.prompt_tokens,
-            row.completion_tokens,
+            '<span title="{} ({})">{}</span>',
+            ", ".join(parts),
             row.get_usage_source_display(),
             short_count(row.total_tokens),
         )

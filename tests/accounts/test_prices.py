@@ -49,6 +49,35 @@ def test_cost_is_exact_decimal_arithmetic():
     assert many == Decimal("0.00000300")  # no binary float drift
 
 
+def test_cached_prompt_tokens_cost_the_cached_price_where_there_is_one():
+    price = Price(Decimal("1"), Decimal("2"), cached_input=Decimal("0.1"))
+    # 600 uncached * 1 + 400 cached * 0.1 + 100 * 2 = 840 per million
+    assert prices.cost(1000, 100, price, cached_tokens=400) == Decimal("0.00084000")
+    # No cached price: every prompt token at the input price, cached or not.
+    assert prices.cost(1000, 100, Price(Decimal("1"), Decimal("2")), cached_tokens=400) == Decimal("0.0012")
+    # A provider's nonsense (more cached than prompt) never makes a cost negative.
+    assert prices.cost(10, 0, price, cached_tokens=50) == Decimal("0.00000100")
+
+
+def test_a_listed_cached_price_is_taken_and_a_bad_one_dropped_alone():
+    listing = {
+        "data": [
+            {
+                "id": "m",
+                "providers": [
+                    {"provider": "a", "pricing": {"input": 1, "output": 2, "input_cache_read": 0.25}},
+                    {"provider": "b", "pricing": {"input": 1, "output": 2, "cached_input": "x"}},
+                    {"provider": "c", "pricing": {"input": True, "output": 2}},
+                ],
+            }
+        ]
+    }
+    assert prices.offers(listing) == {
+        ("m", "a"): Price(Decimal("1"), Decimal("2"), Decimal("0.25")),
+        ("m", "b"): Price(Decimal("1"), Decimal("2")),
+    }
+
+
 def test_which_provider_and_which_price():
     table = {"m": {"a": Price(Decimal(1), Decimal(2)), "b": Price(Decimal(3), Decimal(1))}}
     assert prices.provider_of("m:a", "b") == "b"  # what the router says it used wins
@@ -122,6 +151,30 @@ async def test_each_record_gets_its_provider_price_and_cost(async_client, hf, us
 @pytest.fixture
 def usd_key(user) -> str:
     return services.api_key_create(user=user, name="dollar", usd_budget=Decimal("0.01"))[1]
+
+
+async def test_a_record_keeps_cached_and_reasoning_tokens_and_prices_the_cached_ones(
+    async_client, hf, usage_db
+):
+    await ModelPrice.objects.acreate(
+        model="m/cached",
+        provider="p",
+        input_per_million=Decimal("2"),
+        output_per_million=Decimal("4"),
+        cached_input_per_million=Decimal("0.5"),
+    )
+    answer = completion(model="m/cached", usage=(1000, 300))
+    answer["usage"]["prompt_tokens_details"] = {"cached_tokens": 800}
+    answer["usage"]["completion_tokens_details"] = {"reasoning_tokens": 200}
+    hf.post("/chat/completions").respond(200, json=answer, headers={"x-inference-provider": "p"})
+    body = json.dumps({"model": "m/cached", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    response = await async_client.post("/v1/chat/completions", body, content_type="application/json")
+    assert response.status_code == 200
+    await writer.flush()
+    record = await UsageRecord.objects.aget()
+    assert (record.prompt_tokens, record.cached_tokens, record.reasoning_tokens) == (1000, 800, 200)
+    # 200 * 2 + 800 * 0.5 + 300 * 4 = 2000 per million
+    assert record.cost_usd == Decimal("0.002")
 
 
 async def test_a_usd_budget_refuses_once_the_costs_reach_it(usd_key, hf, usage_db):
