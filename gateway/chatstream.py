@@ -9,8 +9,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway import sse
-from gateway.converter import BadAnswer, Usage, completion_chars
+from gateway import converter, sse
+from gateway.converter import Answer, Api, BadAnswer, ChatRequest, Usage, completion_chars
 
 
 @dataclass
@@ -24,6 +24,7 @@ class ChatStream:
     started: bool = False  # a chunk with choices has been seen (time to first token)
     finished: bool = False  # a choice has finished (its `finish_reason` is set)
     completion_chars: int = 0
+    failure: str = ""  # chat answers have no failed state of their own
     _splitter: sse.EventSplitter = field(default_factory=sse.EventSplitter)
 
     def feed(self, chunk: bytes) -> bytes:
@@ -83,3 +84,18 @@ class ChatStream:
             self.done = True
             out += sse.DONE
         return out
+
+    def error_event(self, error: Any) -> bytes:
+        return error.sse_event()
+
+
+def read_completion(raw: bytes) -> Answer:
+    answer = converter.parse_completion(raw)
+    return Answer(str(answer.get("model") or ""), Usage.of(answer.get("usage")), completion_chars(answer))
+
+
+def _follower(request: ChatRequest) -> ChatStream:
+    return ChatStream(wants_usage=request.wants_usage)
+
+
+CHAT = Api(follower=_follower, read_answer=read_completion)

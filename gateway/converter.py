@@ -12,7 +12,7 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 
 class InvalidRequest(ValueError):
@@ -33,6 +33,46 @@ class BadAnswer(Exception):
         self.error = error
 
 
+class Follower(Protocol):
+    """Follows one API's relayed event stream (`gateway.chatstream.ChatStream`,
+    `gateway.responses.ResponsesStream`, `gateway.messages.MessagesStream`). Pure: the relay
+    feeds it the router's bytes and sends on what it returns."""
+
+    model: str | None
+    usage: Usage | None
+    done: bool  # the answer is complete: nothing more is relayed
+    started: bool  # generated output has been seen (time to first token)
+    completion_chars: int
+    failure: str  # the answer completed as a failure (its error code), else ""
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Bytes to send on for this chunk of the router's stream (possibly none)."""
+
+    def end(self) -> bytes:
+        """At the end of the router's stream: what is left to send, or `BadAnswer` when the
+        stream was cut off before the answer was complete."""
+
+    def error_event(self, error: Any) -> bytes:
+        """A failure once the headers are sent (an `ApiError`), as this API's last event."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a whole (non-streamed) answer told about itself."""
+
+    model: str
+    usage: Usage | None
+    chars: int  # characters of generated text, for the estimate when there is no usage
+
+
+@dataclass(frozen=True)
+class Api:
+    """An API relayed as it came: how to follow its streams and read its answers."""
+
+    follower: Callable[[Any], Follower]  # the parsed request → a fresh follower
+    read_answer: Callable[[bytes], Answer]  # a whole answer, or `BadAnswer`
+
+
 @dataclass
 class ChatRequest:
     body: dict[str, Any]
@@ -50,7 +90,7 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _is_boolean(value: Any) -> bool:
+def is_boolean(value: Any) -> bool:
     return isinstance(value, bool)
 
 
@@ -76,7 +116,7 @@ def _typed(names: tuple[str, ...], fits: Callable[[Any], bool], kind: str):
 # The fields whose type we check (a null is always allowed), in the order they are checked: the
 # first wrong one is the one reported. Everything else is the router's to judge.
 _FIELD_TYPES = (
-    *_typed(("stream", "logprobs", "parallel_tool_calls"), _is_boolean, "a boolean"),
+    *_typed(("stream", "logprobs", "parallel_tool_calls"), is_boolean, "a boolean"),
     *_typed(("temperature", "top_p", "presence_penalty", "frequency_penalty"), _is_number, "a number"),
     *_typed(("max_tokens", "max_completion_tokens", "n", "seed", "top_logprobs"), is_integer, "an integer"),
     ("stream_options", _is_object, "an object"),
@@ -93,15 +133,15 @@ def parse_chat_request(raw: bytes, default_model: str) -> ChatRequest:
     filled = model is None
     if filled:
         model = body["model"] = default_model
-    elif not isinstance(model, str) or not model.strip() or not model.isprintable():
-        raise InvalidRequest("`model` must be a non-empty string of printable characters.", "model")
+    else:
+        check_model(model)
     messages = body.get("messages")
     _check_messages(messages)
     for name, fits, kind in _FIELD_TYPES:
         value = body.get(name)
         if value is not None and not fits(value):
             raise InvalidRequest(f"`{name}` must be {kind}.", name)
-    dropped = [body.pop(name) for name in _CONTROL_FIELDS if name in body]
+    dropped = drop_control_fields(body)
 
     stream = bool(body.get("stream"))
     stream_options = body.get("stream_options")
@@ -119,6 +159,16 @@ def parse_chat_request(raw: bytes, default_model: str) -> ChatRequest:
         raw=None if filled or dropped or asks_usage else raw,
         prompt_tokens=estimate_prompt_tokens(messages, body.get("tools")),
     )
+
+
+def check_model(model: Any) -> None:
+    if not isinstance(model, str) or not model.strip() or not model.isprintable():
+        raise InvalidRequest("`model` must be a non-empty string of printable characters.", "model")
+
+
+def drop_control_fields(body: dict[str, Any]) -> bool:
+    """Take out the fields meant for a client library (`_CONTROL_FIELDS`); True if there were."""
+    return bool([body.pop(name) for name in _CONTROL_FIELDS if name in body])
 
 
 def _check_messages(messages: Any) -> None:
@@ -190,9 +240,14 @@ def estimate_prompt_tokens(messages: list[dict[str, Any]], tools: Any = None) ->
             + text_size([message.get("content"), message.get("name")])
             + text_size(message.get("tool_calls"))
         )
-    if isinstance(tools, list) and tools:
-        tokens += TOKENS_FOR_TOOLS + tokens_for(_chars(json.dumps(tools, ensure_ascii=False)))
-    return tokens
+    return tokens + tools_tokens(tools)
+
+
+def tools_tokens(tools: Any) -> int:
+    """Tool definitions, rendered as JSON after a preamble saying how to call them."""
+    if not isinstance(tools, list) or not tools:
+        return 0
+    return TOKENS_FOR_TOOLS + tokens_for(_chars(json.dumps(tools, ensure_ascii=False)))
 
 
 def estimate_usage(prompt_tokens: int, completion_chars: int) -> Usage:
@@ -217,8 +272,9 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def upstream_body(request: ChatRequest) -> bytes:
-    """The bytes to send to the router."""
+def upstream_body(request: Any) -> bytes:
+    """The bytes to send to the router: the client's own when nothing was changed (a parsed
+    request's `raw`), else its `body` written back."""
     if request.raw is not None:
         return request.raw
     return dump_json(request.body)
@@ -266,7 +322,7 @@ class Usage:
     ) -> Usage:
         """Usage from a provider's numbers, each checked (anything but a count is None); the
         total is the sum when the provider gave none."""
-        usage = cls(_count(prompt), _count(completion), _count(total), _count(cached), _count(reasoning))
+        usage = cls(count(prompt), count(completion), count(total), count(cached), count(reasoning))
         if usage.total_tokens is None and None not in (usage.prompt_tokens, usage.completion_tokens):
             usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
         return usage
@@ -277,7 +333,7 @@ def _detail(data: dict[str, Any], details: str, name: str) -> Any:
     return found.get(name) if isinstance(found, dict) else None
 
 
-def _count(value: Any) -> int | None:
+def count(value: Any) -> int | None:
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float))

@@ -72,7 +72,59 @@ class ApiError(Exception):
         return response
 
     def sse_event(self) -> bytes:
+        """A chat stream's last event."""
         return b"data: " + json.dumps(self.body()).encode() + b"\n\n"
+
+    def responses_event(self, sequence_number: int) -> bytes:
+        """A Responses stream's last event: its `error` event."""
+        event = {
+            "type": "error",
+            "code": self.code,
+            "message": self.message,
+            "param": self.param,
+            "sequence_number": sequence_number,
+        }
+        return b"event: error\ndata: " + json.dumps(event).encode() + b"\n\n"
+
+    # Anthropic's shape, for the Messages API's clients (Claude Code, the anthropic SDKs).
+
+    @property
+    def anthropic_status(self) -> int:
+        return 529 if self.code == OVERLOADED else self.status
+
+    def anthropic_body(self) -> dict[str, Any]:
+        kind = _ANTHROPIC_TYPES.get(
+            self.anthropic_status, "api_error" if self.status >= 500 else "invalid_request_error"
+        )
+        return {"type": "error", "error": {"type": kind, "message": self.message}}
+
+    def anthropic_response(self) -> JsonResponse:
+        response = JsonResponse(self.anthropic_body(), status=self.anthropic_status)
+        for name, value in self.headers.items():
+            response[name] = value
+        return response
+
+    def anthropic_event(self) -> bytes:
+        return b"event: error\ndata: " + json.dumps(self.anthropic_body()).encode() + b"\n\n"
+
+
+# Anthropic's error types by status (its API reference, "Errors").
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    408: "timeout_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+# A provider's "overloaded" (Anthropic's 529): a 503 to OpenAI's clients, a 529 to Anthropic's.
+OVERLOADED = "upstream_overloaded"
 
 
 def invalid_request(message: str, param: str | None = None, code: str | None = None) -> ApiError:
@@ -281,6 +333,7 @@ _BY_STATUS = {
     413: _kept(413, "invalid_request_error"),
     422: _kept(422, "invalid_request_error"),
     429: _kept(429, "rate_limit_exceeded", "rate_limit_exceeded"),
+    529: _Answer(503, OVERLOADED, "The provider is overloaded (HTTP 529): {message}"),
 }
 
 

@@ -1,11 +1,12 @@
-"""Chat completions and embeddings, from the validated request to the client's last byte."""
+"""From the validated request to the client's last byte: the APIs relayed as they came (chat,
+Responses, Messages) through `forward`, and embeddings, converted."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
@@ -14,7 +15,7 @@ from django.http import HttpResponse, StreamingHttpResponse
 from accounts import allowlist, runtime
 from accounts.models import Outcome
 from gateway import chatstream, converter, errors, upstream
-from gateway.converter import BadAnswer, ChatRequest, Usage
+from gateway.converter import Api, BadAnswer, ChatRequest, Follower, Usage
 from gateway.embeddings import EmbeddingsRequest, embeddings_answer, feature_extraction_body
 from gateway.exchange import Exchange
 
@@ -33,32 +34,88 @@ def _may_call(exchange: Exchange, model: str) -> None:
         raise errors.no_upstream_token(caller.token_problem, caller.token_name)
 
 
-async def chat(chat: ChatRequest, exchange: Exchange) -> HttpResponse | StreamingHttpResponse:
-    """Forward a chat completion; a stream's exchange is finished by the stream itself."""
-    exchange.model_requested, exchange.stream = chat.model, chat.stream
-    _may_call(exchange, chat.model)
+async def forward(
+    request: Any, exchange: Exchange, path: str, api: Api, *, headers: dict[str, str] | None = None
+) -> HttpResponse | StreamingHttpResponse:
+    """Forward a parsed request of `api` (its `model`, `stream`, `prompt_tokens`, and `raw` or
+    `body`) and relay the answer as it came; a stream's exchange is finished by the stream."""
+    exchange.model_requested, exchange.stream = request.model, request.stream
+    _may_call(exchange, request.model)
     deadline = upstream.deadline()
     response = await exchange.send(
-        "POST", "/chat/completions", deadline, body=converter.upstream_body(chat), stream=chat.stream
+        "POST", path, deadline, body=converter.upstream_body(request), stream=request.stream, headers=headers
     )
     exchange.provider = response.headers.get("x-inference-provider", "")
-    if chat.stream:
+    if request.stream:
         if not upstream.is_event_stream(response):
             await response.aclose()
             raise BadAnswer("a stream was asked for and the answer is not an event stream")
-        relay = StreamRelay(response, chat, exchange, deadline)
+        relay = StreamRelay(response, api.follower(request), exchange, deadline, request.prompt_tokens)
         await relay.start()
         return EventStreamResponse(relay)
 
     raw = await upstream.read_body(response, deadline)
-    answer = converter.parse_completion(raw)
-    exchange.model_answered = str(answer.get("model") or "")
-    exchange.note_usage(
-        Usage.of(answer.get("usage")),
-        converter.estimate_usage(chat.prompt_tokens, converter.completion_chars(answer)),
-    )
+    answer = api.read_answer(raw)
+    exchange.model_answered = answer.model
+    exchange.note_usage(answer.usage, converter.estimate_usage(request.prompt_tokens, answer.chars))
     # The router's bytes go back untouched: nothing to convert, nothing to re-encode.
     return HttpResponse(raw, content_type="application/json", headers={"Content-Length": str(len(raw))})
+
+
+def _not_served(error: Exception) -> bool:
+    """The router answered that it has no such path (or method)."""
+    return (
+        isinstance(error, upstream.UpstreamError)
+        and error.kind == upstream.UpstreamError.STATUS
+        and error.status in (404, 405, 501)
+    )
+
+
+async def stored_response(exchange: Exchange, method: str, path: str, response_id: str) -> HttpResponse:
+    """A stored response's endpoints (retrieve, delete, cancel, input items), forwarded; a router
+    that keeps no such response, or none at all, is a clear 404."""
+    caller = exchange.caller
+    if not caller.upstream_token:
+        raise errors.no_upstream_token(caller.token_problem, caller.token_name)
+    deadline = upstream.deadline()
+    try:
+        response = await exchange.send(method, path, deadline)
+    except upstream.UpstreamError as error:
+        if _not_served(error):
+            raise errors.not_found(
+                f"No response with id `{response_id}` at the Hugging Face router (it keeps only "
+                "responses created with `store: true`, if any). Keep the conversation in the "
+                "request's `input` instead.",
+                code="response_not_found",
+            ) from None
+        raise
+    raw = await upstream.read_body(response, deadline)
+    content_type = response.headers.get("content-type", "application/json")
+    return HttpResponse(raw, status=response.status_code, content_type=content_type)
+
+
+async def count_tokens(
+    request: Any, exchange: Exchange, path: str, *, headers: dict[str, str]
+) -> HttpResponse:
+    """The router's count of a Messages request's input tokens, or, where the router has no such
+    endpoint, our estimate, said so in `X-Hfproxy-Estimate`. Counting uses no tokens."""
+    exchange.model_requested = request.model
+    _may_call(exchange, request.model)
+    deadline = upstream.deadline()
+    try:
+        response = await exchange.send(
+            "POST", path, deadline, body=converter.upstream_body(request), headers=headers
+        )
+    except upstream.UpstreamError as error:
+        if not _not_served(error):
+            raise
+        body = converter.dump_json({"input_tokens": request.prompt_tokens})
+        return HttpResponse(body, content_type="application/json", headers={"X-Hfproxy-Estimate": "true"})
+    return HttpResponse(await upstream.read_body(response, deadline), content_type="application/json")
+
+
+async def chat(chat: ChatRequest, exchange: Exchange) -> HttpResponse | StreamingHttpResponse:
+    return await forward(chat, exchange, "/chat/completions", chatstream.CHAT)
 
 
 async def embeddings(request: EmbeddingsRequest, exchange: Exchange) -> HttpResponse:
@@ -92,15 +149,24 @@ def _embeddings_body(raw: bytes, request: EmbeddingsRequest) -> tuple[bytes, Usa
 
 
 class StreamRelay:
-    """Relays the router's event stream and finishes the exchange however the stream ends."""
+    """Relays the router's event stream and finishes the exchange however the stream ends.
+
+    `stream` follows the events in its API's terms (`converter.Follower`): what to pass on, when
+    the answer is complete, its usage, and how a failure is told once the headers are sent.
+    """
 
     def __init__(
-        self, response: httpx.Response, chat: ChatRequest, exchange: Exchange, deadline: float
+        self,
+        response: httpx.Response,
+        stream: Follower,
+        exchange: Exchange,
+        deadline: float,
+        prompt_tokens: int,
     ) -> None:
         self.response = response
-        self.chat = chat
         self.exchange = exchange
-        self.stream = chatstream.ChatStream(wants_usage=chat.wants_usage)
+        self.stream = stream
+        self.prompt_tokens = prompt_tokens
         self.chunks = upstream.iter_chunks(response, deadline)
         self.first = b""
         self.started = False
@@ -148,10 +214,10 @@ class StreamRelay:
                 outcome = Outcome.CLIENT_DISCONNECTED
             raise
         except Exception as exc:
-            # Headers are sent: the failure becomes the stream's last event, and no [DONE].
+            # Headers are sent: the failure becomes the stream's last event (for chat, no [DONE]).
             error = errors.from_exception(exc)
             outcome, error_code = error.outcome, error.code
-            yield error.sse_event()
+            yield self.stream.error_event(error)
         finally:
             try:
                 await self._close_upstream()
@@ -169,11 +235,11 @@ class StreamRelay:
         # Without the router's usage chunk (the client left, the stream broke), what was
         # generated so far is estimated; a stream that produced nothing has no counts.
         estimate = (
-            converter.estimate_usage(self.chat.prompt_tokens, stream.completion_chars)
-            if stream.started
-            else None
+            converter.estimate_usage(self.prompt_tokens, stream.completion_chars) if stream.started else None
         )
         self.exchange.note_usage(stream.usage, estimate)
+        if outcome == Outcome.OK and stream.failure:  # the answer itself says it failed
+            outcome, error_code = Outcome.UPSTREAM_ERROR, stream.failure
         self.exchange.finish(200, outcome, error_code)
 
     def close(self) -> None:

@@ -174,15 +174,19 @@ async def send(
     stream: bool = False,
     tried: Callable[[], None] = lambda: None,
     base: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> httpx.Response:
     """Send a request to the router and return the response once its headers arrived.
 
     The body is not read yet: the caller reads it with `read_body` or `iter_chunks` and must
     close the response. A non-2xx answer is read, closed and raised as `UpstreamError`.
     A failed connection or a 5xx is retried once (a cancelled request, a client gone, is not;
-    nor a 503 that says when to come back); `tried` is called for each attempt. `path` is under HF_BASE_URL, or under `base`.
+    nor a 503 that says when to come back); `tried` is called for each attempt. `path` is under
+    HF_BASE_URL, or under `base`. `headers` are the client's that its API defines (Anthropic's
+    version and betas); ours come after them, so none can replace the token.
     """
     headers = {
+        **(headers or {}),
         "X-Request-Id": request_id,
         "Accept": "text/event-stream" if stream else "application/json",
         # Compressed SSE would be held back by the router's gzip and cost us CPU to inflate.

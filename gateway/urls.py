@@ -10,10 +10,18 @@ from gateway import views
 
 _prefix = settings.API_PREFIX.strip("/")
 
+_ID = r"(?P<response_id>[A-Za-z0-9_-]{1,200})"
 # Trailing slashes are accepted: some clients add them.
 _endpoints = [
     re_path(r"^chat/completions/?$", views.chat_completions, name="chat-completions"),
     re_path(r"^embeddings/?$", views.embeddings, name="embeddings"),
+    re_path(r"^responses/?$", views.responses, name="responses"),
+    # Response ids are letters, digits, `_` and `-`: nothing that could reach another router path.
+    re_path(rf"^responses/{_ID}/?$", views.response_detail, name="response-detail"),
+    re_path(rf"^responses/{_ID}/cancel/?$", views.response_cancel, name="response-cancel"),
+    re_path(rf"^responses/{_ID}/input_items/?$", views.response_input_items, name="response-input-items"),
+    re_path(r"^messages/?$", views.messages, name="messages"),
+    re_path(r"^messages/count_tokens/?$", views.count_tokens, name="count-tokens"),
     re_path(r"^models/?$", views.models, name="models"),
     path("models/<path:model_id>", views.model_detail, name="model-detail"),
 ]

@@ -15,6 +15,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from accounts import allowlist, limits, offloop
 from accounts.models import Outcome
 from gateway import auth, catalog, converter, errors, metrics, modellist, relay
+from gateway import messages as messages_api
+from gateway import responses as responses_api
 from gateway.embeddings import parse_embeddings_request
 from gateway.exchange import Exchange
 from hfproxy_site import __version__
@@ -22,8 +24,10 @@ from hfproxy_site import __version__
 ApiView = Callable[..., Awaitable[HttpResponse]]
 
 
-def api_view(*methods: str) -> Callable[[ApiView], ApiView]:
-    """Authenticate, open the request's `Exchange`, and turn every failure into an OpenAI error.
+def api_view(*methods: str, anthropic: bool | None = False) -> Callable[[ApiView], ApiView]:
+    """Authenticate, open the request's `Exchange`, and turn every failure into an error in the
+    API's own shape: Anthropic's where `anthropic` (None: for clients that send
+    `anthropic-version`, as Anthropic's all do), else OpenAI's.
 
     The view gets the exchange as its second argument. Every request that passed authentication
     is reported exactly once: here, or by a streaming response when its stream ends.
@@ -32,7 +36,9 @@ def api_view(*methods: str) -> Callable[[ApiView], ApiView]:
     def decorate(view: ApiView) -> ApiView:
         @functools.wraps(view)
         async def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-            response = await _serve(view, methods, request, *args, **kwargs)
+            speaks_anthropic = anthropic or (anthropic is None and "HTTP_ANTHROPIC_VERSION" in request.META)
+            render = errors.ApiError.anthropic_response if speaks_anthropic else errors.ApiError.response
+            response = await _serve(view, methods, render, request, *args, **kwargs)
             # Each request already has its report line; Django need not log errors again.
             response._has_been_logged = True
             return response
@@ -43,14 +49,19 @@ def api_view(*methods: str) -> Callable[[ApiView], ApiView]:
 
 
 async def _serve(
-    view: ApiView, methods: tuple[str, ...], request: HttpRequest, *args, **kwargs
+    view: ApiView,
+    methods: tuple[str, ...],
+    render: Callable[[errors.ApiError], HttpResponse],
+    request: HttpRequest,
+    *args,
+    **kwargs,
 ) -> HttpResponse:
     if request.method not in methods:
-        return errors.method_not_allowed(request.method, list(methods)).response()
+        return render(errors.method_not_allowed(request.method, list(methods)))
     try:
         caller = await auth.authenticate(request)
     except errors.ApiError as error:
-        return error.response()
+        return render(error)
     exchange = Exchange(request_id=request.request_id, endpoint=view.__name__, caller=caller)
     request.exchange = exchange  # for the handler, should the server stop mid-request
     response = None
@@ -66,7 +77,7 @@ async def _serve(
             exchange.model_requested = _model_asked_for(request, view.__name__)
         error = errors.from_exception(exc, caller.token_name)
         exchange.finish(error.status, error.outcome, error.code)
-        response = error.response()
+        response = render(error)
     else:
         if not response.streaming:
             exchange.finish(response.status_code, Outcome.OK)
@@ -81,14 +92,24 @@ async def _serve(
 
 
 def _model_asked_for(request: HttpRequest, endpoint: str) -> str:
-    default = {"chat_completions": settings.DEFAULT_MODEL, "embeddings": settings.DEFAULT_EMBEDDING_MODEL}
-    if endpoint not in default:
+    if endpoint not in _MODEL_FIELD_DEFAULTS:
         return ""
     try:
-        model = converter.parse_json_object(request.body).get("model", default[endpoint])
+        default = getattr(settings, _MODEL_FIELD_DEFAULTS[endpoint])
+        model = converter.parse_json_object(request.body).get("model", default)
     except converter.InvalidRequest:
         return ""
     return model if isinstance(model, str) else ""
+
+
+# The endpoints whose body names a model, and the setting that names it when the body does not.
+_MODEL_FIELD_DEFAULTS = {
+    "chat_completions": "DEFAULT_MODEL",
+    "embeddings": "DEFAULT_EMBEDDING_MODEL",
+    "responses": "DEFAULT_MODEL",
+    "messages": "DEFAULT_MODEL",
+    "count_tokens": "DEFAULT_MODEL",
+}
 
 
 @api_view("POST")
@@ -103,7 +124,54 @@ async def embeddings(request: HttpRequest, exchange: Exchange) -> HttpResponse:
     return await relay.embeddings(parsed, exchange)
 
 
+@api_view("POST")
+async def responses(request: HttpRequest, exchange: Exchange) -> HttpResponse:
+    parsed = responses_api.parse_request(request.body, settings.DEFAULT_MODEL)
+    return await relay.forward(parsed, exchange, "/responses", responses_api.RESPONSES)
+
+
+@api_view("GET", "DELETE")
+async def response_detail(request: HttpRequest, exchange: Exchange, response_id: str) -> HttpResponse:
+    return await relay.stored_response(exchange, request.method, f"/responses/{response_id}", response_id)
+
+
+@api_view("POST")
+async def response_cancel(request: HttpRequest, exchange: Exchange, response_id: str) -> HttpResponse:
+    return await relay.stored_response(exchange, "POST", f"/responses/{response_id}/cancel", response_id)
+
+
 @api_view("GET")
+async def response_input_items(request: HttpRequest, exchange: Exchange, response_id: str) -> HttpResponse:
+    path = f"/responses/{response_id}/input_items" + _query(request)
+    return await relay.stored_response(exchange, "GET", path, response_id)
+
+
+@api_view("POST", anthropic=True)
+async def messages(request: HttpRequest, exchange: Exchange) -> HttpResponse:
+    parsed = messages_api.parse_request(request.body, settings.DEFAULT_MODEL)
+    path = "/messages" + _query(request)  # Claude Code's `?beta=true`
+    return await relay.forward(
+        parsed, exchange, path, messages_api.MESSAGES, headers=_anthropic_headers(request)
+    )
+
+
+@api_view("POST", anthropic=True)
+async def count_tokens(request: HttpRequest, exchange: Exchange) -> HttpResponse:
+    parsed = messages_api.parse_request(request.body, settings.DEFAULT_MODEL)
+    path = "/messages/count_tokens" + _query(request)
+    return await relay.count_tokens(parsed, exchange, path, headers=_anthropic_headers(request))
+
+
+def _query(request: HttpRequest) -> str:
+    query = request.META.get("QUERY_STRING", "")
+    return "?" + query if query else ""
+
+
+def _anthropic_headers(request: HttpRequest) -> dict[str, str]:
+    return {name: request.headers[name] for name in messages_api.FORWARDED_HEADERS if name in request.headers}
+
+
+@api_view("GET", anthropic=None)
 async def models(request: HttpRequest, exchange: Exchange) -> HttpResponse:
     listing = await catalog.models(exchange)
     allowed = exchange.caller.allowed_models
@@ -112,14 +180,18 @@ async def models(request: HttpRequest, exchange: Exchange) -> HttpResponse:
             **listing,
             "data": [m for m in listing["data"] if allowlist.model_allowed(allowed, m["id"])],
         }
+    if "anthropic-version" in request.headers:  # Anthropic's clients read their own shape
+        listing = messages_api.models_list(listing)
     return JsonResponse(listing)
 
 
-@api_view("GET")
+@api_view("GET", anthropic=None)
 async def model_detail(request: HttpRequest, exchange: Exchange, model_id: str) -> HttpResponse:
     entry = modellist.find_model(await catalog.models(exchange), model_id)
     if entry is None or not allowlist.model_allowed(exchange.caller.allowed_models, model_id):
         raise errors.not_found(f"The model `{model_id}` does not exist.", code="model_not_found")
+    if "anthropic-version" in request.headers:
+        entry = messages_api.model_entry(entry)
     return JsonResponse(entry)
 
 
@@ -177,6 +249,8 @@ async def index(request: HttpRequest) -> HttpResponse:
             "version": __version__,
             "endpoints": {
                 "chat_completions": f"POST {prefix}/chat/completions",
+                "responses": f"POST {prefix}/responses",
+                "messages": f"POST {prefix}/messages",
                 "embeddings": f"POST {prefix}/embeddings",
                 "models": f"GET {prefix}/models",
                 "model": f"GET {prefix}/models/{{id}}",

@@ -133,7 +133,7 @@ async def test_it_refuses_other_methods(async_client, hf):
 
 
 @pytest.mark.parametrize("debug", [False, True])
-@pytest.mark.parametrize("path", ["/v1/completions-nope", "/v1/responses", "/v1", "/v1/"])
+@pytest.mark.parametrize("path", ["/v1/completions-nope", "/v1/responses/a/b", "/v1", "/v1/"])
 async def test_unknown_api_paths_are_json_404s(anonymous_client, settings, debug, path):
     settings.DEBUG = debug  # DEBUG's own 404 page is HTML: the SDKs would show a bare "404"
     response = await anonymous_client.post(path)

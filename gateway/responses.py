@@ -1,0 +1,188 @@
+"""OpenAI's Responses API (`POST /v1/responses`, what Codex CLI speaks), relayed as it came.
+
+Pure like the converter: the request's few checked fields, a whole answer's usage, and a stream's
+typed events followed one by one (`ResponsesStream`). Everything else in a request (tools,
+`reasoning`, `include`, `previous_response_id`, fields newer than this code) is the router's to
+judge and goes on untouched.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway import converter, sse
+from gateway.converter import Answer, Api, BadAnswer, InvalidRequest, Usage
+
+# The events that end a response, and what each says of how it ended.
+_TERMINAL = {"response.completed": "", "response.incomplete": "", "response.failed": "response_failed"}
+_FIELD_TYPES = (
+    ("stream", converter.is_boolean, "a boolean"),
+    ("max_output_tokens", converter.is_integer, "an integer"),
+    ("instructions", lambda value: isinstance(value, str), "a string"),
+)
+# Input items' text worth counting for an estimate, wherever it sits.
+_INPUT_TEXT = ("text", "content", "output", "arguments", "summary", "name")
+
+
+@dataclass
+class ResponsesRequest:
+    body: dict[str, Any]
+    model: str
+    stream: bool
+    raw: bytes | None = None  # forwarded as it came unless something had to change
+    prompt_tokens: int = 0  # estimated: what is recorded when the provider counts none
+
+
+def parse_request(raw: bytes, default_model: str) -> ResponsesRequest:
+    body = converter.parse_json_object(raw)
+    model = body.get("model")
+    filled = model is None
+    if filled:
+        model = body["model"] = default_model
+    else:
+        converter.check_model(model)
+    if "input" in body and not isinstance(body["input"], (str, list)):
+        raise InvalidRequest("`input` must be a string or an array of input items.", "input")
+    for name, fits, kind in _FIELD_TYPES:
+        value = body.get(name)
+        if value is not None and not fits(value):
+            raise InvalidRequest(f"`{name}` must be {kind}.", name)
+    dropped = converter.drop_control_fields(body)
+    return ResponsesRequest(
+        body=body,
+        model=model,
+        stream=bool(body.get("stream")),
+        raw=None if filled or dropped else raw,
+        prompt_tokens=estimate_prompt_tokens(body),
+    )
+
+
+def estimate_prompt_tokens(body: dict[str, Any]) -> int:
+    """The prompt's tokens as a chat template would make them: instructions, every input item,
+    and the tool definitions."""
+    items = body.get("input")
+    items = [items] if isinstance(items, str) else items or []
+    tokens = converter.TOKENS_PER_REQUEST
+    if isinstance(body.get("instructions"), str):
+        tokens += converter.TOKENS_PER_MESSAGE + converter.tokens_for(
+            converter.text_size(body["instructions"])
+        )
+    for item in items:
+        text = (
+            item
+            if isinstance(item, str)
+            else [item.get(key) for key in _INPUT_TEXT]
+            if isinstance(item, dict)
+            else None
+        )
+        tokens += converter.TOKENS_PER_MESSAGE + converter.tokens_for(converter.text_size(text))
+    return tokens + converter.tools_tokens(body.get("tools"))
+
+
+def usage_of(data: Any) -> Usage | None:
+    """A response's `usage`: input and output tokens, and their cached and reasoning parts."""
+    if not isinstance(data, dict):
+        return None
+    return Usage.counted(
+        data.get("input_tokens"),
+        data.get("output_tokens"),
+        data.get("total_tokens"),
+        cached=_detail(data, "input_tokens_details", "cached_tokens"),
+        reasoning=_detail(data, "output_tokens_details", "reasoning_tokens"),
+    )
+
+
+def _detail(data: dict[str, Any], details: str, name: str) -> Any:
+    found = data.get(details)
+    return found.get(name) if isinstance(found, dict) else None
+
+
+def output_chars(response: dict[str, Any]) -> int:
+    """Characters of generated text in a response's output items."""
+    return converter.text_size([item for item in response.get("output") or () if isinstance(item, dict)])
+
+
+def read_answer(raw: bytes) -> Answer:
+    answer = converter.parse_answer(raw)
+    if not isinstance(answer, dict):
+        raise BadAnswer("the answer is not a JSON object")
+    if "output" not in answer and "error" in answer:
+        raise BadAnswer("the router answered with an error", error=answer)
+    return Answer(str(answer.get("model") or ""), usage_of(answer.get("usage")), output_chars(answer))
+
+
+@dataclass
+class ResponsesStream:
+    """Follows a relayed Responses stream: typed events (`event: response.…`, each with a
+    `sequence_number`) passed on as they came, until the one that ends the response."""
+
+    model: str | None = None
+    usage: Usage | None = None
+    done: bool = False
+    started: bool = False
+    completion_chars: int = 0
+    failure: str = ""
+    sequence_number: int = -1  # the last one seen: our own error event follows it
+    _splitter: sse.EventSplitter = field(default_factory=sse.EventSplitter)
+
+    def feed(self, chunk: bytes) -> bytes:
+        out = b""
+        for event in self._splitter.feed(chunk):
+            if self.done:
+                break
+            out += self.event(event)
+        return out
+
+    def event(self, event: bytes) -> bytes:
+        data = sse.data_of(event)
+        if data is None:
+            return event + b"\n\n"  # a comment (keep-alive): pass it on
+        try:
+            payload = json.loads(data)
+        except (ValueError, RecursionError):
+            raise BadAnswer("a stream event is not JSON") from None
+        if not isinstance(payload, dict):
+            raise BadAnswer("a stream event is not a JSON object")
+        kind = payload.get("type")
+        if kind == "error":
+            raise BadAnswer("the router reported an error mid-stream", error=payload)
+        if isinstance(payload.get("sequence_number"), int):
+            self.sequence_number = payload["sequence_number"]
+        if isinstance(kind, str):
+            self._note(kind, payload)
+        return event + b"\n\n"
+
+    def _note(self, kind: str, payload: dict[str, Any]) -> None:
+        if kind.endswith(".delta"):  # output text, reasoning, a tool call's arguments
+            self.started = True
+            delta = payload.get("delta")
+            self.completion_chars += converter.text_size(delta)
+            return
+        response = payload.get("response")
+        if not isinstance(response, dict):
+            return
+        if self.model is None and isinstance(response.get("model"), str):
+            self.model = response["model"]
+        if kind in _TERMINAL:
+            self.done = True
+            self.usage = usage_of(response.get("usage")) or self.usage
+            if kind == "response.failed":
+                error = response.get("error")
+                code = error.get("code") if isinstance(error, dict) else None
+                self.failure = code if isinstance(code, str) and code else _TERMINAL[kind]
+
+    def end(self) -> bytes:
+        """A stream that ended before its terminal event was cut off (a last event without its
+        blank line still counts)."""
+        out = b"" if self.done else self.feed(b"\n\n")
+        if not self.done:
+            raise BadAnswer("the stream ended before the response was completed")
+        return out
+
+    def error_event(self, error: Any) -> bytes:
+        return error.responses_event(self.sequence_number + 1)
+
+
+RESPONSES = Api(follower=lambda request: ResponsesStream(), read_answer=read_answer)
