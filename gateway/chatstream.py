@@ -24,7 +24,8 @@ class ChatStream:
     started: bool = False  # a chunk with choices has been seen (time to first token)
     finished: bool = False  # a choice has finished (its `finish_reason` is set)
     completion_chars: int = 0
-    failure: str = ""  # chat answers have no failed state of their own
+    failure: str = ""
+    prompt_tokens: int | None = None  # chat answers have no failed state of their own
     _splitter: sse.EventSplitter = field(default_factory=sse.EventSplitter)
 
     def feed(self, chunk: bytes) -> bytes:

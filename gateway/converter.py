@@ -44,6 +44,9 @@ class Follower(Protocol):
     started: bool  # generated output has been seen (time to first token)
     completion_chars: int
     failure: str  # the answer completed as a failure (its error code), else ""
+    # The provider's count of the prompt before its final usage (Anthropic's `message_start`):
+    # what an estimate of a stream cut off starts from, rather than ours.
+    prompt_tokens: int | None
 
     def feed(self, chunk: bytes) -> bytes:
         """Bytes to send on for this chunk of the router's stream (possibly none)."""

@@ -130,6 +130,7 @@ class MessagesStream:
     started: bool = False
     completion_chars: int = 0
     failure: str = ""  # a message has no failed state: a failure is an `error` event
+    prompt_tokens: int | None = None  # from message_start
     _counts: list[Any] = field(default_factory=list)
     _splitter: sse.EventSplitter = field(default_factory=sse.EventSplitter)
 
@@ -169,9 +170,14 @@ class MessagesStream:
         return event + b"\n\n"
 
     def _count(self, usage: Any) -> None:
+        """message_start's counts give the prompt; the usage is final with message_delta's."""
         if isinstance(usage, dict):
             self._counts.append(usage)
-            self.usage = usage_of(*self._counts)
+            counted = usage_of(*self._counts)
+            if len(self._counts) == 1:
+                self.prompt_tokens = counted.prompt_tokens if counted else None
+            else:
+                self.usage = counted
 
     def end(self) -> bytes:
         out = b"" if self.done else self.feed(b"\n\n")

@@ -235,7 +235,9 @@ class StreamRelay:
         # Without the router's usage chunk (the client left, the stream broke), what was
         # generated so far is estimated; a stream that produced nothing has no counts.
         estimate = (
-            converter.estimate_usage(self.prompt_tokens, stream.completion_chars) if stream.started else None
+            converter.estimate_usage(stream.prompt_tokens or self.prompt_tokens, stream.completion_chars)
+            if stream.started
+            else None
         )
         self.exchange.note_usage(stream.usage, estimate)
         if outcome == Outcome.OK and stream.failure:  # the answer itself says it failed

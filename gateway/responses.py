@@ -124,6 +124,7 @@ class ResponsesStream:
     started: bool = False
     completion_chars: int = 0
     failure: str = ""
+    prompt_tokens: int | None = None
     sequence_number: int = -1  # the last one seen: our own error event follows it
     _splitter: sse.EventSplitter = field(default_factory=sse.EventSplitter)
 
