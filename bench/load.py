@@ -3,7 +3,8 @@
     python -m bench.load http://127.0.0.1:8000/v1 --key hfp_… --mode stream \
         --requests 2000 --concurrency 32 --pid 1234 [--json]
 
-Sends N chat completions at concurrency C (non-stream or stream) over aiohttp with keep-alive,
+Sends N chat completions at concurrency C (non-stream or stream; `--mode responses-stream`: N
+Responses API streams, as Codex CLI sends them) over aiohttp with keep-alive,
 and reports requests/s, p50/p90/p99 latency, p50 time to first token (streams: the first
 content event), errors, and the CPU seconds each `--pid` (with its child processes) spent
 during the run, read from /proc. Speed is never asserted; `bench.compare` builds on this.
@@ -126,11 +127,33 @@ def _has_content(line: bytes) -> bool:
     return bool((choices[0].get("delta") or {}).get("content"))
 
 
-def _body(stream: bool) -> bytes:
-    return json.dumps({"model": MODEL, "messages": PROMPT, "stream": stream, "max_tokens": 64}).encode()
+def _body(mode: str) -> bytes:
+    if mode == RESPONSES_STREAM:
+        return json.dumps({"model": MODEL, "input": PROMPT, "stream": True, "max_output_tokens": 64}).encode()
+    return json.dumps(
+        {"model": MODEL, "messages": PROMPT, "stream": mode == "stream", "max_tokens": 64}
+    ).encode()
 
 
-async def _one(session: aiohttp.ClientSession, url: str, headers: dict, body: bytes, stream: bool, result):
+# A Responses API stream (what Codex CLI sends): typed events, done at response.completed.
+RESPONSES_STREAM = "responses-stream"
+MODES = ("non-stream", "stream", RESPONSES_STREAM)
+
+
+def _first_text(line: bytes, mode: str) -> bool:
+    if mode == RESPONSES_STREAM:
+        return line.startswith(b"data: {") and b'"response.output_text.delta"' in line
+    return _has_content(line)
+
+
+def _last_event(line: bytes, mode: str) -> bool:
+    if mode == RESPONSES_STREAM:
+        return b"response.completed" in line and json.loads(line[6:]).get("type") == "response.completed"
+    return line.startswith(b"data: [DONE]")
+
+
+async def _one(session: aiohttp.ClientSession, url: str, headers: dict, body: bytes, mode: str, result):
+    stream = mode != "non-stream"
     started = time.perf_counter()
     try:
         async with session.post(url, data=body, headers=headers) as response:
@@ -146,12 +169,12 @@ async def _one(session: aiohttp.ClientSession, url: str, headers: dict, body: by
                     raise RuntimeError(f"{response.status}: {(await response.read())[:200]!r}")
                 first, done = None, False
                 async for line in response.content:
-                    if first is None and _has_content(line):
+                    if first is None and _first_text(line, mode):
                         first = time.perf_counter()
-                    if line.startswith(b"data: [DONE]"):
+                    if _last_event(line, mode):
                         done = True
                 if not done:
-                    raise RuntimeError("stream ended without [DONE]")
+                    raise RuntimeError("stream ended without its last event ([DONE], response.completed)")
                 result.ttfts_ms.append(((first or time.perf_counter()) - started) * 1000)
     except Exception as exc:  # counted and reported, never raised: a benchmark goes on
         result.errors += 1
@@ -173,10 +196,9 @@ async def run(
 ) -> Result:
     """N chat completions at concurrency C against `base_url` (…/v1); the server CPU of `pids`
     (read once `after()`, if given, has been awaited)."""
-    stream = mode == "stream"
-    url = base_url.rstrip("/") + "/chat/completions"
+    url = base_url.rstrip("/") + ("/responses" if mode == RESPONSES_STREAM else "/chat/completions")
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-    body = _body(stream)
+    body = _body(mode)
     result = Result(target=target or base_url, mode=mode, concurrency=concurrency, requests=requests)
     owned = session is None
     if owned:
@@ -191,7 +213,7 @@ async def run(
             nonlocal remaining
             while remaining > 0:
                 remaining -= 1
-                await _one(session, url, headers, body, stream, result)
+                await _one(session, url, headers, body, mode, result)
 
         cpu_before = {name: cpu_ticks(pid) for name, pid in (pids or {}).items()}
         started = time.perf_counter()
@@ -228,7 +250,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("base_url", help="the API root, e.g. http://127.0.0.1:8000/v1")
     parser.add_argument("--key", default="none", help="API key sent as a Bearer token")
-    parser.add_argument("--mode", choices=["non-stream", "stream"], default="non-stream")
+    parser.add_argument("--mode", choices=MODES, default="non-stream")
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--pid", type=int, action="append", default=[], help="a server process to measure")

@@ -23,8 +23,9 @@ _FIELD_TYPES = (
     ("stream", converter.is_boolean, "a boolean"),
     ("max_tokens", converter.is_integer, "an integer"),
 )
-# Content blocks' text worth counting for an estimate: text, tool calls' input, tool results.
-_BLOCK_TEXT = ("text", "content", "input", "thinking", "name")
+# Content blocks' text worth counting for an estimate: text, tool calls' input (whole, or streamed
+# as `partial_json`), tool results.
+_BLOCK_TEXT = ("text", "content", "input", "thinking", "partial_json", "name")
 
 
 @dataclass
