@@ -63,19 +63,25 @@ class HuggingFaceToken(models.Model):
 class ModelPrice(models.Model):
     """What a model costs on a provider, in USD per million tokens: from the router's model list
     (`manage.py refresh_prices`, and every PRICES_REFRESH_INTERVAL), or set by an admin (a
-    custom price, which refreshing never overwrites)."""
+    custom price, which refreshing never overwrites). Models not counted in tokens (images,
+    speech) are priced per unit: per image generated, per second of audio."""
 
     class Source(models.TextChoices):
         ROUTER = "router", "the router's list"
         CUSTOM = "custom", "set by an admin"
 
+    class Unit(models.TextChoices):
+        TOKENS = "tokens", "per million tokens"
+        IMAGES = "images", "per image"
+        SECONDS = "seconds", "per second of audio"
+
     model = models.CharField(max_length=200, help_text="The model id, without a provider suffix.")
     provider = models.CharField(max_length=64)
     input_per_million = models.DecimalField(
-        max_digits=12, decimal_places=6, verbose_name="input, USD / 1M tokens"
+        max_digits=12, decimal_places=6, default=0, verbose_name="input, USD / 1M tokens"
     )
     output_per_million = models.DecimalField(
-        max_digits=12, decimal_places=6, verbose_name="output, USD / 1M tokens"
+        max_digits=12, decimal_places=6, default=0, verbose_name="output, USD / 1M tokens"
     )
     cached_input_per_million = models.DecimalField(
         max_digits=12,
@@ -84,6 +90,15 @@ class ModelPrice(models.Model):
         blank=True,
         verbose_name="cached input, USD / 1M tokens",
         help_text="Prompt tokens read from the provider's cache; empty: billed as input.",
+    )
+    unit = models.CharField(max_length=8, choices=Unit.choices, default=Unit.TOKENS)
+    per_unit = models.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        verbose_name="USD per unit",
+        help_text="For images and audio: USD per image, or per second of audio.",
     )
     source = models.CharField(max_length=8, choices=Source.choices, default=Source.CUSTOM)
     updated_at = models.DateTimeField(auto_now=True)
@@ -272,6 +287,14 @@ class UsageRecord(models.Model):
     reasoning_tokens = models.PositiveIntegerField(
         null=True, blank=True, help_text="Of the completion tokens, those spent reasoning."
     )
+    # What endpoints not counted in tokens used: images generated, seconds of audio transcribed.
+    units = models.DecimalField(
+        max_digits=14,
+        decimal_places=3,
+        null=True,
+        blank=True,
+        help_text="Images generated, or seconds of audio: for endpoints not counted in tokens.",
+    )
     usage_source = models.CharField(max_length=12, choices=UsageSource.choices)
     latency_ms = models.PositiveIntegerField()
     ttft_ms = models.PositiveIntegerField(null=True, blank=True, verbose_name="time to first token (ms)")
@@ -325,6 +348,7 @@ class UsageDaily(models.Model):
     total_tokens = models.PositiveBigIntegerField(default=0)
     cached_tokens = models.PositiveBigIntegerField(default=0)
     reasoning_tokens = models.PositiveBigIntegerField(default=0)
+    units = models.DecimalField(max_digits=20, decimal_places=3, default=0)
     cost_usd = models.DecimalField(max_digits=20, decimal_places=8, default=0, verbose_name="cost (USD)")
 
     class Meta:

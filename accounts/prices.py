@@ -31,6 +31,7 @@ class Price:
     input: Decimal  # USD per million tokens
     output: Decimal
     cached_input: Decimal | None = None  # prompt tokens read from the cache; None: as input
+    per_unit: Decimal | None = None  # models priced per image or per second of audio
 
 
 def split_route(model: str) -> tuple[str, str]:
@@ -84,6 +85,9 @@ def cost(
 
 def price_entry(entry: UsageEntry, table: dict[str, dict[str, Price]]) -> None:
     """Fill a usage entry's price and cost (the usage writer, as it writes the record)."""
+    if entry.units is not None:
+        _price_units(entry, table)
+        return
     if entry.total_tokens is None:
         return
     prompt, completion = entry.prompt_tokens, entry.completion_tokens
@@ -91,6 +95,19 @@ def price_entry(entry: UsageEntry, table: dict[str, dict[str, Price]]) -> None:
     if found is not None:
         entry.price_input, entry.price_output = found.input, found.output
         entry.cost_usd = cost(prompt, completion, found, entry.cached_tokens)
+
+
+def _price_units(entry: UsageEntry, table: dict[str, dict[str, Price]]) -> None:
+    """Images or audio seconds at the provider's price per unit (else the dearest listed for the
+    model, as for tokens); a model without one costs nothing."""
+    offers = {
+        provider: price
+        for provider, price in table.get(split_route(entry.model_requested)[0], {}).items()
+        if price.per_unit is not None
+    }
+    found = offers.get(entry.provider) or max(offers.values(), key=lambda price: price.per_unit, default=None)
+    if found is not None:
+        entry.cost_usd = (Decimal(entry.units) * found.per_unit).quantize(CENT_MILLIONTHS)
 
 
 class _Table:
@@ -112,8 +129,9 @@ def table() -> dict[str, dict[str, Price]]:
 
         fresh: dict[str, dict[str, Price]] = {}
         for row in ModelPrice.objects.all():
+            per_unit = row.per_unit if row.unit != ModelPrice.Unit.TOKENS else None
             fresh.setdefault(row.model, {})[row.provider] = Price(
-                row.input_per_million, row.output_per_million, row.cached_input_per_million
+                row.input_per_million, row.output_per_million, row.cached_input_per_million, per_unit
             )
         _copy.prices, _copy.loaded_at = fresh, time.monotonic()
     return _copy.prices

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from django.db import transaction
-from django.db.models import Count, F, Sum
+from django.db.models import Count, DecimalField, F, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -21,6 +22,7 @@ from accounts.selectors import cost_sum
 
 MIN_DAYS = 32
 _SUMS = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens")
+_UNITS = Coalesce(Sum("units"), Value(Decimal(0)), output_field=DecimalField(max_digits=20, decimal_places=3))
 _GROUP = ("user_id", "api_key_id", "endpoint", "model_requested", "outcome")
 
 
@@ -65,7 +67,8 @@ def _prune_day(start: datetime, end: datetime) -> tuple[int, int]:
     records = UsageRecord.objects.filter(created_at__gte=start, created_at__lt=end)
     groups = list(
         records.values(*_GROUP).annotate(
-            requests=Count("id"), cost_usd=cost_sum(), **{name: Coalesce(Sum(name), 0) for name in _SUMS}
+            requests=Count("id"), cost_usd=cost_sum(), units=_UNITS,
+            **{name: Coalesce(Sum(name), 0) for name in _SUMS},
         ).order_by()
     )  # fmt: skip
     for group in groups:
@@ -76,6 +79,7 @@ def _prune_day(start: datetime, end: datetime) -> tuple[int, int]:
         UsageDaily.objects.filter(pk=row.pk).update(
             requests=F("requests") + group["requests"],
             cost_usd=F("cost_usd") + group["cost_usd"],
+            units=F("units") + group["units"],
             **{name: F(name) + group[name] for name in _SUMS},
         )
     deleted, _ = records.delete()

@@ -59,6 +59,7 @@ class UsageEntry:
     total_tokens: int | None = None
     cached_tokens: int | None = None
     reasoning_tokens: int | None = None
+    units: Decimal | None = None  # images generated, seconds of audio
     ttft_ms: int | None = None
     price_input: Decimal | None = None
     price_output: Decimal | None = None

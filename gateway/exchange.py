@@ -12,6 +12,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from accounts import limits, prices, services
@@ -40,6 +41,7 @@ class Exchange:
     stream: bool = False
     usage: Usage | None = None
     usage_source: str = UsageSource.MISSING
+    units: Decimal | None = None  # images generated, seconds of audio: endpoints not counted in tokens
     first_token_at: float | None = None
     status: int | None = None
     outcome: str | None = None
@@ -133,6 +135,7 @@ def report(exchange: Exchange) -> None:
         total_tokens=usage.total_tokens,
         cached_tokens=usage.cached_tokens,
         reasoning_tokens=usage.reasoning_tokens,
+        units=exchange.units,
         usage_source=exchange.usage_source if exchange.usage else UsageSource.MISSING,
         latency_ms=_ms(exchange.latency),
         ttft_ms=_ms(ttft),

@@ -33,6 +33,7 @@ CSV_COLUMNS = {
     "total_tokens": "total_tokens",
     "cached_tokens": "cached_tokens",
     "reasoning_tokens": "reasoning_tokens",
+    "units": "units",
     "cost_usd": "cost_usd",
     "price_input": "price_input",
     "price_output": "price_output",

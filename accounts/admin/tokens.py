@@ -103,8 +103,18 @@ class HuggingFaceTokenAdmin(admin.ModelAdmin):
 class ModelPriceAdmin(admin.ModelAdmin):
     """Prices from the router's list (`manage.py refresh_prices`), and custom ones."""
 
-    list_display = ("model", "provider", "input_per_million", "output_per_million", "source", "updated")
-    list_filter = ("source", "provider")
+    list_display = (
+        "model",
+        "provider",
+        "input_per_million",
+        "output_per_million",
+        "cached_input_per_million",
+        "unit",
+        "per_unit",
+        "source",
+        "updated",
+    )
+    list_filter = ("source", "unit", "provider")
     search_fields = ("model", "provider")
     readonly_fields = ("source", "updated")
     Media = ListsFitMedia

@@ -78,6 +78,31 @@ def test_a_listed_cached_price_is_taken_and_a_bad_one_dropped_alone():
     }
 
 
+@pytest.mark.django_db
+def test_images_and_audio_cost_their_price_per_unit():
+    from accounts.usage import UsageEntry
+
+    for provider, amount in (("together", "0.003"), ("nebius", "0.0013")):
+        ModelPrice.objects.create(
+            model="org/flux", provider=provider, unit=ModelPrice.Unit.IMAGES, per_unit=Decimal(amount)
+        )
+    ModelPrice.objects.create(model="org/tokens", provider="p", input_per_million=1, output_per_million=1)
+    table = prices.table()
+
+    def priced(model, provider, units):
+        entry = UsageEntry(
+            id=None, created_at=None, request_id="r", user_id=1, api_key_id=1, endpoint="e",
+            status=200, outcome="ok", usage_source="provider", latency_ms=1,
+            model_requested=model, provider=provider, units=Decimal(units),
+        )  # fmt: skip
+        prices.price_entry(entry, table)
+        return entry.cost_usd
+
+    assert priced("org/flux:together", "together", 2) == Decimal("0.006")
+    assert priced("org/flux", "", 1) == Decimal("0.003")  # provider unknown: the dearest
+    assert priced("org/tokens", "p", 3) is None  # priced in tokens only: no unit price
+
+
 def test_which_provider_and_which_price():
     table = {"m": {"a": Price(Decimal(1), Decimal(2)), "b": Price(Decimal(3), Decimal(1))}}
     assert prices.provider_of("m:a", "b") == "b"  # what the router says it used wins
