@@ -64,7 +64,7 @@ class Exchange:
 
     async def send(self, method: str, path: str, deadline: float, **options) -> httpx.Response:
         """`upstream.send` on this request's behalf: its caller's token, its id, each attempt
-        counted. `options`: upstream.send's body, stream, base, headers."""
+        counted. `options`: upstream.send's body, stream, base, headers, content_type, accept."""
         return await upstream.send(
             method,
             path,

@@ -175,6 +175,8 @@ async def send(
     tried: Callable[[], None] = lambda: None,
     base: str | None = None,
     headers: dict[str, str] | None = None,
+    content_type: str = "application/json",
+    accept: str | None = None,
 ) -> httpx.Response:
     """Send a request to the router and return the response once its headers arrived.
 
@@ -183,19 +185,21 @@ async def send(
     A failed connection or a 5xx is retried once (a cancelled request, a client gone, is not;
     nor a 503 that says when to come back); `tried` is called for each attempt. `path` is under
     HF_BASE_URL, or under `base`. `headers` are the client's that its API defines (Anthropic's
-    version and betas); ours come after them, so none can replace the token.
+    version and betas); ours come after them, so none can replace the token. `content_type` is
+    the body's (audio for speech recognition); `accept` what to ask for, when not JSON or SSE
+    (an image).
     """
     headers = {
         **(headers or {}),
         "X-Request-Id": request_id,
-        "Accept": "text/event-stream" if stream else "application/json",
+        "Accept": accept or ("text/event-stream" if stream else "application/json"),
         # Compressed SSE would be held back by the router's gzip and cost us CPU to inflate.
         "Accept-Encoding": "identity",
     }
     if token:
         headers["Authorization"] = f"Bearer {token}"
     if body is not None:
-        headers["Content-Type"] = "application/json"
+        headers["Content-Type"] = content_type
     http = client()
     url = (base or settings.HF_BASE_URL) + path
     request = http.build_request(method, url, content=body, headers=headers)
