@@ -1,6 +1,7 @@
 """A fake Hugging Face router: a raw ASGI app, fast enough never to be the bottleneck.
 
-Serves `POST /v1/chat/completions` (JSON or SSE, CHUNKS content chunks) and `GET /v1/models`.
+Serves `POST /v1/chat/completions` (JSON or SSE, CHUNKS content chunks), `POST /v1/responses`
+(below) and `GET /v1/models`.
 
 Like the real router, it answers only models it serves: the ids in MODELS, bare or with a
 suffix (`:cerebras`, `:fastest`…), and the `fault/…` and `slow/…` names below. Any other model
@@ -46,16 +47,42 @@ Non-streamed answers carry usage whatever the provider. The model id selects a m
     fault/big               stream BIG_CHUNKS chunks of 16 KB as fast as the reader takes them
     slow/...                a normal stream, one chunk per SLOW seconds (a long answer)
 
+`POST /v1/responses` answers the OpenAI Responses API (built by tests/support/router_events.py,
+whose docstring gives the usage rule): the same models as chat, refused with the same 400, a
+Response object (`resp_…`, one assistant message with one output_text part, usage with
+`input_tokens_details.cached_tokens` and `output_tokens_details.reasoning_tokens`), or with
+`"stream": true` typed events (`event: <type>` and `data:` lines, each with its
+`sequence_number`): response.created, response.in_progress, response.output_item.added,
+response.content_part.added, response.output_text.delta ×CHUNKS, response.output_text.done,
+response.content_part.done, response.output_item.done, response.completed (the whole response
+with its usage), and no `[DONE]`. The answer names the model as asked, suffix included (HF's
+Responses implementation echoes it); `previous_response_id` is accepted and echoed, nothing is
+stored: `GET`/`DELETE /v1/responses/{id}`, `POST …/cancel` and `GET …/input_items` get the
+404 of any unknown path. The faults above apply, stream or not, as they make sense:
+fault/status-N(-empty), slow-status-N, echo-auth-401, hang, hang-after-headers (the first
+event: response.created), drip, cut (two deltas, then the stream ends before
+response.completed), break, not-json, bad-sse, redirect, no-usage (`usage: null`), nul, big,
+slow/...; and
+
+    fault/failed            two deltas, then `response.failed` (status failed, error
+                            `server_error`, no usage); not streamed: that Response, status 200
+                            (as HF's Responses implementation answers a failure)
+    fault/incomplete        `response.incomplete` instead of response.completed (incomplete_details
+                            `max_output_tokens`, the message item `incomplete`, with usage)
+    fault/data-only         a normal stream framed as HF's responses.js frames it: `data:` lines
+                            only, no `event:` lines
+
 `POST /hf-inference/models/{model}/pipeline/feature-extraction` answers HF Inference's way: a bare
 array with one DIM-long vector per input, made from the text's hash (normalised when asked),
 for the models in EMBEDDING_MODELS; `fault/status-N...` models fail as above, `fault/tokens`
 answers token-level vectors, and any other model gets HF Inference's 400
 `{"error": "Model not supported by provider hf-inference"}`.
 
-Connection refused is this server not running. `GET /_stats` reports what it saw: requests,
-attempts per model (refused ones too), `refused` (by model), the last request's headers and
-body, what fault/big sent, `abandoned` (requests whose client went away before the answer was
-complete, with when it noticed) and `streams_abandoned`.
+Connection refused is this server not running. `GET /_stats` reports what it saw: requests
+(and chat_requests, responses_requests, messages_requests), attempts per model (refused ones
+too), `refused` (by model), the last request's headers, body and query string, what fault/big
+sent, `abandoned` (requests whose client went away before the answer was complete, with when it
+noticed) and `streams_abandoned`.
 `POST /_reset` clears it. Run: `python -m tests.support.fake_router --port 9100`.
 """
 
@@ -63,11 +90,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import os
 import time
 from dataclasses import dataclass
+
+from tests.support.router_events import (
+    MessageStream,
+    ResponseStream,
+    anthropic_error,
+    anthropic_status_error,
+    sse,
+)
 
 CHUNKS = int(os.environ.get("FAKE_ROUTER_CHUNKS", "20"))
 DRIP = float(os.environ.get("FAKE_ROUTER_DRIP", "1.0"))
@@ -140,6 +176,8 @@ def new_stats() -> dict:
     return {
         "requests": 0,
         "chat_requests": 0,
+        "responses_requests": 0,
+        "messages_requests": 0,
         "attempts": {},
         "refused": {},
         "abandoned": [],
@@ -147,6 +185,7 @@ def new_stats() -> dict:
         "redirected": 0,
         "big_bytes_sent": 0,
         "last_headers": {},
+        "last_query": "",
         "last_body": None,
         "last_body_sha256": None,
     }
@@ -227,17 +266,23 @@ def _usage(prompt: int, completion: int) -> dict:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-async def _status(send, model: str) -> None:
+def _openai_status_error(status: int, message: str) -> dict:
+    return {"error": {"message": message, "type": "fake", "code": status}}
+
+
+async def _status(send, model: str, error=_openai_status_error) -> None:
     rest = model.removeprefix("fault/").removeprefix("slow-").removeprefix("status-")
     empty = rest.endswith("-empty")
     status = int(rest.removesuffix("-empty"))
     headers = [(b"retry-after", b"7")] if status in (429, 503) else []
-    error = {"error": {"message": f"fake router says {status}", "type": "fake", "code": status}}
-    await _send_json(send, status, None if empty else error, headers)
+    body = error(status, f"fake router says {status}")
+    await _send_json(send, status, None if empty else body, headers)
 
 
-async def _chat(scope, receive, send) -> None:
-    stats["chat_requests"] += 1
+async def _completion(receive, send, api: str) -> None:
+    """Chat, Responses and Messages alike: record the request, refuse what the router refuses,
+    then answer while listening for the client going away."""
+    stats[f"{api}_requests"] += 1
     raw = await _read_body(receive)
     stats["last_body"] = raw.decode("utf-8", "replace")
     stats["last_body_sha256"] = hashlib.sha256(raw).hexdigest()
@@ -259,48 +304,75 @@ async def _chat(scope, receive, send) -> None:
     refused = refusal(model)
     if refused:
         stats["refused"][model] = stats["refused"].get(model, 0) + 1
+        if api == "messages":
+            refused = anthropic_error("invalid_request_error", refused["error"]["message"])
         return await _send_json(send, 400, refused)
+    if api == "messages" and "max_tokens" not in request:
+        return await _send_json(
+            send, 400, anthropic_error("invalid_request_error", "max_tokens: Field required")
+        )
+    answer = ANSWERS[api]
     if not stream and not model.startswith("fault/"):
         # A plain answer, sent at once: nothing to watch (and the benchmarks' reference stays lean).
-        return await _answer(send, request, model, stream, disconnected)
+        return await answer(send, request, model, stream, disconnected)
     watcher = asyncio.ensure_future(watch())
     try:
-        await _answer(send, request, model, stream, disconnected)
+        await answer(send, request, model, stream, disconnected)
         finished = True
     finally:
         await asyncio.sleep(0)  # a disconnect that came with the last send is still heard
         watcher.cancel()
 
 
-async def _answer(send, request: dict, model: str, stream: bool, disconnected: asyncio.Event) -> None:
+async def _misbehave(send, api: str, model: str, stream: bool, disconnected: asyncio.Event) -> bool:
+    """The faults every API shares, up to the headers; True when the model named one and it
+    has been played (the errors in the API's own shape)."""
     headers = stats["last_headers"]
+    anthropic = api == "messages"
     if model.startswith("fault/slow-status-"):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(disconnected.wait(), SLOW_STATUS)
         if disconnected.is_set():
-            return
+            return True
     if model.startswith(("fault/status-", "fault/slow-status-")):
-        return await _status(send, model)
+        await _status(send, model, anthropic_status_error if anthropic else _openai_status_error)
+        return True
     if model == "fault/echo-auth-401":
         message = f"Invalid credentials in Authorization header: {headers.get('authorization', '')}"
-        return await _send_json(send, 401, {"error": message})
+        if anthropic:
+            message += f", x-api-key: {headers.get('x-api-key', '')}"
+            await _send_json(send, 401, anthropic_error("authentication_error", message))
+        else:
+            await _send_json(send, 401, {"error": message})
+        return True
+    if anthropic and model == "fault/overloaded":
+        await _send_json(send, 529, anthropic_error("overloaded_error", "Overloaded"))
+        return True
     if model == "fault/redirect":
         # Another host name (localhost for 127.0.0.1) of this same server, which counts visitors.
         port = headers.get("host", "").rpartition(":")[2]
         location = f"http://localhost:{port}/_redirected".encode()
         await send({"type": "http.response.start", "status": 307, "headers": [(b"location", location)]})
-        return await send({"type": "http.response.body", "body": b""})
+        await send({"type": "http.response.body", "body": b""})
+        return True
     if model == "fault/not-json":
         body = b"<html><body>502 Bad Gateway</body></html>"
         await send(
             {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/html")]}
         )
-        return await send({"type": "http.response.body", "body": body})
+        await send({"type": "http.response.body", "body": body})
+        return True
     if model == "fault/hang" or (model == "fault/hang-after-headers" and not stream):
         if model != "fault/hang":
             start = {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"100")]}
             await send(start)
         await disconnected.wait()
+        return True
+    return False
+
+
+async def _chat(send, request: dict, model: str, stream: bool, disconnected: asyncio.Event) -> None:
+    if await _misbehave(send, "chat", model, stream, disconnected):
         return
 
     prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in request.get("messages", [])) or 1
@@ -397,6 +469,119 @@ async def _answer(send, request: dict, model: str, stream: bool, disconnected: a
     await send({"type": "http.response.body", "body": tail})
 
 
+SHORT_STREAMS = ("fault/cut", "fault/break", "fault/bad-sse", "fault/failed")
+
+
+def _deltas(model: str) -> list[str]:
+    """The text deltas of a Responses or Messages answer: "tok0", " tok1"…"""
+    count = 2 if model in SHORT_STREAMS else CHUNKS
+    deltas = [f"tok{i}" if i == 0 else f" tok{i}" for i in range(count)]
+    if model == "fault/nul":
+        deltas[-1] += "\u0000"
+    return deltas
+
+
+def _answered(model: str) -> str:
+    """The model a Responses or Messages answer names: the one asked for, as HF's Responses
+    implementation echoes it (fault/nul: with NUL characters)."""
+    return "fault/nul\u0000model" if model == "fault/nul" else model
+
+
+async def _typed_stream(send, model: str, builder, tail, disconnected: asyncio.Event, event_line=True):
+    """A stream of typed events (Responses, Messages): the builder's head, one delta per chunk,
+    then `tail()`'s events, unless the model names a fault that ends it otherwise."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"text/event-stream"),
+                (b"cache-control", b"no-cache"),
+                (b"x-inference-provider", _provider(model)),
+            ],
+        }
+    )
+
+    async def emit(events: list[dict], more: bool = True) -> None:
+        body = b"".join(sse(event, event_line) for event in events)
+        await send({"type": "http.response.body", "body": body, "more_body": more})
+
+    head = builder.head()
+    if model == "fault/hang-after-headers":
+        await emit(head[:1])
+        await disconnected.wait()
+        return
+    await emit(head)
+    if model == "fault/drip":
+        i = 0
+        while not disconnected.is_set():
+            await emit([builder.delta(f"drip{i} ")])
+            i += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(disconnected.wait(), DRIP)
+        return
+    if model == "fault/big":
+        filler = "x" * 16384
+        for _ in range(BIG_CHUNKS):
+            event = sse(builder.delta(filler), event_line)
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+            stats["big_bytes_sent"] += len(event)
+            await asyncio.sleep(0)  # uvicorn's send returns at once once the client is gone
+            if disconnected.is_set():
+                return
+    else:
+        for text in _deltas(model):
+            if model.startswith("slow/"):
+                await asyncio.sleep(SLOW)
+            if disconnected.is_set():
+                return
+            await emit([builder.delta(text)])
+    if model in SHORT_STREAMS:
+        await asyncio.sleep(SLOW)  # what came so far reaches the client first
+    if model == "fault/cut":
+        return await send({"type": "http.response.body", "body": b""})
+    if model == "fault/break":
+        raise Dropped("fault/break")
+    if model == "fault/bad-sse":
+        event = f"event: {builder.DELTA}\ndata: {{this is not json\n\n".encode()
+        return await send({"type": "http.response.body", "body": event})
+    if model == "fault/failed":
+        return await emit(builder.failed("fake router says the model failed"), more=False)
+    await emit(tail(), more=False)
+
+
+async def _responses(send, request: dict, model: str, stream: bool, disconnected: asyncio.Event) -> None:
+    if await _misbehave(send, "responses", model, stream, disconnected):
+        return
+    builder = ResponseStream(request, _answered(model), usage=model != "fault/no-usage")
+    status = "incomplete" if model == "fault/incomplete" else "completed"
+    if stream:
+        tail = functools.partial(builder.tail, status)
+        return await _typed_stream(send, model, builder, tail, disconnected, model != "fault/data-only")
+    if model == "fault/failed":
+        for text in _deltas(model):
+            builder.delta(text)
+        answer = builder.failed("fake router says the model failed")[0]["response"]
+    else:
+        answer = builder.answer(_deltas(model), status)
+    await _send_json(send, 200, answer, [(b"x-inference-provider", _provider(model))])
+
+
+async def _messages(send, request: dict, model: str, stream: bool, disconnected: asyncio.Event) -> None:
+    if await _misbehave(send, "messages", model, stream, disconnected):
+        return
+    stop_reason = "max_tokens" if model == "fault/incomplete" else "end_turn"
+    builder = MessageStream(request, _answered(model), model != "fault/no-usage", stop_reason)
+    if stream:
+        return await _typed_stream(send, model, builder, builder.tail, disconnected)
+    if model == "fault/failed":
+        return await _send_json(send, 500, anthropic_error("api_error", "Internal server error"))
+    await _send_json(send, 200, builder.answer(_deltas(model)), [(b"x-inference-provider", _provider(model))])
+
+
+ANSWERS = {"chat": _chat, "responses": _responses, "messages": _messages}
+
+
 def vector(text: str, normalize: bool) -> list[float]:
     """A deterministic stand-in for a sentence embedding."""
     digest = hashlib.sha256(text.encode()).digest()
@@ -446,8 +631,13 @@ async def app(scope, receive, send) -> None:
         return
     stats["requests"] += 1
     stats["last_headers"] = {k.decode(): v.decode() for k, v in scope["headers"]}
+    stats["last_query"] = scope.get("query_string", b"").decode()
     if path == "/v1/chat/completions" and method == "POST":
-        await _chat(scope, receive, send)
+        await _completion(receive, send, "chat")
+    elif path == "/v1/responses" and method == "POST":
+        await _completion(receive, send, "responses")
+    elif path == "/v1/messages" and method == "POST":
+        await _completion(receive, send, "messages")
     elif (
         path.startswith(FEATURE_EXTRACTION)
         and path.endswith("/pipeline/feature-extraction")

@@ -1,0 +1,250 @@
+"""The fake router's Responses and Messages APIs (tests/support/fake_router.py), run as the other
+suites run it, in its own process: its answers have the shape of the golden ones, written from
+the public references (OpenAI's OpenAPI spec for the Response object and its stream events,
+Anthropic's Messages API reference for the Message object and its stream), its usage follows
+the rule tests/support/router_events.py documents, and its faults end as they say."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import router_events
+from tests.support.harness import Router
+
+GOLDEN = Path(__file__).parent / "golden"
+CHUNKS = 5
+MODEL = "openai/gpt-oss-120b"
+RESPONSE_EVENTS = [
+    "response.created",
+    "response.in_progress",
+    "response.output_item.added",
+    "response.content_part.added",
+    *["response.output_text.delta"] * CHUNKS,
+    "response.output_text.done",
+    "response.content_part.done",
+    "response.output_item.done",
+    "response.completed",
+]
+MESSAGE_EVENTS = [
+    "message_start",
+    "content_block_start",
+    "ping",
+    *["content_block_delta"] * CHUNKS,
+    "content_block_stop",
+    "message_delta",
+    "message_stop",
+]
+
+
+@pytest.fixture(scope="module")
+def router():
+    router = Router(FAKE_ROUTER_CHUNKS=str(CHUNKS))
+    router.start()
+    yield router
+    router.stop()
+
+
+def parse_sse(body: bytes) -> list[tuple[str | None, dict]]:
+    """(event line, data) of each event; the data must be JSON."""
+    events = []
+    for block in body.decode().split("\n\n"):
+        if not block.strip():
+            continue
+        fields = dict(line.split(": ", 1) for line in block.split("\n"))
+        events.append((fields.get("event"), json.loads(fields["data"])))
+    return events
+
+
+def assert_shape(golden, actual, where="") -> None:
+    """Every field of the golden answer is in the fake's, with a value of the same kind
+    (null stands for any kind); lists are compared by their first element."""
+    if golden is None or actual is None:
+        return
+    if isinstance(golden, dict):
+        assert isinstance(actual, dict), where
+        for key, value in golden.items():
+            assert key in actual, f"{where}.{key} missing"
+            assert_shape(value, actual[key], f"{where}.{key}")
+    elif isinstance(golden, list):
+        assert isinstance(actual, list), where
+        if golden and actual:
+            assert_shape(golden[0], actual[0], f"{where}[0]")
+    elif isinstance(golden, bool) or isinstance(actual, bool):
+        assert type(golden) is type(actual), where
+    elif isinstance(golden, int | float):
+        assert isinstance(actual, int | float), where
+    else:
+        assert type(golden) is type(actual), where
+
+
+def assert_stream_like_golden(name: str, body: bytes) -> None:
+    """The same event types in the same order (the golden stream has its own number of
+    deltas), each with the golden event's fields."""
+    golden = parse_sse((GOLDEN / name).read_bytes())
+    actual = parse_sse(body)
+
+    def runs(events):
+        kinds = [data["type"] for _, data in events]
+        return [kind for i, kind in enumerate(kinds) if i == 0 or kinds[i - 1] != kind]
+
+    assert runs(actual) == runs(golden)
+    examples = {data["type"]: data for _, data in golden}
+    for event, data in actual:
+        assert event == data["type"]
+        assert_shape(examples[data["type"]], data, data["type"])
+
+
+def post(router: Router, path: str, body: dict, **headers: str) -> httpx.Response:
+    return httpx.post(router.url + path, json=body, headers=headers, timeout=5)
+
+
+# The Responses API.
+
+
+def test_responses_answer_is_shaped_like_the_golden_one(router):
+    answer = post(router, "/v1/responses", {"model": MODEL, "input": "Say hello"})
+    assert answer.status_code == 200
+    assert_shape(json.loads((GOLDEN / "responses.json").read_text()), answer.json())
+    data = answer.json()
+    assert data["id"].startswith("resp_") and data["status"] == "completed"
+    assert data["output"][0]["content"][0]["text"] == " ".join(f"tok{i}" for i in range(CHUNKS))
+
+
+def test_responses_stream_is_shaped_like_the_golden_one(router):
+    answer = post(router, "/v1/responses", {"model": MODEL, "input": "Say hello", "stream": True})
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/event-stream")
+    assert b"[DONE]" not in answer.content
+    assert_stream_like_golden("responses_stream.sse", answer.content)
+    events = [data for _, data in parse_sse(answer.content)]
+    assert [e["type"] for e in events] == RESPONSE_EVENTS
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    text = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+    assert events[-1]["response"]["output"][0]["content"][0]["text"] == text
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_responses_usage_follows_the_documented_rule(router, stream):
+    request = {
+        "model": MODEL + ":fireworks-ai",
+        "instructions": "Be brief",
+        "input": [
+            {"role": "user", "content": "one two three"},
+            {"role": "user", "content": [{"type": "input_text", "text": "four five"}]},
+        ],
+        "reasoning": {"effort": "low"},
+        "prompt_cache_key": "session-1",
+        "previous_response_id": "resp_earlier",
+        "stream": stream,
+    }
+    answer = post(router, "/v1/responses", request)
+    response = parse_sse(answer.content)[-1][1]["response"] if stream else answer.json()
+    reasoning = router_events.REASONING_TOKENS
+    assert response["usage"] == {
+        "input_tokens": 7,
+        "input_tokens_details": {"cached_tokens": 3},
+        "output_tokens": CHUNKS + reasoning,
+        "output_tokens_details": {"reasoning_tokens": reasoning},
+        "total_tokens": 7 + CHUNKS + reasoning,
+    }
+    assert answer.headers["x-inference-provider"] == "fireworks-ai"
+
+
+def test_responses_usage_without_cache_key_or_reasoning(router):
+    usage = post(router, "/v1/responses", {"model": MODEL, "input": "a b c"}).json()["usage"]
+    assert usage["input_tokens_details"] == {"cached_tokens": 0}
+    assert usage["output_tokens_details"] == {"reasoning_tokens": 0}
+    assert usage["output_tokens"] == CHUNKS
+
+
+@pytest.mark.parametrize(
+    ("model", "code"), [("m", "model_not_found"), ("org/unknown", "model_not_supported")]
+)
+def test_responses_refuses_unknown_models_like_chat(router, model, code):
+    answer = post(router, "/v1/responses", {"model": model, "input": "hi"})
+    assert answer.status_code == 400
+    assert answer.json()["error"]["code"] == code
+    assert router.stats()["refused"][model] >= 1
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/responses/resp_1"),
+        ("DELETE", "/v1/responses/resp_1"),
+        ("POST", "/v1/responses/resp_1/cancel"),
+        ("GET", "/v1/responses/resp_1/input_items"),
+    ],
+)
+def test_stored_responses_are_not_served(router, method, path):
+    answer = httpx.request(method, router.url + path, timeout=5)
+    assert (answer.status_code, answer.json()) == (404, {"error": "Not Found"})
+
+
+def test_responses_cut_ends_cleanly_before_completed(router):
+    answer = post(router, "/v1/responses", {"model": "fault/cut", "input": "hi", "stream": True})
+    kinds = [data["type"] for _, data in parse_sse(answer.content)]
+    assert kinds == RESPONSE_EVENTS[:4] + ["response.output_text.delta"] * 2
+
+
+def test_responses_break_drops_the_connection(router):
+    with pytest.raises(httpx.RemoteProtocolError):
+        post(router, "/v1/responses", {"model": "fault/break", "input": "hi", "stream": True})
+
+
+def test_responses_bad_sse_sends_an_event_that_is_not_json(router):
+    answer = post(router, "/v1/responses", {"model": "fault/bad-sse", "input": "hi", "stream": True})
+    assert answer.content.endswith(b"event: response.output_text.delta\ndata: {this is not json\n\n")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_responses_no_usage(router, stream):
+    answer = post(router, "/v1/responses", {"model": "fault/no-usage", "input": "hi", "stream": stream})
+    response = parse_sse(answer.content)[-1][1]["response"] if stream else answer.json()
+    assert response["status"] == "completed" and response["usage"] is None
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_responses_failed(router, stream):
+    answer = post(router, "/v1/responses", {"model": "fault/failed", "input": "hi", "stream": stream})
+    assert answer.status_code == 200
+    if stream:
+        events = [data for _, data in parse_sse(answer.content)]
+        assert [e["type"] for e in events][-3:] == ["response.output_text.delta"] * 2 + ["response.failed"]
+        response = events[-1]["response"]
+    else:
+        response = answer.json()
+    assert response["status"] == "failed" and response["error"]["code"] == "server_error"
+    assert response["usage"] is None
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_responses_incomplete_carries_usage(router, stream):
+    answer = post(router, "/v1/responses", {"model": "fault/incomplete", "input": "hi", "stream": stream})
+    if stream:
+        events = [data for _, data in parse_sse(answer.content)]
+        assert [e["type"] for e in events] == [*RESPONSE_EVENTS[:-1], "response.incomplete"]
+        response = events[-1]["response"]
+    else:
+        response = answer.json()
+    assert response["status"] == "incomplete"
+    assert response["incomplete_details"] == {"reason": "max_output_tokens"}
+    assert response["usage"]["output_tokens"] == CHUNKS
+
+
+def test_responses_data_only_framing(router):
+    answer = post(router, "/v1/responses", {"model": "fault/data-only", "input": "hi", "stream": True})
+    events = parse_sse(answer.content)
+    assert all(event is None for event, _ in events)
+    assert [data["type"] for _, data in events] == RESPONSE_EVENTS
+
+
+@pytest.mark.parametrize("model", ["fault/status-429", "fault/status-503-empty"])
+def test_responses_status_faults(router, model):
+    answer = post(router, "/v1/responses", {"model": model, "input": "hi"})
+    assert answer.status_code == int(model.split("-")[1])
+    assert answer.headers["retry-after"] == "7"
