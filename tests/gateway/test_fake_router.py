@@ -248,3 +248,160 @@ def test_responses_status_faults(router, model):
     answer = post(router, "/v1/responses", {"model": model, "input": "hi"})
     assert answer.status_code == int(model.split("-")[1])
     assert answer.headers["retry-after"] == "7"
+
+
+# The Anthropic Messages API.
+
+ANTHROPIC_HEADERS = {"anthropic-version": "2023-06-01", "anthropic-beta": "a-beta,another-beta"}
+
+
+def messages(router: Router, body: dict, query: str = "?beta=true") -> httpx.Response:
+    request = {"max_tokens": 100, "messages": [{"role": "user", "content": "Say hello"}], **body}
+    return post(router, "/v1/messages" + query, request, **ANTHROPIC_HEADERS)
+
+
+def test_messages_answer_is_shaped_like_the_golden_one(router):
+    answer = messages(router, {"model": MODEL})
+    assert answer.status_code == 200
+    assert_shape(json.loads((GOLDEN / "messages.json").read_text()), answer.json())
+    data = answer.json()
+    assert data["id"].startswith("msg_") and data["stop_reason"] == "end_turn"
+    assert data["content"] == [{"type": "text", "text": " ".join(f"tok{i}" for i in range(CHUNKS))}]
+
+
+def test_messages_stream_is_shaped_like_the_golden_one(router):
+    answer = messages(router, {"model": MODEL, "stream": True})
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/event-stream")
+    assert_stream_like_golden("messages_stream.sse", answer.content)
+    events = [data for _, data in parse_sse(answer.content)]
+    assert [e["type"] for e in events] == MESSAGE_EVENTS
+    assert events[0]["message"]["usage"]["output_tokens"] == 1
+    assert events[-2]["usage"]["output_tokens"] == CHUNKS
+
+
+def test_messages_records_the_anthropic_headers_and_query(router):
+    messages(router, {"model": MODEL})
+    stats = router.stats()
+    assert stats["last_headers"]["anthropic-version"] == "2023-06-01"
+    assert stats["last_headers"]["anthropic-beta"] == "a-beta,another-beta"
+    assert stats["last_query"] == "beta=true"
+    assert json.loads(stats["last_body"])["max_tokens"] == 100
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_messages_usage_follows_the_documented_rule(router, stream):
+    body = {
+        "model": MODEL,
+        "system": [{"type": "text", "text": "You are terse", "cache_control": {"type": "ephemeral"}}],
+        "messages": [
+            {"role": "user", "content": "one two three"},
+            {"role": "assistant", "content": [{"type": "text", "text": "four five six"}]},
+            {"role": "user", "content": "seven"},
+        ],
+        "stream": stream,
+    }
+    answer = messages(router, body)
+    expected = {
+        "input_tokens": 10 - 5 - 2,
+        "cache_creation_input_tokens": 2,
+        "cache_read_input_tokens": 5,
+        "output_tokens": CHUNKS,
+    }
+    if stream:
+        events = [data for _, data in parse_sse(answer.content)]
+        assert events[0]["message"]["usage"] == {**expected, "output_tokens": 1}
+        assert events[-2]["usage"] == expected
+    else:
+        assert answer.json()["usage"] == expected
+
+
+def test_messages_usage_without_cache_control(router):
+    usage = messages(router, {"model": MODEL}).json()["usage"]
+    assert usage == {
+        "input_tokens": 2,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "output_tokens": CHUNKS,
+    }
+
+
+@pytest.mark.parametrize("model", ["m", "org/unknown"])
+def test_messages_refuses_unknown_models_in_anthropic_shape(router, model):
+    answer = messages(router, {"model": model})
+    assert answer.status_code == 400
+    assert answer.json()["type"] == "error"
+    assert answer.json()["error"]["type"] == "invalid_request_error"
+    assert model in answer.json()["error"]["message"]
+
+
+def test_messages_requires_max_tokens(router):
+    answer = post(router, "/v1/messages", {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]})
+    assert answer.status_code == 400
+    assert answer.json() == {
+        "type": "error",
+        "error": {"type": "invalid_request_error", "message": "max_tokens: Field required"},
+    }
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_messages_overloaded(router, stream):
+    answer = messages(router, {"model": "fault/overloaded", "stream": stream})
+    assert answer.status_code == 529
+    assert answer.json() == {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+
+
+@pytest.mark.parametrize(
+    ("model", "kind"), [("fault/status-429", "rate_limit_error"), ("fault/status-500", "api_error")]
+)
+def test_messages_status_faults_in_anthropic_shape(router, model, kind):
+    answer = messages(router, {"model": model})
+    assert answer.status_code == int(model.rpartition("-")[2])
+    assert answer.json()["error"]["type"] == kind
+
+
+def test_messages_echo_auth_quotes_what_arrived(router):
+    answer = post(
+        router,
+        "/v1/messages",
+        {"model": "fault/echo-auth-401", "max_tokens": 1, "messages": []},
+        authorization="Bearer hf_x",
+        **{"x-api-key": "sk-client"},
+    )
+    assert answer.status_code == 401
+    assert answer.json()["error"]["type"] == "authentication_error"
+    assert "Bearer hf_x" in answer.json()["error"]["message"]
+    assert "sk-client" in answer.json()["error"]["message"]
+
+
+def test_messages_cut_ends_cleanly_before_message_stop(router):
+    answer = messages(router, {"model": "fault/cut", "stream": True})
+    kinds = [data["type"] for _, data in parse_sse(answer.content)]
+    assert kinds == MESSAGE_EVENTS[:3] + ["content_block_delta"] * 2
+
+
+def test_messages_failed_sends_an_error_event(router):
+    answer = messages(router, {"model": "fault/failed", "stream": True})
+    kinds = [event for event, _ in parse_sse(answer.content)]
+    assert kinds == [*MESSAGE_EVENTS[:3], "content_block_delta", "content_block_delta", "error"]
+    assert parse_sse(answer.content)[-1][1]["error"]["type"] == "overloaded_error"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_messages_no_usage(router, stream):
+    answer = messages(router, {"model": "fault/no-usage", "stream": stream})
+    if stream:
+        events = [data for _, data in parse_sse(answer.content)]
+        assert "usage" not in events[0]["message"] and "usage" not in events[-2]
+    else:
+        assert "usage" not in answer.json()
+
+
+def test_messages_incomplete_stops_at_max_tokens(router):
+    assert messages(router, {"model": "fault/incomplete"}).json()["stop_reason"] == "max_tokens"
+
+
+def test_count_tokens_is_not_served(router):
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+    answer = post(router, "/v1/messages/count_tokens", body, **ANTHROPIC_HEADERS)
+    assert (answer.status_code, answer.json()) == (404, {"error": "Not Found"})

@@ -1,7 +1,7 @@
 """A fake Hugging Face router: a raw ASGI app, fast enough never to be the bottleneck.
 
 Serves `POST /v1/chat/completions` (JSON or SSE, CHUNKS content chunks), `POST /v1/responses`
-(below) and `GET /v1/models`.
+and `POST /v1/messages` (below), and `GET /v1/models`.
 
 Like the real router, it answers only models it serves: the ids in MODELS, bare or with a
 suffix (`:cerebras`, `:fastest`…), and the `fault/…` and `slow/…` names below. Any other model
@@ -71,6 +71,31 @@ slow/...; and
                             `max_output_tokens`, the message item `incomplete`, with usage)
     fault/data-only         a normal stream framed as HF's responses.js frames it: `data:` lines
                             only, no `event:` lines
+
+`POST /v1/messages` (any query string, such as Claude Code's `?beta=true`, is accepted and
+kept in `_stats`) answers the Anthropic Messages API, built by router_events.py as well: the
+same models as chat, but every error in Anthropic's shape, `{"type": "error", "error": {"type",
+"message"}}`: an unknown model is an `invalid_request_error` 400 with the router's message, a
+body without `max_tokens` the `invalid_request_error` 400 "max_tokens: Field required" (the
+model is checked first, as the router routes before a provider reads the body). A Message
+object (`msg_…`, one text block, stop_reason end_turn, usage with input_tokens, output_tokens,
+cache_read_input_tokens, cache_creation_input_tokens), or streamed: message_start (usage with
+output_tokens 1), content_block_start, ping, content_block_delta (text_delta) ×CHUNKS,
+content_block_stop, message_delta (stop_reason; usage with the final output_tokens and the
+input and cache counts repeated, as Anthropic's API does today), message_stop. The faults as
+for Responses (status-N bodies typed by status: 429 rate_limit_error, 500 api_error, 529
+overloaded_error…; echo-auth-401 an `authentication_error` quoting both the Authorization and
+the x-api-key headers; no-usage: no `usage` in message_start, message_delta or the Message),
+and
+
+    fault/overloaded        529 `overloaded_error` "Overloaded", stream or not
+    fault/failed            streamed: two deltas, then Anthropic's `error` event
+                            (`overloaded_error`), as when a model is overloaded mid-answer;
+                            not streamed: 500 `api_error`
+    fault/incomplete        stop_reason `max_tokens`
+
+`POST /v1/messages/count_tokens` is not served (the 404 of any unknown path): the router is
+assumed not to offer it, so a proxy has to estimate locally.
 
 `POST /hf-inference/models/{model}/pipeline/feature-extraction` answers HF Inference's way: a bare
 array with one DIM-long vector per input, made from the text's hash (normalised when asked),
