@@ -55,7 +55,8 @@ Response object (`resp_…`, one assistant message with one output_text part, us
 `sequence_number`): response.created, response.in_progress, response.output_item.added,
 response.content_part.added, response.output_text.delta ×CHUNKS, response.output_text.done,
 response.content_part.done, response.output_item.done, response.completed (the whole response
-with its usage), and no `[DONE]`. The answer names the model as asked, suffix included (HF's
+with its usage), and no `[DONE]`. A request for structured output (`text.format` a
+`json_schema`) is answered with a JSON object its schema accepts (router_events.structured_deltas). The answer names the model as asked, suffix included (HF's
 Responses implementation echoes it); `previous_response_id` is accepted and echoed, nothing is
 stored: `GET`/`DELETE /v1/responses/{id}`, `POST …/cancel` and `GET …/input_items` get the
 404 of any unknown path. The faults above apply, stream or not, as they make sense:
@@ -128,6 +129,7 @@ from tests.support.router_events import (
     anthropic_error,
     anthropic_status_error,
     sse,
+    structured_deltas,
 )
 
 CHUNKS = int(os.environ.get("FAKE_ROUTER_CHUNKS", "20"))
@@ -512,9 +514,12 @@ def _answered(model: str) -> str:
     return "fault/nul\u0000model" if model == "fault/nul" else model
 
 
-async def _typed_stream(send, model: str, builder, tail, disconnected: asyncio.Event, event_line=True):
-    """A stream of typed events (Responses, Messages): the builder's head, one delta per chunk,
-    then `tail()`'s events, unless the model names a fault that ends it otherwise."""
+async def _typed_stream(
+    send, model: str, builder, tail, disconnected: asyncio.Event, event_line=True, deltas=None
+):
+    """A stream of typed events (Responses, Messages): the builder's head, one delta per chunk
+    (`deltas`, else `_deltas(model)`), then `tail()`'s events, unless the model names a fault
+    that ends it otherwise."""
     await send(
         {
             "type": "http.response.start",
@@ -555,7 +560,7 @@ async def _typed_stream(send, model: str, builder, tail, disconnected: asyncio.E
             if disconnected.is_set():
                 return
     else:
-        for text in _deltas(model):
+        for text in deltas or _deltas(model):
             if model.startswith("slow/"):
                 await asyncio.sleep(SLOW)
             if disconnected.is_set():
@@ -580,15 +585,18 @@ async def _responses(send, request: dict, model: str, stream: bool, disconnected
         return
     builder = ResponseStream(request, _answered(model), usage=model != "fault/no-usage")
     status = "incomplete" if model == "fault/incomplete" else "completed"
+    deltas = structured_deltas(request) or _deltas(model)
     if stream:
         tail = functools.partial(builder.tail, status)
-        return await _typed_stream(send, model, builder, tail, disconnected, model != "fault/data-only")
+        return await _typed_stream(
+            send, model, builder, tail, disconnected, model != "fault/data-only", deltas
+        )
     if model == "fault/failed":
         for text in _deltas(model):
             builder.delta(text)
         answer = builder.failed("fake router says the model failed")[0]["response"]
     else:
-        answer = builder.answer(_deltas(model), status)
+        answer = builder.answer(deltas, status)
     await _send_json(send, 200, answer, [(b"x-inference-provider", _provider(model))])
 
 

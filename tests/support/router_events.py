@@ -43,6 +43,23 @@ import time
 REASONING_TOKENS = 7
 
 
+def structured_deltas(request: dict) -> list[str] | None:
+    """Structured output (`text.format` a `json_schema`): the text deltas of a JSON object that
+    the schema accepts (each property: a string "x", a number 1, a boolean true, an empty array
+    or object), one property a delta; None when the request asks for none."""
+    text = request.get("text")
+    form = text.get("format") if isinstance(text, dict) else None
+    if not isinstance(form, dict) or form.get("type") != "json_schema":
+        return None
+    schema = form.get("schema") or {}
+    samples = {"string": "x", "integer": 1, "number": 1, "boolean": True, "array": [], "object": {}}
+    properties = schema.get("properties") or {}
+    values = {name: samples.get(spec.get("type"), "x") for name, spec in properties.items()}
+    parts = [f"{json.dumps(name)}: {json.dumps(value)}" for name, value in values.items()]
+    deltas = ["{" + ", ".join(parts[:1])] + [", " + part for part in parts[1:]] + ["}"]
+    return deltas
+
+
 def sse(event: dict, event_line: bool = True) -> bytes:
     """One server-sent event: `event: <type>` then its data, as OpenAI and Anthropic frame them
     (`event_line=False`: the data line alone, as HF's responses.js frames them)."""
