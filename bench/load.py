@@ -148,7 +148,11 @@ def _first_text(line: bytes, mode: str) -> bool:
 
 def _last_event(line: bytes, mode: str) -> bool:
     if mode == RESPONSES_STREAM:
-        return b"response.completed" in line and json.loads(line[6:]).get("type") == "response.completed"
+        return (
+            line.startswith(b"data: ")
+            and b"response.completed" in line
+            and json.loads(line[6:]).get("type") == "response.completed"
+        )
     return line.startswith(b"data: [DONE]")
 
 
@@ -232,14 +236,14 @@ async def run(
 
 def table(rows: list[dict]) -> str:
     head = (
-        f"{'target':<10}{'mode':<12}{'c':>4}{'req/s':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}"
+        f"{'target':<10}{'mode':<18}{'c':>4}{'req/s':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}"
         f"{'ttft p50':>10}{'errors':>8}  server CPU ms/req"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
         cpu = ", ".join(f"{k} {v}" for k, v in r["cpu_ms_per_request"].items())
         lines.append(
-            f"{r['target']:<10}{r['mode']:<12}{r['concurrency']:>4}{r['requests_per_s'] or 0:>9.0f}"
+            f"{r['target']:<10}{r['mode']:<18}{r['concurrency']:>4}{r['requests_per_s'] or 0:>9.0f}"
             f"{r['p50_ms'] or 0:>9.2f}{r['p90_ms'] or 0:>9.2f}{r['p99_ms'] or 0:>9.2f}"
             f"{r['p50_ttft_ms'] or 0:>10.2f}{r['errors']:>8}  {cpu}"
         )
