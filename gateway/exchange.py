@@ -136,7 +136,9 @@ def report(exchange: Exchange) -> None:
         cached_tokens=usage.cached_tokens,
         reasoning_tokens=usage.reasoning_tokens,
         units=exchange.units,
-        usage_source=exchange.usage_source if exchange.usage else UsageSource.MISSING,
+        usage_source=(
+            exchange.usage_source if exchange.usage or exchange.units is not None else UsageSource.MISSING
+        ),
         latency_ms=_ms(exchange.latency),
         ttft_ms=_ms(ttft),
     )

@@ -1,5 +1,5 @@
 """From the validated request to the client's last byte: the APIs relayed as they came (chat,
-Responses, Messages) through `forward`, and embeddings, converted."""
+Responses, Messages) through `forward`, and embeddings and transcriptions, converted."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from django.conf import settings
 from django.http import HttpResponse, StreamingHttpResponse
 
 from accounts import allowlist, runtime
-from accounts.models import Outcome
-from gateway import chatstream, converter, errors, upstream
+from accounts.models import Outcome, UsageSource
+from gateway import audio, chatstream, converter, errors, upstream
 from gateway.converter import Api, BadAnswer, ChatRequest, Follower, Usage
 from gateway.embeddings import EmbeddingsRequest, embeddings_answer, feature_extraction_body
 from gateway.exchange import Exchange
@@ -146,6 +146,33 @@ def _embeddings_body(raw: bytes, request: EmbeddingsRequest) -> tuple[bytes, Usa
     answer = embeddings_answer(raw, request)
     tokens = answer["usage"]["prompt_tokens"]
     return converter.dump_json(answer), Usage(tokens, 0, tokens)
+
+
+async def transcription(request: audio.TranscriptionRequest, exchange: Exchange) -> HttpResponse:
+    """Speech to text through HF Inference's automatic-speech-recognition, in OpenAI's shape.
+    Counted in seconds of audio, as read from the file."""
+    exchange.model_requested, exchange.provider = request.model, audio.PROVIDER
+    _may_call(exchange, f"{request.model}:{audio.PROVIDER}")  # the route it takes, whatever was asked
+    if len(request.audio) < 256 * 1024:
+        body, content_type = audio.asr_body(request)
+    else:  # base64-encoding megabytes of audio: not on the loop
+        body, content_type = await sync_to_async(audio.asr_body, thread_sensitive=False)(request)
+    deadline = upstream.deadline()
+    response = await exchange.send(
+        "POST",
+        f"/models/{request.model}",
+        deadline,
+        base=settings.HF_INFERENCE_URL,
+        body=body,
+        content_type=content_type,
+    )
+    answer, answer_type = audio.transcription_answer(await upstream.read_body(response, deadline), request)
+    exchange.model_answered = request.model
+    # Only an answered request counts its seconds. The pipeline counts nothing: the proxy read
+    # them from the file (estimated); a format whose duration it cannot read has none (missing).
+    if request.seconds is not None:
+        exchange.units, exchange.usage_source = request.seconds, UsageSource.ESTIMATED
+    return HttpResponse(answer, content_type=answer_type)
 
 
 class StreamRelay:

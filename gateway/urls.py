@@ -15,6 +15,7 @@ _ID = r"(?P<response_id>[A-Za-z0-9_-]{1,200})"
 _endpoints = [
     re_path(r"^chat/completions/?$", views.chat_completions, name="chat-completions"),
     re_path(r"^embeddings/?$", views.embeddings, name="embeddings"),
+    re_path(r"^audio/transcriptions/?$", views.audio_transcriptions, name="audio-transcriptions"),
     re_path(r"^responses/?$", views.responses, name="responses"),
     # Response ids are letters, digits, `_` and `-`: nothing that could reach another router path.
     re_path(rf"^responses/{_ID}/?$", views.response_detail, name="response-detail"),

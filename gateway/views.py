@@ -14,7 +14,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from accounts import allowlist, limits, offloop
 from accounts.models import Outcome
-from gateway import auth, catalog, converter, errors, metrics, modellist, relay
+from gateway import audio, auth, catalog, converter, errors, metrics, modellist, multipart, relay
 from gateway import messages as messages_api
 from gateway import responses as responses_api
 from gateway.embeddings import parse_embeddings_request
@@ -122,6 +122,13 @@ async def chat_completions(request: HttpRequest, exchange: Exchange) -> HttpResp
 async def embeddings(request: HttpRequest, exchange: Exchange) -> HttpResponse:
     parsed = parse_embeddings_request(request.body, settings.DEFAULT_EMBEDDING_MODEL)
     return await relay.embeddings(parsed, exchange)
+
+
+@api_view("POST")
+async def audio_transcriptions(request: HttpRequest, exchange: Exchange) -> HttpResponse:
+    form = await multipart.aparse(request.body, request.META.get("CONTENT_TYPE", ""))
+    parsed = audio.parse_transcription_request(form, settings.DEFAULT_TRANSCRIPTION_MODEL)
+    return await relay.transcription(parsed, exchange)
 
 
 @api_view("POST")
@@ -252,6 +259,7 @@ async def index(request: HttpRequest) -> HttpResponse:
                 "responses": f"POST {prefix}/responses",
                 "messages": f"POST {prefix}/messages",
                 "embeddings": f"POST {prefix}/embeddings",
+                "audio_transcriptions": f"POST {prefix}/audio/transcriptions",
                 "models": f"GET {prefix}/models",
                 "model": f"GET {prefix}/models/{{id}}",
                 "health": "GET /health",

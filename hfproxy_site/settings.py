@@ -74,6 +74,8 @@ HF_INFERENCE_URL = env.str("HF_INFERENCE_URL", default="https://router.huggingfa
     "/"
 )
 DEFAULT_EMBEDDING_MODEL = env.str("DEFAULT_EMBEDDING_MODEL", default="sentence-transformers/all-MiniLM-L6-v2")
+# Speech to text (POST /v1/audio/transcriptions) runs on HF Inference's automatic-speech-recognition.
+DEFAULT_TRANSCRIPTION_MODEL = env.str("DEFAULT_TRANSCRIPTION_MODEL", default="openai/whisper-large-v3")
 # Seconds. REQUEST_TIMEOUT bounds the whole exchange with the router, streams included;
 # READ_TIMEOUT bounds the wait for the first byte and every gap between stream chunks.
 REQUEST_TIMEOUT = env.float("REQUEST_TIMEOUT", default=300.0)
