@@ -6,13 +6,14 @@ the rule tests/support/router_events.py documents, and its faults end as they sa
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support import router_events
+from tests.support import fake_router, router_events
 from tests.support.harness import Router
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -405,3 +406,32 @@ def test_count_tokens_is_not_served(router):
     body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
     answer = post(router, "/v1/messages/count_tokens", body, **ANTHROPIC_HEADERS)
     assert (answer.status_code, answer.json()) == (404, {"error": "Not Found"})
+
+
+# HF Inference's automatic-speech-recognition.
+
+WHISPER = "/hf-inference/models/openai/whisper-large-v3"
+
+
+def test_speech_recognition_takes_the_audio_as_the_body(router):
+    answer = httpx.post(router.url + WHISPER, content=b"RIFF audio", headers={"content-type": "audio/wav"})
+    assert answer.json() == {"text": fake_router.transcript(b"RIFF audio")}
+    assert router.stats()["last_audio"] == {"content_type": "audio/wav", "bytes": 10, "parameters": {}}
+
+
+def test_speech_recognition_with_parameters_and_timestamps(router):
+    body = {"inputs": base64.b64encode(b"RIFF audio").decode(), "parameters": {"return_timestamps": True}}
+    answer = post(router, WHISPER, body).json()
+    assert answer["text"] == fake_router.transcript(b"RIFF audio")
+    assert "".join(chunk["text"] for chunk in answer["chunks"]) == answer["text"]
+    assert answer["chunks"][-1]["timestamp"][1] is None  # Whisper's open end
+
+
+def test_speech_recognition_refuses_other_models_and_empty_audio(router):
+    other = httpx.post(router.url + "/hf-inference/models/nobody/asr", content=b"x")
+    empty = httpx.post(router.url + WHISPER, content=b"")
+    assert (other.status_code, other.json()) == (
+        400,
+        {"error": "Model not supported by provider hf-inference"},
+    )
+    assert (empty.status_code, "error" in empty.json()) == (400, True)

@@ -104,6 +104,14 @@ for the models in EMBEDDING_MODELS; `fault/status-N...` models fail as above, `f
 answers token-level vectors, and any other model gets HF Inference's 400
 `{"error": "Model not supported by provider hf-inference"}`.
 
+`POST /hf-inference/models/{model}` is HF Inference's automatic-speech-recognition for the models
+in SPEECH_MODELS: the audio as the body (any content type), or, with parameters, JSON
+`{"inputs": base64 audio, "parameters": {...}}` as huggingface_hub sends it. It answers
+`{"text": transcript(audio)}`, with `return_timestamps` also `chunks` of `{"text", "timestamp":
+[start, end]}`, the last one's end left open (null) as Whisper leaves it; an empty audio gets a
+400 `{"error": …}`, `fault/status-N` fails as above, and any other model gets the 400 above.
+`last_audio` in the stats says what the last one received (content type, bytes, parameters).
+
 Connection refused is this server not running. `GET /_stats` reports what it saw: requests
 (and chat_requests, responses_requests, messages_requests), attempts per model (refused ones
 too), `refused` (by model), the last request's headers, body and query string, what fault/big
@@ -115,6 +123,7 @@ noticed) and `streams_abandoned`.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import functools
 import hashlib
@@ -138,7 +147,8 @@ SLOW = float(os.environ.get("FAKE_ROUTER_SLOW", "0.1"))
 SLOW_STATUS = float(os.environ.get("FAKE_ROUTER_SLOW_STATUS", "1.0"))
 BIG_CHUNKS = int(os.environ.get("FAKE_ROUTER_BIG_CHUNKS", "4000"))
 DIM = int(os.environ.get("FAKE_ROUTER_DIM", "16"))
-FEATURE_EXTRACTION = "/hf-inference/models/"
+HF_INFERENCE_MODELS = "/hf-inference/models/"  # its pipelines: feature-extraction, speech recognition
+FEATURE_EXTRACTION = HF_INFERENCE_MODELS
 
 MODELS = {
     "object": "list",
@@ -175,6 +185,8 @@ MODELS = {
 # What HF Inference's feature-extraction pipeline serves here (README: the default, and the one
 # it recommends for Chinese text).
 EMBEDDING_MODELS = ("sentence-transformers/all-MiniLM-L6-v2", "BAAI/bge-m3", "intfloat/multilingual-e5-large")
+# What its automatic-speech-recognition serves (README: the default transcription model).
+SPEECH_MODELS = ("openai/whisper-large-v3", "openai/whisper-large-v3-turbo")
 SERVED = {entry["id"] for entry in MODELS["data"]}
 POLICIES = ("fastest", "cheapest", "preferred", "auto")
 
@@ -215,6 +227,7 @@ def new_stats() -> dict:
         "last_query": "",
         "last_body": None,
         "last_body_sha256": None,
+        "last_audio": None,
     }
 
 
@@ -640,6 +653,39 @@ async def _feature_extraction(path: str, receive, send) -> None:
     await _send_json(send, 200, vectors)
 
 
+def transcript(audio: bytes) -> str:
+    """A deterministic stand-in for what a speech model heard (with Whisper's leading space)."""
+    return f" I heard {len(audio)} bytes. Thank you."
+
+
+async def _speech_recognition(path: str, headers: dict[str, str], receive, send) -> None:
+    model = path.removeprefix(HF_INFERENCE_MODELS)
+    body = await _read_body(receive)
+    content_type = headers.get("content-type", "")
+    audio, parameters = body, {}
+    if content_type.startswith("application/json"):
+        request = json.loads(body)
+        audio, parameters = base64.b64decode(request["inputs"]), request.get("parameters") or {}
+    stats["attempts"][model] = stats["attempts"].get(model, 0) + 1
+    stats["last_audio"] = {"content_type": content_type, "bytes": len(audio), "parameters": parameters}
+    if model.startswith("fault/status-"):
+        return await _status(send, model)
+    if model not in SPEECH_MODELS:
+        stats["refused"][model] = stats["refused"].get(model, 0) + 1
+        return await _send_json(send, 400, {"error": "Model not supported by provider hf-inference"})
+    if not audio:
+        return await _send_json(send, 400, {"error": "Malformed soundfile"})
+    text = transcript(audio)
+    answer = {"text": text}
+    if parameters.get("return_timestamps"):
+        first, _, rest = text.partition(".")
+        answer["chunks"] = [
+            {"text": first + ".", "timestamp": [0.0, 1.0]},
+            {"text": rest, "timestamp": [1.0, None]},
+        ]
+    await _send_json(send, 200, answer, [(b"x-inference-provider", b"hf-inference")])
+
+
 async def app(scope, receive, send) -> None:
     if scope["type"] == "lifespan":
         while True:
@@ -677,6 +723,8 @@ async def app(scope, receive, send) -> None:
         and method == "POST"
     ):
         await _feature_extraction(path, receive, send)
+    elif path.startswith(HF_INFERENCE_MODELS) and method == "POST":
+        await _speech_recognition(path, stats["last_headers"], receive, send)
     elif path == "/v1/models" and method == "GET":
         await _send_json(send, 200, MODELS)
     else:
