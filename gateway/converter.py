@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -167,6 +168,16 @@ def parse_chat_request(raw: bytes, default_model: str) -> ChatRequest:
 def check_model(model: Any) -> None:
     if not isinstance(model, str) or not model.strip() or not model.isprintable():
         raise InvalidRequest("`model` must be a non-empty string of printable characters.", "model")
+
+
+# A Hugging Face model id (`org/name`, or a bare `name`) as a URL path takes it: nothing that
+# could leave the path (`..`, a third segment, a query).
+_MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
+
+
+def is_model_id(model: str) -> bool:
+    """Whether `model` is a Hugging Face model id that can go into a URL's path as it is."""
+    return bool(_MODEL_ID.fullmatch(model)) and ".." not in model
 
 
 def drop_control_fields(body: dict[str, Any]) -> bool:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import math
-import re
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +17,7 @@ from gateway.converter import (
     InvalidRequest,
     dump_json,
     is_integer,
+    is_model_id,
     parse_answer,
     parse_json_object,
     text_size,
@@ -25,8 +25,6 @@ from gateway.converter import (
 )
 
 MAX_EMBEDDING_INPUTS = 2048  # OpenAI's limit per request
-# An HF model id (`org/name`) as the pipeline URL's path takes it: nothing that could leave it.
-_MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
 
 
 @dataclass
@@ -46,7 +44,7 @@ def parse_embeddings_request(raw: bytes, default_model: str) -> EmbeddingsReques
         raise InvalidRequest("`model` must be a non-empty string.", "model")
     # The feature-extraction pipeline is HF Inference's own: a provider suffix names nothing more.
     model = model.removesuffix(":hf-inference")
-    if not _MODEL_ID.fullmatch(model) or ".." in model:
+    if not is_model_id(model):
         raise InvalidRequest(
             "`model` must be a Hugging Face model id such as `org/name` (feature-extraction "
             "runs on HF Inference: no provider suffix).",

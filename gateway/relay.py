@@ -1,11 +1,13 @@
 """From the validated request to the client's last byte: the APIs relayed as they came (chat,
-Responses, Messages) through `forward`, and embeddings and transcriptions, converted."""
+Responses, Messages) through `forward`, and embeddings, transcriptions and images, converted."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import async_to_sync, sync_to_async
@@ -14,7 +16,8 @@ from django.http import HttpResponse, StreamingHttpResponse
 
 from accounts import allowlist, runtime
 from accounts.models import Outcome, UsageSource
-from gateway import audio, chatstream, converter, errors, upstream
+from gateway import audio, catalog, chatstream, converter, errors, upstream
+from gateway import images as images_api
 from gateway.converter import Api, BadAnswer, ChatRequest, Follower, Usage
 from gateway.embeddings import EmbeddingsRequest, embeddings_answer, feature_extraction_body
 from gateway.exchange import Exchange
@@ -173,6 +176,41 @@ async def transcription(request: audio.TranscriptionRequest, exchange: Exchange)
     if request.seconds is not None:
         exchange.units, exchange.usage_source = request.seconds, UsageSource.ESTIMATED
     return HttpResponse(answer, content_type=answer_type)
+
+
+async def images(request: images_api.ImagesRequest, exchange: Exchange) -> HttpResponse:
+    """Images from Hugging Face's text-to-image, in OpenAI's shape. Where the provider makes one
+    image a call, the `n` calls run at once; the record counts the images that came back."""
+    exchange.model_requested = request.model
+    _may_call(exchange, request.model)
+    offers = (
+        await catalog.provider_mapping(exchange, request.base_model)
+        if images_api.needs_mapping(request)
+        else None
+    )
+    route = images_api.choose_route(request, offers)
+    exchange.provider = route.provider
+    call = images_api.provider_call(request, route)
+    base = settings.HF_INFERENCE_URL if route.provider == images_api.HF_INFERENCE else settings.HF_ROUTER_URL
+    deadline = upstream.deadline()
+
+    async def generate() -> list[str]:
+        response = await exchange.send(
+            "POST", call.path, deadline, base=base, body=call.body, accept=call.accept
+        )
+        content_type = response.headers.get("content-type", "")
+        return images_api.images_from(await upstream.read_body(response, deadline), route, content_type)
+
+    results = await asyncio.gather(*(generate() for _ in range(call.calls)), return_exceptions=True)
+    made = [image for result in results if isinstance(result, list) for image in result]
+    if made:  # made and billed by the provider, even when another call failed
+        exchange.units, exchange.usage_source = Decimal(len(made)), UsageSource.PROVIDER
+    failure = next((result for result in results if isinstance(result, BaseException)), None)
+    if failure is not None:
+        raise failure
+    exchange.model_answered = route.provider_model
+    answer = images_api.images_answer(made, request.response_format, int(time.time()))
+    return HttpResponse(converter.dump_json(answer), content_type="application/json")
 
 
 class StreamRelay:

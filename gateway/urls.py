@@ -16,6 +16,7 @@ _endpoints = [
     re_path(r"^chat/completions/?$", views.chat_completions, name="chat-completions"),
     re_path(r"^embeddings/?$", views.embeddings, name="embeddings"),
     re_path(r"^audio/transcriptions/?$", views.audio_transcriptions, name="audio-transcriptions"),
+    re_path(r"^images/generations/?$", views.image_generations, name="image-generations"),
     re_path(r"^responses/?$", views.responses, name="responses"),
     # Response ids are letters, digits, `_` and `-`: nothing that could reach another router path.
     re_path(rf"^responses/{_ID}/?$", views.response_detail, name="response-detail"),

@@ -15,6 +15,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from accounts import allowlist, limits, offloop
 from accounts.models import Outcome
 from gateway import audio, auth, catalog, converter, errors, metrics, modellist, multipart, relay
+from gateway import images as images_api
 from gateway import messages as messages_api
 from gateway import responses as responses_api
 from gateway.embeddings import parse_embeddings_request
@@ -109,6 +110,7 @@ _MODEL_FIELD_DEFAULTS = {
     "responses": "DEFAULT_MODEL",
     "messages": "DEFAULT_MODEL",
     "count_tokens": "DEFAULT_MODEL",
+    "image_generations": "DEFAULT_IMAGE_MODEL",
 }
 
 
@@ -129,6 +131,12 @@ async def audio_transcriptions(request: HttpRequest, exchange: Exchange) -> Http
     form = await multipart.aparse(request.body, request.META.get("CONTENT_TYPE", ""))
     parsed = audio.parse_transcription_request(form, settings.DEFAULT_TRANSCRIPTION_MODEL)
     return await relay.transcription(parsed, exchange)
+
+
+@api_view("POST")
+async def image_generations(request: HttpRequest, exchange: Exchange) -> HttpResponse:
+    parsed = images_api.parse_request(request.body, settings.DEFAULT_IMAGE_MODEL)
+    return await relay.images(parsed, exchange)
 
 
 @api_view("POST")
@@ -260,6 +268,7 @@ async def index(request: HttpRequest) -> HttpResponse:
                 "messages": f"POST {prefix}/messages",
                 "embeddings": f"POST {prefix}/embeddings",
                 "audio_transcriptions": f"POST {prefix}/audio/transcriptions",
+                "image_generations": f"POST {prefix}/images/generations",
                 "models": f"GET {prefix}/models",
                 "model": f"GET {prefix}/models/{{id}}",
                 "health": "GET /health",

@@ -76,6 +76,12 @@ HF_INFERENCE_URL = env.str("HF_INFERENCE_URL", default="https://router.huggingfa
 DEFAULT_EMBEDDING_MODEL = env.str("DEFAULT_EMBEDDING_MODEL", default="sentence-transformers/all-MiniLM-L6-v2")
 # Speech to text (POST /v1/audio/transcriptions) runs on HF Inference's automatic-speech-recognition.
 DEFAULT_TRANSCRIPTION_MODEL = env.str("DEFAULT_TRANSCRIPTION_MODEL", default="openai/whisper-large-v3")
+# The router's root, under which each provider has its own routes (`/together/v1/images/
+# generations`): by default HF_BASE_URL without its `/v1`.
+HF_ROUTER_URL = env.str("HF_ROUTER_URL", default=HF_BASE_URL.removesuffix("/v1")).rstrip("/")
+# The Hub, which says which providers serve a model and under which id (inferenceProviderMapping).
+HF_HUB_URL = env.str("HF_HUB_URL", default="https://huggingface.co").rstrip("/")
+DEFAULT_IMAGE_MODEL = env.str("DEFAULT_IMAGE_MODEL", default="black-forest-labs/FLUX.1-schnell")
 # Seconds. REQUEST_TIMEOUT bounds the whole exchange with the router, streams included;
 # READ_TIMEOUT bounds the wait for the first byte and every gap between stream chunks.
 REQUEST_TIMEOUT = env.float("REQUEST_TIMEOUT", default=300.0)
@@ -88,6 +94,7 @@ CLIENT_BODY_TIMEOUT = env.float("CLIENT_BODY_TIMEOUT", default=60.0)
 # "aiohttp" (httpx-aiohttp, fast) or "httpx" (httpx's own transport).
 UPSTREAM_TRANSPORT = env.str("UPSTREAM_TRANSPORT", default="aiohttp")
 UPSTREAM_MAX_CONNECTIONS = env.int("UPSTREAM_MAX_CONNECTIONS", default=200)
+# Seconds the router's model list, and each model's providers from the Hub, are kept.
 MODELS_CACHE_TTL = env.float("MODELS_CACHE_TTL", default=60.0)
 
 # --- Accounts ------------------------------------------------------------------------------

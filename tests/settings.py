@@ -10,6 +10,7 @@ os.environ.setdefault("SECRET_KEY", "insecure-test-secret-key-0123456789abcdefgh
 os.environ["HF_TOKEN"] = "hf_testtoken_for_the_suite_only"
 os.environ["HF_BASE_URL"] = "http://router.test/v1"
 os.environ["HF_INFERENCE_URL"] = "http://router.test/hf-inference"
+os.environ["HF_HUB_URL"] = "http://hub.test"
 os.environ["UPSTREAM_TRANSPORT"] = "aiohttp"
 os.environ["FIELD_ENCRYPTION_KEY"] = "Jl5dCJQpxBfIsBZV8vsj0mD8Q4QOEbbS3bQw9Dt1Rmo="  # a test-only Fernet key
 os.environ["USAGE_FLUSH_INTERVAL"] = "0.05"

@@ -229,6 +229,27 @@ async def test_a_usd_budget_refuses_once_the_costs_reach_it(usd_key, hf, usage_d
     assert await ask() == 429
 
 
+async def test_a_usd_budget_counts_images_at_their_price_each(usd_key, hf, usage_db):
+    await ModelPrice.objects.acreate(
+        model="org/flux", provider="hf-inference", unit=ModelPrice.Unit.IMAGES, per_unit=Decimal("0.003")
+    )
+    hf.post(f"{settings.HF_INFERENCE_URL}/models/org/flux").respond(
+        200, content=b"\x89PNG\r\n\x1a\n", headers={"content-type": "image/png"}
+    )
+    client = AsyncClient(authorization=f"Bearer {usd_key}")
+    body = json.dumps({"model": "org/flux:hf-inference", "prompt": "a cat", "n": 2}).encode()
+
+    async def ask() -> int:
+        response = await client.post("/v1/images/generations", body, content_type="application/json")
+        await writer.flush()
+        return response.status_code
+
+    # Two images at $0.003 are $0.006 a request against $0.01: the second crosses it.
+    assert [await ask() for _ in range(3)] == [200, 200, 429]
+    records = [r async for r in UsageRecord.objects.filter(outcome="ok")]
+    assert [(r.units, r.usage_source, r.cost_usd) for r in records] == [(2, "provider", Decimal("0.006"))] * 2
+
+
 def test_the_usd_budget_seed_sums_records_and_pruned_days(user):
     key, _ = services.api_key_create(user=user, name="k")
     base = {"user": user, "api_key": key, "endpoint": "chat_completions", "outcome": "ok"}
