@@ -116,12 +116,14 @@ def _header(scope, name: bytes) -> str | None:
 
 async def _refuse(scope, send, error: errors.ApiError) -> None:
     """Answer a request refused before Django saw all of it, and close the connection."""
-    body = json.dumps(error.body()).encode()
+    headers = {key.decode("latin-1").lower(): value for key, value in scope["headers"]}
+    anthropic = errors.speaks_anthropic(scope["path"], headers)
+    body = json.dumps(error.anthropic_body() if anthropic else error.body()).encode()
     request_id = request_id_from(_header(scope, b"x-request-id"))
     await send(
         {
             "type": "http.response.start",
-            "status": error.status,
+            "status": error.anthropic_status if anthropic else error.status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),

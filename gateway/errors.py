@@ -1,7 +1,9 @@
-"""OpenAI-format errors: the only place that builds an error body.
+"""Errors: the only place that builds an error body.
 
 Every refusal or failure the gateway answers is an `ApiError`; `ApiError.response()` renders it
-as `{"error": {"message", "type", "param", "code"}}`, and `sse_event()` as a stream's last event.
+in OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, `anthropic_response()` in
+Anthropic's for its clients (`speaks_anthropic` decides which), and `sse_event()`,
+`responses_event()`, `anthropic_event()` as a stream's last event.
 `from_upstream()` decides what each router failure means to our client; `rest_framework_handler()`
 gives the self-service API (DRF) the same error bodies.
 """
@@ -15,6 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
 from rest_framework import exceptions as drf_exceptions
@@ -93,6 +96,8 @@ class ApiError(Exception):
         return 529 if self.code == OVERLOADED else self.status
 
     def anthropic_body(self) -> dict[str, Any]:
+        if self.code == "insufficient_quota":  # out of budget or credits: not worth a retry
+            return {"type": "error", "error": {"type": "billing_error", "message": self.message}}
         kind = _ANTHROPIC_TYPES.get(
             self.anthropic_status, "api_error" if self.status >= 500 else "invalid_request_error"
         )
@@ -106,6 +111,17 @@ class ApiError(Exception):
 
     def anthropic_event(self) -> bytes:
         return b"event: error\ndata: " + json.dumps(self.anthropic_body()).encode() + b"\n\n"
+
+    def render(self, anthropic: bool) -> JsonResponse:
+        return self.anthropic_response() if anthropic else self.response()
+
+
+def speaks_anthropic(path: str, headers: Any) -> bool:
+    """Whether a client reads Anthropic's errors: on the Messages API's paths, or when it sends
+    `anthropic-version` (as Anthropic's SDKs and Claude Code always do). `headers`: a request's
+    headers, by lower-case name."""
+    messages = settings.API_PREFIX + "/messages"
+    return path == messages or path.startswith(messages + "/") or "anthropic-version" in headers
 
 
 # Anthropic's error types by status (its API reference, "Errors").
@@ -168,7 +184,7 @@ def invalid_api_key() -> ApiError:
     # One body for every kind of bad key: nothing tells a guesser which part was wrong.
     return ApiError(
         401,
-        "Invalid API key. Send your hfproxy key as `Authorization: Bearer hfp_…`.",
+        "Invalid API key. Send your hfproxy key as `Authorization: Bearer hfp_…` (or `x-api-key`).",
         code="invalid_api_key",
         headers={"WWW-Authenticate": "Bearer"},
     )
@@ -287,6 +303,7 @@ _NOT_READY = _Answer(
     503, "upstream_unavailable", "The Hugging Face router is not ready (HTTP 503): {message}"
 )
 _FAILED = _Answer(502, "upstream_error", "The Hugging Face router failed (HTTP {status}): {message}")
+_OVERLOADED = _Answer(503, OVERLOADED, "The provider is overloaded: {message}")
 
 # Failures without an HTTP answer, by the UpstreamError's kind.
 _BY_KIND = {
@@ -333,7 +350,7 @@ _BY_STATUS = {
     413: _kept(413, "invalid_request_error"),
     422: _kept(422, "invalid_request_error"),
     429: _kept(429, "rate_limit_exceeded", "rate_limit_exceeded"),
-    529: _Answer(503, OVERLOADED, "The provider is overloaded (HTTP 529): {message}"),
+    529: _OVERLOADED,
 }
 
 
@@ -396,7 +413,7 @@ def from_exception(exc: Exception, token_name: str = "") -> ApiError:
         return service_unavailable()
     if isinstance(exc, BadAnswer):
         if exc.error is not None:
-            return _REPORTED.error(message=router_message(exc.error) or exc.detail)
+            return reported(exc.error, exc.detail)
         return bad_answer(exc.detail)
     logger.exception("Unhandled error while serving a request")
     return internal_error()
@@ -427,6 +444,28 @@ def rest_framework_handler(exc: Exception, context: dict[str, Any]) -> Response 
     for name, value in error.headers.items():
         response[name] = value
     return response
+
+
+def reported(error: Any, detail: str = "") -> ApiError:
+    """An error the router reported inside an answer or a stream, with its own code kept (an
+    Anthropic `error` event's type; a Responses `error` event's code): an overload stays one."""
+    code = _reported_code(error)
+    message = router_message(error) or detail
+    if code in ("overloaded_error", "overloaded"):
+        return _OVERLOADED.error(message=message)
+    return _REPORTED.error(message=message, code=code)
+
+
+def _reported_code(error: Any) -> str | None:
+    if not isinstance(error, dict):
+        return None
+    inner = error.get("error") if isinstance(error.get("error"), dict) else {}
+    # Anthropic's `{"type": "error", "error": {"type": …}}` says what it is in its type.
+    anthropic_type = inner.get("type") if error.get("type") == "error" else None
+    for found in (error.get("code"), inner.get("code"), anthropic_type):
+        if isinstance(found, str) and found:
+            return found
+    return None
 
 
 def bad_answer(detail: str) -> ApiError:

@@ -25,10 +25,10 @@ from hfproxy_site import __version__
 ApiView = Callable[..., Awaitable[HttpResponse]]
 
 
-def api_view(*methods: str, anthropic: bool | None = False) -> Callable[[ApiView], ApiView]:
+def api_view(*methods: str) -> Callable[[ApiView], ApiView]:
     """Authenticate, open the request's `Exchange`, and turn every failure into an error in the
-    API's own shape: Anthropic's where `anthropic` (None: for clients that send
-    `anthropic-version`, as Anthropic's all do), else OpenAI's.
+    client's shape: Anthropic's for Anthropic's clients (`errors.speaks_anthropic`, kept as
+    `request.anthropic`), else OpenAI's.
 
     The view gets the exchange as its second argument. Every request that passed authentication
     is reported exactly once: here, or by a streaming response when its stream ends.
@@ -37,9 +37,8 @@ def api_view(*methods: str, anthropic: bool | None = False) -> Callable[[ApiView
     def decorate(view: ApiView) -> ApiView:
         @functools.wraps(view)
         async def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-            speaks_anthropic = anthropic or (anthropic is None and "HTTP_ANTHROPIC_VERSION" in request.META)
-            render = errors.ApiError.anthropic_response if speaks_anthropic else errors.ApiError.response
-            response = await _serve(view, methods, render, request, *args, **kwargs)
+            request.anthropic = errors.speaks_anthropic(request.path, request.headers)
+            response = await _serve(view, methods, request, *args, **kwargs)
             # Each request already has its report line; Django need not log errors again.
             response._has_been_logged = True
             return response
@@ -50,13 +49,11 @@ def api_view(*methods: str, anthropic: bool | None = False) -> Callable[[ApiView
 
 
 async def _serve(
-    view: ApiView,
-    methods: tuple[str, ...],
-    render: Callable[[errors.ApiError], HttpResponse],
-    request: HttpRequest,
-    *args,
-    **kwargs,
+    view: ApiView, methods: tuple[str, ...], request: HttpRequest, *args, **kwargs
 ) -> HttpResponse:
+    def render(error: errors.ApiError) -> HttpResponse:
+        return error.render(request.anthropic)
+
     if request.method not in methods:
         return render(errors.method_not_allowed(request.method, list(methods)))
     try:
@@ -161,7 +158,7 @@ async def response_input_items(request: HttpRequest, exchange: Exchange, respons
     return await relay.stored_response(exchange, "GET", path, response_id)
 
 
-@api_view("POST", anthropic=True)
+@api_view("POST")
 async def messages(request: HttpRequest, exchange: Exchange) -> HttpResponse:
     parsed = messages_api.parse_request(request.body, settings.DEFAULT_MODEL)
     path = "/messages" + _query(request)  # Claude Code's `?beta=true`
@@ -170,7 +167,7 @@ async def messages(request: HttpRequest, exchange: Exchange) -> HttpResponse:
     )
 
 
-@api_view("POST", anthropic=True)
+@api_view("POST")
 async def count_tokens(request: HttpRequest, exchange: Exchange) -> HttpResponse:
     parsed = messages_api.parse_request(request.body, settings.DEFAULT_MODEL)
     path = "/messages/count_tokens" + _query(request)
@@ -186,7 +183,7 @@ def _anthropic_headers(request: HttpRequest) -> dict[str, str]:
     return {name: request.headers[name] for name in messages_api.FORWARDED_HEADERS if name in request.headers}
 
 
-@api_view("GET", anthropic=None)
+@api_view("GET")
 async def models(request: HttpRequest, exchange: Exchange) -> HttpResponse:
     listing = await catalog.models(exchange)
     allowed = exchange.caller.allowed_models
@@ -195,17 +192,17 @@ async def models(request: HttpRequest, exchange: Exchange) -> HttpResponse:
             **listing,
             "data": [m for m in listing["data"] if allowlist.model_allowed(allowed, m["id"])],
         }
-    if "anthropic-version" in request.headers:  # Anthropic's clients read their own shape
+    if request.anthropic:  # Anthropic's clients read their own shape
         listing = messages_api.models_list(listing)
     return JsonResponse(listing)
 
 
-@api_view("GET", anthropic=None)
+@api_view("GET")
 async def model_detail(request: HttpRequest, exchange: Exchange, model_id: str) -> HttpResponse:
     entry = modellist.find_model(await catalog.models(exchange), model_id)
     if entry is None or not allowlist.model_allowed(exchange.caller.allowed_models, model_id):
         raise errors.not_found(f"The model `{model_id}` does not exist.", code="model_not_found")
-    if "anthropic-version" in request.headers:
+    if request.anthropic:
         entry = messages_api.model_entry(entry)
     return JsonResponse(entry)
 
@@ -285,19 +282,23 @@ async def unknown_api_path(request: HttpRequest, *args) -> HttpResponse:
 # The API handler's error pages (gateway.urls); the site keeps Django's own.
 
 
+def _render(request: HttpRequest, error: errors.ApiError) -> HttpResponse:
+    return error.render(errors.speaks_anthropic(request.path, request.headers))
+
+
 def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
     # The one case seen on the API path: a Host header not in ALLOWED_HOSTS.
     message = str(exception) if isinstance(exception, DisallowedHost) else "Bad request."
-    return errors.invalid_request(message).response()
+    return _render(request, errors.invalid_request(message))
 
 
 def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
-    return errors.forbidden().response()
+    return _render(request, errors.forbidden())
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    return errors.not_found(f"Unknown path: {request.path}").response()
+    return _render(request, errors.not_found(f"Unknown path: {request.path}"))
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
-    return errors.internal_error().response()
+    return _render(request, errors.internal_error())

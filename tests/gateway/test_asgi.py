@@ -126,3 +126,29 @@ async def test_shutdown_lets_pending_cleanups_finish_before_the_records_are_writ
 
     await GatewayASGI(None)({"type": "lifespan"}, receive, send)
     assert order == ["cleanup", "settle", "writer stopped"]
+
+
+async def test_a_body_too_large_for_the_messages_api_is_refused_in_anthropic_s_shape(settings):
+    settings.MAX_REQUEST_BYTES = 10
+    from gateway.asgi import GatewayASGI
+
+    sent = []
+
+    async def app(scope, receive, send):  # never reached
+        raise AssertionError
+
+    async def receive():
+        return {"type": "http.request", "body": b"x" * 100, "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/messages",
+        "headers": [(b"content-length", b"100"), (b"x-api-key", b"k")],
+    }
+    await GatewayASGI(app)(scope, receive, send)
+    assert sent[0]["status"] == 413
+    assert json.loads(sent[1]["body"])["error"]["type"] == "request_too_large"

@@ -9,6 +9,7 @@ import pytest
 from django.conf import settings
 
 from accounts.models import Outcome, UsageSource
+from gateway import errors
 from gateway.messages import MessagesStream, parse_request, usage_of
 from tests.support.answers import events_of, sse_response
 
@@ -250,3 +251,34 @@ def test_the_estimate_counts_system_blocks_tool_results_and_tools():
         "tools": [{"name": "Bash", "input_schema": {"type": "object"}}],
     }
     assert parse_request(json.dumps(rich).encode(), "d").prompt_tokens > base + 300
+
+
+async def test_the_router_s_own_error_type_survives_a_stream(anonymous_client, api_key, hf, reports):
+    events = stream_events(stop=False)
+    events.append(event("error", error={"type": "overloaded_error", "message": "Overloaded"}))
+    hf.post("/messages").mock(return_value=sse_response(events)[0])
+    response = await post(anonymous_client, api_key, {**PAYLOAD, "stream": True})
+    last = json.loads(events_of(await read(response))[-1].split(b"data: ", 1)[1])
+    assert last["error"] == {"type": "overloaded_error", "message": "The provider is overloaded: Overloaded"}
+    assert reports[0].error_code == "upstream_overloaded"
+
+
+async def test_an_overloaded_first_event_is_a_529_before_the_headers(anonymous_client, api_key, hf):
+    body = event("error", error={"type": "overloaded_error", "message": "Overloaded"})
+    hf.post("/messages").mock(return_value=sse_response([body])[0])
+    response = await post(anonymous_client, api_key, {**PAYLOAD, "stream": True})
+    assert response.status_code == 529 and response.json()["error"]["type"] == "overloaded_error"
+
+
+@pytest.mark.parametrize("path", ["/v1/messages/batches", "/v1/messages/count_tokens/x"])
+async def test_unknown_paths_under_messages_are_anthropic_404s(anonymous_client, path):
+    response = await anonymous_client.post(path)
+    assert response.status_code == 404
+    assert response.json()["type"] == "error" and response.json()["error"]["type"] == "not_found_error"
+
+
+def test_a_spent_budget_is_a_billing_error_to_anthropic_clients():
+    budget = errors.ApiError(429, "out of budget", type="insufficient_quota", code="insufficient_quota")
+    assert budget.anthropic_body()["error"]["type"] == "billing_error"
+    rate = errors.ApiError(429, "slow down", type="rate_limit_exceeded", code="rate_limit_exceeded")
+    assert rate.anthropic_body()["error"]["type"] == "rate_limit_error"
