@@ -17,7 +17,6 @@ import base64
 import io
 import math
 import mimetypes
-import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import mutagen
 
 from accounts.prices import ROUTING_POLICIES
-from gateway.converter import BadAnswer, InvalidRequest, dump_json, parse_answer
+from gateway.converter import BadAnswer, InvalidRequest, dump_json, is_model_id, parse_answer
 
 if TYPE_CHECKING:
     from gateway.multipart import Form
@@ -33,8 +32,6 @@ if TYPE_CHECKING:
 PROVIDER = "hf-inference"  # the one provider whose speech recognition route takes a plain upload
 RESPONSE_FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
 _TIMED = ("verbose_json", "srt", "vtt")
-# An HF model id (`org/name`) as the pipeline URL's path takes it: nothing that could leave it.
-_MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
 _GENERIC_TYPES = ("", "application/octet-stream")
 MILLISECOND = Decimal("0.001")  # the usage record's precision for seconds
 
@@ -78,7 +75,7 @@ def parse_transcription_request(form: Form, default_model: str) -> Transcription
             f"`{model}:{PROVIDER}`.",
             "model",
         )
-    if not _MODEL_ID.fullmatch(model) or ".." in model:
+    if not is_model_id(model):
         raise InvalidRequest(
             "`model` must be a Hugging Face model id such as `openai/whisper-large-v3`.", "model"
         )
