@@ -5,37 +5,28 @@ Pure like the converter: no I/O. The relay feeds it the router's bytes and sends
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from gateway import converter, sse
-from gateway.converter import Answer, Api, BadAnswer, ChatRequest, Usage, completion_chars
+from gateway.converter import (
+    Answer,
+    Api,
+    BadAnswer,
+    ChatRequest,
+    Follower,
+    Usage,
+    completion_chars,
+    event_payload,
+)
 
 
 @dataclass
-class ChatStream:
+class ChatStream(Follower):
     """Follows a relayed chat stream event by event: what to pass on, and what it told us."""
 
-    wants_usage: bool
-    model: str | None = None
-    usage: Usage | None = None
-    done: bool = False
-    started: bool = False  # a chunk with choices has been seen (time to first token)
+    wants_usage: bool = False
     finished: bool = False  # a choice has finished (its `finish_reason` is set)
-    completion_chars: int = 0
-    failure: str = ""
-    prompt_tokens: int | None = None  # chat answers have no failed state of their own
-    _splitter: sse.EventSplitter = field(default_factory=sse.EventSplitter)
-
-    def feed(self, chunk: bytes) -> bytes:
-        """Bytes to send on for this chunk of the router's stream (possibly none)."""
-        out = b""
-        for event in self._splitter.feed(chunk):
-            if self.done:
-                break
-            out += self.event(event)
-        return out
 
     def event(self, event: bytes) -> bytes:
         data = sse.data_of(event)
@@ -44,12 +35,7 @@ class ChatStream:
         if data.strip() == b"[DONE]":
             self.done = True
             return sse.DONE
-        try:
-            chunk = json.loads(data)
-        except (ValueError, RecursionError):
-            raise BadAnswer("a stream event is not JSON") from None
-        if not isinstance(chunk, dict):
-            raise BadAnswer("a stream event is not a JSON object")
+        chunk = event_payload(data)
         choices = chunk.get("choices")
         if "error" in chunk and not choices:
             raise BadAnswer("the router reported an error mid-stream", error=chunk)

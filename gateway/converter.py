@@ -1,19 +1,25 @@
-"""OpenAI chat shapes in and out: requests, whole answers, usage and its estimate.
+"""Chat shapes in and out (requests, whole answers, usage and its estimate), and what every API
+relayed as it came shares: the request preamble (`parse_body`), `Usage`, and the relay's contract
+with each API (`Api`, `Follower`, `Answer`).
 
 Pure functions and small state objects: no Django, no I/O. Bad client input raises
 `InvalidRequest`; an answer from the router that cannot be relayed raises `BadAnswer`.
-`gateway.errors` turns both into OpenAI error bodies. The other shapes live beside this:
-`gateway.chatstream` (a relayed stream, event by event), `gateway.embeddings`, `gateway.modellist`.
+`gateway.errors` turns both into error bodies. The other shapes live beside this:
+`gateway.chatstream` (a relayed chat stream, event by event), `gateway.responses`,
+`gateway.messages`, `gateway.embeddings`, `gateway.images`, `gateway.audio`, `gateway.modellist`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway import sse
 
 
 class InvalidRequest(ValueError):
@@ -34,30 +40,63 @@ class BadAnswer(Exception):
         self.error = error
 
 
-class Follower(Protocol):
-    """Follows one API's relayed event stream (`gateway.chatstream.ChatStream`,
-    `gateway.responses.ResponsesStream`, `gateway.messages.MessagesStream`). Pure: the relay
+@dataclass
+class Follower:
+    """Follows one API's relayed event stream: what to pass on, what it told us. The base of
+    `gateway.chatstream.ChatStream`, `gateway.responses.ResponsesStream` and
+    `gateway.messages.MessagesStream`, each of which says what its events mean (`event`), how
+    its stream ends (`LAST`, `end`) and how it tells a failure (`error_event`). Pure: the relay
     feeds it the router's bytes and sends on what it returns."""
 
-    model: str | None
-    usage: Usage | None
-    done: bool  # the answer is complete: nothing more is relayed
-    started: bool  # generated output has been seen (time to first token)
-    completion_chars: int
-    failure: str  # the answer completed as a failure (its error code), else ""
+    LAST = "its last event"  # what a whole stream ends with, for the cut-off message
+
+    model: str | None = None
+    usage: Usage | None = None
+    done: bool = False  # the answer is complete: nothing more is relayed
+    started: bool = False  # generated output has been seen (time to first token)
+    completion_chars: int = 0
+    failure: str = ""  # the answer completed as a failure (its error code), else ""
     # The provider's count of the prompt before its final usage (Anthropic's `message_start`):
     # what an estimate of a stream cut off starts from, rather than ours.
-    prompt_tokens: int | None
+    prompt_tokens: int | None = None
+    _splitter: sse.EventSplitter = field(default_factory=sse.EventSplitter)
 
     def feed(self, chunk: bytes) -> bytes:
         """Bytes to send on for this chunk of the router's stream (possibly none)."""
+        out = b""
+        for event in self._splitter.feed(chunk):
+            if self.done:
+                break
+            out += self.event(event)
+        return out
+
+    def event(self, event: bytes) -> bytes:
+        """What to send on for one event (its text, without the blank line after it)."""
+        raise NotImplementedError
 
     def end(self) -> bytes:
-        """At the end of the router's stream: what is left to send, or `BadAnswer` when the
-        stream was cut off before the answer was complete."""
+        """At the end of the router's stream: what is left to send (a last event without its
+        blank line still counts), or `BadAnswer` when the stream was cut off before the answer
+        was complete."""
+        out = b"" if self.done else self.feed(b"\n\n")
+        if not self.done:
+            raise BadAnswer(f"the stream ended before {self.LAST}")
+        return out
 
     def error_event(self, error: Any) -> bytes:
         """A failure once the headers are sent (an `ApiError`), as this API's last event."""
+        raise NotImplementedError
+
+
+def event_payload(data: bytes) -> dict[str, Any]:
+    """A stream event's JSON object, or `BadAnswer`."""
+    try:
+        payload = json.loads(data)
+    except (ValueError, RecursionError):
+        raise BadAnswer("a stream event is not JSON") from None
+    if not isinstance(payload, dict):
+        raise BadAnswer("a stream event is not a JSON object")
+    return payload
 
 
 @dataclass(frozen=True)
@@ -67,6 +106,7 @@ class Answer:
     model: str
     usage: Usage | None
     chars: int  # characters of generated text, for the estimate when there is no usage
+    failure: str = ""  # the answer says it failed (its error code), as a Follower's `failure`
 
 
 @dataclass(frozen=True)
@@ -86,8 +126,12 @@ class ChatRequest:
     wants_usage: bool
     # The raw body can be forwarded as it came (nothing to fill in, strip or add).
     raw: bytes | None = None
-    # The prompt's size in tokens, estimated: what is recorded when the provider counts none.
-    prompt_tokens: int = 0
+
+    @functools.cached_property
+    def prompt_tokens(self) -> int:
+        """The prompt's size in tokens, estimated when needed: what is recorded when the provider
+        counts none (agents resend whole conversations: not worth counting on every request)."""
+        return estimate_prompt_tokens(self.body["messages"], self.body.get("tools"))
 
 
 def _reject_constant(name: str) -> Any:
@@ -130,8 +174,11 @@ _FIELD_TYPES = (
 _CONTROL_FIELDS = ("api_key", "api_base", "base_url")
 
 
-def parse_chat_request(raw: bytes, default_model: str) -> ChatRequest:
-    """Validate a chat completion request, without judging what only the router can judge."""
+def parse_body(raw: bytes, default_model: str, field_types: tuple, check: Callable[[dict], None]) -> tuple:
+    """What every API's request shares: a JSON object, its `model` (the default when none),
+    `check(body)` of the API's own, the types of `field_types` ((name, fits, kind); a null is
+    always allowed; the first wrong one is reported), the client library's fields dropped.
+    (body, model, changed): changed, the body is no longer the bytes that came."""
     body = parse_json_object(raw)
     model = body.get("model")
     filled = model is None
@@ -139,13 +186,18 @@ def parse_chat_request(raw: bytes, default_model: str) -> ChatRequest:
         model = body["model"] = default_model
     else:
         check_model(model)
-    messages = body.get("messages")
-    _check_messages(messages)
-    for name, fits, kind in _FIELD_TYPES:
+    check(body)
+    for name, fits, kind in field_types:
         value = body.get(name)
         if value is not None and not fits(value):
             raise InvalidRequest(f"`{name}` must be {kind}.", name)
     dropped = drop_control_fields(body)
+    return body, model, filled or dropped
+
+
+def parse_chat_request(raw: bytes, default_model: str) -> ChatRequest:
+    """Validate a chat completion request, without judging what only the router can judge."""
+    body, model, changed = parse_body(raw, default_model, _FIELD_TYPES, _check_chat)
 
     stream = bool(body.get("stream"))
     stream_options = body.get("stream_options")
@@ -160,8 +212,7 @@ def parse_chat_request(raw: bytes, default_model: str) -> ChatRequest:
         model=model,
         stream=stream,
         wants_usage=wants_usage,
-        raw=None if filled or dropped or asks_usage else raw,
-        prompt_tokens=estimate_prompt_tokens(messages, body.get("tools")),
+        raw=None if changed or asks_usage else raw,
     )
 
 
@@ -185,7 +236,8 @@ def drop_control_fields(body: dict[str, Any]) -> bool:
     return bool([body.pop(name) for name in _CONTROL_FIELDS if name in body])
 
 
-def _check_messages(messages: Any) -> None:
+def _check_chat(body: dict[str, Any]) -> None:
+    messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("`messages` must be a non-empty array of message objects.", "messages")
     for index, message in enumerate(messages):
@@ -216,9 +268,9 @@ TOKENS_FOR_TOOLS = 20
 _MESSAGE_TEXT = ("text", "content", "reasoning_content", "arguments", "function", "tool_calls", "name")
 
 
-def text_size(content: Any) -> int:
-    """Characters of text in a message's or a delta's fields (strings, parts, tool calls), a
-    character outside ASCII counted as CHARS_PER_TOKEN characters."""
+def text_size(content: Any, keys: tuple[str, ...] = _MESSAGE_TEXT) -> int:
+    """Characters of text in a message's or a delta's fields (strings, parts, tool calls; in an
+    object, those of `keys`), a character outside ASCII counted as CHARS_PER_TOKEN characters."""
     # A loop, not recursion: a client's nesting may go as deep as the JSON parser does.
     total, pending = 0, [content]
     while pending:
@@ -228,7 +280,7 @@ def text_size(content: Any) -> int:
         elif isinstance(item, list):
             pending.extend(item)
         elif isinstance(item, dict):
-            pending.extend(item.get(key) for key in _MESSAGE_TEXT)
+            pending.extend(item.get(key) for key in keys)
     return total
 
 
@@ -326,8 +378,8 @@ class Usage:
             data.get("prompt_tokens"),
             data.get("completion_tokens"),
             data.get("total_tokens"),
-            cached=_detail(data, "prompt_tokens_details", "cached_tokens"),
-            reasoning=_detail(data, "completion_tokens_details", "reasoning_tokens"),
+            cached=detail(data, "prompt_tokens_details", "cached_tokens"),
+            reasoning=detail(data, "completion_tokens_details", "reasoning_tokens"),
         )
 
     @classmethod
@@ -342,7 +394,8 @@ class Usage:
         return usage
 
 
-def _detail(data: dict[str, Any], details: str, name: str) -> Any:
+def detail(data: dict[str, Any], details: str, name: str) -> Any:
+    """A usage's detail (`prompt_tokens_details.cached_tokens`…), if it has it."""
     found = data.get(details)
     return found.get(name) if isinstance(found, dict) else None
 

@@ -52,6 +52,7 @@ class Exchange:
     upstream_attempts: int = 0
     provider: str = ""  # the provider that answered, as the router said (x-inference-provider)
     server_shutdown: bool = False  # the server cut the request off (graceful shutdown timed out)
+    failure: str = ""  # the answer said it failed (a Responses `status: failed`): its error code
 
     async def open(self) -> None:
         """Count the request against its key's limits; `limits.Refusal` when over one."""
@@ -97,6 +98,8 @@ class Exchange:
         """Record how the request ended; later calls are ignored (first word wins)."""
         if self.finished:
             return
+        if outcome == Outcome.OK and self.failure:  # delivered, but what came was a failure
+            outcome, error_code = Outcome.UPSTREAM_ERROR, self.failure
         if self.server_shutdown and outcome == Outcome.CLIENT_DISCONNECTED:
             outcome, error_code = Outcome.PROXY_ERROR, "server_shutdown"  # not the client's doing
             status = 503 if status == 499 else status

@@ -9,13 +9,14 @@ untouched.
 
 from __future__ import annotations
 
+import functools
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from gateway import converter, sse
-from gateway.converter import Answer, Api, BadAnswer, InvalidRequest, Usage
+from gateway.converter import Answer, Api, BadAnswer, Follower, InvalidRequest, Usage, event_payload
 
 # The client's headers that are part of the API: forwarded to the router (never its key).
 FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
@@ -34,31 +35,23 @@ class MessagesRequest:
     model: str
     stream: bool
     raw: bytes | None = None  # forwarded as it came unless something had to change
-    prompt_tokens: int = 0  # estimated
+
+    @functools.cached_property
+    def prompt_tokens(self) -> int:
+        """Estimated, when needed (count_tokens without the router's; a stream cut off)."""
+        return estimate_input_tokens(self.body)
 
 
 def parse_request(raw: bytes, default_model: str) -> MessagesRequest:
-    body = converter.parse_json_object(raw)
-    model = body.get("model")
-    filled = model is None
-    if filled:
-        model = body["model"] = default_model
-    else:
-        converter.check_model(model)
+    body, model, changed = converter.parse_body(raw, default_model, _FIELD_TYPES, _check_messages)
+    return MessagesRequest(
+        body=body, model=model, stream=bool(body.get("stream")), raw=None if changed else raw
+    )
+
+
+def _check_messages(body: dict[str, Any]) -> None:
     if not isinstance(body.get("messages"), list):
         raise InvalidRequest("`messages` must be an array of message objects.", "messages")
-    for name, fits, kind in _FIELD_TYPES:
-        value = body.get(name)
-        if value is not None and not fits(value):
-            raise InvalidRequest(f"`{name}` must be {kind}.", name)
-    dropped = converter.drop_control_fields(body)
-    return MessagesRequest(
-        body=body,
-        model=model,
-        stream=bool(body.get("stream")),
-        raw=None if filled or dropped else raw,
-        prompt_tokens=estimate_input_tokens(body),
-    )
 
 
 def estimate_input_tokens(body: dict[str, Any]) -> int:
@@ -121,38 +114,19 @@ def read_answer(raw: bytes) -> Answer:
 
 
 @dataclass
-class MessagesStream:
+class MessagesStream(Follower):
     """Follows a relayed Messages stream (`message_start`, `content_block_*`, `message_delta`,
-    `ping`, `message_stop`), passing every event on as it came."""
+    `ping`, `message_stop`), passing every event on as it came. A message has no failed state:
+    a failure is an `error` event."""
 
-    model: str | None = None
-    usage: Usage | None = None
-    done: bool = False
-    started: bool = False
-    completion_chars: int = 0
-    failure: str = ""  # a message has no failed state: a failure is an `error` event
-    prompt_tokens: int | None = None  # from message_start
-    _counts: list[Any] = field(default_factory=list)
-    _splitter: sse.EventSplitter = field(default_factory=sse.EventSplitter)
-
-    def feed(self, chunk: bytes) -> bytes:
-        out = b""
-        for event in self._splitter.feed(chunk):
-            if self.done:
-                break
-            out += self.event(event)
-        return out
+    LAST = "message_stop"
+    _start: Any = None  # message_start's usage: the prompt, counted before the answer
 
     def event(self, event: bytes) -> bytes:
         data = sse.data_of(event)
         if data is None:
             return event + b"\n\n"
-        try:
-            payload = json.loads(data)
-        except (ValueError, RecursionError):
-            raise BadAnswer("a stream event is not JSON") from None
-        if not isinstance(payload, dict):
-            raise BadAnswer("a stream event is not a JSON object")
+        payload = event_payload(data)
         kind = payload.get("type")
         if kind == "error":
             raise BadAnswer("the router reported an error mid-stream", error=payload)
@@ -160,31 +134,18 @@ class MessagesStream:
             message = payload["message"]
             if isinstance(message.get("model"), str):
                 self.model = message["model"]
-            self._count(message.get("usage"))
+            self._start = message.get("usage")
+            counted = usage_of(self._start)
+            self.prompt_tokens = counted.prompt_tokens if counted else None
         elif kind == "content_block_delta":
             self.started = True
             self.completion_chars += _text_size(payload.get("delta"))
         elif kind == "message_delta":
-            self._count(payload.get("usage"))
+            # The final counts: the output, and (in newer versions) the input repeated.
+            self.usage = usage_of(self._start, payload.get("usage"))
         elif kind == "message_stop":
             self.done = True
         return event + b"\n\n"
-
-    def _count(self, usage: Any) -> None:
-        """message_start's counts give the prompt; the usage is final with message_delta's."""
-        if isinstance(usage, dict):
-            self._counts.append(usage)
-            counted = usage_of(*self._counts)
-            if len(self._counts) == 1:
-                self.prompt_tokens = counted.prompt_tokens if counted else None
-            else:
-                self.usage = counted
-
-    def end(self) -> bytes:
-        out = b"" if self.done else self.feed(b"\n\n")
-        if not self.done:
-            raise BadAnswer("the stream ended before message_stop")
-        return out
 
     def error_event(self, error: Any) -> bytes:
         return error.anthropic_event()

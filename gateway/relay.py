@@ -28,10 +28,11 @@ if TYPE_CHECKING:
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def _may_call(exchange: Exchange, model: str) -> None:
-    """The key may use this model, and has a Hugging Face token to call with."""
+def may_call(exchange: Exchange, model: str | None = None) -> None:
+    """The key may use this model (if the call names one), and has a Hugging Face token to call
+    with."""
     caller = exchange.caller
-    if not allowlist.model_allowed(caller.allowed_models, model):
+    if model is not None and not allowlist.model_allowed(caller.allowed_models, model):
         raise errors.model_not_allowed(model)
     if not caller.upstream_token:
         raise errors.no_upstream_token(caller.token_problem, caller.token_name)
@@ -43,7 +44,7 @@ async def forward(
     """Forward a parsed request of `api` (its `model`, `stream`, `prompt_tokens`, and `raw` or
     `body`) and relay the answer as it came; a stream's exchange is finished by the stream."""
     exchange.model_requested, exchange.stream = request.model, request.stream
-    _may_call(exchange, request.model)
+    may_call(exchange, request.model)
     deadline = upstream.deadline()
     response = await exchange.send(
         "POST", path, deadline, body=converter.upstream_body(request), stream=request.stream, headers=headers
@@ -53,33 +54,32 @@ async def forward(
         if not upstream.is_event_stream(response):
             await response.aclose()
             raise BadAnswer("a stream was asked for and the answer is not an event stream")
-        relay = StreamRelay(response, api.follower(request), exchange, deadline, request.prompt_tokens)
+        relay = StreamRelay(response, api.follower(request), exchange, deadline, request)
         await relay.start()
         return EventStreamResponse(relay)
 
     raw = await upstream.read_body(response, deadline)
     answer = api.read_answer(raw)
-    exchange.model_answered = answer.model
-    exchange.note_usage(answer.usage, converter.estimate_usage(request.prompt_tokens, answer.chars))
+    exchange.model_answered, exchange.failure = answer.model, answer.failure
+    exchange.note_usage(
+        answer.usage, None if answer.usage else converter.estimate_usage(request.prompt_tokens, answer.chars)
+    )
     # The router's bytes go back untouched: nothing to convert, nothing to re-encode.
     return HttpResponse(raw, content_type="application/json", headers={"Content-Length": str(len(raw))})
 
 
 def _not_served(error: Exception) -> bool:
-    """The router answered that it has no such path (or method)."""
-    return (
-        isinstance(error, upstream.UpstreamError)
-        and error.kind == upstream.UpstreamError.STATUS
-        and error.status in (404, 405, 501)
-    )
+    """The router answered that it has no such path (or method): a 405 or 501, or a 404 that
+    is not about a model (the router's 404 for an unknown model names it)."""
+    if not isinstance(error, upstream.UpstreamError) or error.kind != upstream.UpstreamError.STATUS:
+        return False
+    return error.status in (405, 501) or (error.status == 404 and b"model" not in error.body.lower())
 
 
 async def stored_response(exchange: Exchange, method: str, path: str, response_id: str) -> HttpResponse:
     """A stored response's endpoints (retrieve, delete, cancel, input items), forwarded; a router
     that keeps no such response, or none at all, is a clear 404."""
-    caller = exchange.caller
-    if not caller.upstream_token:
-        raise errors.no_upstream_token(caller.token_problem, caller.token_name)
+    may_call(exchange)
     deadline = upstream.deadline()
     try:
         response = await exchange.send(method, path, deadline)
@@ -103,7 +103,7 @@ async def count_tokens(
     """The router's count of a Messages request's input tokens, or, where the router has no such
     endpoint, our estimate, said so in `X-Hfproxy-Estimate`. Counting uses no tokens."""
     exchange.model_requested = request.model
-    _may_call(exchange, request.model)
+    may_call(exchange, request.model)
     deadline = upstream.deadline()
     try:
         response = await exchange.send(
@@ -125,7 +125,7 @@ async def embeddings(request: EmbeddingsRequest, exchange: Exchange) -> HttpResp
     """Embeddings through HF Inference's feature-extraction pipeline, in OpenAI's shape."""
     # The pipeline is HF Inference's: it answers, or fails, as that provider.
     exchange.model_requested, exchange.provider = request.model, "hf-inference"
-    _may_call(exchange, request.model)
+    may_call(exchange, request.model)
     deadline = upstream.deadline()
     response = await exchange.send(
         "POST",
@@ -155,7 +155,7 @@ async def transcription(request: audio.TranscriptionRequest, exchange: Exchange)
     """Speech to text through HF Inference's automatic-speech-recognition, in OpenAI's shape.
     Counted in seconds of audio, as read from the file."""
     exchange.model_requested, exchange.provider = request.model, audio.PROVIDER
-    _may_call(exchange, f"{request.model}:{audio.PROVIDER}")  # the route it takes, whatever was asked
+    may_call(exchange, f"{request.model}:{audio.PROVIDER}")  # the route it takes, whatever was asked
     if len(request.audio) < 256 * 1024:
         body, content_type = audio.asr_body(request)
     else:  # base64-encoding megabytes of audio: not on the loop
@@ -182,7 +182,7 @@ async def images(request: images_api.ImagesRequest, exchange: Exchange) -> HttpR
     """Images from Hugging Face's text-to-image, in OpenAI's shape. Where the provider makes one
     image a call, the `n` calls run at once; the record counts the images that came back."""
     exchange.model_requested = request.model
-    _may_call(exchange, request.model)
+    may_call(exchange, request.model)
     offers = (
         await catalog.provider_mapping(exchange, request.base_model)
         if images_api.needs_mapping(request)
@@ -226,12 +226,12 @@ class StreamRelay:
         stream: Follower,
         exchange: Exchange,
         deadline: float,
-        prompt_tokens: int,
+        request: Any,
     ) -> None:
         self.response = response
         self.exchange = exchange
         self.stream = stream
-        self.prompt_tokens = prompt_tokens
+        self.request = request  # its `prompt_tokens`: estimated only when needed
         self.chunks = upstream.iter_chunks(response, deadline)
         self.first = b""
         self.started = False
@@ -300,13 +300,14 @@ class StreamRelay:
         # Without the router's usage chunk (the client left, the stream broke), what was
         # generated so far is estimated; a stream that produced nothing has no counts.
         estimate = (
-            converter.estimate_usage(stream.prompt_tokens or self.prompt_tokens, stream.completion_chars)
-            if stream.started
+            converter.estimate_usage(
+                stream.prompt_tokens or self.request.prompt_tokens, stream.completion_chars
+            )
+            if stream.started and (stream.usage is None or stream.usage.total_tokens is None)
             else None
         )
         self.exchange.note_usage(stream.usage, estimate)
-        if outcome == Outcome.OK and stream.failure:  # the answer itself says it failed
-            outcome, error_code = Outcome.UPSTREAM_ERROR, stream.failure
+        self.exchange.failure = stream.failure
         self.exchange.finish(200, outcome, error_code)
 
     def close(self) -> None:

@@ -8,12 +8,12 @@ judge and goes on untouched.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+import functools
+from dataclasses import dataclass
 from typing import Any
 
 from gateway import converter, sse
-from gateway.converter import Answer, Api, BadAnswer, InvalidRequest, Usage
+from gateway.converter import Answer, Api, BadAnswer, Follower, InvalidRequest, Usage, event_payload
 
 # The events that end a response, and what each says of how it ended.
 _TERMINAL = {"response.completed": "", "response.incomplete": "", "response.failed": "response_failed"}
@@ -32,31 +32,23 @@ class ResponsesRequest:
     model: str
     stream: bool
     raw: bytes | None = None  # forwarded as it came unless something had to change
-    prompt_tokens: int = 0  # estimated: what is recorded when the provider counts none
+
+    @functools.cached_property
+    def prompt_tokens(self) -> int:
+        """Estimated, when needed: what is recorded when the provider counts none."""
+        return estimate_prompt_tokens(self.body)
 
 
 def parse_request(raw: bytes, default_model: str) -> ResponsesRequest:
-    body = converter.parse_json_object(raw)
-    model = body.get("model")
-    filled = model is None
-    if filled:
-        model = body["model"] = default_model
-    else:
-        converter.check_model(model)
+    body, model, changed = converter.parse_body(raw, default_model, _FIELD_TYPES, _check_input)
+    return ResponsesRequest(
+        body=body, model=model, stream=bool(body.get("stream")), raw=None if changed else raw
+    )
+
+
+def _check_input(body: dict[str, Any]) -> None:
     if "input" in body and not isinstance(body["input"], (str, list)):
         raise InvalidRequest("`input` must be a string or an array of input items.", "input")
-    for name, fits, kind in _FIELD_TYPES:
-        value = body.get(name)
-        if value is not None and not fits(value):
-            raise InvalidRequest(f"`{name}` must be {kind}.", name)
-    dropped = converter.drop_control_fields(body)
-    return ResponsesRequest(
-        body=body,
-        model=model,
-        stream=bool(body.get("stream")),
-        raw=None if filled or dropped else raw,
-        prompt_tokens=estimate_prompt_tokens(body),
-    )
 
 
 def estimate_prompt_tokens(body: dict[str, Any]) -> int:
@@ -89,14 +81,9 @@ def usage_of(data: Any) -> Usage | None:
         data.get("input_tokens"),
         data.get("output_tokens"),
         data.get("total_tokens"),
-        cached=_detail(data, "input_tokens_details", "cached_tokens"),
-        reasoning=_detail(data, "output_tokens_details", "reasoning_tokens"),
+        cached=converter.detail(data, "input_tokens_details", "cached_tokens"),
+        reasoning=converter.detail(data, "output_tokens_details", "reasoning_tokens"),
     )
-
-
-def _detail(data: dict[str, Any], details: str, name: str) -> Any:
-    found = data.get(details)
-    return found.get(name) if isinstance(found, dict) else None
 
 
 def output_chars(response: dict[str, Any]) -> int:
@@ -110,42 +97,36 @@ def read_answer(raw: bytes) -> Answer:
         raise BadAnswer("the answer is not a JSON object")
     if "output" not in answer and "error" in answer:
         raise BadAnswer("the router answered with an error", error=answer)
-    return Answer(str(answer.get("model") or ""), usage_of(answer.get("usage")), output_chars(answer))
+    return Answer(
+        str(answer.get("model") or ""),
+        usage_of(answer.get("usage")),
+        output_chars(answer),
+        failure_of(answer),
+    )
+
+
+def failure_of(response: dict[str, Any]) -> str:
+    """A failed response's error code (`status: failed`), else ""."""
+    if response.get("status") != "failed":
+        return ""
+    error = response.get("error")
+    code = error.get("code") if isinstance(error, dict) else None
+    return code if isinstance(code, str) and code else "response_failed"
 
 
 @dataclass
-class ResponsesStream:
+class ResponsesStream(Follower):
     """Follows a relayed Responses stream: typed events (`event: response.…`, each with a
     `sequence_number`) passed on as they came, until the one that ends the response."""
 
-    model: str | None = None
-    usage: Usage | None = None
-    done: bool = False
-    started: bool = False
-    completion_chars: int = 0
-    failure: str = ""
-    prompt_tokens: int | None = None
+    LAST = "the response was completed"
     sequence_number: int = -1  # the last one seen: our own error event follows it
-    _splitter: sse.EventSplitter = field(default_factory=sse.EventSplitter)
-
-    def feed(self, chunk: bytes) -> bytes:
-        out = b""
-        for event in self._splitter.feed(chunk):
-            if self.done:
-                break
-            out += self.event(event)
-        return out
 
     def event(self, event: bytes) -> bytes:
         data = sse.data_of(event)
         if data is None:
             return event + b"\n\n"  # a comment (keep-alive): pass it on
-        try:
-            payload = json.loads(data)
-        except (ValueError, RecursionError):
-            raise BadAnswer("a stream event is not JSON") from None
-        if not isinstance(payload, dict):
-            raise BadAnswer("a stream event is not a JSON object")
+        payload = event_payload(data)
         kind = payload.get("type")
         if kind == "error":
             raise BadAnswer("the router reported an error mid-stream", error=payload)
@@ -169,18 +150,7 @@ class ResponsesStream:
         if kind in _TERMINAL:
             self.done = True
             self.usage = usage_of(response.get("usage")) or self.usage
-            if kind == "response.failed":
-                error = response.get("error")
-                code = error.get("code") if isinstance(error, dict) else None
-                self.failure = code if isinstance(code, str) and code else _TERMINAL[kind]
-
-    def end(self) -> bytes:
-        """A stream that ended before its terminal event was cut off (a last event without its
-        blank line still counts)."""
-        out = b"" if self.done else self.feed(b"\n\n")
-        if not self.done:
-            raise BadAnswer("the stream ended before the response was completed")
-        return out
+            self.failure = failure_of(response) or _TERMINAL[kind]
 
     def error_event(self, error: Any) -> bytes:
         return error.responses_event(self.sequence_number + 1)

@@ -189,17 +189,19 @@ async def send(
     the body's (audio for speech recognition); `accept` what to ask for, when not JSON or SSE
     (an image).
     """
-    headers = {
-        **(headers or {}),
+    ours = {
         "X-Request-Id": request_id,
         "Accept": accept or ("text/event-stream" if stream else "application/json"),
         # Compressed SSE would be held back by the router's gzip and cost us CPU to inflate.
         "Accept-Encoding": "identity",
     }
     if token:
-        headers["Authorization"] = f"Bearer {token}"
+        ours["Authorization"] = f"Bearer {token}"
     if body is not None:
-        headers["Content-Type"] = content_type
+        ours["Content-Type"] = content_type
+    # Header names are case-insensitive: none of the client's may stand beside one of ours.
+    taken = {name.lower() for name in ours} | {"host", "content-length"}
+    headers = {**{k: v for k, v in (headers or {}).items() if k.lower() not in taken}, **ours}
     http = client()
     url = (base or settings.HF_BASE_URL) + path
     request = http.build_request(method, url, content=body, headers=headers)

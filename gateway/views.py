@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlencode
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -144,7 +145,8 @@ async def responses(request: HttpRequest, exchange: Exchange) -> HttpResponse:
 
 @api_view("GET", "DELETE")
 async def response_detail(request: HttpRequest, exchange: Exchange, response_id: str) -> HttpResponse:
-    return await relay.stored_response(exchange, request.method, f"/responses/{response_id}", response_id)
+    path = f"/responses/{response_id}" + _query(request, "include")
+    return await relay.stored_response(exchange, request.method, path, response_id)
 
 
 @api_view("POST")
@@ -154,14 +156,16 @@ async def response_cancel(request: HttpRequest, exchange: Exchange, response_id:
 
 @api_view("GET")
 async def response_input_items(request: HttpRequest, exchange: Exchange, response_id: str) -> HttpResponse:
-    path = f"/responses/{response_id}/input_items" + _query(request)
+    path = f"/responses/{response_id}/input_items" + _query(
+        request, "after", "before", "include", "limit", "order"
+    )
     return await relay.stored_response(exchange, "GET", path, response_id)
 
 
 @api_view("POST")
 async def messages(request: HttpRequest, exchange: Exchange) -> HttpResponse:
     parsed = messages_api.parse_request(request.body, settings.DEFAULT_MODEL)
-    path = "/messages" + _query(request)  # Claude Code's `?beta=true`
+    path = "/messages" + _query(request, "beta")  # Claude Code's `?beta=true`
     return await relay.forward(
         parsed, exchange, path, messages_api.MESSAGES, headers=_anthropic_headers(request)
     )
@@ -170,13 +174,15 @@ async def messages(request: HttpRequest, exchange: Exchange) -> HttpResponse:
 @api_view("POST")
 async def count_tokens(request: HttpRequest, exchange: Exchange) -> HttpResponse:
     parsed = messages_api.parse_request(request.body, settings.DEFAULT_MODEL)
-    path = "/messages/count_tokens" + _query(request)
+    path = "/messages/count_tokens" + _query(request, "beta")
     return await relay.count_tokens(parsed, exchange, path, headers=_anthropic_headers(request))
 
 
-def _query(request: HttpRequest) -> str:
-    query = request.META.get("QUERY_STRING", "")
-    return "?" + query if query else ""
+def _query(request: HttpRequest, *names: str) -> str:
+    """The query parameters the API defines for this endpoint, encoded afresh; others are not
+    the router's business."""
+    kept = [(name, value) for name in names for value in request.GET.getlist(name)]
+    return "?" + urlencode(kept) if kept else ""
 
 
 def _anthropic_headers(request: HttpRequest) -> dict[str, str]:

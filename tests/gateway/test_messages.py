@@ -282,3 +282,34 @@ def test_a_spent_budget_is_a_billing_error_to_anthropic_clients():
     assert budget.anthropic_body()["error"]["type"] == "billing_error"
     rate = errors.ApiError(429, "slow down", type="rate_limit_exceeded", code="rate_limit_exceeded")
     assert rate.anthropic_body()["error"]["type"] == "rate_limit_error"
+
+
+async def test_a_message_start_without_usage_leaves_message_delta_s_counts(
+    anonymous_client, api_key, hf, reports
+):
+    events = stream_events()
+    start = json.loads(events[0].split(b"data: ", 1)[1])
+    del start["message"]["usage"]
+    events[0] = event("message_start", message=start["message"])
+    events[-2] = event(
+        "message_delta", delta={"stop_reason": "end_turn"}, usage={**START_USAGE, "output_tokens": 9}
+    )
+    hf.post("/messages").mock(return_value=sse_response(events)[0])
+    await read(await post(anonymous_client, api_key, {**PAYLOAD, "stream": True}))
+    [report] = reports
+    assert report.usage_source == UsageSource.PROVIDER
+    assert (report.usage.prompt_tokens, report.usage.completion_tokens) == (125, 9)
+
+
+async def test_count_tokens_for_a_model_the_router_does_not_know_is_its_error(anonymous_client, api_key, hf):
+    hf.post("/messages/count_tokens").respond(
+        404, json={"type": "error", "error": {"type": "not_found_error", "message": "model: m/x not found"}}
+    )
+    response = await post(anonymous_client, api_key, path=URL + "/count_tokens")
+    assert response.status_code == 404 and response.json()["error"]["type"] == "not_found_error"
+
+
+async def test_only_beta_goes_upstream_in_the_query(anonymous_client, api_key, hf):
+    route = hf.post("/messages").respond(200, json=message())
+    await post(anonymous_client, api_key, path=URL + "?beta=true&api_key=sk-x")
+    assert route.calls.last.request.url.query == b"beta=true"

@@ -265,3 +265,35 @@ async def test_an_unknown_router_stream_event_passes_on(async_client, hf, report
     response = await post(async_client, {"model": "m/x", "input": "hi", "stream": True})
     assert b"response.some_future_event" in await read(response)
     assert reports[0].outcome == Outcome.OK
+
+
+async def test_a_failed_response_not_streamed_is_the_provider_s_failure_too(async_client, hf, reports):
+    failed = response_object(status="failed", usage=None)
+    failed["error"] = {"code": "server_error", "message": "the provider failed"}
+    hf.post("/responses").respond(200, json=failed)
+    response = await post(async_client, {"model": "m/x", "input": "hi"})
+    assert response.status_code == 200 and response.json()["status"] == "failed"  # relayed as it came
+    [report] = reports
+    assert (report.outcome, report.error_code) == (Outcome.UPSTREAM_ERROR, "server_error")
+
+
+async def test_a_router_error_event_keeps_its_code(async_client, hf, reports):
+    events = stream_events(terminal=None)
+    events.append(event("error", len(events), code="rate_limit_exceeded", message="slow down", param=None))
+    hf.post("/responses").mock(return_value=sse_response(events)[0])
+    response = await post(async_client, {"model": "m/x", "input": "hi", "stream": True})
+    last = json.loads(events_of(await read(response))[-1].split(b"data: ", 1)[1])
+    assert (last["type"], last["code"]) == ("error", "rate_limit_exceeded")
+    assert reports[0].error_code == "rate_limit_exceeded"
+
+
+async def test_only_the_api_s_own_query_parameters_go_upstream(async_client, hf):
+    hf.get("/responses/resp_1/input_items").respond(200, json={"object": "list", "data": []})
+    await async_client.get(f"{URL}/resp_1/input_items?limit=2&order=desc&token=x&include=a&include=b")
+    sent = hf.calls.last.request.url
+    assert sorted(sent.params.multi_items()) == [
+        ("include", "a"),
+        ("include", "b"),
+        ("limit", "2"),
+        ("order", "desc"),
+    ]

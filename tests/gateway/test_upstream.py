@@ -213,3 +213,20 @@ async def test_what_is_not_a_failure_passes_through():
     task.cancel()
     with pytest.raises(asyncio.CancelledError):  # a client gone is no router failure
         await task
+
+
+async def test_a_caller_s_header_cannot_stand_beside_ours_in_another_case(hf):
+    route = hf.post("/messages").respond(200, json={})
+    response = await upstream.send(
+        "POST",
+        "/messages",
+        token="hf_ours",
+        request_id="r1",
+        deadline=upstream.deadline(),
+        body=b"{}",
+        headers={"authorization": "Bearer CLIENT", "AUTHORIZATION": "x", "anthropic-version": "2023-06-01"},
+    )
+    await response.aclose()
+    sent = route.calls.last.request.headers
+    assert sent.get_list("authorization") == ["Bearer hf_ours"]
+    assert sent["anthropic-version"] == "2023-06-01"
