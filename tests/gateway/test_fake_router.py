@@ -435,3 +435,66 @@ def test_speech_recognition_refuses_other_models_and_empty_audio(router):
         {"error": "Model not supported by provider hf-inference"},
     )
     assert (empty.status_code, "error" in empty.json()) == (400, True)
+
+
+# Text-to-image: HF Inference's, the OpenAI-shaped provider routes, and the Hub's mapping.
+
+FLUX = "black-forest-labs/FLUX.1-schnell"
+
+
+def png_size(image: bytes) -> tuple[int, int]:
+    assert image.startswith(b"\x89PNG\r\n\x1a\n")
+    return int.from_bytes(image[16:20], "big"), int.from_bytes(image[20:24], "big")
+
+
+def test_hf_inference_text_to_image_answers_a_png_of_the_size_asked(router):
+    body = {"inputs": "a cat", "parameters": {"width": 96, "height": 64}}
+    answer = post(router, f"/hf-inference/models/{FLUX}", body)
+    assert (answer.status_code, answer.headers["content-type"]) == (200, "image/png")
+    assert png_size(answer.content) == (96, 64)
+    assert png_size(post(router, f"/hf-inference/models/{FLUX}", {"inputs": "a cat"}).content) == (1024, 1024)
+    # A model HF Inference does not serve for images: its 400.
+    other = post(router, "/hf-inference/models/Qwen/Qwen-Image", {"inputs": "a cat"})
+    assert other.json() == {"error": "Model not supported by provider hf-inference"}
+
+
+def test_provider_routes_take_their_own_ids_and_base64_words(router):
+    body = {"model": "black-forest-labs/FLUX.1-schnell-Free", "prompt": "a cat", "response_format": "base64"}
+    together = post(router, "/together/v1/images/generations", {**body, "n": 2, "width": 80, "height": 48})
+    assert [png_size(base64.b64decode(item["b64_json"])) for item in together.json()["data"]] == [
+        (80, 48)
+    ] * 2
+    nscale = {
+        "model": "BlackForestLabs/FLUX.1-schnell",
+        "prompt": "x",
+        "response_format": "b64_json",
+        "size": "64x72",
+    }
+    (image,) = post(router, "/nscale/v1/images/generations", {**nscale, "n": 3}).json()["data"]
+    assert png_size(base64.b64decode(image["b64_json"])) == (64, 72)  # one image, whatever `n` says
+    hf_id = post(router, "/together/v1/images/generations", {**body, "model": FLUX})
+    assert (hf_id.status_code, hf_id.json()["error"]["code"]) == (404, "model_not_available")
+    wrong_word = post(
+        router, "/nebius/v1/images/generations", {**body, "model": "black-forest-labs/flux-schnell"}
+    )
+    assert wrong_word.status_code == 400
+
+
+def test_the_hub_maps_models_to_providers_in_its_object_form(router):
+    info = httpx.get(
+        f"{router.url}/api/models/{FLUX}", params={"expand[]": "inferenceProviderMapping"}
+    ).json()
+    mapping = info["inferenceProviderMapping"]
+    assert list(mapping) == list(fake_router.IMAGE_MODELS[FLUX])
+    assert mapping["together"] == {
+        "status": "live",
+        "providerId": "black-forest-labs/FLUX.1-schnell-Free",
+        "task": "text-to-image",
+    }
+    chat = httpx.get(
+        f"{router.url}/api/models/{MODEL}", params={"expand[]": "inferenceProviderMapping"}
+    ).json()
+    assert chat["inferenceProviderMapping"]["fireworks-ai"]["task"] == "conversational"
+    assert "inferenceProviderMapping" not in httpx.get(f"{router.url}/api/models/{FLUX}").json()
+    unknown = httpx.get(f"{router.url}/api/models/nobody/none")
+    assert (unknown.status_code, unknown.headers["x-error-code"]) == (404, "RepoNotFound")

@@ -112,6 +112,23 @@ in SPEECH_MODELS: the audio as the body (any content type), or, with parameters,
 400 `{"error": …}`, `fault/status-N` fails as above, and any other model gets the 400 above.
 `last_audio` in the stats says what the last one received (content type, bytes, parameters).
 
+`POST /hf-inference/models/{model}` is HF Inference's text-to-image for the models in
+IMAGE_MODELS that it serves: `{"inputs": prompt, "parameters": {"width", "height", ...}}` in, a
+real PNG of that size (1024x1024 without one), one colour from the prompt's hash, out.
+`POST /{together,nebius,nscale}/v1/images/generations` are those providers' OpenAI-shaped routes:
+`model` must be the provider's id from the Hub's mapping (else the provider's 404
+`model_not_available`), `response_format` its own word for base64 (Together `base64`, the
+others `b64_json`; else a 400), and they answer `{"data": [{"b64_json"}]}` with `n` PNGs (Together
+only; the others make one, whatever `n` says), sized by `width`/`height` or Nscale's `size`.
+The real Together answers JPEG unless asked otherwise: PNG keeps the fake simple.
+`last_image` in the stats says what the last image request received (path and body).
+
+`GET /api/models/{id}` is the Hub's model info: with `expand[]=inferenceProviderMapping`, the
+mapping in the object form the Hub sends for one model (`{provider: {"providerId", "status",
+"task"}}`), for IMAGE_MODELS and MODELS (these for `conversational`); any other id gets the
+Hub's 404 `{"error": "Repository not found"}` with `x-error-code: RepoNotFound`. Point
+HF_HUB_URL at this server.
+
 Connection refused is this server not running. `GET /_stats` reports what it saw: requests
 (and chat_requests, responses_requests, messages_requests), attempts per model (refused ones
 too), `refused` (by model), the last request's headers, body and query string, what fault/big
@@ -129,8 +146,11 @@ import functools
 import hashlib
 import json
 import os
+import struct
 import time
+import zlib
 from dataclasses import dataclass
+from urllib.parse import parse_qs
 
 from tests.support.router_events import (
     MessageStream,
@@ -187,6 +207,21 @@ MODELS = {
 EMBEDDING_MODELS = ("sentence-transformers/all-MiniLM-L6-v2", "BAAI/bge-m3", "intfloat/multilingual-e5-large")
 # What its automatic-speech-recognition serves (README: the default transcription model).
 SPEECH_MODELS = ("openai/whisper-large-v3", "openai/whisper-large-v3-turbo")
+# What the Hub maps for text-to-image: provider → the model's id there, in the Hub's order.
+IMAGE_MODELS = {
+    # The README's default: listed first on a provider hfproxy does not map.
+    "black-forest-labs/FLUX.1-schnell": {
+        "fal-ai": "fal-ai/flux/schnell",
+        "together": "black-forest-labs/FLUX.1-schnell-Free",
+        "hf-inference": "black-forest-labs/FLUX.1-schnell",
+        "nebius": "black-forest-labs/flux-schnell",
+        "nscale": "BlackForestLabs/FLUX.1-schnell",
+    },
+    "stabilityai/stable-diffusion-xl-base-1.0": {"hf-inference": "stabilityai/stable-diffusion-xl-base-1.0"},
+    "Qwen/Qwen-Image": {"fal-ai": "fal-ai/qwen-image", "replicate": "qwen/qwen-image"},  # queues only
+}
+IMAGE_ROUTES = {"together": "base64", "nebius": "b64_json", "nscale": "b64_json"}  # their base64 word
+IMAGE_GENERATIONS = {f"/{provider}/v1/images/generations": provider for provider in IMAGE_ROUTES}
 SERVED = {entry["id"] for entry in MODELS["data"]}
 POLICIES = ("fastest", "cheapest", "preferred", "auto")
 
@@ -228,6 +263,7 @@ def new_stats() -> dict:
         "last_body": None,
         "last_body_sha256": None,
         "last_audio": None,
+        "last_image": None,
     }
 
 
@@ -686,6 +722,98 @@ async def _speech_recognition(path: str, headers: dict[str, str], receive, send)
     await _send_json(send, 200, answer, [(b"x-inference-provider", b"hf-inference")])
 
 
+def png(width: int, height: int, prompt: str) -> bytes:
+    """A real PNG of one colour, the prompt's."""
+    colour = hashlib.sha256(prompt.encode()).digest()[:3]
+    pixels = zlib.compress((b"\x00" + colour * width) * height)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+def _image(prompt: str, fields: dict) -> bytes:
+    width, height = fields.get("width", 1024), fields.get("height", 1024)
+    if "size" in fields:
+        width, height = (int(side) for side in fields["size"].split("x"))
+    return png(width, height, prompt)
+
+
+async def _text_to_image(model: str, receive, send) -> None:
+    request = json.loads(await _read_body(receive))
+    stats["attempts"][model] = stats["attempts"].get(model, 0) + 1
+    stats["last_image"] = {"path": f"{HF_INFERENCE_MODELS}{model}", "body": request}
+    image = _image(request["inputs"], request.get("parameters") or {})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"image/png"),
+                (b"content-length", str(len(image)).encode()),
+                (b"x-inference-provider", b"hf-inference"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": image})
+
+
+async def _images_generations(provider: str, receive, send) -> None:
+    request = json.loads(await _read_body(receive))
+    model = request.get("model")
+    stats["attempts"][model] = stats["attempts"].get(model, 0) + 1
+    stats["last_image"] = {"path": f"/{provider}/v1/images/generations", "body": request}
+    if not any(ids.get(provider) == model for ids in IMAGE_MODELS.values()):
+        message = f"Unable to access model {model}. Please visit https://{provider}.example/models."
+        error = {
+            "message": message,
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "model_not_available",
+        }
+        return await _send_json(send, 404, {"error": error})
+    if request.get("response_format") != IMAGE_ROUTES[provider]:
+        error = {
+            "message": f"response_format must be {IMAGE_ROUTES[provider]!r}",
+            "type": "invalid_request_error",
+        }
+        return await _send_json(send, 400, {"error": error})
+    count = request.get("n", 1) if provider == "together" else 1
+    image = base64.b64encode(_image(request["prompt"], request)).decode()
+    data = [{"index": i, "b64_json": image, "type": None} for i in range(count)]
+    answer = {"id": f"img-{stats['requests']}", "model": model, "object": "list", "data": data}
+    await _send_json(send, 200, answer, [(b"x-inference-provider", provider.encode())])
+
+
+def hub_mapping(model: str) -> dict | None:
+    """The Hub's inferenceProviderMapping of a model, None for a model it does not know."""
+    if model in IMAGE_MODELS:
+        return {
+            provider: {"status": "live", "providerId": provider_id, "task": "text-to-image"}
+            for provider, provider_id in IMAGE_MODELS[model].items()
+        }
+    for entry in MODELS["data"]:
+        if entry["id"] == model:
+            return {
+                offer["provider"]: {"status": offer["status"], "providerId": model, "task": "conversational"}
+                for offer in entry["providers"]
+            }
+    return None
+
+
+async def _hub_model(model: str, query: str, send) -> None:
+    mapping = hub_mapping(model)
+    if mapping is None:
+        headers = [(b"x-error-code", b"RepoNotFound")]
+        return await _send_json(send, 404, {"error": "Repository not found"}, headers)
+    info = {"_id": hashlib.sha256(model.encode()).hexdigest()[:24], "id": model}
+    if "inferenceProviderMapping" in parse_qs(query).get("expand[]", []):
+        info["inferenceProviderMapping"] = mapping
+    await _send_json(send, 200, info)
+
+
 async def app(scope, receive, send) -> None:
     if scope["type"] == "lifespan":
         while True:
@@ -723,8 +851,18 @@ async def app(scope, receive, send) -> None:
         and method == "POST"
     ):
         await _feature_extraction(path, receive, send)
+    elif (
+        path.startswith(HF_INFERENCE_MODELS)
+        and method == "POST"
+        and "hf-inference" in IMAGE_MODELS.get(path.removeprefix(HF_INFERENCE_MODELS), {})
+    ):
+        await _text_to_image(path.removeprefix(HF_INFERENCE_MODELS), receive, send)
     elif path.startswith(HF_INFERENCE_MODELS) and method == "POST":
         await _speech_recognition(path, stats["last_headers"], receive, send)
+    elif path in IMAGE_GENERATIONS and method == "POST":
+        await _images_generations(IMAGE_GENERATIONS[path], receive, send)
+    elif path.startswith("/api/models/") and method == "GET":
+        await _hub_model(path.removeprefix("/api/models/"), stats["last_query"], send)
     elif path == "/v1/models" and method == "GET":
         await _send_json(send, 200, MODELS)
     else:

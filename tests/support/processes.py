@@ -74,6 +74,7 @@ def proxy_env(router: str, database: str, **overrides: str) -> dict[str, str]:
         "HF_TOKEN": "hf_server_token_value",
         "HF_BASE_URL": f"{router}/v1",
         "HF_INFERENCE_URL": f"{router}/hf-inference",
+        "HF_HUB_URL": router,  # the fake router answers the Hub's model info too
         "DATABASE_URL": database,
     }
     return server_env(**{**defaults, **overrides})
