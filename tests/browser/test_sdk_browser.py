@@ -9,9 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import os
 import shutil
-import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -19,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.browser import BROWSER, CHROMIUM, CHROMIUM_ARGS, playwright_api, served_site
+from tests.support.npm import missing, npm_ci
 from tests.support.processes import manage
 
 pytestmark = BROWSER
@@ -29,36 +28,12 @@ WORDS = ["Hello", " from", " the", " upstream"]
 MODEL = "test-org/test-model"
 
 
-def missing(what: str) -> None:
-    """Skip the test for lack of `what`; under CI, fail it (CI installs what it needs)."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(what)
-    pytest.skip(what)
-
-
-def installed_openai() -> str | None:
-    with contextlib.suppress(FileNotFoundError):
-        return json.loads((HERE / "node_modules/openai/package.json").read_text())["version"]
-    return None
-
-
 @pytest.fixture(scope="module")
 def sdk() -> str:
     """The pinned openai package in tests/browser/node_modules (`npm ci` when absent or stale)."""
     if shutil.which(CHROMIUM) is None:
         missing(f"{CHROMIUM} is missing (apt-get install chromium)")
-    lock = json.loads((HERE / "package-lock.json").read_text())
-    pinned = lock["packages"]["node_modules/openai"]["version"]
-    if installed_openai() != pinned:
-        npm = shutil.which("npm")
-        if npm is None:
-            missing("npm is missing (apt-get install npm), needed to install openai-node for this test")
-        # openai declares Node.js >= 22, but it runs in the browser here: any npm's Node.js will do.
-        command = [npm, "ci", "--no-audit", "--no-fund", "--engine-strict=false"]
-        result = subprocess.run(command, cwd=HERE, capture_output=True, text=True, check=False)
-        if result.returncode != 0 or installed_openai() != pinned:
-            missing(f"`npm ci` in tests/browser failed:\n{result.stderr[-2000:]}")
-    return pinned
+    return npm_ci(HERE, "openai")["openai"]
 
 
 class Upstream(BaseHTTPRequestHandler):
