@@ -2,11 +2,12 @@
 Responses API, Claude Code on the Anthropic Messages API): one tool round, then a final text
 that quotes the tool's output, with fixed token counts.
 
-The fake router hands a request here when its model starts with `agent/` (MODEL_PREFIX). The
-turn is read from the request alone, as a real model would: no tool result in it yet and the
-agent's shell tool offered → run COMMAND through that tool; a tool result present → the final
-answer, FINAL_MARKER followed by the tool's output; anything else (Claude Code's side calls:
-titles, quota checks, no tools) → a plain SIDE_ANSWER. Every answer carries the usage of its
+The fake router hands a streamed Responses or Messages request here when its model starts with
+`agent/` (MODEL_PREFIX): `stream()` answers it, `call()` is what its stats keep. The turn is
+read from the request alone, as a real model would: no tool result in it yet and the agent's
+shell tool offered → run COMMAND through that tool; a tool result present → the final answer,
+FINAL_MARKER followed by the tool's output; anything else (side calls such as Claude Code's
+titles or quota checks, which carry no tools) → a plain SIDE_ANSWER. Every answer carries the usage of its
 kind (USAGE), so that a test can match each usage record to the call that produced it.
 
 The event sequences follow the public API references (OpenAI's Responses streaming events,
@@ -18,6 +19,8 @@ from __future__ import annotations
 import json
 import time
 from typing import Any
+
+from tests.support.router_events import sse
 
 MODEL_PREFIX = "agent/"
 COMMAND = "echo hfproxy-tool-ok"
@@ -220,10 +223,7 @@ def messages_events(request: dict[str, Any]) -> list[dict[str, Any]]:
 def stream(api: str, request: dict[str, Any]) -> bytes:
     """The whole SSE body answering `request` on `api` ("responses" or "messages")."""
     events = responses_events(request, int(time.time())) if api == "responses" else messages_events(request)
-    return b"".join(
-        b"event: " + event["type"].encode() + b"\ndata: " + json.dumps(event).encode() + b"\n\n"
-        for event in events
-    )
+    return b"".join(sse(event) for event in events)
 
 
 def call(api: str, request: dict[str, Any], headers: dict[str, str], query: str) -> dict[str, Any]:

@@ -95,6 +95,12 @@ and
                             not streamed: 500 `api_error`
     fault/incomplete        stop_reason `max_tokens`
 
+Streamed Responses and Messages requests for `agent/…` models are a coding agent's turns
+(Codex CLI, Claude Code; tests/e2e/test_agents.py): tests/support/agent_script.py scripts them
+(one shell tool call, then a final text quoting its output, fixed usage per kind of answer),
+and `_stats`' `agent_calls` lists them, each with the answer it got and the headers that tell
+the proxy's request id and what it forwarded.
+
 `POST /v1/messages/count_tokens` is not served (the 404 of any unknown path): the router is
 assumed not to offer it, so a proxy has to estimate locally.
 
@@ -133,7 +139,7 @@ Connection refused is this server not running. `GET /_stats` reports what it saw
 (and chat_requests, responses_requests, messages_requests), attempts per model (refused ones
 too), `refused` (by model), the last request's headers, body and query string, what fault/big
 sent, `abandoned` (requests whose client went away before the answer was complete, with when it
-noticed) and `streams_abandoned`.
+noticed), `streams_abandoned` and `agent_calls`.
 `POST /_reset` clears it. Run: `python -m tests.support.fake_router --port 9100`.
 """
 
@@ -152,6 +158,7 @@ import zlib
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
+from tests.support import agent_script
 from tests.support.router_events import (
     MessageStream,
     ResponseStream,
@@ -264,6 +271,7 @@ def new_stats() -> dict:
         "last_body_sha256": None,
         "last_audio": None,
         "last_image": None,
+        "agent_calls": [],
     }
 
 
@@ -323,7 +331,7 @@ def _provider(model: str) -> bytes:
 
 def refusal(model: str) -> dict | None:
     """The router's 400 body for a model it does not serve, None for one it does."""
-    if model.startswith(("fault/", "slow/")):
+    if model.startswith(("fault/", "slow/", agent_script.MODEL_PREFIX)):
         return None
     repository = model.partition(":")[0]
     if repository in SERVED:
@@ -388,6 +396,8 @@ async def _completion(receive, send, api: str) -> None:
             send, 400, anthropic_error("invalid_request_error", "max_tokens: Field required")
         )
     answer = ANSWERS[api]
+    if stream and api != "chat" and agent_script.is_agent(model):
+        answer = functools.partial(_agent_turn, api)
     if not stream and not model.startswith("fault/"):
         # A plain answer, sent at once: nothing to watch (and the benchmarks' reference stays lean).
         return await answer(send, request, model, stream, disconnected)
@@ -659,6 +669,16 @@ async def _messages(send, request: dict, model: str, stream: bool, disconnected:
     if model == "fault/failed":
         return await _send_json(send, 500, anthropic_error("api_error", "Internal server error"))
     await _send_json(send, 200, builder.answer(_deltas(model)), [(b"x-inference-provider", _provider(model))])
+
+
+async def _agent_turn(
+    api: str, send, request: dict, model: str, stream: bool, disconnected: asyncio.Event
+) -> None:
+    """A coding agent's turn, answered as tests/support/agent_script.py scripts it."""
+    stats["agent_calls"].append(agent_script.call(api, request, stats["last_headers"], stats["last_query"]))
+    headers = [(b"content-type", b"text/event-stream"), (b"x-inference-provider", _provider(model))]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": agent_script.stream(api, request)})
 
 
 ANSWERS = {"chat": _chat, "responses": _responses, "messages": _messages}
