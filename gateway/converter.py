@@ -195,6 +195,29 @@ def parse_body(raw: bytes, default_model: str, field_types: tuple, check: Callab
     return body, model, filled or dropped
 
 
+@dataclass
+class Forwarded:
+    """A request of an API relayed as it came (Responses, Messages): its body, the bytes to send
+    when nothing changed, and its prompt's estimate, made only if needed (`estimate(body)`)."""
+
+    body: dict[str, Any]
+    model: str
+    stream: bool
+    raw: bytes | None
+    estimate: Callable[[dict[str, Any]], int]
+
+    @functools.cached_property
+    def prompt_tokens(self) -> int:
+        return self.estimate(self.body)
+
+
+def parse_forwarded(
+    raw: bytes, default_model: str, field_types: tuple, check: Callable[[dict], None], estimate
+) -> Forwarded:
+    body, model, changed = parse_body(raw, default_model, field_types, check)
+    return Forwarded(body, model, bool(body.get("stream")), None if changed else raw, estimate)
+
+
 def parse_chat_request(raw: bytes, default_model: str) -> ChatRequest:
     """Validate a chat completion request, without judging what only the router can judge."""
     body, model, changed = parse_body(raw, default_model, _FIELD_TYPES, _check_chat)

@@ -9,14 +9,22 @@ untouched.
 
 from __future__ import annotations
 
-import functools
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from gateway import converter, sse
-from gateway.converter import Answer, Api, BadAnswer, Follower, InvalidRequest, Usage, event_payload
+from gateway.converter import (
+    Answer,
+    Api,
+    BadAnswer,
+    Follower,
+    Forwarded,
+    InvalidRequest,
+    Usage,
+    event_payload,
+)
 
 # The client's headers that are part of the API: forwarded to the router (never its key).
 FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
@@ -29,24 +37,8 @@ _FIELD_TYPES = (
 _BLOCK_TEXT = ("text", "content", "input", "thinking", "partial_json", "name")
 
 
-@dataclass
-class MessagesRequest:
-    body: dict[str, Any]
-    model: str
-    stream: bool
-    raw: bytes | None = None  # forwarded as it came unless something had to change
-
-    @functools.cached_property
-    def prompt_tokens(self) -> int:
-        """Estimated, when needed (count_tokens without the router's; a stream cut off)."""
-        return estimate_input_tokens(self.body)
-
-
-def parse_request(raw: bytes, default_model: str) -> MessagesRequest:
-    body, model, changed = converter.parse_body(raw, default_model, _FIELD_TYPES, _check_messages)
-    return MessagesRequest(
-        body=body, model=model, stream=bool(body.get("stream")), raw=None if changed else raw
-    )
+def parse_request(raw: bytes, default_model: str) -> Forwarded:
+    return converter.parse_forwarded(raw, default_model, _FIELD_TYPES, _check_messages, estimate_input_tokens)
 
 
 def _check_messages(body: dict[str, Any]) -> None:

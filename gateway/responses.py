@@ -8,12 +8,20 @@ judge and goes on untouched.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Any
 
 from gateway import converter, sse
-from gateway.converter import Answer, Api, BadAnswer, Follower, InvalidRequest, Usage, event_payload
+from gateway.converter import (
+    Answer,
+    Api,
+    BadAnswer,
+    Follower,
+    Forwarded,
+    InvalidRequest,
+    Usage,
+    event_payload,
+)
 
 # The events that end a response, and what each says of how it ended.
 _TERMINAL = {"response.completed": "", "response.incomplete": "", "response.failed": "response_failed"}
@@ -26,24 +34,8 @@ _FIELD_TYPES = (
 _INPUT_TEXT = ("text", "content", "output", "arguments", "summary", "name")
 
 
-@dataclass
-class ResponsesRequest:
-    body: dict[str, Any]
-    model: str
-    stream: bool
-    raw: bytes | None = None  # forwarded as it came unless something had to change
-
-    @functools.cached_property
-    def prompt_tokens(self) -> int:
-        """Estimated, when needed: what is recorded when the provider counts none."""
-        return estimate_prompt_tokens(self.body)
-
-
-def parse_request(raw: bytes, default_model: str) -> ResponsesRequest:
-    body, model, changed = converter.parse_body(raw, default_model, _FIELD_TYPES, _check_input)
-    return ResponsesRequest(
-        body=body, model=model, stream=bool(body.get("stream")), raw=None if changed else raw
-    )
+def parse_request(raw: bytes, default_model: str) -> Forwarded:
+    return converter.parse_forwarded(raw, default_model, _FIELD_TYPES, _check_input, estimate_prompt_tokens)
 
 
 def _check_input(body: dict[str, Any]) -> None:

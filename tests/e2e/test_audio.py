@@ -5,7 +5,6 @@ record a request, with the audio's seconds."""
 from __future__ import annotations
 
 import io
-import time
 import wave
 from decimal import Decimal
 
@@ -36,14 +35,9 @@ def served(tmp_path_factory):
 
 
 def records(proxy, count: int) -> list[dict]:
-    query = (
-        "SELECT model_requested, outcome, units, usage_source, provider FROM accounts_usagerecord "
-        "WHERE endpoint = 'audio_transcriptions' ORDER BY created_at"
+    return proxy.endpoint_records(
+        "audio_transcriptions", count, "model_requested, outcome, units, usage_source, provider"
     )
-    deadline = time.monotonic() + 10
-    while len(rows := proxy.db.query(query)) < count and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return rows
 
 
 def test_the_sdk_transcribes_in_every_format_and_each_request_is_recorded(served):

@@ -6,7 +6,6 @@ counting its images, and the refusals as the SDK's errors."""
 from __future__ import annotations
 
 import base64
-import time
 from decimal import Decimal
 
 import openai
@@ -30,14 +29,9 @@ def png_size(image: bytes) -> tuple[int, int]:
 
 
 def records(proxy, count: int) -> list[dict]:
-    query = (
-        "SELECT model_requested, model_answered, outcome, units, usage_source, provider "
-        "FROM accounts_usagerecord WHERE endpoint = 'image_generations' ORDER BY created_at"
+    return proxy.endpoint_records(
+        "image_generations", count, "model_requested, model_answered, outcome, units, usage_source, provider"
     )
-    deadline = time.monotonic() + 10
-    while len(rows := proxy.db.query(query)) < count and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return rows
 
 
 def test_the_sdk_generates_images_and_each_request_is_recorded(served):

@@ -121,6 +121,15 @@ class Proxy:
         assert len(rows) == 1, f"{len(rows)} usage records for request {request_id}"
         return rows[0]
 
+    def endpoint_records(self, endpoint: str, count: int, columns: str, seconds: float = 10) -> list[dict]:
+        """An endpoint's records (`columns`, oldest first), once `count` of them are written (or
+        what is there after `seconds`)."""
+        query = f"SELECT {columns} FROM accounts_usagerecord WHERE endpoint = %s ORDER BY created_at"
+        deadline = time.monotonic() + seconds
+        while len(rows := self.db.query(query, endpoint)) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return rows
+
     def duplicates(self) -> list[dict[str, Any]]:
         """Request ids with more than one usage record."""
         return self.db.query(
