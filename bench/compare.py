@@ -153,7 +153,9 @@ def service_pid(name: str) -> int | None:
         if entry.name.isdigit():
             with contextlib.suppress(OSError):
                 stat = (entry / "stat").read_text()
-                comms[int(entry.name)] = (stat[stat.index("(") + 1 : stat.rindex(")")], int(stat.split()[3]))
+                # The name may hold spaces and parentheses: the fields after it follow the last ")".
+                comm, after = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 1 :]
+                comms[int(entry.name)] = (comm, int(after.split()[1]))
     tops = [
         pid for pid, (comm, parent) in comms.items() if comm == name and comms.get(parent, ("",))[0] != name
     ]
