@@ -15,7 +15,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from accounts import allowlist, limits, offloop
 from accounts.models import Outcome
-from gateway import audio, auth, catalog, converter, errors, metrics, modellist, multipart, relay
+from gateway import audio, auth, catalog, converter, errors, metrics, modellist, multipart, relay, tasks
 from gateway import images as images_api
 from gateway import messages as messages_api
 from gateway import responses as responses_api
@@ -121,20 +121,20 @@ async def chat_completions(request: HttpRequest, exchange: Exchange) -> HttpResp
 @api_view("POST")
 async def embeddings(request: HttpRequest, exchange: Exchange) -> HttpResponse:
     parsed = parse_embeddings_request(request.body, settings.DEFAULT_EMBEDDING_MODEL)
-    return await relay.embeddings(parsed, exchange)
+    return await tasks.embeddings(parsed, exchange)
 
 
 @api_view("POST")
 async def audio_transcriptions(request: HttpRequest, exchange: Exchange) -> HttpResponse:
     form = await multipart.aparse(request.body, request.META.get("CONTENT_TYPE", ""))
     parsed = audio.parse_transcription_request(form, settings.DEFAULT_TRANSCRIPTION_MODEL)
-    return await relay.transcription(parsed, exchange)
+    return await tasks.transcription(parsed, exchange)
 
 
 @api_view("POST")
 async def image_generations(request: HttpRequest, exchange: Exchange) -> HttpResponse:
     parsed = images_api.parse_request(request.body, settings.DEFAULT_IMAGE_MODEL)
-    return await relay.images(parsed, exchange)
+    return await tasks.images(parsed, exchange)
 
 
 @api_view("POST")
