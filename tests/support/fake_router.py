@@ -482,17 +482,7 @@ async def _chat(send, request: dict, model: str, stream: bool, disconnected: asy
             answer["usage"] = usage
         return await _send_json(send, 200, answer, [(b"x-inference-provider", _provider(model))])
 
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [
-                (b"content-type", b"text/event-stream"),
-                (b"cache-control", b"no-cache"),
-                (b"x-inference-provider", _provider(model)),
-            ],
-        }
-    )
+    await _start_stream(send, model)
 
     async def event(body: bytes) -> None:
         await send({"type": "http.response.body", "body": body, "more_body": True})
@@ -558,6 +548,21 @@ async def _chat(send, request: dict, model: str, stream: bool, disconnected: asy
 SHORT_STREAMS = ("fault/cut", "fault/break", "fault/bad-sse", "fault/failed")
 
 
+async def _start_stream(send, model: str) -> None:
+    """An event stream's headers, as the provider `model` names sends them."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"text/event-stream"),
+                (b"cache-control", b"no-cache"),
+                (b"x-inference-provider", _provider(model)),
+            ],
+        }
+    )
+
+
 def _deltas(model: str) -> list[str]:
     """The text deltas of a Responses or Messages answer: "tok0", " tok1"…"""
     count = 2 if model in SHORT_STREAMS else CHUNKS
@@ -579,17 +584,7 @@ async def _typed_stream(
     """A stream of typed events (Responses, Messages): the builder's head, one delta per chunk
     (`deltas`, else `_deltas(model)`), then `tail()`'s events, unless the model names a fault
     that ends it otherwise."""
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [
-                (b"content-type", b"text/event-stream"),
-                (b"cache-control", b"no-cache"),
-                (b"x-inference-provider", _provider(model)),
-            ],
-        }
-    )
+    await _start_stream(send, model)
 
     async def emit(events: list[dict], more: bool = True) -> None:
         body = b"".join(sse(event, event_line) for event in events)
