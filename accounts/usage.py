@@ -226,7 +226,9 @@ def _write(batch: list[UsageEntry]) -> None:
                 last_used[record.api_key_id] = record.created_at
         with transaction.atomic():
             UsageRecord.objects.bulk_create(records, ignore_conflicts=True)
-            for key_id, when in last_used.items():
+            # In ascending key order: two workers' batches then lock shared keys in the same
+            # order, and cannot deadlock each other.
+            for key_id, when in sorted(last_used.items()):
                 ApiKey.objects.filter(pk=key_id).filter(
                     Q(last_used_at__isnull=True) | Q(last_used_at__lt=when)
                 ).update(last_used_at=when)

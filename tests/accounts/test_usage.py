@@ -4,6 +4,7 @@ and the others written when the database refuses one."""
 import asyncio
 import json
 import logging
+import re
 import uuid
 from datetime import UTC, datetime
 
@@ -259,3 +260,34 @@ async def test_a_record_the_database_refuses_does_not_hold_back_the_others(api_k
         assert await usage.writer.flush(deadline=15)
     assert await UsageRecord.objects.acount() == 1
     assert any("refuses" in r.getMessage() and str(poison.id) in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.django_db
+def test_a_batch_updates_its_keys_last_use_in_one_order_whatever_order_records_came_in(user):
+    # Two workers' batches that lock the same keys in opposite orders deadlock (issue 16, point 5):
+    # every batch locks them in ascending id order.
+    from django.db import connection as db
+    from django.test.utils import CaptureQueriesContext
+
+    from accounts import services
+
+    made = [services.api_key_create(user=user, name=f"k{n}")[0] for n in range(3)]
+    ids = [key.id for key in made]
+    arrival = [ids[2], ids[0], ids[1], ids[2]]
+    batch = [
+        usage.UsageEntry(
+            id=uuid.uuid4(), created_at=datetime.now(UTC), request_id=f"r{n}", user_id=user.id,
+            api_key_id=key_id, endpoint="chat_completions", status=200, outcome="ok",
+            usage_source="missing", latency_ms=1,
+        )
+        for n, key_id in enumerate(arrival)
+    ]  # fmt: skip
+    with CaptureQueriesContext(db) as queries:
+        usage._write(batch)
+    updated = [
+        int(found)
+        for query in queries.captured_queries
+        if query["sql"].startswith('UPDATE "accounts_apikey"')
+        for found in re.findall(r'"accounts_apikey"\."id" = (\d+)', query["sql"])
+    ]
+    assert updated == sorted(ids)
