@@ -5,8 +5,9 @@
 FROM python:3.11-slim AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python -m venv /venv
-COPY requirements.txt /tmp/requirements.txt
-RUN /venv/bin/pip install --only-binary=:all: -r /tmp/requirements.txt
+# The versions CI tested (constraints.txt), not whatever is newest on the day of the build.
+COPY requirements.txt constraints.txt /tmp/
+RUN /venv/bin/pip install --only-binary=:all: -r /tmp/requirements.txt -c /tmp/constraints.txt
 
 FROM python:3.11-slim
 ENV PATH=/venv/bin:$PATH \

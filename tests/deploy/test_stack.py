@@ -119,4 +119,11 @@ def test_the_image_gets_only_what_it_needs():
     ignored = [line for line in (ROOT / ".dockerignore").read_text().splitlines() if line and line[0] != "#"]
     assert ignored[0] == "*"  # everything out, then only what the Dockerfile copies back in
     back_in = {line[1:].rstrip("/") for line in ignored if line.startswith("!")}
-    assert back_in == {"requirements.txt", "manage.py", "hfproxy_site", "gateway", "accounts"}
+    assert back_in == {
+        "requirements.txt",
+        "constraints.txt",
+        "manage.py",
+        "hfproxy_site",
+        "gateway",
+        "accounts",
+    }
