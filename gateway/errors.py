@@ -26,6 +26,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from accounts.limits import Refusal
 from accounts.models import REJECTED_TOKEN, Outcome
+from gateway import scrub
 from gateway.converter import BadAnswer, InvalidRequest
 from gateway.upstream import UpstreamError
 
@@ -57,6 +58,16 @@ class ApiError(Exception):
         self.code = code
         self.headers = dict(headers or {})
         self.outcome = outcome
+
+    def scrubbed(self, secrets: tuple[str, ...]) -> ApiError:
+        """This error without the request's token in any field (`scrub.secrets_of`)."""
+        if secrets:
+            self.message = scrub.text(self.message, secrets)
+            self.param = scrub.text(self.param, secrets) if self.param else self.param
+            self.code = scrub.code(self.code, secrets) if self.code else self.code
+            self.headers = {name: scrub.text(value, secrets) for name, value in self.headers.items()}
+            self.args = (self.message,)
+        return self
 
     def body(self) -> dict[str, Any]:
         return {
@@ -354,41 +365,47 @@ _BY_STATUS = {
 }
 
 
-def from_upstream(error: UpstreamError, token_name: str = "") -> ApiError:
+def from_upstream(error: UpstreamError, token_name: str = "", token: str = "") -> ApiError:
     """Translate a router failure into what our client should see.
 
-    Never echoes the Hugging Face token: messages come from the router's body or are ours;
-    a rejected token is named by its name. The router's Retry-After goes on; a failure the proxy
-    already retried tells the client not to retry (the SDKs retry 5xx twice: six router calls,
-    six generations billed, for one call).
+    Never echoes the Hugging Face token (`token`, the value the request used): the router's
+    body is scrubbed of it before anything is read from it, its `code` is kept only when it is
+    a code (`scrub.code`), its Retry-After only when it is one; a rejected token is named by its
+    name. A failure the proxy already retried tells the client not to retry (the SDKs retry 5xx
+    twice: six router calls, six generations billed, for one call).
     """
-    api_error = _from_upstream(error, token_name)
+    secrets = scrub.secrets_of(token)
+    api_error = _from_upstream(error, token_name, secrets)
     if error.retried:
         api_error.headers.update(NO_RETRY)
-    if error.headers.get("retry-after"):
-        api_error.headers.setdefault("Retry-After", error.headers["retry-after"])
-    return api_error
+    retry_after = scrub.retry_after(error.headers.get("retry-after"))
+    if retry_after:
+        api_error.headers.setdefault("Retry-After", retry_after)
+    return api_error.scrubbed(secrets)
 
 
-def _from_upstream(error: UpstreamError, token_name: str) -> ApiError:
+def _from_upstream(error: UpstreamError, token_name: str, secrets: tuple[str, ...]) -> ApiError:
     without_answer = _BY_KIND.get(error.kind)
     if without_answer is not None:
         return without_answer.error(detail=error.detail)
     status = error.status or 502
-    message = router_message(error.body) or f"The Hugging Face router answered HTTP {status}."
+    body = scrub.tree(_parse(error.body), secrets)
+    message = router_message(body) or f"The Hugging Face router answered HTTP {status}."
     answer = _BY_STATUS.get(status)
     if answer is not None:
         passed_on = (
-            {"param": router_field(error.body, "param"), "code": router_field(error.body, "code")}
+            {
+                "param": router_field(body, "param"),
+                "code": scrub.code(router_field(body, "code"), secrets),
+            }
             if answer.passes_on
             else {}
         )
         return answer.error(message=message, token_name=token_name, **passed_on)
     if error.says_when:
         # "Model is loading": a 503 and when to come back, which the SDKs honour.
-        loading = _parse(error.body)
-        wait = loading.get("estimated_time") if isinstance(loading, dict) else None
-        retry_after = error.headers.get("retry-after") or _seconds(wait)
+        wait = body.get("estimated_time") if isinstance(body, dict) else None
+        retry_after = scrub.retry_after(error.headers.get("retry-after")) or _seconds(wait)
         return _NOT_READY.error(
             message=message,
             code="model_loading" if wait is not None else None,
@@ -397,23 +414,29 @@ def _from_upstream(error: UpstreamError, token_name: str) -> ApiError:
     return _FAILED.error(message=message, status=status)
 
 
-def from_exception(exc: Exception, token_name: str = "") -> ApiError:
-    """The `ApiError` any failure while serving a request comes down to."""
+def from_exception(exc: Exception, token_name: str = "", token: str = "") -> ApiError:
+    """The `ApiError` any failure while serving a request comes down to; `token` is the Hugging
+    Face token the request used, scrubbed from whatever the router said."""
+    if isinstance(exc, UpstreamError):
+        return from_upstream(exc, token_name, token)
+    secrets = scrub.secrets_of(token)
+    if isinstance(exc, BadAnswer) and exc.error is not None:
+        return reported(exc.error, exc.detail, secrets)
+    return _from_exception(exc).scrubbed(secrets)
+
+
+def _from_exception(exc: Exception) -> ApiError:
     if isinstance(exc, ApiError):
         return exc
     if isinstance(exc, Refusal):
         return refused(exc)
     if isinstance(exc, InvalidRequest):
         return invalid_request(exc.message, exc.param)
-    if isinstance(exc, UpstreamError):
-        return from_upstream(exc, token_name)
     if isinstance(exc, DATABASE_DOWN):
         # Limits read the database for a budget's first count of the month.
         logger.warning("The database failed while serving a request: %s", exc)
         return service_unavailable()
     if isinstance(exc, BadAnswer):
-        if exc.error is not None:
-            return reported(exc.error, exc.detail)
         return bad_answer(exc.detail)
     logger.exception("Unhandled error while serving a request")
     return internal_error()
@@ -446,14 +469,16 @@ def rest_framework_handler(exc: Exception, context: dict[str, Any]) -> Response 
     return response
 
 
-def reported(error: Any, detail: str = "") -> ApiError:
+def reported(error: Any, detail: str = "", secrets: tuple[str, ...] = ()) -> ApiError:
     """An error the router reported inside an answer or a stream, with its own code kept (an
-    Anthropic `error` event's type; a Responses `error` event's code): an overload stays one."""
-    code = _reported_code(error)
+    Anthropic `error` event's type; a Responses `error` event's code) when it is a code: an
+    overload stays one. Scrubbed of `secrets` (`scrub.secrets_of`) before it is read."""
+    error = scrub.tree(error, secrets)
+    code = scrub.code(_reported_code(error), secrets)
     message = router_message(error) or detail
     if code in ("overloaded_error", "overloaded"):
-        return _OVERLOADED.error(message=message)
-    return _REPORTED.error(message=message, code=code)
+        return _OVERLOADED.error(message=message).scrubbed(secrets)
+    return _REPORTED.error(message=message, code=code).scrubbed(secrets)
 
 
 def _reported_code(error: Any) -> str | None:

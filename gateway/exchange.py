@@ -19,7 +19,7 @@ from accounts import limits, prices, services
 from accounts.keys import Caller
 from accounts.models import Outcome, UsageSource
 from accounts.usage import UsageEntry
-from gateway import metrics, upstream
+from gateway import metrics, scrub, upstream
 from gateway.converter import Usage
 
 if TYPE_CHECKING:
@@ -76,6 +76,11 @@ class Exchange:
             **options,
         )
 
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """What the router's words must never carry out: the token this request calls with."""
+        return scrub.secrets_of(self.caller.upstream_token)
+
     def count_attempt(self) -> None:
         self.upstream_attempts += 1
 
@@ -103,6 +108,10 @@ class Exchange:
         if self.server_shutdown and outcome == Outcome.CLIENT_DISCONNECTED:
             outcome, error_code = Outcome.PROXY_ERROR, "server_shutdown"  # not the client's doing
             status = 503 if status == 499 else status
+        if error_code:
+            # Stored and a metric label: a code of our vocabulary's shape, never the router's
+            # free text (a Responses failure's code comes from the answer).
+            error_code = scrub.code(error_code, self.secrets) or "upstream_error"
         self.status, self.outcome, self.error_code = status, outcome, error_code or ""
         self.latency = time.perf_counter() - self.started
         report(self)
@@ -115,6 +124,10 @@ def _ms(seconds: float | None) -> int | None:
 def report(exchange: Exchange) -> None:
     """The request's record (queued, its limits settled), metrics and log line."""
     usage = exchange.usage or Usage()
+    # The router's words that are stored and logged as they came.
+    secrets = exchange.secrets
+    answered = scrub.text(exchange.model_answered, secrets)
+    provider = scrub.text(exchange.provider, secrets)
     ttft = exchange.first_token_at - exchange.started if exchange.first_token_at else None
     caller = exchange.caller
     entry = UsageEntry(
@@ -125,10 +138,10 @@ def report(exchange: Exchange) -> None:
         api_key_id=caller.key_id,
         hf_token_id=caller.token_id,
         upstream_attempts=exchange.upstream_attempts,
-        provider=prices.provider_of(exchange.model_requested, exchange.provider),
+        provider=prices.provider_of(exchange.model_requested, provider),
         endpoint=exchange.endpoint,
         model_requested=exchange.model_requested,
-        model_answered=exchange.model_answered,
+        model_answered=answered,
         stream=exchange.stream,
         status=exchange.status,
         outcome=exchange.outcome,
@@ -168,7 +181,7 @@ def report(exchange: Exchange) -> None:
         exchange.caller.username,
         exchange.caller.key_prefix,
         exchange.model_requested or None,
-        exchange.model_answered or None,
+        answered or None,
         exchange.stream,
         exchange.status,
         exchange.outcome,

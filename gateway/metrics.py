@@ -14,10 +14,13 @@ from prometheus_client import Counter, Histogram
 from accounts.metrics import CONTENT_TYPE_LATEST, exposition, process_exited
 from accounts.models import Outcome
 
-# Model names come from clients: past this many per process, the rest share the label "other",
-# so that made-up names cannot grow the metrics without bound.
+# Model names come from clients, error codes partly from the router: past this many of each per
+# process, the rest share the label "other", so that made-up names cannot grow the metrics
+# without bound.
 MAX_MODELS = 200
+MAX_CODES = 50
 _models: set[str] = set()
+_codes: set[str] = set()
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -49,13 +52,17 @@ upstream_errors = Counter(
 refusals = Counter("hfproxy_rate_limit_refusals", "Requests refused by a key's limits.", ["limit"])
 
 
-def model_label(model: str) -> str:
-    if model in _models:
-        return model
-    if len(_models) < MAX_MODELS:
-        _models.add(model)
-        return model
+def _bounded(value: str, seen: set[str], limit: int) -> str:
+    if value in seen:
+        return value
+    if len(seen) < limit:
+        seen.add(value)
+        return value
     return "other"
+
+
+def model_label(model: str) -> str:
+    return _bounded(model, _models, MAX_MODELS)
 
 
 def observe(
@@ -89,7 +96,8 @@ def observe(
         Outcome.UPSTREAM_ERROR,
         Outcome.TIMEOUT,
     ):  # the router was called, and failed
-        upstream_errors.labels(error_code or "unknown").inc()
+        # error_code has a code's shape (Exchange.finish); how many there are is bounded here.
+        upstream_errors.labels(_bounded(error_code or "unknown", _codes, MAX_CODES)).inc()
 
 
 def allowed(remote_addr: str, authorization: str, token: str, allowed_networks: list) -> bool:

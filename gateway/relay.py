@@ -14,7 +14,7 @@ from django.http import HttpResponse, StreamingHttpResponse
 
 from accounts import allowlist, runtime
 from accounts.models import Outcome
-from gateway import chatstream, converter, errors, upstream
+from gateway import chatstream, converter, errors, scrub, upstream
 from gateway.converter import Api, BadAnswer, ChatRequest, Follower
 from gateway.exchange import Exchange
 
@@ -54,13 +54,13 @@ async def forward(
         await relay.start()
         return EventStreamResponse(relay)
 
-    raw = await upstream.read_body(response, deadline)
+    raw = scrub.raw(await upstream.read_body(response, deadline), exchange.secrets)
     answer = api.read_answer(raw)
     exchange.model_answered, exchange.failure = answer.model, answer.failure
     exchange.note_usage(
         answer.usage, None if answer.usage else converter.estimate_usage(request.prompt_tokens, answer.chars)
     )
-    # The router's bytes go back untouched: nothing to convert, nothing to re-encode.
+    # The router's bytes go back as they came (but for the token): nothing to convert or re-encode.
     return HttpResponse(raw, content_type="application/json", headers={"Content-Length": str(len(raw))})
 
 
@@ -88,7 +88,7 @@ async def stored_response(exchange: Exchange, method: str, path: str, response_i
                 code="response_not_found",
             ) from None
         raise
-    raw = await upstream.read_body(response, deadline)
+    raw = scrub.raw(await upstream.read_body(response, deadline), exchange.secrets)
     content_type = response.headers.get("content-type", "application/json")
     return HttpResponse(raw, status=response.status_code, content_type=content_type)
 
@@ -110,7 +110,8 @@ async def count_tokens(
             raise
         body = converter.dump_json({"input_tokens": request.prompt_tokens})
         return HttpResponse(body, content_type="application/json", headers={"X-Hfproxy-Estimate": "true"})
-    return HttpResponse(await upstream.read_body(response, deadline), content_type="application/json")
+    raw = scrub.raw(await upstream.read_body(response, deadline), exchange.secrets)
+    return HttpResponse(raw, content_type="application/json")
 
 
 async def chat(chat: ChatRequest, exchange: Exchange) -> HttpResponse | StreamingHttpResponse:
@@ -137,12 +138,14 @@ class StreamRelay:
         self.stream = stream
         self.request = request  # its `prompt_tokens`: estimated only when needed
         self.chunks = upstream.iter_chunks(response, deadline)
+        self.secrets = exchange.secrets
         self.first = b""
         self.started = False
         self.events = self._events()
 
     def _feed(self, chunk: bytes) -> bytes:
-        out = self.stream.feed(chunk)
+        # Whole events: a token quoted in one is never split across two.
+        out = scrub.raw(self.stream.feed(chunk), self.secrets)
         if self.stream.started:
             self.exchange.mark_first_token()
         return out
@@ -184,7 +187,8 @@ class StreamRelay:
             raise
         except Exception as exc:
             # Headers are sent: the failure becomes the stream's last event (for chat, no [DONE]).
-            error = errors.from_exception(exc)
+            caller = self.exchange.caller
+            error = errors.from_exception(exc, caller.token_name, caller.upstream_token)
             outcome, error_code = error.outcome, error.code
             yield self.stream.error_event(error)
         finally:

@@ -74,7 +74,7 @@ async def _serve(
         if isinstance(exc, limits.Refusal) and not exchange.model_requested:
             # Refused before the body was read: the record still says which model was asked for.
             exchange.model_requested = _model_asked_for(request, view.__name__)
-        error = errors.from_exception(exc, caller.token_name)
+        error = errors.from_exception(exc, caller.token_name, caller.upstream_token)
         exchange.finish(error.status, error.outcome, error.code)
         response = render(error)
     else:

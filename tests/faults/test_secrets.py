@@ -1,6 +1,8 @@
 """Secrets: run every scenario against a server holding a canary key and a canary Hugging Face
 token, at LOG_LEVEL DEBUG and INFO; then neither canary may appear in its logs, the error bodies
-it sent, any database column, the admin's pages, or the CSV export."""
+it sent, any database column, the admin's pages, or the CSV export. Then a router that quotes
+the token it got everywhere it can (tokens of three shapes): it may appear in none of those, nor
+in the answers' headers or /metrics."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from tests.support.harness import CANARY_TOKEN, Proxy, chat, launch_proxy, open_
 from tests.support.processes import manage, scratch_database
 
 ADMIN_PASSWORD = "admin-password-for-the-canary-test"
+METRICS_TOKEN = "metrics-token-for-the-canary-test"
 
 
 def every_scenario(proxy: Proxy) -> list[bytes]:
@@ -128,21 +131,34 @@ def admin_text(proxy: Proxy) -> str:
         return "\n".join(pages)
 
 
+def _superuser(proxy: Proxy) -> None:
+    manage(
+        "createsuperuser",
+        "--noinput",
+        "--username",
+        "root",
+        "--email",
+        "root@example.com",
+        env={**proxy.env, "DJANGO_SUPERUSER_PASSWORD": ADMIN_PASSWORD},
+    )
+
+
+def _leaks(canaries: dict[str, str], places: dict[str, str]) -> list[str]:
+    return [
+        f"{canary} in {place}"
+        for canary, value in canaries.items()
+        for place, text in places.items()
+        if value in text
+    ]
+
+
 @pytest.mark.parametrize("level", ["DEBUG", "INFO"])
 def test_no_canary_leaks_anywhere(router, tmp_path, level):
     with contextlib.ExitStack() as stack:
         database = stack.enter_context(scratch_database(tmp_path))
         proxy = launch_proxy(router, database, tmp_path, LOG_LEVEL=level, SECURE_COOKIES="false")
         stack.callback(proxy.stop)
-        manage(
-            "createsuperuser",
-            "--noinput",
-            "--username",
-            "root",
-            "--email",
-            "root@example.com",
-            env={**proxy.env, "DJANGO_SUPERUSER_PASSWORD": ADMIN_PASSWORD},
-        )
+        _superuser(proxy)
         bodies = every_scenario(proxy)
         # The canary key's own API answers (who am I, my usage) must not echo it either.
         for path in ("/api/me", "/api/usage"):
@@ -169,10 +185,92 @@ def test_no_canary_leaks_anywhere(router, tmp_path, level):
         "Hugging Face token": CANARY_TOKEN,
         "Hugging Face token without its prefix": CANARY_TOKEN.removeprefix("hf_"),
     }
-    leaks = [
-        f"{canary} in {place}"
-        for canary, value in canaries.items()
-        for place, text in places.items()
-        if value in text
-    ]
+    leaks = _leaks(canaries, places)
     assert not leaks, leaks
+
+
+# Hugging Face tokens of three shapes: the usual one; one that is no `hf_…` at all; one that has
+# the shape of an error code (lower-case letters and digits), as a router's `code` could be.
+ECHOED_TOKENS = {
+    "canary": CANARY_TOKEN,
+    "odd": "sk-Odd/Shape+Canary=Tok3n.9f8e7d",
+    "lower": "canarylowercase0123456789abcdefgh",
+}
+ECHOING = [
+    *(
+        f"fault/echo-auth-fields-{status}"
+        for status in (400, 401, 402, 403, 404, 413, 422, 429, 500, 503, 529)
+    ),
+    "fault/echo-auth-401",
+    "fault/echo-auth-stream",
+    "fault/echo-auth-answer",
+]
+APIS = {
+    "/chat/completions": lambda model, stream: chat(model, stream),
+    "/responses": lambda model, stream: {"model": model, "input": "hello there", "stream": stream},
+    "/messages": lambda model, stream: {
+        "model": model,
+        "max_tokens": 16,
+        "messages": [{"role": "user", "content": "hello there"}],
+        "stream": stream,
+    },
+}
+
+
+def echoing_router(proxy: Proxy) -> list[str]:
+    """Every echoing fault on every API relayed as it came, stream or not, with each token:
+    each answer's status, headers and body, as text."""
+    jobs = [
+        (key, path, model, stream)
+        for key in ECHOED_TOKENS
+        for path in APIS
+        for model in ECHOING
+        for stream in (False, True)
+    ]
+
+    def run(job) -> str:
+        key, path, model, stream = job
+        answer = send(proxy, APIS[path](model, stream), key=key, path=path)
+        assert answer.status != 500, (job, answer.body)
+        return f"{job} {answer.status} {dict(answer.headers)}\n{answer.body.decode(errors='replace')}"
+
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(run, jobs))
+
+
+def test_a_router_quoting_the_token_leaks_it_nowhere(router, tmp_path):
+    with contextlib.ExitStack() as stack:
+        database = stack.enter_context(scratch_database(tmp_path))
+        proxy = launch_proxy(
+            router,
+            database,
+            tmp_path,
+            LOG_LEVEL="DEBUG",
+            SECURE_COOKIES="false",
+            METRICS_TOKEN=METRICS_TOKEN,
+        )
+        stack.callback(proxy.stop)
+        _superuser(proxy)
+        for key, token in ECHOED_TOKENS.items():
+            if key != "canary":
+                created = manage("create_api_key", key, "--hf-token", token, env=proxy.env)
+                proxy.keys[key] = created.splitlines()[-1]
+        answers = echoing_router(proxy)
+        time.sleep(0.5)  # the last records written
+        metrics = httpx.get(proxy.url + "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+        assert metrics.status_code == 200 and "hfproxy_upstream_errors" in metrics.text
+        places = {
+            "answers": "\n".join(answers),
+            "database": database_text(proxy),
+            "admin pages and CSV": admin_text(proxy),
+            "metrics": metrics.text,
+        }
+        proxy.stop()
+        places["log"] = proxy.log_text()
+
+    canaries = {name: token for name, token in ECHOED_TOKENS.items()}
+    canaries["canary without its prefix"] = CANARY_TOKEN.removeprefix("hf_")
+    leaking = [answer for answer in answers if any(value in answer for value in canaries.values())]
+    leaks = _leaks(canaries, places)
+    assert not leaks, (f"{len(leaking)} of {len(answers)} answers leak", leaks)
+    assert "Bearer ***" in places["answers"]  # the router did quote the header, scrubbed

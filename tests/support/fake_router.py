@@ -34,6 +34,14 @@ Non-streamed answers carry usage whatever the provider. The model id selects a m
     fault/status-N-empty    answer status N with no body at all
     fault/slow-status-N     wait SLOW_STATUS seconds, then as fault/status-N
     fault/echo-auth-401     401 whose message quotes the Authorization header it got
+    fault/echo-auth-fields-N  status N with an error whose every field quotes the
+                            Authorization header or the token alone: message, type, param,
+                            code, nested objects and lists (Anthropic's shape on /v1/messages:
+                            its type and message), and `Retry-After: <the token>`
+    fault/echo-auth-stream  two chunks, then the router's error event quoting the token in its
+                            code (type), message and param; not streamed: that error as the
+                            answer (Responses: a failed Response whose error code is the token)
+    fault/echo-auth-answer  a normal answer whose model and text are the Authorization header
     fault/hang              never send headers
     fault/hang-after-headers  send the headers (and, streaming, the first event), then nothing
     fault/drip              stream one chunk per DRIP seconds, forever
@@ -148,6 +156,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import contextvars
 import functools
 import hashlib
 import json
@@ -354,6 +363,34 @@ def _openai_status_error(status: int, message: str) -> dict:
     return {"error": {"message": message, "type": "fake", "code": status}}
 
 
+# This request's headers (`last_headers` is whichever request came last).
+_headers: contextvars.ContextVar[dict | None] = contextvars.ContextVar("headers", default=None)
+
+
+def echoed() -> tuple[str, str]:
+    """The Authorization header this request came with, and the token in it."""
+    header = (_headers.get() or {}).get("authorization", "")
+    return header, header.removeprefix("Bearer ")
+
+
+def echoing_error(api: str) -> dict:
+    """An error body whose every field quotes the caller's credentials (fault/echo-auth-…)."""
+    header, token = echoed()
+    if api == "messages":
+        error = anthropic_error(token, f"Invalid credentials in Authorization header: {header}")
+        return {**error, "request": {"authorization": header}}
+    return {
+        "error": {
+            "message": f"Invalid credentials in Authorization header: {header}",
+            "type": token,
+            "param": header,
+            "code": token,
+            "metadata": {"headers": {"authorization": header}, "tokens": [token]},
+        },
+        "detail": [{"loc": ["header", token], "msg": header}],
+    }
+
+
 async def _status(send, model: str, error=_openai_status_error) -> None:
     rest = model.removeprefix("fault/").removeprefix("slow-").removeprefix("status-")
     empty = rest.endswith("-empty")
@@ -431,6 +468,21 @@ async def _misbehave(send, api: str, model: str, stream: bool, disconnected: asy
         else:
             await _send_json(send, 401, {"error": message})
         return True
+    if model.startswith("fault/echo-auth-fields-"):
+        status = int(model.removeprefix("fault/echo-auth-fields-"))
+        retry_after = [(b"retry-after", echoed()[1].encode())]
+        await _send_json(send, status, echoing_error(api), retry_after)
+        return True
+    if model == "fault/echo-auth-stream" and not stream:
+        header, token = echoed()
+        if api == "responses":
+            builder = ResponseStream({}, model)
+            answer = builder.failed(f"the model failed: {header}")[0]["response"]
+            answer["error"]["code"] = token
+            await _send_json(send, 200, answer)
+        else:
+            await _send_json(send, 200, echoing_error(api))
+        return True
     if anthropic and model == "fault/overloaded":
         await _send_json(send, 529, anthropic_error("overloaded_error", "Overloaded"))
         return True
@@ -466,9 +518,13 @@ async def _chat(send, request: dict, model: str, stream: bool, disconnected: asy
     answered = model.split(":")[0]
     if model == "fault/nul":
         answered = "fault/nul\u0000model"
+    if model == "fault/echo-auth-answer":
+        answered = echoed()[0]
     usage = None if model == "fault/no-usage" else _usage(prompt_tokens, CHUNKS)
     if not stream:
         text = " ".join(f"tok{i}" for i in range(CHUNKS)) + ("\u0000" if model == "fault/nul" else "")
+        if model == "fault/echo-auth-answer":
+            text += " " + answered
         answer = {
             "id": "chatcmpl-fake",
             "object": "chat.completion",
@@ -519,14 +575,14 @@ async def _chat(send, request: dict, model: str, stream: bool, disconnected: asy
                 return
         count = 0
     else:
-        count = 2 if model in ("fault/cut", "fault/break", "fault/bad-sse") else CHUNKS
+        count = 2 if model in CHAT_SHORT_STREAMS else CHUNKS
     for i in range(count):
         if model.startswith("slow/"):
             await asyncio.sleep(SLOW)
         if disconnected.is_set():
             return
         await event(_chunk(answered, created, {"content": f"tok{i} "}, usage=running(i + 1), style=style))
-    if model in ("fault/cut", "fault/break", "fault/bad-sse"):
+    if model in CHAT_SHORT_STREAMS:
         await asyncio.sleep(SLOW)  # what came so far reaches the client first
     if model == "fault/cut":
         return await send({"type": "http.response.body", "body": b""})
@@ -534,6 +590,9 @@ async def _chat(send, request: dict, model: str, stream: bool, disconnected: asy
         raise Dropped("fault/break")
     if model == "fault/bad-sse":
         await event(b"data: {this is not json\n\n")
+    if model == "fault/echo-auth-stream":
+        error = json.dumps(echoing_error("chat")).encode()
+        return await send({"type": "http.response.body", "body": b"data: " + error + b"\n\n"})
     suffix = "\u0000" if model == "fault/nul" else ""
     last_usage = usage if style.usage in ("last", "every") else None
     tail = _chunk(answered, created, {"content": suffix}, finish="stop", usage=last_usage, style=style)
@@ -545,7 +604,8 @@ async def _chat(send, request: dict, model: str, stream: bool, disconnected: asy
     await send({"type": "http.response.body", "body": tail})
 
 
-SHORT_STREAMS = ("fault/cut", "fault/break", "fault/bad-sse", "fault/failed")
+CHAT_SHORT_STREAMS = ("fault/cut", "fault/break", "fault/bad-sse", "fault/echo-auth-stream")
+SHORT_STREAMS = (*CHAT_SHORT_STREAMS, "fault/failed")
 
 
 async def _start_stream(send, model: str) -> None:
@@ -567,6 +627,8 @@ def _deltas(model: str) -> list[str]:
     """The text deltas of a Responses or Messages answer: "tok0", " tok1"…"""
     count = 2 if model in SHORT_STREAMS else CHUNKS
     deltas = [f"tok{i}" if i == 0 else f" tok{i}" for i in range(count)]
+    if model == "fault/echo-auth-answer":
+        deltas[-1] += " " + echoed()[0]
     if model == "fault/nul":
         deltas[-1] += "\u0000"
     return deltas
@@ -575,6 +637,8 @@ def _deltas(model: str) -> list[str]:
 def _answered(model: str) -> str:
     """The model a Responses or Messages answer names: the one asked for, as HF's Responses
     implementation echoes it (fault/nul: with NUL characters)."""
+    if model == "fault/echo-auth-answer":
+        return echoed()[0]
     return "fault/nul\u0000model" if model == "fault/nul" else model
 
 
@@ -631,6 +695,18 @@ async def _typed_stream(
         return await send({"type": "http.response.body", "body": event})
     if model == "fault/failed":
         return await emit(builder.failed("fake router says the model failed"), more=False)
+    if model == "fault/echo-auth-stream":
+        header, token = echoed()
+        if isinstance(builder, MessageStream):
+            error = anthropic_error(token, f"Invalid credentials: {header}")
+        else:
+            error = {
+                "type": "error",
+                "code": token,
+                "message": f"Invalid credentials: {header}",
+                "param": header,
+            }
+        return await emit([error], more=False)
     await emit(tail(), more=False)
 
 
@@ -853,6 +929,7 @@ async def app(scope, receive, send) -> None:
         return
     stats["requests"] += 1
     stats["last_headers"] = {k.decode(): v.decode() for k, v in scope["headers"]}
+    _headers.set(stats["last_headers"])
     stats["last_query"] = scope.get("query_string", b"").decode()
     if path == "/v1/chat/completions" and method == "POST":
         await _completion(receive, send, "chat")

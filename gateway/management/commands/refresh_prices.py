@@ -44,7 +44,7 @@ async def _from_router() -> tuple[int, int]:
     except Exception as error:
         # The same words a client would get; never the token.
         raise CommandError(
-            f"Could not read the router's model list: {from_exception(error).message}"
+            f"Could not read the router's model list: {from_exception(error, 'HF_TOKEN', settings.HF_TOKEN).message}"
         ) from None
     finally:
         await upstream.aclose()

@@ -1,0 +1,95 @@
+"""What the router sends back never carries the Hugging Face token out of the proxy.
+
+A router may quote the `Authorization` header it got anywhere: an error's message, `param`,
+`code` or `type`, a nested field, a header, an answer. Everything the proxy passes on or keeps
+from it is scrubbed against the exact token values of that request (whatever their shape:
+`secrets_of`), and a router's word that becomes an identifier (an error code stored in a record,
+a metric label, a `Retry-After`) is taken only when it has the shape such a word has.
+"""
+
+from __future__ import annotations
+
+import re
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+REDACTED = "***"
+# A Hugging Face token's own prefix: the rest of it is as secret, quoted alone or not.
+_PREFIX = "hf_"
+# An error code, as a record's `error_code` (40 characters) and a metric label hold it.
+_CODE = re.compile(r"[a-z0-9_]{1,40}")
+# A code this long that is part of a token is a piece of the token, not a word.
+_PIECE = 8
+
+
+def secrets_of(token: str) -> tuple[str, ...]:
+    """The strings that must never leave: the token, and without its `hf_` prefix."""
+    if not token:
+        return ()
+    bare = token.removeprefix(_PREFIX)
+    return (token, bare) if bare != token and len(bare) >= _PIECE else (token,)
+
+
+def text(value: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:  # the whole token first: its bare form is inside it
+        if secret in value:
+            value = value.replace(secret, REDACTED)
+    return value
+
+
+def raw(data: bytes, secrets: tuple[str, ...]) -> bytes:
+    """Bytes relayed as they came (an answer, whole stream events), scrubbed as they are."""
+    for secret in secrets:
+        encoded = secret.encode()
+        if encoded in data:
+            data = data.replace(encoded, REDACTED.encode())
+    return data
+
+
+def tree(data: Any, secrets: tuple[str, ...]) -> Any:
+    """Parsed JSON with every string in it (keys too) scrubbed, before anything reads it."""
+    if not secrets:
+        return data
+    pending, root = [], [data]
+    pending.append((root, 0))
+    # A loop, not recursion: a router's nesting may go as deep as the JSON parser does.
+    while pending:
+        parent, where = pending.pop()
+        value = parent[where]
+        if isinstance(value, str):
+            parent[where] = text(value, secrets)
+        elif isinstance(value, list):
+            pending.extend((value, index) for index in range(len(value)))
+        elif isinstance(value, dict):
+            scrubbed = {text(key, secrets): item for key, item in value.items()}
+            value.clear()
+            value.update(scrubbed)
+            pending.extend((value, key) for key in value)
+    return root[0]
+
+
+def code(value: Any, secrets: tuple[str, ...]) -> str | None:
+    """A router's error code, when it is one (a short snake_case word or a number that is no
+    part of the token), else None: the caller falls back to a code of its own."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return None
+    word = str(value)
+    if not _CODE.fullmatch(word):
+        return None
+    if any(secret in word or (len(word) >= _PIECE and word in secret) for secret in secrets):
+        return None
+    return word
+
+
+def retry_after(value: str | None) -> str:
+    """A router's `Retry-After`, when it is one (seconds, or an HTTP date), else ""."""
+    if not value:
+        return ""
+    value = value.strip()
+    if value.isascii() and value.isdigit() and len(value) <= 9:
+        return value
+    try:
+        parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return ""
+    return value if value.isascii() and len(value) <= 40 else ""
