@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 
 import environ
@@ -46,6 +47,10 @@ if not ALLOWED_HOSTS:
 # requests it marks https count as secure. Never set it without such a proxy in front.
 if env.bool("TRUST_X_FORWARDED_PROTO", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Addresses (or networks) of the proxies whose X-Forwarded-For and X-Forwarded-Proto uvicorn
+# believes: the client's address (logs, METRICS_ALLOWED_IPS) then comes from them. Empty (the
+# default): nobody's, not even localhost's, so that a forged X-Forwarded-For opens nothing.
+FORWARDED_ALLOW_IPS = env.list("FORWARDED_ALLOW_IPS", default=[])
 # The admin's session and CSRF cookies travel only over HTTPS (SECURE_COOKIES=false for an admin
 # reached over plain HTTP on a private network).
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=not DEBUG)
@@ -236,6 +241,9 @@ REST_FRAMEWORK = {
 }
 
 # --- CORS (django-cors-headers) ------------------------------------------------------------
+# On the APIs only (the proxy's and the accounts API, both keyed by a header): never on the admin,
+# the index or the probes.
+CORS_URLS_REGEX = rf"^({re.escape(API_PREFIX)}|/api)(/|$)"
 _cors_origins = env.list("CORS_ORIGINS", default=["*"])
 CORS_ALLOW_ALL_ORIGINS = "*" in _cors_origins
 CORS_ALLOWED_ORIGINS = [o for o in _cors_origins if o != "*"]

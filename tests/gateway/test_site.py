@@ -71,10 +71,16 @@ async def test_cors_preflight_is_answered(async_client):
 async def test_cors_is_limited_to_configured_origins(anonymous_client, settings):
     settings.CORS_ALLOW_ALL_ORIGINS = False
     settings.CORS_ALLOWED_ORIGINS = ["https://allowed.example"]
-    allowed = await anonymous_client.get("/", headers={"origin": "https://allowed.example"})
-    other = await anonymous_client.get("/", headers={"origin": "https://other.example"})
+    allowed = await anonymous_client.get("/v1/models", headers={"origin": "https://allowed.example"})
+    other = await anonymous_client.get("/v1/models", headers={"origin": "https://other.example"})
     assert allowed["access-control-allow-origin"] == "https://allowed.example"
     assert "access-control-allow-origin" not in other
+
+
+@pytest.mark.parametrize("path", ["/", "/health", "/metrics", "/admin/login/"])
+async def test_cors_is_for_the_apis_only(anonymous_client, path):
+    response = await anonymous_client.get(path, headers={"origin": "https://app.example"})
+    assert "access-control-allow-origin" not in response
 
 
 def test_index_and_health_are_async_views():

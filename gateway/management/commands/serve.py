@@ -60,6 +60,9 @@ class Command(BaseCommand):
             # SIGTERM: stop accepting, let in-flight requests finish for this long, cut off the
             # rest (still recorded), then the lifespan shutdown writes the queued usage records.
             timeout_graceful_shutdown=shutdown_timeout,
+            # uvicorn would believe X-Forwarded-For from 127.0.0.1 unless told otherwise.
+            proxy_headers=bool(settings.FORWARDED_ALLOW_IPS),
+            forwarded_allow_ips=settings.FORWARDED_ALLOW_IPS,
         )
 
 
