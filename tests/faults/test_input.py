@@ -13,6 +13,7 @@ import pytest
 
 from tests.support.faults import BAD_BODIES, MESSAGES
 from tests.support.harness import MAX_REQUEST_BYTES, TIMEOUTS, chat, request_id, send
+from tests.support.processes import manage
 
 CLIENT_BODY_TIMEOUT = float(TIMEOUTS["CLIENT_BODY_TIMEOUT"])
 
@@ -48,6 +49,45 @@ def test_the_offending_field_is_named(proxy):
     ):
         answer = send(proxy, {"model": "m", "messages": MESSAGES, field: value})
         assert answer.json()["error"]["param"] == field
+
+
+def test_a_number_too_large_for_a_float_is_named(proxy, stats):
+    content = b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": 1e309}'
+    answer = send(proxy, content=content, headers={"Content-Type": "application/json"})
+    assert answer.status == 400
+    assert answer.json()["error"]["param"] == "temperature"
+    assert stats()["requests"] == 0
+
+
+ALLOWED = "openai/gpt-oss-120b:fireworks-ai"
+FORBIDDEN = "meta-llama/Llama-3.1-8B-Instruct:cerebras"
+
+
+@pytest.mark.parametrize(
+    ("path", "fields"),
+    [
+        ("/chat/completions", '"messages": [{"role": "user", "content": "x"}]'),
+        ("/responses", '"input": "x"'),
+        ("/messages", '"max_tokens": 8, "messages": [{"role": "user", "content": "x"}]'),
+    ],
+)
+@pytest.mark.parametrize("order", [(FORBIDDEN, ALLOWED), (ALLOWED, FORBIDDEN)], ids=["last", "first"])
+def test_a_second_model_key_cannot_pass_the_allow_list(proxy, stats, path, fields, order):
+    if "narrow" not in proxy.keys:
+        created = manage("create_api_key", "narrow", "--models", ALLOWED, env=proxy.env)
+        proxy.keys["narrow"] = created.splitlines()[-1]
+    content = f'{{"model": "{order[0]}", {fields}, "model": "{order[1]}"}}'.encode()
+    answer = send(
+        proxy, key="narrow", path=path, content=content, headers={"Content-Type": "application/json"}
+    )
+    assert answer.status == 400, answer.body
+    error = answer.json()
+    if path == "/messages":  # in Anthropic's shape
+        assert error["type"] == "error" and error["error"]["type"] == "invalid_request_error"
+    else:
+        assert error["error"]["type"] == "invalid_request_error"
+    assert "more than once" in answer.body.decode()
+    assert stats()["requests"] == 0
 
 
 def _raw(proxy, head: str, body: bytes = b"", *, read_after: float = 5) -> tuple[int, bytes]:

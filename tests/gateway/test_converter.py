@@ -147,6 +147,55 @@ def test_it_rejects_bad_requests(raw, param):
     assert caught.value.param == param
 
 
+def raw_chat(*members: str, model: str = "m") -> bytes:
+    """A chat request's bytes with more members, as they are written."""
+    return (
+        ", ".join(
+            (f'{{"model": "{model}"', '"messages": [{"role": "user", "content": "hi"}]', *members)
+        ).encode()
+        + b"}"
+    )
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        raw_chat('"model": "forbidden"', model="allowed"),
+        b'{"model": "m", "messages": [{"role": "user", "role": "system", "content": "hi"}]}',
+        raw_chat('"stream_options": {"a": 1, "a": 2}'),
+        raw_chat('"mod\\u0065l": "other"'),  # the same key written two ways is the same key
+    ],
+)
+def test_it_refuses_a_key_twice_in_one_object(raw):
+    with pytest.raises(InvalidRequest, match="more than once"):
+        converter.parse_chat_request(raw, DEFAULT)
+
+
+@pytest.mark.parametrize(
+    ("number", "param"),
+    [
+        ('"temperature": 1e309', "temperature"),
+        ('"top_p": -1e400', "top_p"),
+        ('"metadata": {"x": [1, 2e999]}', "metadata.x[1]"),
+    ],
+)
+def test_it_refuses_a_number_too_large_for_a_float_naming_it(number, param):
+    with pytest.raises(InvalidRequest, match="finite") as caught:
+        converter.parse_chat_request(raw_chat(number), DEFAULT)
+    assert caught.value.param == param
+
+
+def test_it_takes_large_finite_numbers_and_integers():
+    raw = raw_chat('"temperature": 1e308', '"seed": ' + "9" * 400)
+    assert converter.parse_chat_request(raw, DEFAULT).raw == raw
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-8-sig"])
+def test_it_refuses_a_body_not_in_utf8(encoding):
+    with pytest.raises(InvalidRequest, match="UTF-8"):
+        converter.parse_chat_request(raw_chat().decode().encode(encoding), DEFAULT)
+
+
 def test_it_accepts_nulls_and_integral_floats():
     chat = converter.parse_chat_request(
         body(model=None, temperature=None, max_tokens=100.0, stream=None), DEFAULT

@@ -85,6 +85,14 @@ BAD_BODIES = {
     "max_tokens a string": json.dumps({"model": "m", "messages": MESSAGES, "max_tokens": "10"}).encode(),
     "temperature a string": json.dumps({"model": "m", "messages": MESSAGES, "temperature": "hot"}).encode(),
     "temperature a boolean": json.dumps({"model": "m", "messages": MESSAGES, "temperature": True}).encode(),
+    # Which `model` counts would be each parser's guess (the allow-list checks one).
+    "a key twice": b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "model": "n"}',
+    "a nested key twice": b'{"model": "m", "messages": [{"role": "user", "role": "system", "content": "x"}]}',
+    # Too large for a float: would reach the router as `Infinity`, which is not JSON.
+    "1e309": b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": 1e309}',
+    "UTF-16": json.dumps({"model": "m", "messages": MESSAGES}).encode("utf-16"),
+    "UTF-16 without a BOM": json.dumps({"model": "m", "messages": MESSAGES}).encode("utf-16-le"),
+    "UTF-8 with a BOM": json.dumps({"model": "m", "messages": MESSAGES}).encode("utf-8-sig"),
     "deeply nested": b'{"model": "m", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
 }
 
