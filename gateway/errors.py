@@ -166,6 +166,14 @@ def request_too_large(limit: int) -> ApiError:
     )
 
 
+def headers_too_large(limit: int) -> ApiError:
+    return ApiError(
+        431,
+        f"Request headers are larger than the limit of {limit} bytes.",
+        code="request_headers_too_large",
+    )
+
+
 def body_timeout(seconds: float) -> ApiError:
     return ApiError(
         408,

@@ -93,6 +93,12 @@ REQUEST_TIMEOUT = env.float("REQUEST_TIMEOUT", default=300.0)
 CONNECT_TIMEOUT = env.float("CONNECT_TIMEOUT", default=10.0)
 READ_TIMEOUT = env.float("READ_TIMEOUT", default=120.0)
 MAX_REQUEST_BYTES = env.int("MAX_REQUEST_BYTES", default=10 * 1024 * 1024)
+# Each worker's connections (gateway.connections): a client must send a request's headers whole,
+# at most MAX_HEADER_BYTES, within HEADER_TIMEOUT seconds of connecting or of its previous
+# response; past MAX_CONNECTIONS a new connection evicts the one that has owed its headers longest.
+HEADER_TIMEOUT = env.float("HEADER_TIMEOUT", default=10.0)
+MAX_HEADER_BYTES = env.int("MAX_HEADER_BYTES", default=32 * 1024)
+MAX_CONNECTIONS = env.int("MAX_CONNECTIONS", default=1000)
 # Seconds a client may leave its request body unfinished without sending anything (nginx's
 # client_body_timeout): then 408.
 CLIENT_BODY_TIMEOUT = env.float("CLIENT_BODY_TIMEOUT", default=60.0)

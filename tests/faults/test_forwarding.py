@@ -4,13 +4,10 @@ APIs answer other origins; the admin, the index and the probes do not."""
 
 from __future__ import annotations
 
-import contextlib
-
 import httpx
 import pytest
 
-from tests.support.harness import launch_proxy
-from tests.support.processes import scratch_database
+from tests.support.harness import scratch_proxy
 
 ORIGIN = {"Origin": "https://elsewhere.example"}
 
@@ -18,11 +15,9 @@ ORIGIN = {"Origin": "https://elsewhere.example"}
 @pytest.fixture(scope="module")
 def guarded(router, tmp_path_factory):
     """A proxy whose /metrics admits one network, which the tests' 127.0.0.1 is not in."""
-    folder = tmp_path_factory.mktemp("forwarding")
-    with contextlib.ExitStack() as stack:
-        database = stack.enter_context(scratch_database(folder))
-        proxy = launch_proxy(router, database, folder, METRICS_ALLOWED_IPS="10.0.0.0/8")
-        stack.callback(proxy.stop)
+    with scratch_proxy(
+        router, tmp_path_factory.mktemp("forwarding"), METRICS_ALLOWED_IPS="10.0.0.0/8"
+    ) as proxy:
         yield proxy
 
 

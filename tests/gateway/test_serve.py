@@ -25,3 +25,35 @@ def test_serve_takes_the_workers_and_the_shutdown_timeout(monkeypatch, settings)
     call_command("serve")
     call_command("serve", "--workers", "2", "--shutdown-timeout", "5")
     assert [(c["workers"], c["timeout_graceful_shutdown"]) for c in calls] == [(3, 12.5), (2, 5)]
+
+
+def _options(monkeypatch) -> dict:
+    calls = []
+    monkeypatch.setattr("uvicorn.run", lambda app, **kwargs: calls.append(kwargs))
+    call_command("serve")
+    return calls[0]
+
+
+def test_serve_limits_connections_with_its_own_protocol(monkeypatch):
+    assert _options(monkeypatch)["http"] == "gateway.connections:LimitedHttpToolsProtocol"
+
+
+def test_serve_believes_forwarded_headers_only_from_forwarded_allow_ips(monkeypatch, settings):
+    settings.FORWARDED_ALLOW_IPS = []
+    assert _options(monkeypatch)["proxy_headers"] is False  # uvicorn's default trusts 127.0.0.1
+    settings.FORWARDED_ALLOW_IPS = ["172.18.0.0/16"]
+    options = _options(monkeypatch)
+    assert options["proxy_headers"] is True and options["forwarded_allow_ips"] == ["172.18.0.0/16"]
+
+
+def test_serve_refuses_more_connections_than_it_may_open_files(monkeypatch, settings):
+    import resource
+
+    from django.core.management.base import CommandError
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        pytest.skip("no limit on open files here")
+    settings.MAX_CONNECTIONS = hard
+    with pytest.raises(CommandError, match="lower MAX_CONNECTIONS"):
+        _options(monkeypatch)

@@ -205,16 +205,26 @@ def launch_proxy(router: Router, database: str, folder: Path, **settings: str) -
 
 
 @contextlib.contextmanager
+def scratch_proxy(router: Router, folder: Path, **settings: str):
+    """A proxy in front of `router` on a scratch database, stopped afterwards."""
+    with scratch_database(folder) as database:
+        proxy = launch_proxy(router, database, folder, **settings)
+        try:
+            yield proxy
+        finally:
+            proxy.stop()
+
+
+@contextlib.contextmanager
 def router_and_proxy(folder: Path, **settings: str):
     """A fake router and a proxy in front of it on a scratch database: (router, proxy)."""
     router = Router()
     router.start()
-    with contextlib.ExitStack() as stack:
-        stack.callback(router.stop)
-        database = stack.enter_context(scratch_database(folder))
-        proxy = launch_proxy(router, database, folder, **settings)
-        stack.callback(proxy.stop)
-        yield router, proxy
+    try:
+        with scratch_proxy(router, folder, **settings) as proxy:
+            yield router, proxy
+    finally:
+        router.stop()
 
 
 def _key(env: dict[str, str], username: str, *options: str) -> str:

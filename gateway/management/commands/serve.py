@@ -14,6 +14,8 @@ import uvicorn
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from gateway.connections import reserve_file_descriptors
+
 
 class Command(BaseCommand):
     help = "Serve hfproxy with uvicorn on HOST:PORT (the settings' values unless overridden)."
@@ -46,6 +48,7 @@ class Command(BaseCommand):
         # it found: this one makes a clean shutdown exit 0 (what Docker and systemd expect)
         # instead of dying of the signal, and a SIGTERM while the app loads end it at once.
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+        reserve_file_descriptors()
         if (workers > 1 or "PROMETHEUS_MULTIPROC_DIR" in os.environ) and not reload:
             self.stdout.write(f"{workers} worker(s); their metrics are summed in {_share_metrics()}")
         uvicorn.run(
@@ -55,6 +58,7 @@ class Command(BaseCommand):
             workers=None if reload else workers,
             reload=reload,
             lifespan="on",
+            http="gateway.connections:LimitedHttpToolsProtocol",
             access_log=access_log,
             log_level="info",
             # SIGTERM: stop accepting, let in-flight requests finish for this long, cut off the

@@ -1,0 +1,115 @@
+"""uvicorn's HTTP protocol (httptools) with the limits on connections that uvicorn lacks.
+
+uvicorn bounds neither the time nor the size of a request's headers, nor the number of
+connections a worker holds: half-sent headers kept a connection (and a file descriptor) forever,
+and an 8 MB header was read into memory whole. Here a connection that owes request headers — a
+new one, one between two requests, one whose headers are arriving — must deliver them whole
+within HEADER_TIMEOUT seconds and MAX_HEADER_BYTES bytes (else it is closed; too large: 431
+first), and a worker holds at most MAX_CONNECTIONS: one more evicts the connection that has owed
+its headers longest, so a flood of idle connections cannot keep real requests (and `/health`)
+out. A connection serving a request is never evicted; with all of them serving, the newcomer is
+closed. `manage.py serve` passes this class as uvicorn's `http`.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+
+from django.conf import settings
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+# Descriptors a worker needs besides its clients' connections: the router's (its pool), the
+# database's and Redis's, logs, the usage journal, the listening socket.
+OTHER_FILE_DESCRIPTORS = 100
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.header_deadline = None  # a timer while the connection owes request headers
+        self.header_bytes = 0
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._await_headers()
+        if len(self.connections) > settings.MAX_CONNECTIONS:
+            _evict_one(self.connections)
+
+    def connection_lost(self, exc) -> None:
+        self._stop_awaiting()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # Counted after parsing, so that a read holding the end of the headers and a body is not.
+        if self.header_deadline is not None and not self.transport.is_closing():
+            self.header_bytes += len(data)
+            if self.header_bytes > settings.MAX_HEADER_BYTES:
+                self._refuse_headers()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self.header_deadline is None:  # a request pipelined behind one being served
+            self._await_headers()
+
+    def on_headers_complete(self) -> None:
+        self._stop_awaiting()
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # Idle (uvicorn's keep-alive), unless a pipelined request is being served or arriving.
+        if self.cycle.response_complete and self.header_deadline is None and not self.transport.is_closing():
+            self._await_headers()
+
+    def _await_headers(self) -> None:
+        self._stop_awaiting()
+        self.header_deadline = self.loop.call_later(settings.HEADER_TIMEOUT, self.drop)
+
+    def _stop_awaiting(self) -> None:
+        if self.header_deadline is not None:
+            self.header_deadline.cancel()
+            self.header_deadline = None
+        self.header_bytes = 0
+
+    def drop(self) -> None:
+        self._stop_awaiting()
+        self.transport.close()
+
+    def _refuse_headers(self) -> None:
+        from gateway import errors  # the app's modules, once the app is loaded
+
+        body = json.dumps(errors.headers_too_large(settings.MAX_HEADER_BYTES).body()).encode()
+        self.transport.write(
+            STATUS_LINE[431]
+            + b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+            + body
+        )
+        self.drop()
+
+
+def _evict_one(connections: set) -> None:
+    """Close the connection that has owed its headers longest (the newest one, which does too,
+    when every other is serving a request). A scan, only ever made at the cap."""
+    owing = [c for c in connections if getattr(c, "header_deadline", None) is not None]
+    if owing:
+        min(owing, key=lambda c: c.header_deadline.when()).drop()
+
+
+def reserve_file_descriptors() -> int:
+    """Raise this process's (and its workers') open-file limit to the hard limit, and check that
+    MAX_CONNECTIONS fits in it; the limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    needed = settings.MAX_CONNECTIONS + settings.UPSTREAM_MAX_CONNECTIONS + OTHER_FILE_DESCRIPTORS
+    if hard != resource.RLIM_INFINITY and needed > hard:
+        from django.core.management.base import CommandError
+
+        raise CommandError(
+            f"MAX_CONNECTIONS={settings.MAX_CONNECTIONS} (plus UPSTREAM_MAX_CONNECTIONS="
+            f"{settings.UPSTREAM_MAX_CONNECTIONS} and {OTHER_FILE_DESCRIPTORS} more) needs {needed} open "
+            f"files; this process may have {hard} (ulimit -n): lower MAX_CONNECTIONS or raise the limit."
+        )
+    return hard

@@ -1,0 +1,162 @@
+"""Slowloris and oversized headers, against `manage.py serve` (what the README runs): thousands of
+connections that never finish their headers do not take `/health` down and are closed within
+HEADER_TIMEOUT, a header sent a line at a time does not keep a request open, and headers larger
+than MAX_HEADER_BYTES are refused (431) without the worker reading them into memory."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import selectors
+import socket
+import time
+
+import httpx
+import pytest
+
+from tests.support.harness import _children, scratch_proxy
+
+HEADER_TIMEOUT = 2.0
+MAX_CONNECTIONS = 300
+# The worker's open-file limit, as many hosts give a process (ulimit -n 1024): the attack below
+# opens twice as many connections.
+WORKER_FILES = 1000
+ATTACKERS = 2000
+HALF_HEADER = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
+
+
+@pytest.fixture(scope="module")
+def target(router, tmp_path_factory):
+    limits = {"HEADER_TIMEOUT": str(HEADER_TIMEOUT), "MAX_CONNECTIONS": str(MAX_CONNECTIONS)}
+    with scratch_proxy(router, tmp_path_factory.mktemp("slowloris"), **limits) as proxy:
+        for pid in _workers(proxy):
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (WORKER_FILES, WORKER_FILES))
+        yield proxy
+
+
+@pytest.fixture(scope="module", autouse=True)
+def enough_files():
+    """This process opens ATTACKERS sockets at once."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = min(hard, ATTACKERS * 2 + 1000) if hard != resource.RLIM_INFINITY else ATTACKERS * 2 + 1000
+    if wanted < ATTACKERS + 200:
+        pytest.skip(f"this process may open only {hard} files")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def _workers(proxy) -> list[int]:
+    return [proxy.process.pid, *_children(proxy.process.pid)]
+
+
+def _open_files(proxy) -> int:
+    return sum(len(os.listdir(f"/proc/{pid}/fd")) for pid in _workers(proxy))
+
+
+def _connect(proxy, first: bytes) -> socket.socket | None:
+    host, port = proxy.url.removeprefix("http://").split(":")
+    connection = socket.socket()
+    connection.settimeout(3)
+    try:
+        connection.connect((host, int(port)))
+        connection.sendall(first)
+    except OSError:
+        connection.close()
+        return None
+    return connection
+
+
+def _health(proxy) -> int | str:
+    try:
+        return httpx.get(proxy.url + "/health", timeout=5).status_code
+    except httpx.HTTPError as error:
+        return type(error).__name__
+
+
+def _still_open(connections: list[socket.socket], seconds: float, dribble: bytes = b"") -> int:
+    """Wait up to `seconds` for the server to close every connection (sending `dribble` on each,
+    twice a second, meanwhile); how many it left open."""
+    selector = selectors.DefaultSelector()
+    for connection in connections:
+        connection.setblocking(False)
+        selector.register(connection, selectors.EVENT_READ)
+    open_ = set(connections)
+    deadline, next_drip = time.monotonic() + seconds, 0.0
+    while open_ and time.monotonic() < deadline:
+        for key, _ in selector.select(timeout=0.1):
+            with contextlib.suppress(BlockingIOError):
+                try:
+                    if key.fileobj.recv(65536):
+                        continue
+                except OSError:
+                    pass
+                selector.unregister(key.fileobj)
+                open_.discard(key.fileobj)
+        if dribble and time.monotonic() > next_drip:
+            next_drip = time.monotonic() + 0.5
+            for connection in list(open_):
+                with contextlib.suppress(OSError):
+                    connection.send(dribble)
+    selector.close()
+    for connection in connections:
+        connection.close()
+    return len(open_)
+
+
+def test_half_sent_headers_neither_take_health_down_nor_stay(target):
+    before = _open_files(target)
+    attackers = [c for c in (_connect(target, HALF_HEADER) for _ in range(ATTACKERS)) if c]
+    try:
+        time.sleep(0.5)
+        during = _open_files(target)
+        health = [_health(target) for _ in range(5)]
+    finally:
+        left = _still_open(attackers, HEADER_TIMEOUT + 10)
+    print(f"\n{len(attackers)} half-sent requests: worker files {before} → {during}; /health {health}")
+    assert health == [200] * 5
+    assert during <= before + MAX_CONNECTIONS + 10
+    assert left == 0, f"{left} of {len(attackers)} connections still open after {HEADER_TIMEOUT + 10} s"
+    assert _health(target) == 200
+
+
+def test_a_header_line_every_half_second_does_not_keep_a_request_open(target):
+    dribblers = [c for c in (_connect(target, b"GET /health HTTP/1.1\r\n") for _ in range(20)) if c]
+    assert len(dribblers) == 20
+    assert _still_open(dribblers, HEADER_TIMEOUT + 10, dribble=b"X-Slow: 1\r\n") == 0
+    assert _health(target) == 200
+
+
+def _send_big_header(proxy, megabytes: int, finish: bool) -> socket.socket:
+    connection = _connect(proxy, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ")
+    assert connection is not None
+    with contextlib.suppress(OSError):  # the server may close before it has all of it
+        connection.sendall(b"a" * (megabytes * 1024 * 1024) + (b"\r\n\r\n" if finish else b""))
+    return connection
+
+
+def test_an_8_mb_header_is_refused(target):
+    connection = _send_big_header(target, 8, finish=True)
+    try:
+        answer = connection.recv(65536)
+    except OSError:
+        answer = b""  # reset: closed before reading the rest, which is refusal enough
+    finally:
+        connection.close()
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert _health(target) == 200
+
+
+def test_unfinished_huge_headers_do_not_grow_the_worker(target):
+    before = target.rss_mib()
+    connections = [_send_big_header(target, 8, finish=False) for _ in range(10)]
+    try:
+        time.sleep(0.5)
+        grown = target.rss_mib() - before
+    finally:
+        for connection in connections:
+            connection.close()
+    print(f"\nten unfinished 8 MB headers: worker RSS {before:.1f} MiB + {grown:.1f} MiB")
+    assert grown < 40
+    assert _health(target) == 200
