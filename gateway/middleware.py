@@ -8,6 +8,8 @@ import uuid
 from asgiref.sync import markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
+from gateway import errors
+
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@+=/-]{1,128}")
 
 
@@ -33,3 +35,22 @@ class RequestIdMiddleware:
         response = await self.get_response(request)
         response["x-request-id"] = request.request_id
         return response
+
+
+class RefuseNulMiddleware:
+    """A NUL character in the path or the query string is a 400: no database takes it (PostgreSQL
+    refuses it in any text, which made `?user=bob%00` a 500) and nothing legitimate sends it."""
+
+    sync_capable = False
+    async_capable = True
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+        markcoroutinefunction(self)
+
+    async def __call__(self, request: HttpRequest) -> HttpResponse:
+        query = request.META.get("QUERY_STRING", "")
+        if "%00" in query or "\x00" in query or "\x00" in request.path:
+            error = errors.invalid_request("The URL may not contain a NUL character (%00).")
+            return error.render(errors.speaks_anthropic(request.path, request.headers))
+        return await self.get_response(request)

@@ -145,6 +145,7 @@ INSTALLED_APPS = [
 # every path but the API's and the probes' (gateway.routing).
 MIDDLEWARE = [
     "gateway.middleware.RequestIdMiddleware",
+    "gateway.middleware.RefuseNulMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # The admin's CSS and JS under uvicorn (Django serves static files only under runserver):
@@ -163,6 +164,7 @@ MIDDLEWARE = [
 # come back as a GET); ALLOWED_HOSTS is checked by the handler, for the API only.
 API_MIDDLEWARE = [
     "gateway.middleware.RequestIdMiddleware",
+    "gateway.middleware.RefuseNulMiddleware",
     "corsheaders.middleware.CorsMiddleware",
 ]
 

@@ -9,6 +9,7 @@ import json
 import socket
 import time
 
+import httpx
 import pytest
 
 from tests.support.faults import BAD_BODIES, MESSAGES
@@ -241,3 +242,26 @@ def test_nul_bytes_do_not_break_the_usage_record(proxy):
         assert answer.status == 200
         record = proxy.record(answer.request_id)
         assert record["model_answered"] == "fault/nulmodel"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/usage?user=bob%00",  # was a 500 on PostgreSQL, which takes no NUL in any text
+        "/api/me?user=%00",
+        "/admin/accounts/usagerecord/?q=evil%00",
+        "/admin/accounts/usagerecord/?model_requested=m%00",
+        "/v1/models?after=%00",
+        "/v1/models/org%2Fm%00",
+    ],
+)
+def test_a_nul_in_the_url_is_400(proxy, url):
+    if "root" not in proxy.keys:  # a superuser's key: ?user= is looked up
+        created = manage("create_api_key", "root", env=proxy.env)
+        proxy.keys["root"] = created.splitlines()[-1]
+        proxy.db.execute(
+            "UPDATE auth_user SET is_staff = %s, is_superuser = %s WHERE username = %s", True, True, "root"
+        )
+    answer = httpx.get(proxy.url + url, headers=proxy.auth("root"))
+    assert answer.status_code == 400, (url, answer.status_code, answer.text[:300])
+    assert answer.json()["error"]["type"] == "invalid_request_error"
