@@ -23,8 +23,14 @@ from accounts.usage import UsageEntry
 
 
 def user_get_or_create(*, username: str) -> AbstractBaseUser:
+    """The user of that name; a new one only with a name the user model accepts (its field's
+    validators and length, as the admin's forms check it), else ValidationError."""
     user_model = get_user_model()
-    user, _ = user_model.objects.get_or_create(**{user_model.USERNAME_FIELD: username})
+    field = user_model.USERNAME_FIELD
+    user = user_model.objects.filter(**{field: username}).first()
+    if user is None:
+        user_model._meta.get_field(field).clean(username, None)
+        user = user_model.objects.create(**{field: username})
     return user
 
 

@@ -53,6 +53,13 @@ def test_create_api_key_with_a_shared_token(usage_db):
         run("create_api_key", "gina", "--hf-token-name", "nobody")
 
 
+@pytest.mark.parametrize("username", ["<b>evil</b>", "a b", "x" * 151, "nul\x00"])
+def test_create_api_key_refuses_a_username_the_user_model_refuses(usage_db, django_user_model, username):
+    with pytest.raises(CommandError):
+        run("create_api_key", username)
+    assert not django_user_model.objects.exists()
+
+
 def test_create_api_key_refuses_both_token_options(usage_db):
     with pytest.raises(CommandError):
         run("create_api_key", "hank", "--hf-token", "hf_x1234567", "--hf-token-name", "y")
