@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
+NGINX = ROOT / "deploy" / "nginx.conf"
 
 
 def validate_compose(path: Path) -> subprocess.CompletedProcess:
@@ -40,7 +42,7 @@ def test_the_validator_does_refuse_a_broken_file(tmp_path):
 
 def test_services_and_their_wiring(compose):
     services = compose["services"]
-    assert set(services) == {"db", "redis", "migrate", "web"}
+    assert set(services) == {"db", "redis", "migrate", "web", "nginx"}
     for name in ("db", "redis"):
         assert services[name]["healthcheck"]["test"], name
         assert "ports" not in services[name], f"{name} must not be published to the host"
@@ -63,9 +65,76 @@ def test_services_and_their_wiring(compose):
         assert service["env_file"] == ".env"
         assert service["environment"]["DATABASE_URL"].endswith("@db:5432/hfproxy")
         assert service["environment"]["REDIS_URL"] == "redis://redis:6379/0"
-    assert web["ports"] == ["${PORT:-8000}:8000"]
+    assert "ports" not in web, "uvicorn must not be published: nginx is the front server"
     assert web["environment"]["PORT"] == "8000"  # the container's own port, whatever .env says
     assert web["restart"] == "unless-stopped"
+
+
+def test_nginx_is_the_only_published_server(compose):
+    nginx = compose["services"]["nginx"]
+    assert [name for name, service in compose["services"].items() if "ports" in service] == ["nginx"]
+    assert nginx["ports"] == ["${PORT:-8000}:80"]
+    assert re.fullmatch(r"nginx:[\d.]+-alpine", nginx["image"])  # the official image, a pinned line
+    assert nginx["volumes"] == ["./deploy/nginx.conf:/etc/nginx/conf.d/default.conf:ro"]
+    assert nginx["depends_on"] == {"web": {"condition": "service_healthy", "restart": True}}
+    assert nginx["restart"] == "unless-stopped"
+    # hfproxy believes nginx's X-Forwarded-For (and nginx writes it, never the client).
+    assert compose["services"]["web"]["environment"]["FORWARDED_ALLOW_IPS"] == "*"
+
+
+def _directives(config: str) -> dict[str, list[str]]:
+    """nginx directives by name: the value of each occurrence (comments dropped)."""
+    found: dict[str, list[str]] = {}
+    for statement in re.sub(r"#[^\n]*", "", config).replace("{", ";").replace("}", ";").split(";"):
+        if statement.strip():
+            name, _, value = statement.strip().partition(" ")
+            found.setdefault(name, []).append(" ".join(value.split()))
+    return found
+
+
+def _seconds(value: str) -> float:
+    number, unit = re.fullmatch(r"(\d+)(s|m)?", value).groups()
+    return int(number) * (60 if unit == "m" else 1)
+
+
+def test_nginx_bounds_headers_bodies_and_connections_and_streams_unbuffered():
+    from hfproxy_site import settings
+
+    nginx = _directives(NGINX.read_text())
+    [header_timeout] = nginx["client_header_timeout"]
+    assert _seconds(header_timeout) <= settings.HEADER_TIMEOUT
+    [body_timeout] = nginx["client_body_timeout"]
+    assert _seconds(body_timeout) <= settings.CLIENT_BODY_TIMEOUT
+    [buffers] = nginx["large_client_header_buffers"]
+    count, size = buffers.split()
+    assert int(count) * int(size.removesuffix("k")) * 1024 <= settings.MAX_HEADER_BYTES
+    assert nginx["client_max_body_size"] == [f"{settings.MAX_REQUEST_BYTES // 2**20}m"]
+    assert nginx["limit_conn_zone"] and nginx["limit_conn"]
+    assert nginx["reset_timedout_connection"] == ["on"]
+    assert nginx["proxy_buffering"] == ["off"]
+    [read_timeout] = nginx["proxy_read_timeout"]
+    assert _seconds(read_timeout) > settings.REQUEST_TIMEOUT
+    assert nginx["server"][0] == "web:8000"
+    headers = dict(value.split(" ", 1) for value in nginx["proxy_set_header"])
+    assert headers["X-Forwarded-For"] == "$remote_addr"  # replaced: what the client sent is gone
+    assert headers["X-Forwarded-Proto"] == "$scheme"
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
+def test_nginx_accepts_the_config(tmp_path):
+    # Included in `http {}` as the image does; `web` resolved as here it cannot be.
+    (tmp_path / "default.conf").write_text(
+        NGINX.read_text().replace("server web:8000", "server 127.0.0.1:8000")
+    )
+    (tmp_path / "nginx.conf").write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log stderr;\nevents {{}}\n"
+        f"http {{\n  access_log off;\n  client_body_temp_path {tmp_path};\n  proxy_temp_path {tmp_path};\n"
+        f"  include {tmp_path}/default.conf;\n}}\n"
+    )
+    result = subprocess.run(
+        ["nginx", "-t", "-c", str(tmp_path / "nginx.conf")], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
 
 
 def test_docker_waits_longer_than_the_drain_and_the_usage_flush(compose):
