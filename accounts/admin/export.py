@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from datetime import datetime
 
 from asgiref.sync import sync_to_async
@@ -51,12 +52,18 @@ class _Line:
         return line
 
 
+# What starts a formula in a spreadsheet (OWASP's list), at the start of the cell or of any piece
+# a spreadsheet may split it into: at a separator it may split on (a locale's `;`, a tab, `|`,
+# a line break), spaces and quotes after it ignored, as an import that trims them would.
+_FORMULA = re.compile(r"(^|[,;\t|\r\n])([\s\"]*)(?=[=+\-@\t\r])")
+
+
 def _cell(value) -> object:
     if isinstance(value, datetime):
         return value.isoformat()
-    # Model names come from clients: a leading = + - @ must not become a formula in a spreadsheet.
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
+    # Model names come from clients: no piece of one may become a formula (`x;=1+1`).
+    if isinstance(value, str):
+        return _FORMULA.sub(r"\1\2'", value)
     return value
 
 

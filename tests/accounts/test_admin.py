@@ -519,6 +519,23 @@ def test_it_exports_the_selected_records_as_csv(admin_client, key_and_plaintext,
     assert "digest" not in row
 
 
+SPLIT_ON = (",", ";", "\t", "|", "\n")
+FORMULAS = ["x;=1+1", "a, @SUM(1)", "m\t-2+3", 'x;"=1+1"', "a; \t+b", "x|=cmd", "two\nlines\n=1", "=x"]
+
+
+def test_no_piece_of_an_exported_cell_is_a_formula_whatever_a_spreadsheet_splits_on(
+    admin_client, key_and_plaintext, secrets_
+):
+    api_key = key_and_plaintext[0]
+    for number, model in enumerate(FORMULAS):
+        record(api_key, request_id=f"f{number}", model_requested=model, model_answered="meta-llama/x-1")
+    body = text_of(admin_client.get("/admin/accounts/usagerecord/export/"))
+    for separator in SPLIT_ON:
+        for piece in body.replace("\r\n", "\n").split(separator):
+            assert piece.lstrip(' \t"')[:1] not in ("=", "+", "-", "@"), (separator, piece)
+    assert "meta-llama/x-1" in body  # a hyphen inside a name is no formula
+
+
 def test_it_exports_the_filtered_list_as_csv_page_by_page(
     admin_client, key_and_plaintext, secrets_, monkeypatch
 ):
