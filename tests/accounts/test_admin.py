@@ -519,6 +519,36 @@ def test_it_exports_the_selected_records_as_csv(admin_client, key_and_plaintext,
     assert "digest" not in row
 
 
+def test_the_model_filter_lists_only_successful_models_and_few_of_them(admin_client, key_and_plaintext):
+    from accounts.admin.usage import ModelFilter
+
+    api_key = key_and_plaintext[0]
+    UsageRecord.objects.bulk_create(
+        UsageRecord(
+            request_id=f"refused-{number}",
+            user_id=api_key.user_id,
+            api_key=api_key,
+            endpoint="chat_completions",
+            model_requested=f"made/up-{number:05}",
+            status=403,
+            outcome=Outcome.REFUSED,
+            usage_source=UsageSource.MISSING,
+            latency_ms=1,
+        )
+        for number in range(2_000)
+    )
+    for number in range(ModelFilter.MODEL_CHOICES + 5):
+        record(api_key, model_requested=f"org/served-{number:03}")
+    page = admin_client.get("/admin/accounts/usagerecord/")
+    assert page.status_code == 200
+    text = page.content.decode()
+    offered = re.findall(r"model_requested=([^&\"]+)", text)
+    assert offered == [f"org%2Fserved-{n:03}" for n in range(ModelFilter.MODEL_CHOICES)], offered[:3]
+    assert len(page.content) < 200_000
+    found = admin_client.get("/admin/accounts/usagerecord/?q=made/up-01234")
+    assert "made/up-01234" in found.content.decode()  # the search finds any
+
+
 SPLIT_ON = (",", ";", "\t", "|", "\n")
 FORMULAS = ["x;=1+1", "a, @SUM(1)", "m\t-2+3", 'x;"=1+1"', "a; \t+b", "x|=cmd", "two\nlines\n=1", "=x"]
 
