@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
-import selectors
 import socket
 import time
 
@@ -16,6 +15,7 @@ import httpx
 import pytest
 
 from tests.support.harness import _children, scratch_proxy
+from tests.support.slowclients import HALF_HEADER, connect_raw, still_open
 
 HEADER_TIMEOUT = 2.0
 MAX_CONNECTIONS = 300
@@ -23,7 +23,6 @@ MAX_CONNECTIONS = 300
 # opens twice as many connections.
 WORKER_FILES = 1000
 ATTACKERS = 2000
-HALF_HEADER = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
 
 
 @pytest.fixture(scope="module")
@@ -55,19 +54,6 @@ def _open_files(proxy) -> int:
     return sum(len(os.listdir(f"/proc/{pid}/fd")) for pid in _workers(proxy))
 
 
-def _connect(proxy, first: bytes) -> socket.socket | None:
-    host, port = proxy.url.removeprefix("http://").split(":")
-    connection = socket.socket()
-    connection.settimeout(3)
-    try:
-        connection.connect((host, int(port)))
-        connection.sendall(first)
-    except OSError:
-        connection.close()
-        return None
-    return connection
-
-
 def _health(proxy) -> int | str:
     try:
         return httpx.get(proxy.url + "/health", timeout=5).status_code
@@ -75,45 +61,15 @@ def _health(proxy) -> int | str:
         return type(error).__name__
 
 
-def _still_open(connections: list[socket.socket], seconds: float, dribble: bytes = b"") -> int:
-    """Wait up to `seconds` for the server to close every connection (sending `dribble` on each,
-    twice a second, meanwhile); how many it left open."""
-    selector = selectors.DefaultSelector()
-    for connection in connections:
-        connection.setblocking(False)
-        selector.register(connection, selectors.EVENT_READ)
-    open_ = set(connections)
-    deadline, next_drip = time.monotonic() + seconds, 0.0
-    while open_ and time.monotonic() < deadline:
-        for key, _ in selector.select(timeout=0.1):
-            with contextlib.suppress(BlockingIOError):
-                try:
-                    if key.fileobj.recv(65536):
-                        continue
-                except OSError:
-                    pass
-                selector.unregister(key.fileobj)
-                open_.discard(key.fileobj)
-        if dribble and time.monotonic() > next_drip:
-            next_drip = time.monotonic() + 0.5
-            for connection in list(open_):
-                with contextlib.suppress(OSError):
-                    connection.send(dribble)
-    selector.close()
-    for connection in connections:
-        connection.close()
-    return len(open_)
-
-
 def test_half_sent_headers_neither_take_health_down_nor_stay(target):
     before = _open_files(target)
-    attackers = [c for c in (_connect(target, HALF_HEADER) for _ in range(ATTACKERS)) if c]
+    attackers = [c for c in (connect_raw(target, HALF_HEADER) for _ in range(ATTACKERS)) if c]
     try:
         time.sleep(0.5)
         during = _open_files(target)
         health = [_health(target) for _ in range(5)]
     finally:
-        left = _still_open(attackers, HEADER_TIMEOUT + 10)
+        left = still_open(attackers, HEADER_TIMEOUT + 10)
     print(f"\n{len(attackers)} half-sent requests: worker files {before} → {during}; /health {health}")
     assert health == [200] * 5
     assert during <= before + MAX_CONNECTIONS + 10
@@ -122,14 +78,14 @@ def test_half_sent_headers_neither_take_health_down_nor_stay(target):
 
 
 def test_a_header_line_every_half_second_does_not_keep_a_request_open(target):
-    dribblers = [c for c in (_connect(target, b"GET /health HTTP/1.1\r\n") for _ in range(20)) if c]
+    dribblers = [c for c in (connect_raw(target, b"GET /health HTTP/1.1\r\n") for _ in range(20)) if c]
     assert len(dribblers) == 20
-    assert _still_open(dribblers, HEADER_TIMEOUT + 10, dribble=b"X-Slow: 1\r\n") == 0
+    assert still_open(dribblers, HEADER_TIMEOUT + 10, dribble=b"X-Slow: 1\r\n") == 0
     assert _health(target) == 200
 
 
 def _send_big_header(proxy, megabytes: int, finish: bool) -> socket.socket:
-    connection = _connect(proxy, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ")
+    connection = connect_raw(proxy, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ")
     assert connection is not None
     with contextlib.suppress(OSError):  # the server may close before it has all of it
         connection.sendall(b"a" * (megabytes * 1024 * 1024) + (b"\r\n\r\n" if finish else b""))
