@@ -339,6 +339,15 @@ _BY_KIND = {
     UpstreamError.STREAM_CUT: _Answer(
         502, "upstream_bad_response", "The connection to the Hugging Face router broke: {detail}."
     ),
+    # Our own pool was full: the router is not to blame, and was not called.
+    UpstreamError.SATURATED: _Answer(
+        503,
+        "proxy_saturated",
+        "The proxy is saturated: all its connections to the Hugging Face router are in use. "
+        "Try again shortly.",
+        headers={"Retry-After": "5"},
+        outcome=Outcome.PROXY_ERROR,
+    ),
 }
 
 

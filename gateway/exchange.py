@@ -1,8 +1,9 @@
 """One request's life, from authentication to its last byte: one report however it ended.
 
-`Exchange.open()` admits the request against its key's limits; `send()` calls the router on its
-behalf; `finish()` reports it exactly once: a log line, the metrics, and its usage entry handed
-to `services.usage_record`, which queues the record and settles the limits.
+`Exchange.open()` admits the request against its key's share of the worker and its limits;
+`send()` calls the router on its behalf; `finish()` gives the share back and reports the request
+exactly once: a log line, the metrics, and its usage entry handed to `services.usage_record`,
+which queues the record and settles the limits.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from accounts import limits, prices, services
 from accounts.keys import Caller
 from accounts.models import Outcome, UsageSource
 from accounts.usage import UsageEntry
-from gateway import metrics, scrub, upstream
+from gateway import metrics, scrub, share, upstream
 from gateway.converter import Usage
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ class Exchange:
     error_code: str = ""
     latency: float | None = None
     admission: limits.Admission | None = None
+    holds_share: bool = False  # counted in its key's share of this worker (gateway.share)
     refused_by: str = ""  # the limit that refused it (a Refusal's kind)
     upstream_attempts: int = 0
     provider: str = ""  # the provider that answered, as the router said (x-inference-provider)
@@ -55,9 +57,10 @@ class Exchange:
     failure: str = ""  # the answer said it failed (a Responses `status: failed`): its error code
 
     async def open(self) -> None:
-        """Count the request against its key's limits; `limits.Refusal` when over one."""
+        """Count the request against its key's share and limits; `limits.Refusal` when over one."""
         caller = self.caller
         try:
+            self.holds_share = share.take(caller.key_id)  # first: no I/O, and nothing else to undo
             self.admission = await limits.admit(caller.key_id, caller.user_id, caller.limits)
         except limits.Refusal as refusal:
             self.refused_by = refusal.kind
@@ -66,15 +69,20 @@ class Exchange:
     async def send(self, method: str, path: str, deadline: float, **options) -> httpx.Response:
         """`upstream.send` on this request's behalf: its caller's token, its id, each attempt
         counted. `options`: upstream.send's body, stream, base, headers, content_type, accept."""
-        return await upstream.send(
-            method,
-            path,
-            token=self.caller.upstream_token,
-            request_id=self.request_id,
-            deadline=deadline,
-            tried=self.count_attempt,
-            **options,
-        )
+        try:
+            return await upstream.send(
+                method,
+                path,
+                token=self.caller.upstream_token,
+                request_id=self.request_id,
+                deadline=deadline,
+                tried=self.count_attempt,
+                **options,
+            )
+        except upstream.UpstreamError as error:
+            if error.kind == upstream.UpstreamError.SATURATED:
+                self.upstream_attempts -= 1  # it never left the proxy: the router saw nothing
+            raise
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -103,6 +111,9 @@ class Exchange:
         """Record how the request ended; later calls are ignored (first word wins)."""
         if self.finished:
             return
+        if self.holds_share:  # first: should anything below fail, the key still gets it back
+            self.holds_share = False
+            share.give_back(self.caller.key_id)
         if outcome == Outcome.OK and self.failure:  # delivered, but what came was a failure
             outcome, error_code = Outcome.UPSTREAM_ERROR, self.failure
         if self.server_shutdown and outcome == Outcome.CLIENT_DISCONNECTED:

@@ -9,6 +9,7 @@ means to the client. Deadlines are absolute `loop.time()` values so that one req
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -28,6 +29,7 @@ class UpstreamError(Exception):
     CONNECTION = "connection"  # no answer: refused, reset, DNS, TLS…
     MALFORMED = "malformed"  # a 2xx we cannot use: not JSON, not SSE, a redirect
     STREAM_CUT = "stream_cut"  # the stream broke after it started
+    SATURATED = "saturated"  # no free connection in our pool in time: the router saw nothing
 
     def __init__(
         self,
@@ -63,9 +65,7 @@ def _new_client(transport: httpx.AsyncBaseTransport | None = None) -> httpx.Asyn
         if settings.UPSTREAM_TRANSPORT == "aiohttp":
             # httpx's API over aiohttp's connection handling: measured ~7x less CPU per request
             # than httpx's own transport (see README, "Upstream transport").
-            from httpx_aiohttp import AiohttpTransport
-
-            transport = AiohttpTransport(limits=limits)
+            transport = _aiohttp_transport(limits)
         else:
             transport = httpx.AsyncHTTPTransport(limits=limits)
     # httpx's timeouts are inactivity timeouts; the absolute deadlines below do the rest.
@@ -81,6 +81,38 @@ def _new_client(transport: httpx.AsyncBaseTransport | None = None) -> httpx.Asyn
         follow_redirects=False,
         headers={"User-Agent": USER_AGENT},
     )
+
+
+# aiohttp has one timeout for getting a connection, waiting for a free one and connecting alike
+# (httpx-aiohttp passes the pool timeout as it), and raises the same error for both: its trace of
+# the wait tells them apart. Set in the request's own task, so the flag is that request's.
+_waiting_for_pool: contextvars.ContextVar[bool] = contextvars.ContextVar("waiting_for_pool", default=False)
+
+
+async def _queued(session: Any, context: Any, params: Any) -> None:
+    _waiting_for_pool.set(True)
+
+
+async def _dequeued(session: Any, context: Any, params: Any) -> None:
+    _waiting_for_pool.set(False)
+
+
+def _aiohttp_transport(limits: httpx.Limits) -> httpx.AsyncBaseTransport:
+    import aiohttp
+    from httpx_aiohttp import AiohttpTransport
+
+    def session() -> aiohttp.ClientSession:
+        # httpx-aiohttp's own session and connector, with the trace of waits for a connection.
+        trace = aiohttp.TraceConfig()
+        trace.on_connection_queued_start.append(_queued)
+        trace.on_connection_queued_end.append(_dequeued)
+        connector = aiohttp.TCPConnector(
+            limit=limits.max_connections, keepalive_timeout=limits.keepalive_expiry, ssl=transport.ssl_context
+        )
+        return aiohttp.ClientSession(connector=connector, trace_configs=[trace])
+
+    transport = AiohttpTransport(limits=limits, client=session)
+    return transport
 
 
 _client = runtime.PerLoop(_new_client, close=httpx.AsyncClient.aclose)
@@ -114,6 +146,21 @@ def deadline() -> float:
 def _until(deadline: float) -> float:
     """The sooner of the request's deadline and the longest wait for one read."""
     return min(deadline, asyncio.get_running_loop().time() + settings.READ_TIMEOUT)
+
+
+def _kind(exc: httpx.HTTPError, broken: str) -> str:
+    if _is_pool_timeout(exc):
+        return UpstreamError.SATURATED
+    return UpstreamError.TIMEOUT if _is_timeout(exc) else broken
+
+
+def _is_pool_timeout(exc: httpx.HTTPError) -> bool:
+    # httpx's transport says PoolTimeout; httpx-aiohttp a ConnectTimeout that came while waiting.
+    return isinstance(exc, httpx.PoolTimeout) or (
+        isinstance(exc, httpx.ConnectTimeout)
+        and _waiting_for_pool.get()
+        and isinstance(exc.__cause__, TimeoutError)
+    )
 
 
 def _is_timeout(exc: httpx.HTTPError) -> bool:
@@ -157,10 +204,11 @@ class _translated:
         except TimeoutError:
             exc = TimeoutError()
         if isinstance(exc, TimeoutError):
+            if _waiting_for_pool.get():  # the deadline came first, still waiting (aiohttp's trace)
+                raise UpstreamError(UpstreamError.SATURATED, "no free connection in time") from None
             raise UpstreamError(UpstreamError.TIMEOUT, self._late) from None
         if isinstance(exc, httpx.HTTPError):
-            kind = UpstreamError.TIMEOUT if _is_timeout(exc) else self._broken
-            raise UpstreamError(kind, _describe(exc)) from None
+            raise UpstreamError(_kind(exc, self._broken), _describe(exc)) from None
 
 
 async def send(
@@ -240,6 +288,7 @@ def _unsent(exc: httpx.HTTPError) -> bool:
 
 async def _send_once(http: httpx.AsyncClient, request: httpx.Request, deadline: float) -> httpx.Response:
     for tries_left in range(UNSENT_TRIES - 1, -1, -1):
+        _waiting_for_pool.set(False)
         async with _translated(_until(deadline), "no response headers in time", UpstreamError.CONNECTION):
             try:
                 response = await http.send(request, stream=True)

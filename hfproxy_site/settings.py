@@ -105,6 +105,9 @@ CLIENT_BODY_TIMEOUT = env.float("CLIENT_BODY_TIMEOUT", default=60.0)
 # "aiohttp" (httpx-aiohttp, fast) or "httpx" (httpx's own transport).
 UPSTREAM_TRANSPORT = env.str("UPSTREAM_TRANSPORT", default="aiohttp")
 UPSTREAM_MAX_CONNECTIONS = env.int("UPSTREAM_MAX_CONNECTIONS", default=200)
+# Requests one key may have in flight on each worker (gateway.share): by default half the
+# worker's router connections, so that no key can take them all; 0 = no such share.
+KEY_MAX_IN_FLIGHT = env.int("KEY_MAX_IN_FLIGHT", default=max(1, UPSTREAM_MAX_CONNECTIONS // 2))
 # Seconds the router's model list, and each model's providers from the Hub, are kept.
 MODELS_CACHE_TTL = env.float("MODELS_CACHE_TTL", default=60.0)
 

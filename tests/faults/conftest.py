@@ -32,7 +32,9 @@ def proxy(router, tmp_path_factory):
     folder = tmp_path_factory.mktemp("faults")
     with contextlib.ExitStack() as stack:
         database = stack.enter_context(scratch_database(folder))
-        proxy: Proxy = launch_proxy(router, database, folder, LOG_LEVEL="DEBUG")
+        # One key plays many clients here (test_data.py's burst of 500): no share per key
+        # (test_saturation.py has its own proxies for that).
+        proxy: Proxy = launch_proxy(router, database, folder, LOG_LEVEL="DEBUG", KEY_MAX_IN_FLIGHT="0")
         stack.callback(proxy.stop)
         yield proxy
         time.sleep(0.3)  # a second record of anything would have been written by now

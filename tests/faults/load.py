@@ -185,7 +185,8 @@ def servers(folder: Path):
     with a key whose limits are all on: (proxy, key)."""
     # Timeouts with headroom: this is no timeout test, and a busy machine must not make it one.
     settings = {"CONNECT_TIMEOUT": "10", "READ_TIMEOUT": "30", "REQUEST_TIMEOUT": "60"}
-    settings.update(DB_POOL_SIZE=str(DB_POOL_SIZE), LOG_LEVEL="WARNING")
+    # One key plays every client: no share per key (KEY_MAX_IN_FLIGHT) to refuse it.
+    settings.update(DB_POOL_SIZE=str(DB_POOL_SIZE), LOG_LEVEL="WARNING", KEY_MAX_IN_FLIGHT="0")
     with router_and_proxy(folder, **settings) as (_, proxy):
         key = manage(
             "create_api_key", "load", "--rpm", "1000000", "--tpm", "100000000",

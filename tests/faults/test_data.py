@@ -63,8 +63,9 @@ def test_aggregates_equal_their_records_after_500_concurrent_requests(proxy):
     minute = time.time() // 60
     answers = asyncio.run(_burst(proxy.api + "/chat/completions", key, 500))
     # 502 for the router's 5xx; on a busy machine some may time out (the harness's READ_TIMEOUT
-    # is 1 s): what matters is that the records agree with what the clients saw.
-    assert len(answers) == 500 and {status for status, _ in answers} <= {200, 502, 504}
+    # is 1 s) or find the pool full (503): what matters is that the records agree with what the
+    # clients saw.
+    assert len(answers) == 500 and {status for status, _ in answers} <= {200, 502, 503, 504}
 
     deadline = time.monotonic() + 15
     while (

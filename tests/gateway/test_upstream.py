@@ -1,6 +1,7 @@
 """The upstream client over real sockets, on both transports: what each failure is called."""
 
 import asyncio
+import contextvars
 
 import aiohttp
 import httpcore
@@ -82,6 +83,43 @@ async def test_a_stream_cut_mid_body_is_stream_cut(transport, settings):
                 pass
         await response.aclose()
     assert caught.value.kind == UpstreamError.STREAM_CUT
+
+
+async def test_a_full_pool_is_saturation_and_the_router_sees_nothing(transport, settings):
+    settings.UPSTREAM_MAX_CONNECTIONS, settings.CONNECT_TIMEOUT, settings.READ_TIMEOUT = 1, 0.2, 5
+    upstream.reset()
+    connections = []
+
+    async def streaming(reader, writer):
+        connections.append(writer)
+        await reader.read(1000)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+        )
+        await writer.drain()
+        await asyncio.sleep(5)
+
+    server, port = await serve(streaming)
+    async with server:
+        holding = await send(settings, port, stream=True)  # the pool's one connection
+        with pytest.raises(UpstreamError) as caught:
+            await send(settings, port, stream=True)
+        await holding.aclose()
+        # Once it is free, the next request gets it.
+        await (await send(settings, port, stream=True)).aclose()
+    assert caught.value.kind == UpstreamError.SATURATED
+    assert len(connections) == 2  # the refused request never reached the router
+
+
+def test_a_connection_timeout_of_aiohttp_is_saturation_only_while_waiting_for_the_pool():
+    slow = raised_from(httpx.ConnectTimeout("x"), aiohttp.ConnectionTimeoutError("slow"))
+    assert upstream._kind(slow, UpstreamError.CONNECTION) == UpstreamError.TIMEOUT
+
+    def while_waiting():
+        upstream._waiting_for_pool.set(True)
+        return upstream._kind(slow, UpstreamError.CONNECTION)
+
+    assert contextvars.copy_context().run(while_waiting) == UpstreamError.SATURATED
 
 
 async def test_the_client_is_shared_within_a_loop(transport):
@@ -166,7 +204,7 @@ REQUEST = httpx.Request("GET", "http://router.test/v1")
     ("raised", "kind"),
     [
         (httpx.ReadTimeout("read", request=REQUEST), UpstreamError.TIMEOUT),
-        (httpx.PoolTimeout("pool", request=REQUEST), UpstreamError.TIMEOUT),
+        (httpx.PoolTimeout("pool", request=REQUEST), UpstreamError.SATURATED),
         (httpx.ConnectError("refused", request=REQUEST), UpstreamError.STREAM_CUT),
         (httpx.ReadError("reset", request=REQUEST), UpstreamError.STREAM_CUT),
         (httpx.RemoteProtocolError("peer closed", request=REQUEST), UpstreamError.STREAM_CUT),
