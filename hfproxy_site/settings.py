@@ -127,6 +127,8 @@ USAGE_SHUTDOWN_TIMEOUT = env.float("USAGE_SHUTDOWN_TIMEOUT", default=20.0)
 
 if UPSTREAM_TRANSPORT not in ("aiohttp", "httpx"):
     raise ImproperlyConfigured("UPSTREAM_TRANSPORT must be 'aiohttp' or 'httpx'.")
+if KEY_MAX_IN_FLIGHT < 0:
+    raise ImproperlyConfigured("KEY_MAX_IN_FLIGHT must be a number of requests, or 0 for no share.")
 
 # --- Django --------------------------------------------------------------------------------
 INSTALLED_APPS = [

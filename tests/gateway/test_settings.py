@@ -52,6 +52,14 @@ def test_it_refuses_an_unknown_transport():
     assert "UPSTREAM_TRANSPORT" in result.stderr
 
 
+def test_a_key_s_share_defaults_to_half_the_pool_and_is_never_negative():
+    show = "s.KEY_MAX_IN_FLIGHT"
+    assert import_settings(show, DEBUG="true", UPSTREAM_MAX_CONNECTIONS="50").stdout.strip() == "25"
+    assert import_settings(show, DEBUG="true", UPSTREAM_MAX_CONNECTIONS="1").stdout.strip() == "1"
+    refused = import_settings(SECRET_KEY="x" * 50, ALLOWED_HOSTS="h", KEY_MAX_IN_FLIGHT="-1")
+    assert refused.returncode != 0 and "KEY_MAX_IN_FLIGHT" in refused.stderr
+
+
 def test_cors_origins_are_a_comma_list_or_a_star():
     show = "s.CORS_ALLOW_ALL_ORIGINS, s.CORS_ALLOWED_ORIGINS"
     listed = import_settings(show, DEBUG="true", CORS_ORIGINS="https://a.example,https://b.example")

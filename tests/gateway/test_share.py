@@ -44,10 +44,6 @@ def test_it_is_off_at_zero(settings):
     assert share._in_flight == {}
 
 
-def test_it_defaults_to_half_the_pool(settings):
-    assert settings.KEY_MAX_IN_FLIGHT == settings.UPSTREAM_MAX_CONNECTIONS // 2
-
-
 async def post(client, payload, path=URL, **headers):
     return await client.post(
         path, json.dumps(payload).encode(), content_type="application/json", headers=headers
