@@ -13,7 +13,7 @@ from django.core.exceptions import DisallowedHost
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from accounts import allowlist, limits, offloop
+from accounts import allowlist, limits, offloop, runtime
 from accounts.models import Outcome
 from gateway import audio, auth, catalog, converter, errors, metrics, modellist, multipart, relay, tasks
 from gateway import images as images_api
@@ -222,14 +222,37 @@ def _database_answers() -> bool:
         return False
 
 
-async def health(request: HttpRequest) -> HttpResponse:
-    """Liveness for load balancers: the database answers. Never calls the router."""
-    # On the database threads of the API path (which return the connection at once), not on
-    # asgiref's one shared thread, where the usage writer's batches would hold a probe up.
+# A database whose packets are dropped answers nothing for minutes (a pooled connection waits
+# for TCP to give up): a probe slower than this is a failure, said at once.
+HEALTH_PROBE_SECONDS = 1.0
+
+
+class _Probe:
+    task: asyncio.Future | None = None
+
+
+# One probe at a time per loop: while one is out, the next /health waits on it rather than
+# leave another of the four database threads stuck on a silent server.
+_probe = runtime.PerLoop(_Probe)
+
+
+async def _database_ok() -> bool:
+    probe = _probe.get()
+    if probe.task is None or probe.task.done():
+        # On the database threads of the API path (which return the connection at once), not on
+        # asgiref's one shared thread, where the usage writer's batches would hold a probe up.
+        probe.task = asyncio.ensure_future(offloop.run(_database_answers))
+        probe.task.add_done_callback(lambda task: task.cancelled() or task.exception())
     try:
-        ok = await offloop.run(_database_answers)
-    except offloop.DatabaseDown:  # it did not answer moments ago
-        ok = False
+        return await asyncio.wait_for(asyncio.shield(probe.task), HEALTH_PROBE_SECONDS)
+    except (offloop.DatabaseDown, TimeoutError):  # it did not answer moments ago, or now
+        return False
+
+
+async def health(request: HttpRequest) -> HttpResponse:
+    """Liveness for load balancers: the database answers, within HEALTH_PROBE_SECONDS. Never
+    calls the router."""
+    ok = await _database_ok()
     return JsonResponse(
         {
             "status": "ok" if ok else "unavailable",

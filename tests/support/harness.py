@@ -14,11 +14,13 @@ import socket
 import sqlite3
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -299,6 +301,60 @@ def open_request(proxy, body: dict, rid: str, *, rcvbuf: int | None = None) -> s
         + raw
     )
     return connection
+
+
+# --- A TCP relay that can fall silent ------------------------------------------------------------
+
+
+class SilentRelay:
+    """Relays TCP connections to `target` (host, port) until `silence()`: from then on it accepts
+    connections and reads what comes but passes nothing on, either way — a server whose packets
+    are dropped, which neither refuses nor closes anything. `resume()` passes on again."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.silent = threading.Event()
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, database_url: str) -> str:
+        """`database_url` with this relay's address in place of the server's."""
+        parts = urlsplit(database_url)
+        netloc = parts.netloc.rpartition("@")[0]
+        return urlunsplit(
+            parts._replace(netloc=f"{netloc}@127.0.0.1:{self.port}" if netloc else f"127.0.0.1:{self.port}")
+        )
+
+    def silence(self) -> None:
+        self.silent.set()
+
+    def resume(self) -> None:
+        self.silent.clear()
+
+    def close(self) -> None:
+        for sock in [self.listener, *self.sockets]:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self.listener.accept()
+                server = socket.create_connection(self.target)
+                self.sockets += [client, server]
+                for source, sink in ((client, server), (server, client)):
+                    threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                while self.silent.is_set():
+                    time.sleep(0.05)
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
 
 
 # --- A PostgreSQL of our own, to stop and start ---------------------------------------------------
