@@ -10,18 +10,38 @@ The operations (`Op`):
   ("get", key)              → value or None
   ("bump", key, delta)      add delta only if present (absent starts from the database); → None
   ("seed", key, value, ttl) create at value if absent; → the value now there
+  ("take", key, limit, ttl, holder)  a slot among at most `limit`, held by `holder` for ttl
+                            seconds at most: → 1, or 0 when all are held (nothing changes). A
+                            holder past its ttl no longer counts: a slot never given back (its
+                            worker died, Redis was down) frees itself, and refusals renew nothing.
+  ("free", key, holder)     give the holder's slot back (again: no harm); → None
+
+A Redis that does not answer raises `Unavailable`, at once while it failed moments ago.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 
 from django.conf import settings
 
 from accounts import runtime
 
+logger = logging.getLogger("hfproxy.limits")
+
 Op = tuple
-PREFIX = "hfproxy:limits:"  # every Redis key of ours starts so; nothing else there is touched
+PREFIX = "hfproxy:limits:"  # REDIS_KEY_PREFIX's default: nothing else in that database is touched
+
+
+class Unavailable(Exception):
+    """Redis did not answer (`attempted`: a batch was sent, and may have run), or did not
+    moments ago and was not asked again."""
+
+    def __init__(self, message: str, attempted: bool = True) -> None:
+        super().__init__(message)
+        self.attempted = attempted
 
 
 class MemoryCounters:
@@ -31,10 +51,26 @@ class MemoryCounters:
 
     def __init__(self) -> None:
         self._counts: dict[str, tuple[int, float]] = {}  # key → (count, expiry on the monotonic clock)
+        self._slots: dict[str, dict[str, float]] = {}  # key → holder → deadline (monotonic)
 
     async def run(self, ops: list[Op]) -> list[int | None]:
         now = time.monotonic()
-        return [self._one(now, *op) for op in ops]
+        return [self._slot(now, *op) if op[0] in ("take", "free") else self._one(now, *op) for op in ops]
+
+    def _slot(self, now: float, kind: str, key: str, *args) -> int | None:
+        # Only keys with max_parallel have slots, and a key holds at most its limit: bounded.
+        held = {holder: deadline for holder, deadline in self._slots.pop(key, {}).items() if deadline > now}
+        if kind == "free":
+            held.pop(args[0], None)
+            taken = None
+        else:
+            limit, ttl, holder = args
+            taken = int(len(held) < limit)
+            if taken:
+                held[holder] = now + ttl
+        if held:
+            self._slots[key] = held
+        return taken
 
     def _one(self, now: float, kind: str, key: str, value: int = 0, ttl: int = 0) -> int | None:
         found = self._counts.get(key)
@@ -69,15 +105,31 @@ class MemoryCounters:
 
     def clear(self) -> None:
         self._counts.clear()
+        self._slots.clear()
 
 
 # The ops of one batch, run by Redis as one script: one command, one reply, and the batch is
-# atomic as a whole. ARGV holds kind, value, ttl for each key; `false` comes back as nil.
+# atomic as a whole. ARGV holds kind and three arguments for each key; `false` comes back as nil.
+# A key's slots are a sorted set: its holders, scored by their deadlines on Redis' clock.
 _BATCH = """
 local out = {}
 for i, key in ipairs(KEYS) do
-  local kind, value, ttl = ARGV[3 * i - 2], ARGV[3 * i - 1], ARGV[3 * i]
-  if kind == 'get' then
+  local kind, value, ttl, holder = ARGV[4 * i - 3], ARGV[4 * i - 2], ARGV[4 * i - 1], ARGV[4 * i]
+  if kind == 'take' then
+    local time = redis.call('TIME')
+    local now = tonumber(time[1]) + tonumber(time[2]) / 1000000
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+    if redis.call('ZCARD', key) < tonumber(value) then
+      redis.call('ZADD', key, now + tonumber(ttl), holder)
+      redis.call('EXPIRE', key, ttl)
+      out[i] = 1
+    else
+      out[i] = 0
+    end
+  elseif kind == 'free' then
+    redis.call('ZREM', key, value)
+    out[i] = false
+  elseif kind == 'get' then
     out[i] = redis.call('GET', key)
   elseif kind == 'bump' then
     if redis.call('EXISTS', key) == 1 then redis.call('INCRBY', key, value) end
@@ -96,51 +148,153 @@ return out
 
 
 class RedisCounters:
-    """Redis through redis-py's asyncio client: a batch is one script call (EVALSHA)."""
+    """Redis through redis-py's asyncio client: a batch is one script call (EVALSHA).
 
-    def __init__(self, url: str, prefix: str = PREFIX) -> None:
+    At most `max_connections` calls at once, each on a connection of a bounded pool; a burst
+    waits its turn (at most `timeout`, then `Unavailable`), never a failure for want of a
+    connection. Once Redis failed, calls fail at once for DOWN_FOR seconds, those waiting their
+    turn included; then one call at a time tries it until one gets through: a Redis that drops
+    packets costs one `timeout` a second, not one per request."""
+
+    DOWN_FOR = 1.0
+
+    def __init__(
+        self, url: str, prefix: str = PREFIX, max_connections: int = 50, timeout: float = 1.0
+    ) -> None:
         import redis.asyncio
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
+        from redis.exceptions import ConnectionError
 
-        # Bounded waits, and no automatic retry: a batch re-sent after a lost reply would count
-        # twice. A Redis that does not answer fails the request instead of hanging it.
-        self.client = redis.asyncio.Redis.from_url(
-            url, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
+        # One retry on a connection found closed (Redis restarted, or a proxy on the way cut
+        # it): the batch did not run. None after a timeout: that batch may have run, and
+        # re-sent it would count twice.
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=timeout,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 1, supported_errors=(ConnectionError,)),
         )
+        self.client = redis.asyncio.Redis(connection_pool=pool)
         self.batch = self.client.register_script(_BATCH)
         self.prefix = prefix
+        self.timeout = timeout
+        # The turns, here rather than in the pool's queue: a call that waited sees that Redis
+        # failed meanwhile, and a long wait is not mistaken for Redis failing.
+        self.turns = asyncio.Semaphore(max_connections)
+        self.down_until = 0.0  # 0: Redis answered last time
 
     async def run(self, ops: list[Op]) -> list[int | None]:
         keys, args = [], []
         for kind, key, *rest in ops:
-            value, ttl = [*rest, 0, 0][:2]
             keys.append(self.prefix + key)
-            args += [kind, value, ttl]
-        return [None if reply is None else int(reply) for reply in await self.batch(keys=keys, args=args)]
+            args += [kind, *[*rest, 0, 0, 0][:3]]
+        replies = await self._call(lambda: self.batch(keys=keys, args=args))
+        return [None if reply is None else int(reply) for reply in replies]
+
+    async def ping(self) -> None:
+        """Whether Redis answers (`Unavailable` if not), as a batch would find out."""
+        await self._call(self.client.ping)
+
+    async def _call(self, call):
+        self._fail_fast(probe=False)  # not even waiting for a turn
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self.turns.acquire()
+        except TimeoutError:
+            raise Unavailable("every connection to Redis stayed busy", attempted=False) from None
+        try:
+            self._fail_fast(probe=True)
+            return await self._tried(call)
+        finally:
+            self.turns.release()
+
+    def _fail_fast(self, probe: bool) -> None:
+        now = time.monotonic()
+        if now < self.down_until:
+            raise Unavailable("Redis did not answer moments ago", attempted=False)
+        if probe and self.down_until:  # this call probes; the others keep failing fast meanwhile
+            self.down_until = now + 3 * self.timeout + self.DOWN_FOR
+
+    async def _tried(self, call):
+        from redis.exceptions import RedisError
+
+        try:
+            result = await call()
+        except RedisError as exc:
+            if not self.down_until:
+                logger.warning("Redis does not answer (%s): limited keys are %s", exc, _policy())
+            self.down_until = time.monotonic() + self.DOWN_FOR
+            raise Unavailable(str(exc)) from exc
+        if self.down_until:
+            logger.warning("Redis answers again")
+            self.down_until = 0.0
+        return result
 
     async def aclose(self) -> None:
         await self.client.aclose()
 
 
+def _policy() -> str:
+    return "counted by each worker (LIMITS_FAIL_OPEN)" if settings.LIMITS_FAIL_OPEN else "refused (503)"
+
+
+def _redis_counters() -> RedisCounters:
+    return RedisCounters(
+        settings.REDIS_URL,
+        prefix=settings.REDIS_KEY_PREFIX,
+        max_connections=settings.REDIS_MAX_CONNECTIONS,
+        timeout=settings.REDIS_TIMEOUT,
+    )
+
+
 _memory = MemoryCounters()  # the process's: shared by every loop, as its memory is
-_redis = runtime.PerLoop(lambda: RedisCounters(settings.REDIS_URL), close=RedisCounters.aclose)
+_redis = runtime.PerLoop(_redis_counters, close=RedisCounters.aclose)
 
 
-def store() -> MemoryCounters | RedisCounters:
+Store = MemoryCounters | RedisCounters
+
+
+def store() -> Store:
     """Where the counters live: Redis with REDIS_URL (the running loop's client), else memory."""
     return _redis.get() if settings.REDIS_URL else _memory
 
 
-def delete_all(url: str) -> int:
-    """Delete our counters (keys under PREFIX) from the Redis database at `url`, and nothing
+async def run(ops: list[Op]) -> tuple[Store, list[int | None]]:
+    """Run a batch where the counters live, and say where it ran. Redis unavailable: raise
+    `Unavailable` (fail closed, the default), or with LIMITS_FAIL_OPEN count in this process's
+    memory, as without Redis."""
+    where = store()
+    try:
+        return where, await where.run(ops)
+    except Unavailable:
+        if not settings.LIMITS_FAIL_OPEN:
+            raise
+        return _memory, await _memory.run(ops)
+
+
+async def redis_health() -> str:
+    """/health's word on Redis: "ok", "unavailable", or "off" (no REDIS_URL)."""
+    if not settings.REDIS_URL:
+        return "off"
+    try:
+        await _redis.get().ping()
+    except Unavailable:
+        return "unavailable"
+    return "ok"
+
+
+def delete_all(url: str, prefix: str = PREFIX) -> int:
+    """Delete our counters (keys under `prefix`) from the Redis database at `url`, and nothing
     else of it; returns how many there were."""
     import redis
 
     client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
     try:
         deleted, batch = 0, []
-        for key in client.scan_iter(match=PREFIX + "*", count=1000):
+        for key in client.scan_iter(match=prefix + "*", count=1000):
             batch.append(key)
             if len(batch) == 1000:
                 deleted += client.delete(*batch)
@@ -155,4 +309,4 @@ def reset() -> None:
     """Every count back to zero, in memory and in Redis (tests; never the server)."""
     _memory.clear()
     if settings.REDIS_URL:
-        delete_all(settings.REDIS_URL)
+        delete_all(settings.REDIS_URL, settings.REDIS_KEY_PREFIX)

@@ -10,7 +10,12 @@ round trip when the counters are shared: `accounts.counters`).
   reach the budget. The counter starts from the usage records in the database and every
   finished request adds its tokens atomically, so concurrent requests can overshoot only by
   what those already in flight when the budget was reached go on to use.
-- max_parallel: requests in flight, taken in `admit()` and given back in `settle()`.
+- max_parallel: requests in flight. A request takes a slot in `admit()` (a refusal takes
+  none) and gives it back in `settle()`, retried while Redis does not answer; a slot never
+  given back frees itself at its deadline, REQUEST_TIMEOUT + 120 s after it was taken.
+
+With Redis unavailable, a request that needs it fails with `Unavailable` (a 503), or with
+LIMITS_FAIL_OPEN is counted in its worker's memory (`counters.run`).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import calendar
 import functools
 import math
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -29,7 +35,7 @@ from django.db.models import Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 
 from accounts import counters, offloop, runtime
-from accounts.counters import Op
+from accounts.counters import Op, Unavailable
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,8 @@ class Admission:
     limits: KeyLimits
     headers: dict[str, str] = field(default_factory=dict)
     holds_slot: bool = False
+    slot: str = field(default_factory=lambda: uuid.uuid4().hex)  # who holds it, in the key's slots
+    store: counters.Store | None = None  # where it was counted (memory when Redis failed open)
 
 
 def _reset_text(seconds: float) -> str:
@@ -131,11 +139,57 @@ async def add_costs(costs: list[tuple[int, datetime, Decimal]]) -> None:
         if cost
     ]
     if ops:
-        await counters.store().run(ops)
+        await counters.run(ops)
 
 
 def _parallel(key_id: int) -> tuple[str, int]:
-    return f"par:{key_id}", int(settings.REQUEST_TIMEOUT) + 120
+    """The key's slots, and how long a slot is held at most (a request lasts REQUEST_TIMEOUT)."""
+    return f"slots:{key_id}", int(settings.REQUEST_TIMEOUT) + 120
+
+
+async def _free(store: counters.Store, key: str, holder: str, ttl: int) -> None:
+    """Give a slot back now, or (Redis not answering) later."""
+    try:
+        await store.run([("free", key, holder)])
+    except Unavailable:
+        _give_back_later(store, key, holder, ttl)
+
+
+# Slots being given back: held here, but not waited for by a shutdown (runtime.spawn's would
+# be), where the usage writer needs the time more; the slots' deadlines free those left.
+_giving_back: set[asyncio.Task] = set()
+
+
+def _give_back_later(store: counters.Store, key: str, holder: str, ttl: int) -> None:
+    task = asyncio.get_running_loop().create_task(_give_back(store, key, holder, ttl))
+    _giving_back.add(task)
+    task.add_done_callback(_giving_back.discard)
+
+
+async def _give_back(store: counters.Store, key: str, holder: str, ttl: int) -> None:
+    """Every second until Redis takes it, or the slot's deadline has passed."""
+    until = time.monotonic() + ttl
+    while time.monotonic() < until:
+        await asyncio.sleep(1)
+        try:
+            await store.run([("free", key, holder)])
+            return
+        except Unavailable:
+            pass
+
+
+async def _count(admission: Admission, ops: dict[str, Op]) -> dict[str, int | None]:
+    """The admission's first batch, by name; where it ran is the admission's store."""
+    try:
+        admission.store, results = await counters.run(list(ops.values()))
+    except Unavailable as unavailable:
+        if unavailable.attempted and "parallel" in ops:  # the reply was lost, maybe not the slot
+            _, key, _, ttl, holder = ops["parallel"]
+            _give_back_later(counters.store(), key, holder, ttl)
+        raise
+    seen = dict(zip(ops, results, strict=True))
+    admission.holds_slot = seen.get("parallel") == 1
+    return seen
 
 
 async def admit(key_id: int, user_id: int, limits: KeyLimits) -> Admission:
@@ -161,10 +215,9 @@ async def admit(key_id: int, user_id: int, limits: KeyLimits) -> Admission:
     if limits.usd_budget is not None:
         ops["usd"] = ("get", _usd_counter(key_id, tag))
     if limits.max_parallel is not None:
-        ops["parallel"] = ("add", parallel_key, 1, parallel_ttl)
-    store = counters.store()
-    seen = dict(zip(ops, await store.run(list(ops.values())), strict=True))
-    admission.holds_slot = "parallel" in seen
+        ops["parallel"] = ("take", parallel_key, limits.max_parallel, parallel_ttl, admission.slot)
+    seen = await _count(admission, ops)
+    store = admission.store
     try:
         _check(limits, seen, admission.headers, reset, until_next_month)
         # A budget not yet counted here starts from what the database has recorded.
@@ -181,7 +234,7 @@ async def admit(key_id: int, user_id: int, limits: KeyLimits) -> Admission:
         if admission.holds_slot:
             admission.holds_slot = False
             # Shielded: a cancelled request must still give its slot back.
-            await asyncio.shield(store.run([("add", parallel_key, -1, parallel_ttl)]))
+            await asyncio.shield(_free(store, parallel_key, admission.slot, parallel_ttl))
         raise
     return admission
 
@@ -229,18 +282,20 @@ def _check(
         )
     if limits.usd_budget is not None and (seen.get("usd") or 0) >= limits.usd_budget * MICRO:
         raise Refusal("budget", f"Monthly budget of ${limits.usd_budget} used up.", until_next_month, headers)
-    if limits.max_parallel is not None and seen["parallel"] > limits.max_parallel:
+    if limits.max_parallel is not None and not seen["parallel"]:
         raise Refusal("parallel", f"Too many requests in flight: at most {limits.max_parallel}.", 1, headers)
 
 
 async def asettle(admission: Admission, tokens: int) -> None:
-    """The request is over: give back its slot and count its tokens (one batch)."""
+    """The request is over: give back its slot and count its tokens (one batch, where it was
+    admitted). Redis unavailable: the slot is given back later, the tokens go uncounted."""
     key_id, limits = admission.key_id, admission.limits
+    store = admission.store or counters.store()
     ops: list[Op] = []
-    if admission.holds_slot:
+    slot, ttl = _parallel(key_id) if admission.holds_slot else (None, 0)
+    if slot:
         admission.holds_slot = False
-        key, ttl = _parallel(key_id)
-        ops.append(("add", key, -1, ttl))
+        ops.append(("free", slot, admission.slot))
     if tokens:
         now = time.time()
         if limits.tpm is not None:
@@ -250,7 +305,11 @@ async def asettle(admission: Admission, tokens: int) -> None:
         if limits.lifetime_token_budget is not None:
             ops.append(("bump", f"life:{key_id}", tokens))
     if ops:
-        await counters.store().run(ops)
+        try:
+            await store.run(ops)
+        except Unavailable:
+            if slot:
+                _give_back_later(store, slot, admission.slot, ttl)
 
 
 def settle(admission: Admission | None, tokens: int) -> None:

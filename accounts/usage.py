@@ -179,6 +179,8 @@ class UsageWriter:
         if costs:
             try:
                 await limits.add_costs(costs)
+            except limits.Unavailable:  # Redis is down (logged once, by the counters): later
+                self._uncounted = costs
             except Exception:
                 self._uncounted = costs
                 logger.exception(

@@ -24,7 +24,7 @@ from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from accounts.limits import Refusal
+from accounts.limits import Refusal, Unavailable
 from accounts.models import REJECTED_TOKEN, Outcome
 from gateway import scrub
 from gateway.converter import BadAnswer, InvalidRequest
@@ -237,12 +237,12 @@ def refused(refusal: Refusal) -> ApiError:
 DATABASE_DOWN = (OperationalError, InterfaceError)
 
 
-def service_unavailable() -> ApiError:
+def service_unavailable(what: str = "its database", code: str = "service_unavailable") -> ApiError:
     return ApiError(
         503,
-        "The proxy cannot reach its database; try again shortly.",
+        f"The proxy cannot reach {what}; try again shortly.",
         type="server_error",
-        code="service_unavailable",
+        code=code,
         headers={"Retry-After": "5"},
         outcome=Outcome.PROXY_ERROR,
     )
@@ -447,6 +447,8 @@ def _from_exception(exc: Exception) -> ApiError:
         return exc
     if isinstance(exc, Refusal):
         return refused(exc)
+    if isinstance(exc, Unavailable):  # fail closed: LIMITS_FAIL_OPEN is off
+        return service_unavailable("the store of its rate limits (Redis)", "limits_unavailable")
     if isinstance(exc, InvalidRequest):
         return invalid_request(exc.message, exc.param)
     if isinstance(exc, DATABASE_DOWN):

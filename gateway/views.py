@@ -13,7 +13,7 @@ from django.core.exceptions import DisallowedHost
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from accounts import allowlist, limits, offloop, runtime
+from accounts import allowlist, counters, limits, offloop, runtime
 from accounts.models import Outcome
 from gateway import audio, auth, catalog, converter, errors, metrics, modellist, multipart, relay, tasks
 from gateway import images as images_api
@@ -71,7 +71,7 @@ async def _serve(
         exchange.finish(499, Outcome.CLIENT_DISCONNECTED)
         raise
     except Exception as exc:
-        if isinstance(exc, limits.Refusal) and not exchange.model_requested:
+        if isinstance(exc, (limits.Refusal, limits.Unavailable)) and not exchange.model_requested:
             # Refused before the body was read: the record still says which model was asked for.
             exchange.model_requested = _model_asked_for(request, view.__name__)
         error = errors.from_exception(exc, caller.token_name, caller.upstream_token)
@@ -250,13 +250,16 @@ async def _database_ok() -> bool:
 
 
 async def health(request: HttpRequest) -> HttpResponse:
-    """Liveness for load balancers: the database answers, within HEALTH_PROBE_SECONDS. Never
-    calls the router."""
-    ok = await _database_ok()
+    """Liveness for load balancers: the database answers, within HEALTH_PROBE_SECONDS (else
+    503). Never calls the router. Redis down is "degraded", still 200: keys without limits
+    work, and the others get a prompt 503 (or, with LIMITS_FAIL_OPEN, pass) until it is back:
+    no reason to take the replica out."""
+    ok, redis = await asyncio.gather(_database_ok(), counters.redis_health())
     return JsonResponse(
         {
-            "status": "ok" if ok else "unavailable",
+            "status": "unavailable" if not ok else "degraded" if redis == "unavailable" else "ok",
             "database": "ok" if ok else "unavailable",
+            "redis": redis,
             "version": __version__,
         },
         status=200 if ok else 503,

@@ -206,6 +206,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
 # Limit counters (accounts.counters) live in this process's memory, or in Redis (REDIS_URL) so
 # that several workers and replicas share them. Django's cache is not used for them.
 REDIS_URL = env.str("REDIS_URL", default="")
+# Under this prefix our keys live in that database (another deployment can share it under another).
+REDIS_KEY_PREFIX = env.str("REDIS_KEY_PREFIX", default="hfproxy:limits:")
+# Each worker's connections to Redis: a burst waits for one; seconds to get one, to connect and
+# for an answer, after which Redis counts as unavailable.
+REDIS_MAX_CONNECTIONS = env.int("REDIS_MAX_CONNECTIONS", default=50)
+REDIS_TIMEOUT = env.float("REDIS_TIMEOUT", default=1.0)
+# Redis unavailable: requests of keys with limits get 503 (false), or pass, counted in each
+# worker's memory as without Redis (true). Keys without limits never need Redis.
+LIMITS_FAIL_OPEN = env.bool("LIMITS_FAIL_OPEN", default=False)
 
 # Seconds the usage writer keeps its copy of the price table before reading it again, and
 # between refreshes of the table from the router's model list (each worker; 0: only by hand).

@@ -30,3 +30,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     DATABASES["default"]["TEST"] = {  # noqa: F405
         "NAME": os.path.join(tempfile.gettempdir(), f"hfproxy-tests-{os.getpid()}.sqlite3")
     }
+
+# This test process's own counters in a shared Redis (REDIS_URL, when the limit tests run on
+# it): another run resetting its counters cannot touch ours.
+REDIS_KEY_PREFIX = f"hfproxy-test:{os.getpid()}:"

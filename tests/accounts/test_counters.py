@@ -2,12 +2,14 @@
 
 import asyncio
 import os
+import time
 import uuid
 
 import pytest
 
 from accounts import counters as storage
-from tests.support.processes import require
+from tests.support.processes import free_port, require
+from tests.support.tcpproxy import TcpProxy
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
 
@@ -101,3 +103,62 @@ async def test_the_store_is_memory_unless_redis_is_set(settings):
     settings.REDIS_URL = ""
     assert isinstance(storage.store(), storage.MemoryCounters)
     assert storage.store() is storage.store()
+
+
+async def test_a_slot_is_held_until_freed_or_its_deadline_and_refusals_renew_nothing(counters):
+    def take(holder, ttl=5):
+        return ("take", "slots", 2, ttl, holder)
+
+    assert await counters.run([take("a"), take("b"), take("c")]) == [1, 1, 0]
+    assert await counters.run([("free", "slots", "a"), ("free", "slots", "a")]) == [None, None]
+    assert await counters.run([take("c"), take("d", 60)]) == [1, 0]
+    started = time.monotonic()
+    # Refused again and again (a client retrying): the holders' deadlines stay where they were
+    # (5 s; a busy machine may stretch these 1.5 s to 5 without changing the result)…
+    for _ in range(3):
+        assert await counters.run([take("d", 60)]) == [0]
+        await asyncio.sleep(0.5)
+    # … and the slots free themselves there (never given back: their requests' workers died).
+    await asyncio.sleep(max(0.0, 5.2 - (time.monotonic() - started)))
+    assert await counters.run([take("d", 60), take("e", 60), take("f", 60)]) == [1, 1, 0]
+
+
+async def test_an_unreachable_redis_fails_at_once_after_the_first_try():
+    port = free_port()  # nothing listens there
+    store = storage.RedisCounters(f"redis://127.0.0.1:{port}/0", timeout=0.5)
+    try:
+        with pytest.raises(storage.Unavailable) as first:
+            await store.run([("get", "a")])
+        assert first.value.attempted
+        with pytest.raises(storage.Unavailable) as then:
+            await store.ping()
+        assert not then.value.attempted  # not tried: it failed moments ago
+    finally:
+        await store.aclose()
+
+
+async def test_a_silent_redis_costs_one_timeout_not_one_per_call():
+    link = TcpProxy("127.0.0.1", 6379)
+    link.start()
+    link.set("blackhole")
+    store = storage.RedisCounters(f"redis://127.0.0.1:{link.port}/0", timeout=0.5)
+    try:
+        started = time.monotonic()
+        calls = await asyncio.gather(*(store.run([("get", "a")]) for _ in range(200)), return_exceptions=True)
+        assert all(isinstance(call, storage.Unavailable) for call in calls)
+        assert time.monotonic() - started < 5  # 200 times 0.5 s one after the other would be 100 s
+    finally:
+        await store.aclose()
+        link.stop()
+
+
+async def test_a_burst_waits_for_the_pools_connections():
+    require(REDIS_URL)
+    store = storage.RedisCounters(REDIS_URL, prefix=f"hfproxy-test:{uuid.uuid4().hex}:", max_connections=2)
+    try:
+        counts = await asyncio.gather(*(store.run([("add", "burst", 1, 60)]) for _ in range(300)))
+        assert sorted(count for [count] in counts) == list(range(1, 301))
+        pool = store.client.connection_pool
+        assert len(pool._available_connections) + len(pool._in_use_connections) <= 2
+    finally:
+        await store.aclose()

@@ -223,3 +223,78 @@ async def test_a_request_that_fails_during_admission_gives_its_slot_back(user, m
     monkeypatch.undo()
     admission = await limits.admit(api_key.pk, user.pk, rules)  # the slot is free again
     assert admission.holds_slot
+
+
+@pytest.fixture
+def redis_down(settings):
+    """REDIS_URL names a port where nothing listens."""
+    from tests.support.processes import free_port
+
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
+    settings.REDIS_TIMEOUT = 0.5
+
+
+async def test_redis_down_fails_closed_with_a_503_in_the_apis_format(
+    anonymous_client, user, hf, reports, redis_down
+):
+    hf.post("/chat/completions").respond(200, json=completion())
+    key = await new_key(user, max_parallel=2)
+    response = await chat(anonymous_client, key)
+    assert response.status_code == 503
+    assert response["Retry-After"] == "5"
+    assert response.json()["error"]["code"] == "limits_unavailable"
+    messages = await anonymous_client.post(
+        "/v1/messages",
+        {"model": "m", "max_tokens": 5, "messages": MESSAGES},
+        content_type="application/json",
+        headers={"x-api-key": key},
+    )
+    assert messages.status_code == 503
+    assert messages.json()["type"] == "error" and messages.json()["error"]["type"] == "overloaded_error"
+    # Recorded as any refusal is, with the model asked for.
+    assert [(r.status, r.error_code, r.model_requested) for r in reports] == [
+        (503, "limits_unavailable", settings.DEFAULT_MODEL),
+        (503, "limits_unavailable", "m"),
+    ]
+    assert not hf.calls
+    # A key without limits never needs Redis.
+    assert (await chat(anonymous_client, await new_key(user))).status_code == 200
+
+
+async def test_redis_down_fails_open_to_each_workers_count(anonymous_client, user, hf, redis_down, settings):
+    settings.LIMITS_FAIL_OPEN = True
+    hf.post("/chat/completions").respond(200, json=completion())
+    key = await new_key(user, rpm=2)
+    if 60 - time.time() % 60 < 3:  # all three within one minute's window
+        await asyncio.sleep(60 - time.time() % 60 + 0.1)
+    assert [(await chat(anonymous_client, key)).status_code for _ in range(3)] == [200, 200, 429]
+
+
+async def test_a_slot_whose_settlement_failed_is_given_back_once_the_store_answers(user, monkeypatch):
+    from accounts import counters, limits
+    from accounts.limits import KeyLimits
+
+    memory = counters.MemoryCounters()
+    failing = {"frees": 2}  # Redis down for the settlement and the first try after it
+
+    class Flaky:
+        async def run(self, ops):
+            if any(op[0] == "free" for op in ops) and failing["frees"]:
+                failing["frees"] -= 1
+                raise counters.Unavailable("down")
+            return await memory.run(ops)
+
+    monkeypatch.setattr(counters, "store", Flaky)
+    rules = KeyLimits(max_parallel=1)
+    admission = await limits.admit(1, user.pk, rules)
+    await limits.asettle(admission, 0)
+    with pytest.raises(limits.Refusal):
+        await limits.admit(1, user.pk, rules)  # still held
+    deadline = time.monotonic() + 10
+    while True:
+        await asyncio.sleep(0.2)
+        try:
+            assert (await limits.admit(1, user.pk, rules)).holds_slot
+            break
+        except limits.Refusal:
+            assert time.monotonic() < deadline, "the slot never came back"

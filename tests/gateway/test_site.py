@@ -14,7 +14,24 @@ async def test_health_is_ok_when_the_database_answers(anonymous_client, hf):
     response = await anonymous_client.get("/health")
     assert response.status_code == 200
     assert response.json()["status"] == "ok"
+    assert response.json()["redis"] == ("ok" if settings.REDIS_URL else "off")  # off: no REDIS_URL
     assert not hf.calls  # never spends tokens
+
+
+@pytest.mark.django_db
+async def test_health_is_degraded_but_200_when_redis_does_not_answer(anonymous_client, settings):
+    from tests.support.processes import free_port
+
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
+    for _ in range(2):  # the second time without trying: it failed moments ago
+        response = await anonymous_client.get("/health")
+        assert response.status_code == 200
+        assert response.json() | {"version": None} == {
+            "status": "degraded",
+            "database": "ok",
+            "redis": "unavailable",
+            "version": None,
+        }
 
 
 async def test_health_is_503_when_the_database_does_not(anonymous_client, monkeypatch):
