@@ -36,9 +36,8 @@ def test_it_keeps_only_a_retry_after_that_is_one():
 
 
 def test_a_router_error_quoting_the_token_is_passed_on_without_it():
-    body = (
-        b'{"error": {"message": "bad: Bearer %s", "param": "%s", "code": "%s", "type": "x"}}'
-        % ((TOKEN.encode(),) * 3)
+    body = b'{"error": {"message": "bad: Bearer %s", "param": "%s", "code": "%s", "type": "x"}}' % (
+        (TOKEN.encode(),) * 3
     )
     error = UpstreamError(UpstreamError.STATUS, status=400, body=body, headers={"retry-after": TOKEN})
     api_error = errors.from_exception(error, "team", TOKEN)

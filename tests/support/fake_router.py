@@ -468,20 +468,7 @@ async def _misbehave(send, api: str, model: str, stream: bool, disconnected: asy
         else:
             await _send_json(send, 401, {"error": message})
         return True
-    if model.startswith("fault/echo-auth-fields-"):
-        status = int(model.removeprefix("fault/echo-auth-fields-"))
-        retry_after = [(b"retry-after", echoed()[1].encode())]
-        await _send_json(send, status, echoing_error(api), retry_after)
-        return True
-    if model == "fault/echo-auth-stream" and not stream:
-        header, token = echoed()
-        if api == "responses":
-            builder = ResponseStream({}, model)
-            answer = builder.failed(f"the model failed: {header}")[0]["response"]
-            answer["error"]["code"] = token
-            await _send_json(send, 200, answer)
-        else:
-            await _send_json(send, 200, echoing_error(api))
+    if await _echo_error(send, api, model, stream):
         return True
     if anthropic and model == "fault/overloaded":
         await _send_json(send, 529, anthropic_error("overloaded_error", "Overloaded"))
@@ -509,22 +496,48 @@ async def _misbehave(send, api: str, model: str, stream: bool, disconnected: asy
     return False
 
 
+async def _echo_error(send, api: str, model: str, stream: bool) -> bool:
+    """fault/echo-auth-fields-N, and fault/echo-auth-stream not streamed; True if played."""
+    if model.startswith("fault/echo-auth-fields-"):
+        status = int(model.removeprefix("fault/echo-auth-fields-"))
+        retry_after = [(b"retry-after", echoed()[1].encode())]
+        await _send_json(send, status, echoing_error(api), retry_after)
+        return True
+    if model != "fault/echo-auth-stream" or stream:
+        return False
+    if api == "responses":
+        header, token = echoed()
+        answer = ResponseStream({}, model).failed(f"the model failed: {header}")[0]["response"]
+        answer["error"]["code"] = token
+        await _send_json(send, 200, answer)
+    else:
+        await _send_json(send, 200, echoing_error(api))
+    return True
+
+
+def _chat_answered(model: str) -> str:
+    """The model a chat answer names: the one asked for without its suffix (fault/nul: with NUL
+    characters; fault/echo-auth-answer: the Authorization header)."""
+    if model == "fault/echo-auth-answer":
+        return echoed()[0]
+    return "fault/nul\u0000model" if model == "fault/nul" else model.split(":")[0]
+
+
+def _chat_text(model: str) -> str:
+    text = " ".join(f"tok{i}" for i in range(CHUNKS)) + ("\u0000" if model == "fault/nul" else "")
+    return text + " " + echoed()[0] if model == "fault/echo-auth-answer" else text
+
+
 async def _chat(send, request: dict, model: str, stream: bool, disconnected: asyncio.Event) -> None:
     if await _misbehave(send, "chat", model, stream, disconnected):
         return
 
     prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in request.get("messages", [])) or 1
     created = int(time.time())
-    answered = model.split(":")[0]
-    if model == "fault/nul":
-        answered = "fault/nul\u0000model"
-    if model == "fault/echo-auth-answer":
-        answered = echoed()[0]
+    answered = _chat_answered(model)
     usage = None if model == "fault/no-usage" else _usage(prompt_tokens, CHUNKS)
     if not stream:
-        text = " ".join(f"tok{i}" for i in range(CHUNKS)) + ("\u0000" if model == "fault/nul" else "")
-        if model == "fault/echo-auth-answer":
-            text += " " + answered
+        text = _chat_text(model)
         answer = {
             "id": "chatcmpl-fake",
             "object": "chat.completion",
@@ -642,6 +655,16 @@ def _answered(model: str) -> str:
     return "fault/nul\u0000model" if model == "fault/nul" else model
 
 
+def _failure(builder, model: str) -> list[dict]:
+    """How a typed stream of fault/failed or fault/echo-auth-stream ends."""
+    if model == "fault/failed":
+        return builder.failed("fake router says the model failed")
+    header, token = echoed()
+    if isinstance(builder, MessageStream):
+        return [anthropic_error(token, f"Invalid credentials: {header}")]
+    return [{"type": "error", "code": token, "message": f"Invalid credentials: {header}", "param": header}]
+
+
 async def _typed_stream(
     send, model: str, builder, tail, disconnected: asyncio.Event, event_line=True, deltas=None
 ):
@@ -693,20 +716,8 @@ async def _typed_stream(
     if model == "fault/bad-sse":
         event = f"event: {builder.DELTA}\ndata: {{this is not json\n\n".encode()
         return await send({"type": "http.response.body", "body": event})
-    if model == "fault/failed":
-        return await emit(builder.failed("fake router says the model failed"), more=False)
-    if model == "fault/echo-auth-stream":
-        header, token = echoed()
-        if isinstance(builder, MessageStream):
-            error = anthropic_error(token, f"Invalid credentials: {header}")
-        else:
-            error = {
-                "type": "error",
-                "code": token,
-                "message": f"Invalid credentials: {header}",
-                "param": header,
-            }
-        return await emit([error], more=False)
+    if model in ("fault/failed", "fault/echo-auth-stream"):
+        return await emit(_failure(builder, model), more=False)
     await emit(tail(), more=False)
 
 
