@@ -17,8 +17,10 @@ ENV PATH=/venv/bin:$PATH \
     PORT=8000 \
     WEB_CONCURRENCY=2 \
     SHUTDOWN_TIMEOUT=30 \
-    STATIC_ROOT=/app/staticfiles
-RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin hfproxy
+    STATIC_ROOT=/app/staticfiles \
+    USAGE_JOURNAL_DIR=/var/lib/hfproxy/usage-journal
+RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin hfproxy \
+    && install -d -o hfproxy -g hfproxy -m 700 /var/lib/hfproxy/usage-journal
 COPY --from=build /venv /venv
 WORKDIR /app
 COPY manage.py ./

@@ -5,6 +5,7 @@ remember to."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 
 from django.contrib.auth import get_user_model
@@ -182,6 +183,12 @@ def model_prices_delete(*, model_prices: QuerySet[ModelPrice]) -> None:
 
 
 # --- Usage -------------------------------------------------------------------------------------
+
+
+def usage_started(*, entry_id: uuid.UUID, **fields) -> None:
+    """A request is admitted: journal it (`fields`: its record's columns known by then), so that
+    it is recorded even if this worker dies before it ends. One `write()`, no database."""
+    usage.writer.started(entry_id, **fields)
 
 
 def usage_record(*, entry: UsageEntry, admission: Admission | None) -> None:

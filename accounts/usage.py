@@ -1,11 +1,13 @@
 """Usage records: the entry a finished request leaves, and the writer that puts entries into the
 database in batches, off the response path.
 
-`record()` only appends to a list; a background task per process writes what has gathered
+`record()` appends the entry to this worker's journal (accounts.journal: one `write()`, so that
+no kill loses it) and to a list; a background task per process writes what has gathered
 every USAGE_FLUSH_INTERVAL seconds (or sooner, when a batch is full) in one transaction, one
 thread hop per batch instead of one database round trip per request. A failed write is
 retried with backoff and never discarded; retries cannot duplicate a row (records carry their
 own primary key and conflicts are ignored). `flush()` writes everything now: on shutdown.
+`replay_orphans()` writes what dead workers' journals hold: at start-up.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection, connections, transaction
 from django.db.models import Q
 
-from accounts import limits, metrics, offloop, prices, runtime
+from accounts import journal, limits, metrics, offloop, prices, runtime
 
 logger = logging.getLogger("hfproxy.usage")
 
@@ -85,12 +87,15 @@ class _Worker:
         self.wakeup = asyncio.Event()
         self.lock = asyncio.Lock()
         # A fresh context: the task must not inherit the request's thread-sensitive context.
-        self.task = asyncio.get_running_loop().create_task(writer._run(self), context=contextvars.Context())
+        loop = asyncio.get_running_loop()
+        self.task = loop.create_task(writer._run(self), context=contextvars.Context())
+        self.syncer = loop.create_task(writer._sync(), context=contextvars.Context())
 
     async def aclose(self) -> None:
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
+        for task in (self.task, self.syncer):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 class UsageWriter:
@@ -99,13 +104,22 @@ class UsageWriter:
         self._workers = runtime.PerLoop(lambda: _Worker(self), close=_Worker.aclose)
         self._failures = 0
         self._uncounted: list[tuple] = []  # costs the limit counters have not taken yet
+        self.journal = journal.Journal()
+        self._replay_due = False
 
     @property
     def pending(self) -> int:
         return len(self._pending)
 
+    def started(self, entry_id: uuid.UUID, **fields) -> None:
+        """A request is admitted: journal what its record would say if this process died before
+        it ended (`fields`: UsageEntry's that are known by then). Call it from the event loop."""
+        self._worker()
+        self.journal.started(entry_id, {"id": entry_id, **fields})
+
     def record(self, entry: UsageEntry) -> None:
-        """Queue one usage record. Call it from the event loop."""
+        """Queue one usage record (on disk when this returns). Call it from the event loop."""
+        self.journal.finished(entry.id, vars(entry))
         self._pending.append(entry)
         metrics.queue_depth.inc()
         worker = self._worker()
@@ -129,8 +143,29 @@ class UsageWriter:
             if self._failures:
                 await asyncio.sleep(min(_MAX_BACKOFF, 0.5 * 2**self._failures))
 
+    async def _sync(self) -> None:
+        while True:
+            await asyncio.sleep(settings.USAGE_JOURNAL_FSYNC)
+            await asyncio.to_thread(self.journal.sync)
+
+    def replay_orphans(self) -> None:
+        """Write the records in dead workers' journals (with the next batch, retried as batches are)."""
+        self._replay_due = True
+        self._worker().wakeup.set()
+
     async def _write_pending(self, worker: _Worker) -> None:
         async with worker.lock:
+            if self._replay_due:
+                try:
+                    replayed = await sync_to_async(replay_orphans)(self.journal.folder)
+                except Exception:
+                    logger.exception(
+                        "Replaying dead workers' usage journals failed; retried with the next batch"
+                    )
+                else:
+                    self._replay_due = False
+                    if replayed:
+                        logger.warning("Replayed %d usage records from dead workers' journals", replayed)
             while self._pending:
                 batch = self._pending[:BATCH_SIZE]
                 try:
@@ -168,6 +203,7 @@ class UsageWriter:
     async def _written(self, batch: list[UsageEntry], unwritable: list[UsageEntry] = ()) -> None:
         """Records are out of the queue: written (`batch`) or refused by the database."""
         metrics.queue_depth.dec(len(batch) + len(unwritable))
+        self.journal.written(entry.id for entries in (batch, unwritable) for entry in entries)
         if batch:
             # From the request's end (its record's creation plus its latency) to now.
             ended = min(e.created_at + timedelta(milliseconds=e.latency_ms or 0) for e in batch)
@@ -207,6 +243,7 @@ class UsageWriter:
         """Flush, then end the background task (shutdown; the end of a test)."""
         flushed = await self.flush(deadline)
         await self._workers.aclose()
+        self.journal.close()
         # The writer's thread holds its own database connection; let it go.
         await sync_to_async(connections.close_all)()
         return flushed
@@ -252,6 +289,80 @@ def _write_each(batch: list[UsageEntry]) -> tuple[list, list]:
                 cursor.execute("SELECT 1")
             unwritable.append(entry)
     return written, unwritable
+
+
+# Dead workers' journals -------------------------------------------------------------------------
+
+WORKER_LOST = "worker_lost"  # the error code of a request its worker died serving
+
+
+def replay_orphans(folder) -> int:
+    """Claim the journals no live worker holds, write their records (a `worker_lost` one for
+    each request started and never finished), delete them. The number of records."""
+    orphans = journal.claim_orphans(folder)
+    try:
+        entries = _entries(orphans)
+        for start in range(0, len(entries), BATCH_SIZE):
+            _write(entries[start : start + BATCH_SIZE])
+    except BaseException:
+        for orphan in orphans:
+            orphan.release()  # kept for the next try, by this worker or another
+        raise
+    for orphan in orphans:
+        orphan.remove()
+    return len(entries)
+
+
+def _entries(orphans: list[journal.Orphan]) -> list[UsageEntry]:
+    finished: dict[str, UsageEntry] = {}
+    started: dict[str, tuple[dict, float]] = {}
+    for orphan in orphans:
+        for line in orphan.lines():
+            kind = line.pop("k", None)
+            try:
+                if kind == journal.FINISHED:
+                    finished[line["id"]] = _decoded(dict(line))
+                elif kind == journal.STARTED:
+                    started[line["id"]] = line, orphan.mtime
+            except (KeyError, TypeError, ValueError):
+                logger.error("Usage journal line that makes no record, logged instead: %r", line)
+    for entry_id, (line, died) in started.items():
+        if entry_id not in finished:
+            try:
+                finished[entry_id] = _cut_off(line, died)
+            except (KeyError, TypeError, ValueError):
+                logger.error("Usage journal line that makes no record, logged instead: %r", line)
+    return list(finished.values())
+
+
+_DECIMALS = ("units", "price_input", "price_output", "cost_usd")
+
+
+def _decoded(line: dict) -> UsageEntry:
+    line["id"] = uuid.UUID(line["id"])
+    line["created_at"] = datetime.fromisoformat(line["created_at"])
+    for name in _DECIMALS:
+        if line.get(name) is not None:
+            line[name] = Decimal(line[name])
+    return UsageEntry(**line)
+
+
+def _cut_off(start: dict, died: float) -> UsageEntry:
+    """The record of a request whose worker died serving it, from its "started" line."""
+    from accounts.models import Outcome, UsageSource
+
+    entry = _decoded(
+        {
+            **start,
+            "status": 503,
+            "outcome": Outcome.PROXY_ERROR,
+            "error_code": WORKER_LOST,
+            "usage_source": UsageSource.MISSING,
+            "latency_ms": 0,
+        }
+    )
+    entry.latency_ms = max(0, round((died - entry.created_at.timestamp()) * 1000))
+    return entry
 
 
 writer = UsageWriter()

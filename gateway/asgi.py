@@ -1,6 +1,7 @@
 """The ASGI layer around Django: what Django's handlers cannot do for us.
 
-- Lifespan: Django has none; on shutdown queued usage records are written and the upstream
+- Lifespan: Django has none; on startup a worker ties its life to its supervisor's and replays
+  dead workers' usage journals; on shutdown queued usage records are written and the upstream
   client closes its connections.
 - The request body limit, on the bytes actually received: Django reads a whole body (to disk if
   need be) before any view runs, and trusts `Content-Length` when it checks size.
@@ -11,11 +12,16 @@ Which Django handler serves a request is gateway.routing's decision.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
+import multiprocessing
+import os
+import signal
+import sys
 
 from django.conf import settings
 
-from accounts import runtime
+from accounts import runtime, usage
 from gateway import catalog, errors, metrics
 from gateway.middleware import request_id_from
 
@@ -80,6 +86,8 @@ class GatewayASGI:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                _die_with_parent()
+                usage.writer.replay_orphans()
                 if settings.PRICES_REFRESH_INTERVAL > 0 and settings.HF_TOKEN:
                     refresher = asyncio.create_task(
                         catalog.refresh_prices_every(settings.PRICES_REFRESH_INTERVAL)
@@ -105,6 +113,21 @@ async def _shutdown(seconds: float, in_flight: set[asyncio.Task]) -> None:
         await asyncio.wait(list(in_flight), timeout=max(0.1, seconds))
     await runtime.stop(deadline - loop.time())
     metrics.process_exited()
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """A worker of uvicorn's supervisor (`--workers`, `--reload`: it starts them with
+    multiprocessing) gets SIGTERM when the supervisor dies, even of SIGKILL, rather than
+    serving on as an orphan: it shuts down as on any SIGTERM, writing its records (Linux)."""
+    parent = multiprocessing.parent_process()
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent.pid:  # it died before the call
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _header(scope, name: bytes) -> str | None:

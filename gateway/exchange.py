@@ -59,12 +59,25 @@ class Exchange:
     async def open(self) -> None:
         """Count the request against its key's share and limits; `limits.Refusal` when over one."""
         caller = self.caller
+        services.usage_started(entry_id=self.id, **self.identity())
         try:
             self.holds_share = share.take(caller.key_id)  # first: no I/O, and nothing else to undo
             self.admission = await limits.admit(caller.key_id, caller.user_id, caller.limits)
         except limits.Refusal as refusal:
             self.refused_by = refusal.kind
             raise
+
+    def identity(self) -> dict:
+        """The record's columns known from the start."""
+        caller = self.caller
+        return {
+            "created_at": self.created_at,
+            "request_id": self.request_id,
+            "user_id": caller.user_id,
+            "api_key_id": caller.key_id,
+            "hf_token_id": caller.token_id,
+            "endpoint": self.endpoint,
+        }
 
     async def send(self, method: str, path: str, deadline: float, **options) -> httpx.Response:
         """`upstream.send` on this request's behalf: its caller's token, its id, each attempt
@@ -140,17 +153,11 @@ def report(exchange: Exchange) -> None:
     answered = scrub.text(exchange.model_answered, secrets)
     provider = scrub.text(exchange.provider, secrets)
     ttft = exchange.first_token_at - exchange.started if exchange.first_token_at else None
-    caller = exchange.caller
     entry = UsageEntry(
         id=exchange.id,
-        created_at=exchange.created_at,
-        request_id=exchange.request_id,
-        user_id=caller.user_id,
-        api_key_id=caller.key_id,
-        hf_token_id=caller.token_id,
+        **exchange.identity(),
         upstream_attempts=exchange.upstream_attempts,
         provider=prices.provider_of(exchange.model_requested, provider),
-        endpoint=exchange.endpoint,
         model_requested=exchange.model_requested,
         model_answered=answered,
         stream=exchange.stream,

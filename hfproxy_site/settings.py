@@ -124,6 +124,11 @@ AUTH_CACHE_TTL = env.float("AUTH_CACHE_TTL", default=5.0)
 USAGE_FLUSH_INTERVAL = env.float("USAGE_FLUSH_INTERVAL", default=0.5)
 # Seconds a shutdown waits for the database to take the queued usage records.
 USAGE_SHUTDOWN_TIMEOUT = env.float("USAGE_SHUTDOWN_TIMEOUT", default=20.0)
+# Each worker's journal of its requests (accounts.journal), replayed should a worker die; local
+# to the machine, writable, kept across restarts (a volume in a container).
+USAGE_JOURNAL_DIR = env.str("USAGE_JOURNAL_DIR", default=str(BASE_DIR / "usage-journal"))
+# Seconds between two fsyncs of the journal: what a machine crash (not a process kill) can lose.
+USAGE_JOURNAL_FSYNC = env.float("USAGE_JOURNAL_FSYNC", default=1.0)
 
 if UPSTREAM_TRANSPORT not in ("aiohttp", "httpx"):
     raise ImproperlyConfigured("UPSTREAM_TRANSPORT must be 'aiohttp' or 'httpx'.")

@@ -4,6 +4,7 @@ The variables must be set before that module is imported, so this cannot be a fi
 """
 
 import os
+import tempfile
 
 os.environ["ENV_FILE"] = ""  # a developer's .env must not steer the tests
 os.environ.setdefault("SECRET_KEY", "insecure-test-secret-key-0123456789abcdefghijklmnopqrstuvwxyz")
@@ -14,6 +15,8 @@ os.environ["HF_HUB_URL"] = "http://hub.test"
 os.environ["UPSTREAM_TRANSPORT"] = "aiohttp"
 os.environ["FIELD_ENCRYPTION_KEY"] = "Jl5dCJQpxBfIsBZV8vsj0mD8Q4QOEbbS3bQw9Dt1Rmo="  # a test-only Fernet key
 os.environ["USAGE_FLUSH_INTERVAL"] = "0.05"
+# One journal folder per test process, never the project's.
+os.environ["USAGE_JOURNAL_DIR"] = os.path.join(tempfile.gettempdir(), f"hfproxy-tests-journal-{os.getpid()}")
 os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
 
 from hfproxy_site.settings import *  # noqa: F403
@@ -22,8 +25,6 @@ from hfproxy_site.settings import *  # noqa: F403
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
-    import tempfile
-
     # A file, not Django's shared-cache in-memory database: there a table lock fails at once
     # instead of waiting out SQLite's busy timeout, so a key lookup racing the usage writer
     # failed whenever a busy machine made them overlap. One file per test process.

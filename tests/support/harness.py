@@ -184,6 +184,8 @@ def launch_proxy(router: Router, database: str, folder: Path, **settings: str) -
             "MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
             "USAGE_FLUSH_INTERVAL": "0.1",
             "AUTH_CACHE_TTL": "1",
+            # With the database: a proxy started again in `folder` replays what one left.
+            "USAGE_JOURNAL_DIR": str(folder / "journal"),
             **TIMEOUTS,
             **settings,
         },

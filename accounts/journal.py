@@ -1,0 +1,211 @@
+"""The usage journal: every request on local disk before its response completes, so that a
+worker killed at any moment (SIGKILL, the OOM killer) loses no record.
+
+Each worker appends to files of its own in USAGE_JOURNAL_DIR, one JSON line per `write()`
+(O_APPEND): a "started" line when a request is admitted, its whole record when it finishes. The
+usage writer (accounts.usage) says which records the database has taken; a file whose lines are
+all settled (each start finished, each record written) is emptied, or deleted once a newer file
+has taken over (past ROTATE_BYTES), so the journal stays small.
+
+A worker holds an exclusive `flock` on each of its files while it lives: a file that another
+process can lock belongs to a dead worker. A worker that starts claims those, replays them (the
+usage writer's part) and deletes them.
+
+Files reach the disk every USAGE_JOURNAL_FSYNC seconds: a machine crash can lose what was written
+since; a process dying loses nothing (the kernel has the data).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+logger = logging.getLogger("hfproxy.usage")
+
+ROTATE_BYTES = 1 << 20
+SUFFIX = ".jsonl"
+STARTED, FINISHED = "s", "f"
+
+
+def _line(kind: str, fields: dict[str, Any]) -> bytes:
+    # json escapes newlines and, with ensure_ascii, anything odd a client sent: one line each.
+    return json.dumps({"k": kind, **fields}, default=str, separators=(",", ":")).encode() + b"\n"
+
+
+class _File:
+    """One journal file of this process, locked while it is open."""
+
+    def __init__(self, folder: Path) -> None:
+        name = f"usage-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        # Locked under a name replays do not look at, then renamed: never claimed half-made.
+        temporary = folder / f"{name}.tmp"
+        self.fd = os.open(temporary, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self.path = folder / f"{name}{SUFFIX}"
+        os.rename(temporary, self.path)
+        self.size = 0
+        self.open_starts = 0  # started requests whose record is not written here or elsewhere
+        self.unwritten = 0  # records here that the database has not taken
+        self.dirty = False
+
+    def append(self, line: bytes) -> None:
+        if os.write(self.fd, line) != len(line):
+            raise OSError("short write to the usage journal")
+        self.size += len(line)
+        self.dirty = True
+
+    @property
+    def settled(self) -> bool:
+        return not self.open_starts and not self.unwritten
+
+    def remove(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        os.close(self.fd)
+
+
+class Journal:
+    """This process's journal. Its methods run on the event loop, except `sync()`."""
+
+    def __init__(self) -> None:
+        self._files: list[_File] = []  # the last one is written to
+        self._started: dict[uuid.UUID, _File] = {}  # requests in flight: the file with their start
+        self._held: dict[uuid.UUID, _File] = {}  # records not written yet: the file with each
+        self._failed = False
+
+    @property
+    def folder(self) -> Path:
+        return Path(settings.USAGE_JOURNAL_DIR)
+
+    def _current(self) -> _File:
+        if not self._files:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._files.append(_File(self.folder))
+        return self._files[-1]
+
+    def _append(self, kind: str, fields: dict[str, Any]) -> _File | None:
+        try:
+            file = self._current()
+            file.append(_line(kind, fields))
+        except OSError:
+            # The disk is full or the folder unwritable: serve on, with the records in memory
+            # only (said once, until it works again).
+            if not self._failed:
+                logger.exception("Cannot write the usage journal in %s", self.folder)
+            self._failed = True
+            return None
+        self._failed = False
+        return file
+
+    def started(self, entry_id: uuid.UUID, fields: dict[str, Any]) -> None:
+        """A request is admitted: what its record would say, should the process die before it ends."""
+        if file := self._append(STARTED, fields):
+            file.open_starts += 1
+            self._started[entry_id] = file
+
+    def finished(self, entry_id: uuid.UUID, fields: dict[str, Any]) -> None:
+        """A request's whole record, to be reported `written()` once the database has it."""
+        file = self._append(FINISHED, fields)
+        if file is not None:
+            file.unwritten += 1
+            self._held[entry_id] = file
+        if start := self._started.pop(entry_id, None):
+            start.open_starts -= 1  # its record is on disk (or, if not, never will be)
+
+    def written(self, entry_ids) -> None:
+        """These records are in the database (or, refused by it, in the error log)."""
+        for entry_id in entry_ids:
+            if file := self._held.pop(entry_id, None):
+                file.unwritten -= 1
+        self._tidy()
+
+    def _tidy(self) -> None:
+        *older, current = self._files or [None]
+        for file in older:
+            if file.settled:
+                file.remove()
+                self._files.remove(file)
+        if current is None:
+            return
+        if current.settled and current.size:
+            os.ftruncate(current.fd, 0)  # O_APPEND: the next line goes at the start again
+            current.size = 0
+        elif current.size > ROTATE_BYTES:
+            self._files.append(_File(self.folder))
+
+    def sync(self) -> None:
+        """Put what was written on the disk itself (in a thread: it may take a while)."""
+        for file in list(self._files):
+            if file.dirty:
+                file.dirty = False
+                with contextlib.suppress(OSError):  # removed meanwhile
+                    os.fdatasync(file.fd)
+
+    def close(self) -> None:
+        """Shutting down: settled files go; the others stay for the next worker to replay."""
+        for file in self._files:
+            if file.settled:
+                file.remove()
+            else:
+                os.close(file.fd)
+        self._files, self._started, self._held = [], {}, {}
+
+
+class Orphan:
+    """A journal file of a dead worker, locked by this process until `remove()` or `release()`."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path, self.fd = path, fd
+        self.mtime = os.fstat(fd).st_mtime  # about when its worker died
+
+    def lines(self) -> list[dict[str, Any]]:
+        with open(self.fd, "rb", closefd=False) as file:
+            data = file.read()
+        lines = []
+        for raw in data.splitlines():
+            try:
+                lines.append(json.loads(raw))
+            except ValueError:  # a line torn by a machine crash
+                logger.warning("Skipping a torn line of %s", self.path)
+        return lines
+
+    def remove(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        self.release()
+
+    def release(self) -> None:
+        os.close(self.fd)
+
+
+def claim_orphans(folder: Path) -> list[Orphan]:
+    """The journal files no live process holds, locked for this one."""
+    orphans = []
+    for path in sorted(folder.glob(f"*{SUFFIX}")):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # its worker is alive
+            os.close(fd)
+            continue
+        if os.fstat(fd).st_nlink == 0:  # another replay took it meanwhile
+            os.close(fd)
+            continue
+        orphans.append(Orphan(path, fd))
+    for stale in folder.glob("*.tmp"):  # a worker killed as it made a file: empty
+        with contextlib.suppress(FileNotFoundError):
+            if time.time() - stale.stat().st_mtime > 60:
+                stale.unlink()
+    return orphans

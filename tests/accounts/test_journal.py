@@ -1,0 +1,82 @@
+"""The usage journal (issue 16, point 6): on disk before the response ends, emptied once
+written, and a dead worker's replayed once, its unfinished requests recorded as lost."""
+
+import json
+import os
+import uuid
+from datetime import UTC, datetime
+
+from asgiref.sync import sync_to_async
+
+from accounts import journal, usage
+from accounts.models import ApiKey, UsageRecord
+from tests.accounts.test_usage import MESSAGES, post
+from tests.support.answers import completion
+
+
+def _lines(folder) -> list[dict]:
+    return [json.loads(line) for path in folder.glob("*.jsonl") for line in path.read_text().splitlines()]
+
+
+async def test_a_record_is_on_disk_until_the_database_has_it(async_client, hf, settings, tmp_path):
+    settings.USAGE_JOURNAL_DIR = str(tmp_path)
+    settings.USAGE_FLUSH_INTERVAL = 60  # the writer waits: what is journaled stays there
+    hf.post("/chat/completions").respond(200, json=completion(usage=(3, 4)))
+    await post(async_client, {"model": "org/m", "messages": MESSAGES}, x_request_id="kept")
+    started, finished = _lines(tmp_path)
+    assert (started["k"], finished["k"]) == ("s", "f")
+    assert started["id"] == finished["id"] and finished["request_id"] == "kept"
+    assert (finished["outcome"], finished["total_tokens"]) == ("ok", 7)
+    assert await usage.writer.flush(10)
+    assert _lines(tmp_path) == []  # the file is emptied, not grown forever
+
+
+def _orphan(folder, *lines: dict) -> None:
+    folder.mkdir(exist_ok=True)
+    (folder / f"usage-1-dead{journal.SUFFIX}").write_text(
+        "".join(json.dumps(line) + "\n" for line in lines) + '{"k": "f", "torn'
+    )
+
+
+def _line(kind: str, key: ApiKey, **fields) -> dict:
+    base = {
+        "k": kind,
+        "id": str(uuid.uuid4()),
+        "created_at": str(datetime.now(UTC)),
+        "request_id": kind + "-request",
+        "user_id": key.user_id,
+        "api_key_id": key.pk,
+        "hf_token_id": None,
+        "endpoint": "chat_completions",
+    }
+    return {**base, **fields}
+
+
+async def test_a_dead_workers_journal_is_replayed_once(api_key, tmp_path):
+    key = await ApiKey.objects.aget()
+    done = _line("f", key, status=200, outcome="ok", usage_source="provider", latency_ms=5, total_tokens=9)
+    lost = _line("s", key)
+    _orphan(tmp_path, _line("s", key, id=done["id"]), done, lost)
+    assert await sync_to_async(usage.replay_orphans)(tmp_path) == 2
+    assert await sync_to_async(usage.replay_orphans)(tmp_path) == 0
+    assert list(tmp_path.iterdir()) == []
+    records = {str(r.id): r async for r in UsageRecord.objects.all()}
+    assert (records[done["id"]].outcome, records[done["id"]].total_tokens) == ("ok", 9)
+    cut = records[lost["id"]]
+    assert (cut.status, cut.outcome, cut.error_code, cut.usage_source) == (
+        503,
+        "proxy_error",
+        "worker_lost",
+        "missing",
+    )
+
+
+def test_a_live_workers_journal_is_not_claimed(settings, tmp_path):
+    settings.USAGE_JOURNAL_DIR = str(tmp_path)
+    live = journal.Journal()
+    live.started(uuid.uuid4(), {"id": "x"})
+    try:
+        assert journal.claim_orphans(tmp_path) == []
+        assert len(os.listdir(tmp_path)) == 1
+    finally:
+        live.close()
