@@ -36,12 +36,12 @@ PREFIX = "hfproxy:limits:"  # REDIS_KEY_PREFIX's default: nothing else in that d
 
 
 class Unavailable(Exception):
-    """Redis did not answer (`attempted`: a batch was sent, and may have run), or did not
-    moments ago and was not asked again."""
+    """Redis did not answer, or did not moments ago and was not asked again. `maybe_ran`: the
+    batch went out and its answer did not come back (a timeout), so it may have run."""
 
-    def __init__(self, message: str, attempted: bool = True) -> None:
+    def __init__(self, message: str, maybe_ran: bool = False) -> None:
         super().__init__(message)
-        self.attempted = attempted
+        self.maybe_ran = maybe_ran
 
 
 class MemoryCounters:
@@ -204,7 +204,7 @@ class RedisCounters:
             async with asyncio.timeout(self.timeout):
                 await self.turns.acquire()
         except TimeoutError:
-            raise Unavailable("every connection to Redis stayed busy", attempted=False) from None
+            raise Unavailable("every connection to Redis stayed busy") from None
         try:
             self._fail_fast(probe=True)
             return await self._tried(call)
@@ -214,20 +214,20 @@ class RedisCounters:
     def _fail_fast(self, probe: bool) -> None:
         now = time.monotonic()
         if now < self.down_until:
-            raise Unavailable("Redis did not answer moments ago", attempted=False)
+            raise Unavailable("Redis did not answer moments ago")
         if probe and self.down_until:  # this call probes; the others keep failing fast meanwhile
             self.down_until = now + 3 * self.timeout + self.DOWN_FOR
 
     async def _tried(self, call):
-        from redis.exceptions import RedisError
+        from redis import exceptions
 
         try:
             result = await call()
-        except RedisError as exc:
+        except exceptions.RedisError as exc:
             if not self.down_until:
                 logger.warning("Redis does not answer (%s): limited keys are %s", exc, _policy())
             self.down_until = time.monotonic() + self.DOWN_FOR
-            raise Unavailable(str(exc)) from exc
+            raise Unavailable(str(exc), maybe_ran=isinstance(exc, exceptions.TimeoutError)) from exc
         if self.down_until:
             logger.warning("Redis answers again")
             self.down_until = 0.0

@@ -183,7 +183,7 @@ async def _count(admission: Admission, ops: dict[str, Op]) -> dict[str, int | No
     try:
         admission.store, results = await counters.run(list(ops.values()))
     except Unavailable as unavailable:
-        if unavailable.attempted and "parallel" in ops:  # the reply was lost, maybe not the slot
+        if unavailable.maybe_ran and "parallel" in ops:  # the reply was lost, maybe not the slot
             _, key, _, ttl, holder = ops["parallel"]
             _give_back_later(counters.store(), key, holder, ttl)
         raise
