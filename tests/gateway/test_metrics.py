@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from ipaddress import ip_network
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -14,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from accounts import services
 from accounts.usage import writer
+from tests.accounts.test_usage import entry
 from gateway import metrics
 from tests.support.answers import completion
 from tests.support.clients import AsyncClient
@@ -142,16 +144,17 @@ def test_a_bad_allow_list_entry_stops_the_start_not_a_scrape():
     assert result.returncode != 0 and "METRICS_ALLOWED_IPS: 'not-an-ip'" in result.stderr
 
 
-async def test_the_queue_depth_follows_the_usage_writer(settings, monkeypatch):
+async def test_the_queue_depth_follows_the_usage_writer(settings, monkeypatch, tmp_path):
     settings.METRICS_TOKEN = TOKEN
     auth = {"Authorization": f"Bearer {TOKEN}"}
     depth = ("hfproxy_usage_queue_depth", ())
     before = (await scrape(**auth))[depth]
     monkeypatch.setattr(writer, "_worker", lambda: None)  # nothing writes meanwhile
     monkeypatch.setattr(writer, "_pending", [])
-    fields = {"api_key_id": 1, "created_at": None}
-    writer.record(fields)
-    writer.record(dict(fields))
+    settings.USAGE_JOURNAL_DIR = str(tmp_path)
+    key = SimpleNamespace(user_id=1, pk=1)
+    writer.record(entry(key))
+    writer.record(entry(key))
     assert (await scrape(**auth))[depth] == before + 2
     await writer._written([], writer._pending)  # refused by the database: out of the queue too
     assert (await scrape(**auth))[depth] == before
