@@ -47,10 +47,6 @@ def give_back(key_id: int) -> None:
         _in_flight.pop(key_id, None)  # idle keys take no memory
 
 
-def in_flight(key_id: int) -> int:
-    return _in_flight.get(key_id, 0)
-
-
 @runtime.resettable
 def reset() -> None:
     _in_flight.clear()
