@@ -4,12 +4,16 @@ A router may quote the `Authorization` header it got anywhere: an error's messag
 `code` or `type`, a nested field, a header, an answer. Everything the proxy passes on or keeps
 from it is scrubbed against the exact token values of that request (whatever their shape:
 `secrets_of`), and a router's word that becomes an identifier (an error code stored in a record,
-a metric label, a `Retry-After`) is taken only when it has the shape such a word has.
+a metric label, a `Retry-After`) is taken only when it has the shape such a word has. Log
+lines (a library's debug output quotes the router's headers) are scrubbed by `LogFilter` of the
+token the task logging them calls the router with (`in_use`).
 """
 
 from __future__ import annotations
 
+import logging
 import re
+from contextvars import ContextVar
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -93,3 +97,26 @@ def retry_after(value: str | None) -> str:
     except (TypeError, ValueError, IndexError):
         return ""
     return value if value.isascii() and len(value) <= 40 else ""
+
+
+# The token the running task calls the router with (asyncio gives each request's task its own).
+_in_use: ContextVar[tuple[str, ...]] = ContextVar("hfproxy_token_in_use", default=())
+
+
+def in_use(token: str) -> None:
+    """This task calls the router with `token`: what it logs from now on is scrubbed of it."""
+    _in_use.set(secrets_of(token))
+
+
+class LogFilter(logging.Filter):
+    """On the log handlers: a line logged by a task that calls the router (httpcore's debug
+    lines quote the router's response headers) leaves without that task's token."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        secrets = _in_use.get()
+        if secrets:
+            message = record.getMessage()
+            scrubbed = text(message, secrets)
+            if scrubbed != message:
+                record.msg, record.args = scrubbed, None
+        return True

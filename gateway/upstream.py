@@ -18,6 +18,7 @@ import httpx
 from django.conf import settings
 
 from accounts import runtime
+from gateway import scrub
 from hfproxy_site import __version__
 
 USER_AGENT = f"hfproxy/{__version__}"
@@ -245,6 +246,7 @@ async def send(
     }
     if token:
         ours["Authorization"] = f"Bearer {token}"
+        scrub.in_use(token)
     if body is not None:
         ours["Content-Type"] = content_type
     # Header names are case-insensitive: none of the client's may stand beside one of ours.

@@ -327,7 +327,9 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # A line logged while calling the router never carries that call's token (gateway.scrub).
+    "filters": {"token": {"()": "gateway.scrub.LogFilter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["token"]}},
     # LOG_LEVEL=DEBUG is for chasing a problem: every library's debug output too (httpx,
     # psycopg, uvicorn…). Secrets stay out of it all the same (tests/faults/test_secrets.py).
     "root": {"handlers": ["console"], "level": "DEBUG" if LOG_LEVEL == "DEBUG" else "WARNING"},

@@ -238,7 +238,8 @@ def echoing_router(proxy: Proxy) -> list[str]:
         return list(pool.map(run, jobs))
 
 
-def test_a_router_quoting_the_token_leaks_it_nowhere(router, tmp_path):
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_a_router_quoting_the_token_leaks_it_nowhere(router, tmp_path, transport):
     with contextlib.ExitStack() as stack:
         database = stack.enter_context(scratch_database(tmp_path))
         proxy = launch_proxy(
@@ -248,6 +249,7 @@ def test_a_router_quoting_the_token_leaks_it_nowhere(router, tmp_path):
             LOG_LEVEL="DEBUG",
             SECURE_COOKIES="false",
             METRICS_TOKEN=METRICS_TOKEN,
+            UPSTREAM_TRANSPORT=transport,  # their debug lines differ
         )
         stack.callback(proxy.stop)
         _superuser(proxy)

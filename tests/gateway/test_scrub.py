@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import contextvars
+import logging
+
 from gateway import errors, scrub
 from gateway.upstream import UpstreamError
 
@@ -44,3 +47,18 @@ def test_a_router_error_quoting_the_token_is_passed_on_without_it():
     assert TOKEN not in repr(api_error.body()) + repr(api_error.headers)
     assert api_error.code is None and api_error.param == "***"
     assert api_error.message == "bad: Bearer ***"
+
+
+def test_a_log_line_of_a_task_calling_with_a_token_leaves_without_it():
+    record = logging.LogRecord(
+        "httpcore", logging.DEBUG, "", 0, "headers %s", ([(b"retry-after", TOKEN)],), None
+    )
+
+    def logged() -> str:
+        scrub.in_use(TOKEN)
+        scrub.LogFilter().filter(record)
+        return record.getMessage()
+
+    assert TOKEN not in contextvars.copy_context().run(logged)
+    other = logging.LogRecord("x", logging.INFO, "", 0, "%s", (TOKEN,), None)
+    assert scrub.LogFilter().filter(other) and other.getMessage() == TOKEN  # another task's token
