@@ -20,8 +20,8 @@ def request_id_from(value: str | None) -> str:
     return uuid.uuid4().hex
 
 
-class RequestIdMiddleware:
-    """Give every request an id (the client's `x-request-id` if sane) and echo it back."""
+class AsyncMiddleware:
+    """What makes a middleware async-only: Django calls it on the event loop, never in a thread."""
 
     sync_capable = False
     async_capable = True
@@ -29,6 +29,10 @@ class RequestIdMiddleware:
     def __init__(self, get_response) -> None:
         self.get_response = get_response
         markcoroutinefunction(self)
+
+
+class RequestIdMiddleware(AsyncMiddleware):
+    """Give every request an id (the client's `x-request-id` if sane) and echo it back."""
 
     async def __call__(self, request: HttpRequest) -> HttpResponse:
         request.request_id = request_id_from(request.META.get("HTTP_X_REQUEST_ID"))
@@ -37,16 +41,9 @@ class RequestIdMiddleware:
         return response
 
 
-class RefuseNulMiddleware:
+class RefuseNulMiddleware(AsyncMiddleware):
     """A NUL character in the path or the query string is a 400: no database takes it (PostgreSQL
     refuses it in any text, which made `?user=bob%00` a 500) and nothing legitimate sends it."""
-
-    sync_capable = False
-    async_capable = True
-
-    def __init__(self, get_response) -> None:
-        self.get_response = get_response
-        markcoroutinefunction(self)
 
     async def __call__(self, request: HttpRequest) -> HttpResponse:
         query = request.META.get("QUERY_STRING", "")
