@@ -13,6 +13,12 @@ usage writer's part) and deletes them.
 
 Files reach the disk every USAGE_JOURNAL_FSYNC seconds: a machine crash can lose what was written
 since; a process dying loses nothing (the kernel has the data).
+
+While the database is away the writer's memory stays bounded (USAGE_QUEUE_MAX): records past
+the bound are "spilled", kept in the journal only, from where the writer reads them back in
+batches (`spill()`, `read_spill()`, `spill_written()`) once the records in memory are written.
+Once a file spills, every record after in it does too, so what is to be read back is one
+stretch of each file: from `read_at` to its end.
 """
 
 from __future__ import annotations
@@ -56,16 +62,21 @@ class _File:
         self.open_starts = 0  # started requests whose record is not written here or elsewhere
         self.unwritten = 0  # records here that the database has not taken
         self.dirty = False
+        self.spilling = False  # the records from `read_at` on are in this file only
+        self.read_at = 0
+        self.spilled = 0  # of them, not read back and written yet
+        self.spilled_since = 0.0  # about when the oldest of them ended (epoch seconds)
 
     def append(self, line: bytes) -> None:
         if os.write(self.fd, line) != len(line):
             raise OSError("short write to the usage journal")
+        self.last_at = self.size
         self.size += len(line)
         self.dirty = True
 
     @property
     def settled(self) -> bool:
-        return not self.open_starts and not self.unwritten
+        return not self.open_starts and not self.unwritten  # spilled records are unwritten too
 
     def remove(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -112,14 +123,53 @@ class Journal:
             file.open_starts += 1
             self._started[entry_id] = file
 
-    def finished(self, entry_id: uuid.UUID, fields: dict[str, Any]) -> None:
-        """A request's whole record, to be reported `written()` once the database has it."""
+    @property
+    def spilling(self) -> bool:
+        """Records are being kept here only: the next ones must be too (they come after)."""
+        return bool(self._files) and self._files[-1].spilling
+
+    @property
+    def spilled(self) -> int:
+        return sum(file.spilled for file in self._files)
+
+    @property
+    def spilled_since(self) -> float | None:
+        return min((file.spilled_since for file in self._files if file.spilled), default=None)
+
+    def finished(self, entry_id: uuid.UUID, fields: dict[str, Any], spill: bool = False) -> bool:
+        """A request's whole record, to be reported `written()` once the database has it. With
+        `spill`, it is kept here only, for `read_spill()`: True then (False if the journal
+        could not take it, and the caller must keep it)."""
         file = self._append(FINISHED, fields)
-        if file is not None:
-            file.unwritten += 1
-            self._held[entry_id] = file
         if start := self._started.pop(entry_id, None):
             start.open_starts -= 1  # its record is on disk (or, if not, never will be)
+        if file is None:
+            return False
+        file.unwritten += 1
+        if not spill:
+            self._held[entry_id] = file
+            return False
+        if not file.spilling:
+            file.spilling, file.read_at = True, file.last_at
+        if not file.spilled:
+            file.spilled_since = time.time()
+        file.spilled += 1
+        return True
+
+    def spill_to_read(self) -> tuple[_File, Path, int, int] | None:
+        """The oldest spilled stretch: (its file, path, from, to) for `read_spill()`."""
+        for file in self._files:
+            if file.spilled:
+                return file, file.path, file.read_at, file.size
+        return None
+
+    def spill_written(self, file: _File, read_to: int, count: int, since: float) -> None:
+        """`count` spilled records, read up to `read_to`, are written; the rest ended after `since`."""
+        file.read_at, file.spilled, file.unwritten = read_to, file.spilled - count, file.unwritten - count
+        file.spilled_since = since
+        if read_to >= file.size:
+            file.spilling = False  # caught up: the next records are kept in memory again
+        self._tidy()
 
     def written(self, entry_ids) -> None:
         """These records are in the database (or, refused by it, in the error log)."""
@@ -138,9 +188,11 @@ class Journal:
             return
         if current.settled and current.size:
             os.ftruncate(current.fd, 0)  # O_APPEND: the next line goes at the start again
-            current.size = 0
+            current.size = current.read_at = 0
+            current.spilling = False
         elif current.size > ROTATE_BYTES:
-            self._files.append(_File(self.folder))
+            self._files.append(new := _File(self.folder))
+            new.spilling = current.spilling  # records keep their order
 
     def sync(self) -> None:
         """Put what was written on the disk itself (in a thread: it may take a while)."""
@@ -185,6 +237,26 @@ class Orphan:
 
     def release(self) -> None:
         os.close(self.fd)
+
+
+_READ_BYTES = 4 << 20
+
+
+def read_spill(path: Path, start: int, end: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+    """Up to `limit` records spilled in `path` from `start` (where a line begins) to `end`, and
+    where the next line begins. In a thread: file I/O."""
+    with open(path, "rb") as file:
+        file.seek(start)
+        data = file.read(min(end - start, _READ_BYTES))
+    records, at = [], start
+    for raw in data.splitlines(keepends=True):
+        if not raw.endswith(b"\n") or len(records) >= limit:
+            break  # the rest of the line is beyond what was read
+        at += len(raw)
+        line = json.loads(raw)
+        if line.pop("k") == FINISHED:
+            records.append(line)
+    return records, at
 
 
 def claim_orphans(folder: Path) -> list[Orphan]:

@@ -43,7 +43,14 @@ if MULTIPROCESS:
     _forget_dead_workers()
 
 queue_depth = Gauge(
-    "hfproxy_usage_queue_depth", "Usage records waiting to be written.", multiprocess_mode="livesum"
+    "hfproxy_usage_queue_depth",
+    "Usage records waiting to be written (in memory, or spilled to the journal).",
+    multiprocess_mode="livesum",
+)
+oldest_unwritten = Gauge(
+    "hfproxy_usage_oldest_unwritten_seconds",
+    "Age of the oldest usage record waiting to be written (0: none waits), the worst worker's.",
+    multiprocess_mode="livemax",
 )
 write_lag = Histogram(
     "hfproxy_usage_write_lag_seconds",
@@ -67,4 +74,11 @@ def process_exited() -> None:
         multiprocess.mark_process_dead(os.getpid())
 
 
-__all__ = ["CONTENT_TYPE_LATEST", "exposition", "process_exited", "queue_depth", "write_lag"]
+__all__ = [
+    "CONTENT_TYPE_LATEST",
+    "exposition",
+    "oldest_unwritten",
+    "process_exited",
+    "queue_depth",
+    "write_lag",
+]

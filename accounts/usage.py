@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -109,7 +110,19 @@ class UsageWriter:
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        """Records waiting to be written: in memory, and spilled to the journal."""
+        return len(self._pending) + self.journal.spilled
+
+    def oldest_unwritten(self) -> float:
+        """Seconds since the oldest record waiting to be written was made (0: none waits)."""
+        if self._pending:
+            oldest = _ended(self._pending[0]).timestamp()
+        elif (oldest := self.journal.spilled_since) is None:
+            return 0.0
+        return max(0.0, time.time() - oldest)
+
+    def observe_lag(self) -> None:
+        metrics.oldest_unwritten.set(self.oldest_unwritten())
 
     def started(self, entry_id: uuid.UUID, **fields) -> None:
         """A request is admitted: journal what its record would say if this process died before
@@ -119,11 +132,14 @@ class UsageWriter:
 
     def record(self, entry: UsageEntry) -> None:
         """Queue one usage record (on disk when this returns). Call it from the event loop."""
-        self.journal.finished(entry.id, vars(entry))
-        self._pending.append(entry)
+        # Past the bound (the database away) records are kept in the journal only, and read
+        # back from there once those in memory are written.
+        spill = self.journal.spilling or len(self._pending) >= settings.USAGE_QUEUE_MAX
+        if not self.journal.finished(entry.id, vars(entry), spill=spill):
+            self._pending.append(entry)
         metrics.queue_depth.inc()
         worker = self._worker()
-        if len(self._pending) >= BATCH_SIZE:
+        if len(self._pending) >= BATCH_SIZE or spill:
             worker.wakeup.set()
 
     def _worker(self) -> _Worker:
@@ -140,8 +156,17 @@ class UsageWriter:
                 await asyncio.wait_for(worker.wakeup.wait(), settings.USAGE_FLUSH_INTERVAL)
             worker.wakeup.clear()
             await self._write_pending(worker)
+            self.observe_lag()
             if self._failures:
-                await asyncio.sleep(min(_MAX_BACKOFF, 0.5 * 2**self._failures))
+                await self._back_off()
+
+    async def _back_off(self) -> None:
+        """Wait before trying again, saying meanwhile how far behind the writer falls."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + min(_MAX_BACKOFF, 0.5 * 2**self._failures)
+        while (left := until - loop.time()) > 0:
+            await asyncio.sleep(min(1.0, left))
+            self.observe_lag()
 
     async def _sync(self) -> None:
         while True:
@@ -167,31 +192,43 @@ class UsageWriter:
                     if replayed:
                         logger.warning("Replayed %d usage records from dead workers' journals", replayed)
             while self._pending:
-                batch = self._pending[:BATCH_SIZE]
-                try:
-                    await sync_to_async(_write)(batch)
-                except Exception:
-                    self._failures += 1
-                    logger.exception(
-                        "Writing %d usage records failed (attempt %d); they stay queued (%d in all)",
-                        len(batch),
-                        self._failures,
-                        len(self._pending),
-                    )
-                    if self._failures >= 2:
-                        await self._isolate(batch)
+                if not await self._write_batch(self._pending[:BATCH_SIZE]):
                     return
-                del self._pending[: len(batch)]
-                await self._written(batch)
-                self._failures = 0
+            while spilled := self.journal.spill_to_read():
+                file, path, start, end = spilled
+                lines, read_to = await sync_to_async(journal.read_spill)(path, start, end, BATCH_SIZE)
+                batch = _decoded_all(lines)
+                if not await self._write_batch(batch):
+                    return
+                since = _ended(batch[-1]).timestamp() if batch else time.time()
+                self.journal.spill_written(file, read_to, len(lines), since)
 
-    async def _isolate(self, batch: list[UsageEntry]) -> None:
+    async def _write_batch(self, batch: list[UsageEntry]) -> bool:
+        """Write a batch (from the queue or the journal); False when it stays to be written."""
+        try:
+            await sync_to_async(_write)(batch)
+        except Exception:
+            self._failures += 1
+            logger.exception(
+                "Writing %d usage records failed (attempt %d); they stay queued (%d in all)",
+                len(batch),
+                self._failures,
+                self.pending,
+            )
+            return self._failures >= 2 and await self._isolate(batch)
+        if self._pending and batch and self._pending[0] is batch[0]:
+            del self._pending[: len(batch)]
+        await self._written(batch)
+        self._failures = 0
+        return True
+
+    async def _isolate(self, batch: list[UsageEntry]) -> bool:
         """A batch failed again: write its records one by one, so that one record the database
         refuses (while it answers) cannot hold back every record queued after it."""
         try:
             done, unwritable = await sync_to_async(_write_each)(batch)
         except Exception:
-            return  # the database itself is down: everything stays queued
+            return False  # the database itself is down: everything stays queued
         for entry in unwritable:
             # Nothing is dropped silently: the whole record goes to the error log.
             logger.error("Usage record the database refuses, logged instead: %r", entry)
@@ -199,6 +236,7 @@ class UsageWriter:
         self._pending = [entry for entry in self._pending if id(entry) not in gone]
         await self._written(done, unwritable)
         self._failures = 0
+        return True
 
     async def _written(self, batch: list[UsageEntry], unwritable: list[UsageEntry] = ()) -> None:
         """Records are out of the queue: written (`batch`) or refused by the database."""
@@ -206,7 +244,7 @@ class UsageWriter:
         self.journal.written(entry.id for entries in (batch, unwritable) for entry in entries)
         if batch:
             # From the request's end (its record's creation plus its latency) to now.
-            ended = min(e.created_at + timedelta(milliseconds=e.latency_ms or 0) for e in batch)
+            ended = min(_ended(e) for e in batch)
             metrics.write_lag.observe(max(0.0, (datetime.now(UTC) - ended).total_seconds()))
         # Costs are known once priced, here: USD budgets count those written (and any that
         # could not be counted last time) now.
@@ -226,18 +264,21 @@ class UsageWriter:
     async def flush(self, deadline: float | None = None) -> bool:
         """Write every queued record now, retrying until the database takes them or `deadline`
         seconds have passed. True when nothing is left."""
-        if not self._pending:
+        if not self.pending:
             return True
         worker = self._worker()
         try:
             async with asyncio.timeout(deadline):
-                while self._pending:
+                while self.pending:
                     await self._write_pending(worker)
-                    if self._pending:
+                    if self.pending:
                         await asyncio.sleep(min(_MAX_BACKOFF, 0.5 * 2**self._failures))
         except TimeoutError:
-            logger.error("%d usage records could not be written before the deadline", len(self._pending))
-        return not self._pending
+            logger.error(
+                "%d usage records could not be written before the deadline (kept in the journal)",
+                self.pending,
+            )
+        return not self.pending
 
     async def stop(self, deadline: float | None = None) -> bool:
         """Flush, then end the background task (shutdown; the end of a test)."""
@@ -247,6 +288,10 @@ class UsageWriter:
         # The writer's thread holds its own database connection; let it go.
         await sync_to_async(connections.close_all)()
         return flushed
+
+
+def _ended(entry: UsageEntry) -> datetime:
+    return entry.created_at + timedelta(milliseconds=entry.latency_ms or 0)
 
 
 def _write(batch: list[UsageEntry]) -> None:
@@ -336,6 +381,16 @@ def _entries(orphans: list[journal.Orphan]) -> list[UsageEntry]:
 
 
 _DECIMALS = ("units", "price_input", "price_output", "cost_usd")
+
+
+def _decoded_all(lines: list[dict]) -> list[UsageEntry]:
+    entries = []
+    for line in lines:
+        try:
+            entries.append(_decoded(line))
+        except (KeyError, TypeError, ValueError):
+            logger.error("Usage journal line that makes no record, logged instead: %r", line)
+    return entries
 
 
 def _decoded(line: dict) -> UsageEntry:

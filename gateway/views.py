@@ -13,7 +13,7 @@ from django.core.exceptions import DisallowedHost
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from accounts import allowlist, counters, limits, offloop, runtime
+from accounts import allowlist, counters, limits, offloop, runtime, usage
 from accounts.models import Outcome
 from gateway import audio, auth, catalog, converter, errors, metrics, modellist, multipart, relay, tasks
 from gateway import images as images_api
@@ -260,6 +260,11 @@ async def health(request: HttpRequest) -> HttpResponse:
             "status": "unavailable" if not ok else "degraded" if redis == "unavailable" else "ok",
             "database": "ok" if ok else "unavailable",
             "redis": redis,
+            # How far behind this worker's usage writer is (the database away: it grows).
+            "usage_writer": {
+                "pending": usage.writer.pending,
+                "oldest_seconds": round(usage.writer.oldest_unwritten(), 1),
+            },
             "version": __version__,
         },
         status=200 if ok else 503,
@@ -279,6 +284,7 @@ async def prometheus(request: HttpRequest) -> HttpResponse:
         settings.METRICS_ALLOWED_IPS,
     ):
         return errors.forbidden("Not allowed to read the metrics.").response()
+    usage.writer.observe_lag()  # this worker's, fresh
     # Reading the workers' files is file I/O: off the event loop.
     body = await sync_to_async(metrics.exposition, thread_sensitive=False)()
     return HttpResponse(body, content_type=metrics.CONTENT_TYPE_LATEST)

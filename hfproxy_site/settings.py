@@ -129,6 +129,8 @@ USAGE_SHUTDOWN_TIMEOUT = env.float("USAGE_SHUTDOWN_TIMEOUT", default=20.0)
 USAGE_JOURNAL_DIR = env.str("USAGE_JOURNAL_DIR", default=str(BASE_DIR / "usage-journal"))
 # Seconds between two fsyncs of the journal: what a machine crash (not a process kill) can lose.
 USAGE_JOURNAL_FSYNC = env.float("USAGE_JOURNAL_FSYNC", default=1.0)
+# Records a worker keeps in memory while the database is away; the next ones wait in the journal.
+USAGE_QUEUE_MAX = env.int("USAGE_QUEUE_MAX", default=10_000)
 
 if UPSTREAM_TRANSPORT not in ("aiohttp", "httpx"):
     raise ImproperlyConfigured("UPSTREAM_TRANSPORT must be 'aiohttp' or 'httpx'.")

@@ -7,10 +7,11 @@ import uuid
 from datetime import UTC, datetime
 
 from asgiref.sync import sync_to_async
+from django.db import OperationalError
 
 from accounts import journal, usage
 from accounts.models import ApiKey, UsageRecord
-from tests.accounts.test_usage import MESSAGES, post
+from tests.accounts.test_usage import MESSAGES, entry, post
 from tests.support.answers import completion
 
 
@@ -80,3 +81,34 @@ def test_a_live_workers_journal_is_not_claimed(settings, tmp_path):
         assert len(os.listdir(tmp_path)) == 1
     finally:
         live.close()
+
+
+async def test_past_the_bound_records_wait_in_the_journal_not_in_memory(
+    api_key, settings, tmp_path, monkeypatch
+):
+    settings.USAGE_JOURNAL_DIR = str(tmp_path)
+    settings.USAGE_QUEUE_MAX = 5
+    settings.USAGE_FLUSH_INTERVAL = 60
+    key = await ApiKey.objects.aget()
+
+    def down(batch):
+        raise OperationalError("the database is away")
+
+    monkeypatch.setattr(usage, "_write", down)
+    monkeypatch.setattr(usage, "_write_each", down)
+    made = [entry(key, request_id=f"r{i}") for i in range(20)]
+    for one in made:
+        usage.writer.record(one)
+    assert not await usage.writer.flush(0.5)
+    assert len(usage.writer._pending) == 5  # memory stays bounded
+    assert usage.writer.pending == 20 and usage.writer.oldest_unwritten() > 0
+    assert len([line for line in _lines(tmp_path) if line["k"] == "f"]) == 20
+
+    monkeypatch.undo()
+    assert await usage.writer.flush(10)
+    assert usage.writer.pending == 0 and usage.writer.oldest_unwritten() == 0
+    written = [r async for r in UsageRecord.objects.values_list("request_id", flat=True)]
+    assert sorted(written) == sorted(e.request_id for e in made)
+    assert _lines(tmp_path) == []
+    usage.writer.record(entry(key, request_id="after"))  # the bound is memory's again
+    assert len(usage.writer._pending) == 1

@@ -4,7 +4,6 @@ headers open nothing; a stopped database is a 503 (never a 401) and service retu
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 
 import httpx
@@ -58,17 +57,8 @@ def test_a_host_not_allowed_is_400_even_with_a_valid_key(proxy, stats, host):
 
 
 def test_with_postgresql_stopped_it_is_503_never_401_and_comes_back(router, tmp_path):
-    if not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
-        pytest.skip("runs in the PostgreSQL pass (DATABASE_URL=postgres://…)")
-    if not PrivatePostgres.available():
-        if os.environ.get("CI") == "true":
-            pytest.fail("PostgreSQL's server programs (initdb, pg_ctl) are needed for this test")
-        pytest.skip("PostgreSQL's server programs (initdb, pg_ctl) are not installed")
-    postgres = PrivatePostgres()
     with contextlib.ExitStack() as stack:
-        stack.callback(postgres.remove)
-        postgres.init()
-        postgres.start()
+        postgres = stack.enter_context(PrivatePostgres.running())
         # A long key cache: a key seen before the outage keeps working through it.
         proxy = launch_proxy(router, postgres.url, tmp_path, AUTH_CACHE_TTL="3600")
         stack.callback(proxy.stop)

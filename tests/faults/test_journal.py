@@ -15,7 +15,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.harness import _children, chat, request_id, router_and_proxy
+from tests.support.harness import (
+    PrivatePostgres,
+    _children,
+    chat,
+    launch_proxy,
+    request_id,
+    router_and_proxy,
+    send,
+)
 from tests.support.processes import start
 
 # Records wait in memory this long: the window a kill used to lose them in.
@@ -184,3 +192,49 @@ def test_workers_exit_when_their_supervisor_is_killed(tmp_path):
         assert not [pid for pid in workers if _alive(pid)], "workers serve on as orphans"
         with pytest.raises(httpx.HTTPError):
             httpx.get(proxy.url + "/health", timeout=2)
+
+
+def _lag(proxy) -> dict:
+    return httpx.get(proxy.url + "/health", timeout=10).json()["usage_writer"]
+
+
+def _gauges(proxy) -> dict[str, float]:
+    text = httpx.get(proxy.url + "/metrics", headers={"Authorization": "Bearer scrape"}, timeout=10).text
+    return {
+        name: float(line.split()[-1])
+        for line in text.splitlines()
+        for name in ("hfproxy_usage_queue_depth", "hfproxy_usage_oldest_unwritten_seconds")
+        if line.startswith(name + " ")
+    }
+
+
+def test_with_postgresql_stopped_records_wait_on_disk_and_health_says_how_far_behind(router, tmp_path):
+    """Issue 16, point 7: past USAGE_QUEUE_MAX the records wait in the journal only; /health and
+    /metrics say how many wait and for how long; all are written once PostgreSQL is back."""
+    with contextlib.ExitStack() as stack:
+        postgres = stack.enter_context(PrivatePostgres.running())
+        settings = {"AUTH_CACHE_TTL": "3600", "USAGE_QUEUE_MAX": "10", "METRICS_TOKEN": "scrape"}
+        proxy = launch_proxy(router, postgres.url, tmp_path, **settings)
+        stack.callback(proxy.stop)
+        served = [send(proxy, chat("openai/gpt-oss-120b"), key="team")]
+        assert served[0].status == 200
+        proxy.record(served[0].request_id)
+
+        postgres.stop()
+        served += [send(proxy, chat("openai/gpt-oss-120b"), key="team") for _ in range(40)]
+        assert {answer.status for answer in served} == {200}
+        time.sleep(1.1)
+        lag = _lag(proxy)
+        print(f"\nPostgreSQL stopped: /health says {lag}, /metrics {_gauges(proxy)}")
+        assert lag["pending"] == 40 and lag["oldest_seconds"] >= 1
+        assert _gauges(proxy)["hfproxy_usage_queue_depth"] == 40
+        assert _gauges(proxy)["hfproxy_usage_oldest_unwritten_seconds"] >= 1
+        journaled = [
+            json.loads(line) for path in (tmp_path / "journal").glob("*.jsonl") for line in path.open()
+        ]
+        assert len([line for line in journaled if line["k"] == "f"]) == 40
+
+        postgres.start()
+        for answer in served:
+            assert proxy.record(answer.request_id, seconds=60)["outcome"] == "ok"
+        assert _lag(proxy) == {"pending": 0, "oldest_seconds": 0}

@@ -15,8 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from accounts import services
 from accounts.usage import writer
-from tests.accounts.test_usage import entry
 from gateway import metrics
+from tests.accounts.test_usage import entry
 from tests.support.answers import completion
 from tests.support.clients import AsyncClient
 

@@ -379,6 +379,27 @@ class PrivatePostgres:
     def available() -> bool:
         return _postgres_bin() is not None
 
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls):
+        """A started private cluster, removed afterwards, for a test of the PostgreSQL pass:
+        skipped on SQLite, and where PostgreSQL's server programs are missing (failed in CI)."""
+        import pytest
+
+        if not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
+            pytest.skip("runs in the PostgreSQL pass (DATABASE_URL=postgres://…)")
+        if not cls.available():
+            if os.environ.get("CI") == "true":
+                pytest.fail("PostgreSQL's server programs (initdb, pg_ctl) are needed for this test")
+            pytest.skip("PostgreSQL's server programs (initdb, pg_ctl) are not installed")
+        postgres = cls()
+        try:
+            postgres.init()
+            postgres.start()
+            yield postgres
+        finally:
+            postgres.remove()
+
     def _run(self, *args: str) -> None:
         subprocess.run([*self._as_postgres, *args], check=True, capture_output=True)
 
