@@ -13,7 +13,7 @@ from typing import Any
 from django.conf import settings
 
 from accounts import offloop, prices, runtime
-from gateway import converter, errors, images, modellist, upstream
+from gateway import converter, errors, images, modellist, scrub, upstream
 from gateway.exchange import Exchange
 
 logger = logging.getLogger("hfproxy.prices")
@@ -62,7 +62,7 @@ async def _shared(
 async def _fetch(exchange: Exchange) -> dict[str, Any]:
     deadline = upstream.deadline()
     response = await exchange.send("GET", "/models", deadline)
-    listing = modellist.models_list(converter.parse_answer(await upstream.read_body(response, deadline)))
+    listing = modellist.models_list(converter.parse_answer(await exchange.read(response, deadline)))
     _cache.models, _cache.fetched_at = listing, time.monotonic()
     return listing
 
@@ -106,7 +106,7 @@ async def _fetch_mapping(exchange: Exchange, key: tuple[str, str]) -> list[image
                 code="model_not_found",
             ) from None
         raise
-    offers = images.provider_mapping(converter.parse_answer(await upstream.read_body(response, deadline)))
+    offers = images.provider_mapping(converter.parse_answer(await exchange.read(response, deadline)))
     _mappings.pop(key, None)
     while len(_mappings) >= MAPPINGS_KEPT:
         del _mappings[next(iter(_mappings))]
@@ -129,8 +129,8 @@ async def refresh_prices() -> tuple[int, int]:
     response = await upstream.send(
         "GET", "/models", token=settings.HF_TOKEN, request_id=f"prices-{uuid.uuid4().hex}", deadline=deadline
     )
-    listing = converter.parse_answer(await upstream.read_body(response, deadline))
-    return await offloop.run(prices.refresh, listing)
+    raw = scrub.raw(await upstream.read_body(response, deadline), scrub.secrets_of(settings.HF_TOKEN))
+    return await offloop.run(prices.refresh, converter.parse_answer(raw))
 
 
 async def refresh_prices_every(seconds: float) -> None:

@@ -97,6 +97,11 @@ class Exchange:
                 self.upstream_attempts -= 1  # it never left the proxy: the router saw nothing
             raise
 
+    async def read(self, response: httpx.Response, deadline: float) -> bytes:
+        """A whole answer of the router (the response closed), without this request's token:
+        whatever the router quotes goes no further than here."""
+        return scrub.raw(await upstream.read_body(response, deadline), self.secrets)
+
     @property
     def secrets(self) -> tuple[str, ...]:
         """What the router's words must never carry out: the token this request calls with."""

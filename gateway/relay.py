@@ -54,7 +54,7 @@ async def forward(
         await relay.start()
         return EventStreamResponse(relay)
 
-    raw = scrub.raw(await upstream.read_body(response, deadline), exchange.secrets)
+    raw = await exchange.read(response, deadline)
     answer = api.read_answer(raw)
     exchange.model_answered, exchange.failure = answer.model, answer.failure
     exchange.note_usage(
@@ -88,7 +88,7 @@ async def stored_response(exchange: Exchange, method: str, path: str, response_i
                 code="response_not_found",
             ) from None
         raise
-    raw = scrub.raw(await upstream.read_body(response, deadline), exchange.secrets)
+    raw = await exchange.read(response, deadline)
     content_type = response.headers.get("content-type", "application/json")
     return HttpResponse(raw, status=response.status_code, content_type=content_type)
 
@@ -110,7 +110,7 @@ async def count_tokens(
             raise
         body = converter.dump_json({"input_tokens": request.prompt_tokens})
         return HttpResponse(body, content_type="application/json", headers={"X-Hfproxy-Estimate": "true"})
-    raw = scrub.raw(await upstream.read_body(response, deadline), exchange.secrets)
+    raw = await exchange.read(response, deadline)
     return HttpResponse(raw, content_type="application/json")
 
 

@@ -34,7 +34,7 @@ async def embeddings(request: EmbeddingsRequest, exchange: Exchange) -> HttpResp
         base=settings.HF_INFERENCE_URL,
         body=feature_extraction_body(request),
     )
-    raw = await upstream.read_body(response, deadline)
+    raw = await exchange.read(response, deadline)
     if len(raw) < 256 * 1024:
         body, usage = _embeddings_body(raw, request)
     else:  # thousands of vectors take a while to convert: not on the loop, where streams wait
@@ -69,7 +69,7 @@ async def transcription(request: audio.TranscriptionRequest, exchange: Exchange)
         body=body,
         content_type=content_type,
     )
-    answer, answer_type = audio.transcription_answer(await upstream.read_body(response, deadline), request)
+    answer, answer_type = audio.transcription_answer(await exchange.read(response, deadline), request)
     exchange.model_answered = request.model
     # Only an answered request counts its seconds. The pipeline counts nothing: the proxy read
     # them from the file (estimated); a format whose duration it cannot read has none (missing).
@@ -99,7 +99,7 @@ async def images(request: images_api.ImagesRequest, exchange: Exchange) -> HttpR
             "POST", call.path, deadline, base=base, body=call.body, accept=call.accept
         )
         content_type = response.headers.get("content-type", "")
-        return images_api.images_from(await upstream.read_body(response, deadline), route, content_type)
+        return images_api.images_from(await exchange.read(response, deadline), route, content_type)
 
     results = await asyncio.gather(*(generate() for _ in range(call.calls)), return_exceptions=True)
     made = [image for result in results if isinstance(result, list) for image in result]

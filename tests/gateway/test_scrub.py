@@ -3,8 +3,12 @@ from __future__ import annotations
 import contextvars
 import logging
 
-from gateway import errors, scrub
+import httpx
+
+from gateway import errors, scrub, upstream
+from gateway.exchange import Exchange
 from gateway.upstream import UpstreamError
+from tests.support.factories import caller
 
 TOKEN = "canarylowercase0123456789abcdefgh"
 SECRETS = scrub.secrets_of(TOKEN)
@@ -62,3 +66,9 @@ def test_a_log_line_of_a_task_calling_with_a_token_leaves_without_it():
     assert TOKEN not in contextvars.copy_context().run(logged)
     other = logging.LogRecord("x", logging.INFO, "", 0, "%s", (TOKEN,), None)
     assert scrub.LogFilter().filter(other) and other.getMessage() == TOKEN  # another task's token
+
+
+async def test_an_answer_read_for_a_request_comes_without_its_token():
+    exchange = Exchange(request_id="r", endpoint="embeddings", caller=caller(upstream_token=TOKEN))
+    response = httpx.Response(200, content=f'{{"text": "heard {TOKEN}"}}'.encode())
+    assert await exchange.read(response, upstream.deadline()) == b'{"text": "heard ***"}'
