@@ -13,7 +13,7 @@ from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from django.utils.translation import gettext_lazy as _
 
-from accounts import selectors
+from accounts import permissions, selectors
 
 
 class HfproxyAdminSite(admin.AdminSite):
@@ -27,7 +27,7 @@ class HfproxyAdminSite(admin.AdminSite):
 
     def index(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
         # The index warns of Hugging Face tokens the router refused: every request with one fails.
-        allowed = request.user.has_perm("accounts.view_usagerecord")
+        allowed = permissions.may_view_usage(request.user)
         warnings = {
             "token_rejections": selectors.recent_rejections() if allowed else [],
             "rejection_hours": int(selectors.REJECTIONS_SHOWN_FOR.total_seconds() // 3600),

@@ -2,7 +2,8 @@
 
 GET /api/me      who am I, and my keys (never their secrets)
 GET /api/usage   my usage by model and day (?since=YYYY-MM-DD, default the last 30 days)
-Staff may pass ?user=USERNAME to either; nobody else sees another user's data.
+Staff with the view permission on usage records may pass ?user=USERNAME to either; nobody else
+sees another user's data.
 Errors come in OpenAI's format like the rest of the proxy (gateway.errors.rest_framework_handler).
 """
 
@@ -16,6 +17,7 @@ from rest_framework import exceptions, serializers
 from rest_framework.decorators import api_view
 from rest_framework.response import Response
 
+from accounts import permissions
 from accounts.models import ApiKey
 from accounts.selectors import USAGE_TOTALS, usage_in
 
@@ -44,12 +46,12 @@ class KeySerializer(serializers.ModelSerializer):
 
 
 def _subject(request):
-    """Whose data: the caller's own, or (staff only) the user named by ?user=."""
+    """Whose data: the caller's own, or (staff who may view usage) the user named by ?user=."""
     username = request.query_params.get("user")
     if not username or username == request.user.get_username():
         return request.user
-    if not request.user.is_staff:
-        raise exceptions.PermissionDenied("Only staff may see another user's data.")
+    if not permissions.may_view_usage(request.user):
+        raise exceptions.PermissionDenied("Only staff who may view usage may see another user's data.")
     user_model = get_user_model()
     found = user_model.objects.filter(**{user_model.USERNAME_FIELD: username}).first()
     if found is None:

@@ -9,12 +9,21 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
 from accounts import crypto
+
+
+class HuggingFaceTokenQuerySet(models.QuerySet):
+    def usable_by(self, users) -> HuggingFaceTokenQuerySet:
+        """The tokens keys of `users` (users or their ids) may call with: shared ones and their
+        own. A personal token is its owner's alone: a key calling with it spends their quota
+        and acts as them upstream."""
+        return self.filter(Q(owner__isnull=True) | Q(owner__in=users))
 
 
 class HuggingFaceToken(models.Model):
@@ -34,6 +43,8 @@ class HuggingFaceToken(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     # Hugging Face's rejections of the token count from here: a new value starts afresh.
     value_set_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = HuggingFaceTokenQuerySet.as_manager()
 
     class Meta:
         verbose_name = "Hugging Face token"
@@ -179,9 +190,18 @@ class ApiKey(Limits):
     class Meta:
         verbose_name = "API key"
         ordering = ["-created_at"]
+        permissions = [("add_apikey_for_others", "Can add API keys for other users")]
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.name or 'unnamed'})"
+
+    def clean(self) -> None:
+        if self.hf_token_id is None or self.user_id is None:
+            return
+        if not HuggingFaceToken.objects.filter(pk=self.hf_token_id).usable_by([self.user_id]).exists():
+            raise ValidationError(
+                {"hf_token": f"The Hugging Face token {self.hf_token.name!r} belongs to another user."}
+            )
 
     @property
     def status(self) -> str:

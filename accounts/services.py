@@ -15,7 +15,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from accounts import allowlist, crypto, keys, limits, prices, usage, validators
+from accounts import allowlist, crypto, keys, limits, permissions, prices, usage, validators
 from accounts.limits import Admission
 from accounts.models import ApiKey, HuggingFaceToken, ModelPrice, UserPolicy
 from accounts.usage import UsageEntry
@@ -66,16 +66,9 @@ def user_deactivate(*, user: AbstractBaseUser) -> int:
 # --- Hugging Face tokens -----------------------------------------------------------------------
 
 
-def hf_token_check_owner(*, hf_token: HuggingFaceToken | None, user: AbstractBaseUser) -> None:
-    """A key of `user` may call upstream with a shared token or one of theirs: ValidationError
-    for another user's."""
-    if hf_token is not None and hf_token.owner_id not in (None, user.pk):
-        raise ValidationError(f"The Hugging Face token {hf_token.name!r} belongs to another user.")
-
-
 def hf_token_check_new_owner(*, hf_token: HuggingFaceToken, owner: AbstractBaseUser | None) -> None:
-    """The same rule from the token's side: a token that keys of other users call with can only
-    stay shared or theirs."""
+    """`ApiKey.clean`'s rule from the token's side: a token that keys of other users call with
+    can only stay shared or theirs."""
     if owner is not None and hf_token.pk is not None and hf_token.api_keys.exclude(user=owner).exists():
         raise ValidationError("Keys of other users use this token: it can only stay shared or theirs.")
 
@@ -121,6 +114,7 @@ def hf_tokens_reencrypt() -> int:
 def api_key_create(
     *,
     user: AbstractBaseUser,
+    actor: AbstractBaseUser | None = None,
     name: str = "",
     hf_token: HuggingFaceToken | None = None,
     expires_at: datetime | None = None,
@@ -129,10 +123,12 @@ def api_key_create(
 ) -> tuple[ApiKey, str]:
     """Create a key; returns it with the plaintext, which exists nowhere else from now on.
 
+    `actor`: the staff user creating it (PermissionDenied unless they may create keys of
+    `user`); none for the command line. ValidationError for another user's Hugging Face token.
     `limits`: any of ApiKey.LIMIT_FIELDS (rpm, tpm, token_budget, …)."""
-    hf_token_check_owner(hf_token=hf_token, user=user)
+    permissions.check_key_user(actor=actor, user=user, creating=True)
     plaintext = keys.generate()
-    api_key = ApiKey.objects.create(
+    api_key = ApiKey(
         user=user,
         name=name,
         prefix=plaintext[: keys.DISPLAY_LENGTH],
@@ -142,19 +138,24 @@ def api_key_create(
         allowed_models=", ".join(allowlist.parse_models(allowed_models)),
         **limits,
     )
+    api_key.clean()
+    api_key.save(force_insert=True)
     return api_key, plaintext
 
 
-def api_key_update(*, api_key: ApiKey) -> ApiKey:
+def api_key_update(*, api_key: ApiKey, actor: AbstractBaseUser | None = None) -> ApiKey:
     """Save a key's changed name, token, expiry, allowed models or limits (the admin's form): they
-    apply at once here, elsewhere within AUTH_CACHE_TTL."""
-    hf_token_check_owner(hf_token=api_key.hf_token, user=api_key.user)
+    apply at once here, elsewhere within AUTH_CACHE_TTL. `actor` as for `api_key_create`."""
+    permissions.check_key_user(actor=actor, user=api_key.user, creating=False)
+    api_key.clean()
     api_key.save()
     keys.reset()
     return api_key
 
 
-def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
+def api_key_revoke(*, api_key: ApiKey, actor: AbstractBaseUser | None = None) -> ApiKey:
+    """`actor` as for `api_key_create`."""
+    permissions.check_key_user(actor=actor, user=api_key.user, creating=False)
     if api_key.revoked_at is None:
         api_key.revoked_at = timezone.now()
         api_key.save(update_fields=["revoked_at"])

@@ -22,7 +22,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from accounts import crypto, selectors, services
+from accounts import crypto, permissions, selectors, services
 from accounts.admin.display import ListsFitMedia, shortened, timestamp
 from accounts.admin.snippets import example_model, usage_snippets
 from accounts.models import ApiKey
@@ -32,17 +32,7 @@ from accounts.templatetags.hfproxy_format import short_count, thousands
 NEW_KEYS_SESSION = "hfproxy_new_api_keys"
 
 
-class _ApiKeyForm(forms.ModelForm):
-    def clean_hf_token(self):
-        hf_token = self.cleaned_data["hf_token"]
-        user = self.cleaned_data.get("user") if "user" in self.fields else self.instance.user
-        if user is not None:
-            # The service's rule, here so that it is a form error rather than a 500.
-            services.hf_token_check_owner(hf_token=hf_token, user=user)
-        return hf_token
-
-
-class ApiKeyAddForm(_ApiKeyForm):
+class ApiKeyAddForm(forms.ModelForm):
     class Meta:
         model = ApiKey
         fields = ("user", "name", "hf_token", "expires_at", "allowed_models", *ApiKey.LIMIT_FIELDS)
@@ -54,10 +44,17 @@ class ApiKeyAddForm(_ApiKeyForm):
         return expires_at
 
 
-class ApiKeyChangeForm(_ApiKeyForm):
+class ApiKeyChangeForm(forms.ModelForm):
     class Meta:
         model = ApiKey
         fields = ("name", "hf_token", "expires_at", "allowed_models", *ApiKey.LIMIT_FIELDS)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # The key's user is fixed: the tokens it may call with are theirs and the shared ones.
+        # (Absent on a read-only page: a key of a superuser shown to other staff.)
+        if field := self.fields.get("hf_token"):
+            field.queryset = field.queryset.usable_by([self.instance.user_id])
 
 
 class KeyStatusFilter(admin.SimpleListFilter):
@@ -76,6 +73,10 @@ class KeyStatusFilter(admin.SimpleListFilter):
         if self.value() == "expired":
             return queryset.filter(revoked_at__isnull=True, expires_at__lte=now)
         return queryset
+
+
+# What only staff who may read usage see of it on the key list.
+USAGE_COLUMNS = ("requests_30d", "tokens_30d", "budget_this_month")
 
 
 @admin.register(ApiKey)
@@ -111,6 +112,11 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[ApiKey]:
         return selectors.with_recent_usage(super().get_queryset(request))
 
+    def get_list_display(self, request: HttpRequest):
+        if permissions.may_view_usage(request.user):
+            return self.list_display
+        return tuple(column for column in self.list_display if column not in USAGE_COLUMNS)
+
     @admin.display(description="budget (this month)")
     def budget_this_month(self, key: ApiKey) -> str:
         budget = key.token_budget
@@ -128,6 +134,22 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def tokens_30d(self, key: ApiKey) -> str:
         return format_html(
             '<span title="{}">{}</span>', thousands(key.tokens_30d), short_count(key.tokens_30d)
+        )
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        # Only the users and tokens this staff user may give a new key; the choice is checked
+        # against these on submission too, so a posted id of any other is refused.
+        if db_field.name == "user":
+            kwargs["queryset"] = permissions.key_users(request.user, creating=True)
+        elif db_field.name == "hf_token":
+            kwargs["queryset"] = permissions.key_tokens(request.user, creating=True)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        if not super().has_change_permission(request, obj):
+            return False
+        return (
+            obj is None or permissions.key_users(request.user, creating=False).filter(pk=obj.user_id).exists()
         )
 
     def get_form(self, request, obj=None, change=False, **kwargs):
@@ -157,10 +179,11 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj: ApiKey, form, change: bool) -> None:
         if change:
-            services.api_key_update(api_key=obj)
+            services.api_key_update(api_key=obj, actor=request.user)
             return
         created, plaintext = services.api_key_create(
             user=obj.user,
+            actor=request.user,
             name=obj.name,
             hf_token=obj.hf_token,
             expires_at=obj.expires_at,
@@ -216,8 +239,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke selected keys", permissions=["change"])
     def revoke_selected(self, request, queryset: QuerySet[ApiKey]) -> None:
         revoked = 0
-        for key in queryset.filter(revoked_at__isnull=True):
-            services.api_key_revoke(api_key=key)
+        keys_of = permissions.key_users(request.user, creating=False)
+        for key in queryset.filter(revoked_at__isnull=True, user__in=keys_of):
+            services.api_key_revoke(api_key=key, actor=request.user)
             self.log_change(request, key, "Revoked.")
             revoked += 1
         self.message_user(request, f"Revoked {revoked} key{'s' if revoked != 1 else ''}.", messages.SUCCESS)

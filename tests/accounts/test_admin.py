@@ -14,6 +14,7 @@ from asgiref.sync import async_to_sync
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -267,6 +268,168 @@ def test_the_add_form_refuses_another_users_token(admin_client, alice):
     assert response.status_code == 200
     assert "belongs to another user" in response.content.decode()
     assert not ApiKey.objects.exists()
+
+
+# --- Whose keys staff may create and change -----------------------------------------------------
+
+
+def staff_client(client, username: str, *codenames: str):
+    """`client` logged in as a new staff user holding only the permissions `codenames`."""
+    staff = get_user_model().objects.create_user(username, password=f"{username}-password-123", is_staff=True)
+    staff.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
+    client.force_login(staff)
+    client.user = staff
+    return client
+
+
+@pytest.fixture
+def root():
+    return get_user_model().objects.create_superuser("root", password="root-password-123")
+
+
+@pytest.fixture
+def personal_tokens(alice, root) -> dict[str, HuggingFaceToken]:
+    return {
+        "shared": services.hf_token_create(name="team", value=HF_VALUE),
+        "alice": services.hf_token_create(name="alice's", value=HF_VALUE, owner=alice),
+        "root": services.hf_token_create(name="root's", value=HF_VALUE, owner=root),
+    }
+
+
+def post_key(client, user, hf_token: HuggingFaceToken | None = None):
+    return client.post(
+        "/admin/accounts/apikey/add/",
+        {
+            "user": user.pk,
+            "name": "minted",
+            "hf_token": hf_token.pk if hf_token else "",
+            "expires_at_0": "",
+            "expires_at_1": "",
+        },
+    )
+
+
+def choices(response, field: str) -> set[str]:
+    return {str(value) for value, _ in response.context["adminform"].form.fields[field].choices if value}
+
+
+def keys_made() -> set[tuple[str, str | None]]:
+    return {
+        (key.user.username, key.hf_token.name if key.hf_token else None)
+        for key in ApiKey.objects.select_related("user", "hf_token")
+    }
+
+
+def test_staff_with_add_apikey_only_create_keys_for_themselves(client, alice, root, personal_tokens):
+    client = staff_client(client, "eve", "add_apikey")
+    eve = client.user
+    evens = services.hf_token_create(name="eve's", value=HF_VALUE, owner=eve)
+    form = client.get("/admin/accounts/apikey/add/")
+    assert choices(form, "user") == {str(eve.pk)}
+    assert choices(form, "hf_token") == {str(personal_tokens["shared"].pk), str(evens.pk)}
+    # Posting the ids of other users or their tokens directly does not get around the form.
+    for user, token in [
+        (root, personal_tokens["root"]),
+        (root, personal_tokens["shared"]),
+        (alice, None),
+        (eve, personal_tokens["alice"]),
+        (eve, personal_tokens["root"]),
+    ]:
+        assert post_key(client, user, token).status_code == 200, (user, token)
+    assert keys_made() == set()
+    assert post_key(client, eve, evens).status_code == 302
+    assert post_key(client, eve, personal_tokens["shared"]).status_code == 302
+    assert post_key(client, eve).status_code == 302
+    assert keys_made() == {("eve", "eve's"), ("eve", "team"), ("eve", None)}
+
+
+def test_staff_who_may_add_keys_for_others_cannot_for_a_superuser_or_with_anothers_token(
+    client, alice, root, personal_tokens
+):
+    client = staff_client(client, "eve", "add_apikey", "add_apikey_for_others")
+    form = client.get("/admin/accounts/apikey/add/")
+    assert str(alice.pk) in choices(form, "user") and str(root.pk) not in choices(form, "user")
+    assert str(personal_tokens["root"].pk) not in choices(form, "hf_token")
+    refused = post_key(client, alice, personal_tokens["root"])
+    assert refused.status_code == 200
+    assert post_key(client, root, personal_tokens["shared"]).status_code == 200
+    assert post_key(client, client.user, personal_tokens["alice"]).status_code == 200
+    assert keys_made() == set()
+    assert post_key(client, alice, personal_tokens["alice"]).status_code == 302
+    assert post_key(client, alice, personal_tokens["shared"]).status_code == 302
+    assert keys_made() == {("alice", "alice's"), ("alice", "team")}
+
+
+def test_superusers_create_keys_for_anyone_but_only_with_their_own_or_a_shared_token(
+    client, alice, root, personal_tokens
+):
+    other_root = get_user_model().objects.create_superuser("other-root", password="x-password-123")
+    client.force_login(root)
+    assert post_key(client, other_root, personal_tokens["shared"]).status_code == 302
+    assert post_key(client, alice, personal_tokens["alice"]).status_code == 302
+    refused = post_key(client, alice, personal_tokens["root"])
+    assert refused.status_code == 200 and "belongs to another user" in refused.content.decode()
+    assert post_key(client, other_root, personal_tokens["root"]).status_code == 200
+    assert keys_made() == {("other-root", "team"), ("alice", "alice's")}
+
+
+def test_the_service_itself_refuses_what_the_form_does(alice, root, personal_tokens):
+    eve = get_user_model().objects.create_user("eve", is_staff=True)
+    eve.user_permissions.add(*Permission.objects.filter(codename__in=["add_apikey", "add_apikey_for_others"]))
+    eve = get_user_model().objects.get(pk=eve.pk)  # no stale permission cache
+    with pytest.raises(PermissionDenied):
+        services.api_key_create(user=root, actor=eve)
+    with pytest.raises(ValidationError, match="belongs to another user"):
+        services.api_key_create(user=eve, actor=eve, hf_token=personal_tokens["alice"])
+    services.api_key_create(user=alice, actor=eve, hf_token=personal_tokens["alice"])
+    assert keys_made() == {("alice", "alice's")}
+
+
+def test_staff_cannot_change_or_revoke_a_superusers_key(client, alice, root, personal_tokens):
+    roots, _ = services.api_key_create(user=root, hf_token=personal_tokens["root"])
+    alices, _ = services.api_key_create(user=alice)
+    client = staff_client(client, "eve", "view_apikey", "change_apikey")
+    url = f"/admin/accounts/apikey/{roots.pk}/change/"
+    assert client.get(url).status_code == 200  # shown, read-only
+    change = {
+        "name": "taken",
+        "hf_token": personal_tokens["shared"].pk,
+        "expires_at_0": "",
+        "expires_at_1": "",
+    }
+    assert client.post(url, change).status_code == 403
+    client.post(
+        "/admin/accounts/apikey/",
+        {"action": "revoke_selected", "_selected_action": [roots.pk, alices.pk], "index": 0},
+    )
+    roots.refresh_from_db()
+    alices.refresh_from_db()
+    assert (roots.name, roots.hf_token, roots.status) == ("", personal_tokens["root"], "active")
+    assert alices.status == "revoked"
+
+
+def test_a_key_cannot_be_rebound_to_another_users_token(client, alice, root, personal_tokens):
+    alices, _ = services.api_key_create(user=alice)
+    client.force_login(root)
+    url = f"/admin/accounts/apikey/{alices.pk}/change/"
+    assert choices(client.get(url), "hf_token") == {
+        str(personal_tokens["shared"].pk),
+        str(personal_tokens["alice"].pk),
+    }
+    change = {"name": "", "user": root.pk, "expires_at_0": "", "expires_at_1": ""}
+    assert client.post(url, {**change, "hf_token": personal_tokens["root"].pk}).status_code == 200
+    assert client.post(url, {**change, "hf_token": personal_tokens["alice"].pk}).status_code == 302
+    assert keys_made() == {("alice", "alice's")}  # and the posted user changed nothing
+
+
+def test_the_key_list_shows_usage_only_to_staff_who_may_view_it(client, key_and_plaintext):
+    client = staff_client(client, "eve", "view_apikey")
+    columns = ("Requests (30 d)", "Tokens (30 d)", "Budget (this month)")
+    page = client.get("/admin/accounts/apikey/").content.decode()
+    assert not any(column in page for column in columns)
+    client.user.user_permissions.add(Permission.objects.get(codename="view_usagerecord"))
+    page = client.get("/admin/accounts/apikey/").content.decode()
+    assert all(column in page for column in columns)
 
 
 def test_the_key_list_shows_usage_of_the_last_30_days(admin_client, key_and_plaintext):

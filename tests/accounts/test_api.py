@@ -1,6 +1,8 @@
-"""The self-service API: a key holder sees their own keys and usage, staff anyone's."""
+"""The self-service API: a key holder sees their own keys and usage, staff who may view usage
+anyone's."""
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.db import OperationalError
 from rest_framework.test import APIClient
 
@@ -50,9 +52,15 @@ def test_nobody_sees_another_users_data(api_key, bob_key):
     assert client_for(bob_key).get("/api/usage?user=alice").status_code == 403
 
 
-def test_staff_may_look_at_anyone(api_key, bob_key, user):
+def test_staff_may_look_at_anyone_only_with_the_view_permission_on_usage(api_key, bob_key, user):
     user.is_staff = True
     user.save()
+    keys.reset()
+    for path in ("/api/me?user=bob", "/api/usage?user=bob", "/api/me?user=nobody"):
+        response = client_for(api_key).get(path)
+        assert response.status_code == 403, path
+        assert response.json()["error"]["type"] == "permission_error"
+    user.user_permissions.add(Permission.objects.get(codename="view_usagerecord"))
     keys.reset()
     assert client_for(api_key).get("/api/me?user=bob").json()["username"] == "bob"
     assert client_for(api_key).get("/api/usage?user=bob").json()["user"] == "bob"

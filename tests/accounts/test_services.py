@@ -74,11 +74,12 @@ def test_deactivating_a_user_revokes_their_keys_and_stops_them_at_once(alice, bo
 def test_a_key_may_use_a_shared_token_or_its_users_own(alice, bob):
     shared = services.hf_token_create(name="team", value="hf_teamteamteam")
     bobs = services.hf_token_create(name="bobs", value="hf_bobbobbobbob", owner=bob)
-    services.hf_token_check_owner(hf_token=shared, user=alice)
-    services.hf_token_check_owner(hf_token=bobs, user=bob)
-    services.hf_token_check_owner(hf_token=None, user=alice)
+    services.api_key_create(user=alice, hf_token=shared)
+    services.api_key_create(user=bob, hf_token=bobs)
+    services.api_key_create(user=alice)
     with pytest.raises(ValidationError, match="belongs to another user"):
-        services.hf_token_check_owner(hf_token=bobs, user=alice)
+        services.api_key_create(user=alice, hf_token=bobs)
+    assert ApiKey.objects.count() == 3
 
 
 def test_an_updated_key_is_seen_by_the_next_lookup_and_keeps_to_the_token_rule(alice, bob, key):

@@ -1,0 +1,49 @@
+"""Whose keys a staff user may create and change, and whose usage they may read: the one place the
+admin, the services and the API ask.
+
+A key acts as its user, calling upstream with its Hugging Face token, so creating one for
+someone is acting as them: a staff user creates keys for themselves with `add_apikey`, for
+other users only with `add_apikey_for_others` too, and for a superuser only as a superuser.
+Changing or revoking a superuser's key takes a superuser as well. Which token a key may call
+with is the model's rule, whoever asks (`ApiKey.clean`: shared, or its own user's).
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import PermissionDenied
+from django.db.models import Q, QuerySet
+
+from accounts.models import HuggingFaceToken
+
+ADD_KEYS_FOR_OTHERS = "accounts.add_apikey_for_others"
+VIEW_USAGE = "accounts.view_usagerecord"
+
+
+def key_users(actor: AbstractBaseUser, *, creating: bool) -> QuerySet:
+    """The users whose keys `actor` may create (`creating`) or change and revoke."""
+    users = get_user_model().objects.all()
+    if actor.is_superuser:
+        return users
+    if creating and not actor.has_perm(ADD_KEYS_FOR_OTHERS):
+        return users.filter(pk=actor.pk)
+    return users.filter(Q(is_superuser=False) | Q(pk=actor.pk))
+
+
+def key_tokens(actor: AbstractBaseUser, *, creating: bool) -> QuerySet[HuggingFaceToken]:
+    """The Hugging Face tokens keys `actor` may create (or change) can call with."""
+    return HuggingFaceToken.objects.usable_by(key_users(actor, creating=creating))
+
+
+def check_key_user(*, actor: AbstractBaseUser | None, user: AbstractBaseUser, creating: bool) -> None:
+    """PermissionDenied unless `actor` may create (or change) keys of `user`; no actor is the
+    command line, which may do anything."""
+    if actor is not None and not key_users(actor, creating=creating).filter(pk=user.pk).exists():
+        raise PermissionDenied(f"You may not {'create' if creating else 'change'} keys of {user}.")
+
+
+def may_view_usage(actor: AbstractBaseUser) -> bool:
+    """Whether `actor` may read other users' usage and keys: the admin's usage pages and the key
+    list's usage columns, and `/api/*?user=`."""
+    return actor.is_staff and actor.has_perm(VIEW_USAGE)
