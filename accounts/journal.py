@@ -30,6 +30,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -219,16 +220,15 @@ class Orphan:
         self.path, self.fd = path, fd
         self.mtime = os.fstat(fd).st_mtime  # about when its worker died
 
-    def lines(self) -> list[dict[str, Any]]:
+    def lines(self) -> Iterator[dict[str, Any]]:
+        """Its lines, from the start, one at a time."""
         with open(self.fd, "rb", closefd=False) as file:
-            data = file.read()
-        lines = []
-        for raw in data.splitlines():
-            try:
-                lines.append(json.loads(raw))
-            except ValueError:  # a line torn by a machine crash
-                logger.warning("Skipping a torn line of %s", self.path)
-        return lines
+            file.seek(0)
+            for raw in file:
+                try:
+                    yield json.loads(raw)
+                except ValueError:  # a line torn by a machine crash
+                    logger.warning("Skipping a torn line of %s", self.path)
 
     def remove(self) -> None:
         with contextlib.suppress(FileNotFoundError):

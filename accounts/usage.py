@@ -343,41 +343,50 @@ WORKER_LOST = "worker_lost"  # the error code of a request its worker died servi
 
 def replay_orphans(folder) -> int:
     """Claim the journals no live worker holds, write their records (a `worker_lost` one for
-    each request started and never finished), delete them. The number of records."""
+    each request started and never finished), delete them. The number of records.
+
+    Read twice, a batch at a time, so that a journal that grew through a long outage is never
+    held in memory whole: first which requests finished, then the records."""
     orphans = journal.claim_orphans(folder)
+    written = 0
     try:
-        entries = _entries(orphans)
-        for start in range(0, len(entries), BATCH_SIZE):
-            _write(entries[start : start + BATCH_SIZE])
+        finished = {
+            line.get("id")
+            for orphan in orphans
+            for line in orphan.lines()
+            if line.get("k") == journal.FINISHED
+        }
+        batch: list[UsageEntry] = []
+        for orphan in orphans:
+            for line in orphan.lines():
+                if (entry := _replayed(line, finished, orphan.mtime)) is not None:
+                    batch.append(entry)
+                if len(batch) >= BATCH_SIZE:
+                    _write(batch)
+                    written, batch = written + len(batch), []
+        _write(batch)
+        written += len(batch)
     except BaseException:
         for orphan in orphans:
             orphan.release()  # kept for the next try, by this worker or another
         raise
     for orphan in orphans:
         orphan.remove()
-    return len(entries)
+    return written
 
 
-def _entries(orphans: list[journal.Orphan]) -> list[UsageEntry]:
-    finished: dict[str, UsageEntry] = {}
-    started: dict[str, tuple[dict, float]] = {}
-    for orphan in orphans:
-        for line in orphan.lines():
-            kind = line.pop("k", None)
-            try:
-                if kind == journal.FINISHED:
-                    finished[line["id"]] = _decoded(dict(line))
-                elif kind == journal.STARTED:
-                    started[line["id"]] = line, orphan.mtime
-            except (KeyError, TypeError, ValueError):
-                logger.error("Usage journal line that makes no record, logged instead: %r", line)
-    for entry_id, (line, died) in started.items():
-        if entry_id not in finished:
-            try:
-                finished[entry_id] = _cut_off(line, died)
-            except (KeyError, TypeError, ValueError):
-                logger.error("Usage journal line that makes no record, logged instead: %r", line)
-    return list(finished.values())
+def _replayed(line: dict, finished: set[str], died: float) -> UsageEntry | None:
+    """A journal line's record: its own (a finished request), a `worker_lost` one (a request
+    started and never finished), or none (the start of one that finished)."""
+    kind = line.pop("k", None)
+    try:
+        if kind == journal.FINISHED:
+            return _decoded(line)
+        if kind == journal.STARTED and line["id"] not in finished:
+            return _cut_off(line, died)
+    except (KeyError, TypeError, ValueError):
+        logger.error("Usage journal line that makes no record, logged instead: %r", line)
+    return None
 
 
 _DECIMALS = ("units", "price_input", "price_output", "cost_usd")
