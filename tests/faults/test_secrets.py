@@ -7,7 +7,6 @@ in the answers' headers or /metrics."""
 from __future__ import annotations
 
 import contextlib
-import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -15,7 +14,16 @@ import httpx
 import pytest
 
 from tests.support.faults import BAD_BODIES, FAULTS, SPOOFED, bad_keys
-from tests.support.harness import CANARY_TOKEN, Proxy, chat, launch_proxy, open_request, request_id, send
+from tests.support.harness import (
+    CANARY_TOKEN,
+    Proxy,
+    admin_session,
+    chat,
+    launch_proxy,
+    open_request,
+    request_id,
+    send,
+)
 from tests.support.processes import manage, scratch_database
 
 ADMIN_PASSWORD = "admin-password-for-the-canary-test"
@@ -87,19 +95,7 @@ def database_text(proxy: Proxy) -> str:
 def admin_text(proxy: Proxy) -> str:
     """Every admin page a staff member can open about the keys, tokens, users and usage, and
     the usage CSV export."""
-    with httpx.Client(base_url=proxy.url, timeout=15) as client:
-        login = client.get("/admin/login/")
-        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login.text).group(1)
-        signed_in = client.post(
-            "/admin/login/?next=/admin/",
-            data={
-                "username": "root",
-                "password": ADMIN_PASSWORD,
-                "csrfmiddlewaretoken": token,
-                "next": "/admin/",
-            },
-        )
-        assert signed_in.status_code == 302, signed_in.text[:500]
+    with admin_session(proxy, "root", ADMIN_PASSWORD) as client:
         ids = {
             table: [row["id"] for row in proxy.db.query(f"SELECT id FROM {table}")]
             for table in ("accounts_apikey", "accounts_huggingfacetoken", "auth_user", "accounts_usagerecord")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import sqlite3
@@ -286,6 +287,28 @@ def send(
     with httpx.Client(timeout=timeout) as client:
         response = client.request(method, proxy.api + path, content=content, headers=sent)
     return Answer(rid, response.status_code, response.headers, response.content, time.monotonic() - started)
+
+
+CSRF_FIELD = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
+
+
+def csrf_token(page: httpx.Response) -> str:
+    """The CSRF token of an admin form page, to post it back."""
+    return CSRF_FIELD.search(page.text).group(1)
+
+
+@contextlib.contextmanager
+def admin_session(proxy: Proxy, username: str, password: str):
+    """An HTTP client signed in to the proxy's admin as `username` (the proxy needs
+    SECURE_COOKIES=false: its cookies travel over plain HTTP here)."""
+    with httpx.Client(base_url=proxy.url, timeout=15) as client:
+        login = client.get("/admin/login/")
+        signed_in = client.post(
+            "/admin/login/?next=/admin/",
+            data={"username": username, "password": password, "csrfmiddlewaretoken": csrf_token(login)},
+        )
+        assert signed_in.status_code == 302, signed_in.text[:500]
+        yield client
 
 
 def open_request(proxy, body: dict, rid: str, *, rcvbuf: int | None = None) -> socket.socket:
