@@ -5,14 +5,15 @@ A key acts as its user, calling upstream with its Hugging Face token, so creatin
 someone is acting as them: a staff user creates keys for themselves with `add_apikey`, for
 other users only with `add_apikey_for_others` too, and for a superuser only as a superuser.
 Changing or revoking a superuser's key takes a superuser as well. Which token a key may call
-with is the model's rule, whoever asks (`ApiKey.clean`: shared, or its own user's).
+with is the model's rule, whoever asks (`ApiKey.clean`: shared, or its own user's); so that a
+personal token stays its owner's, only a superuser gives one to someone else or shares it.
 """
 
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Q, QuerySet
 
 from accounts.models import HuggingFaceToken
@@ -41,6 +42,21 @@ def check_key_user(*, actor: AbstractBaseUser | None, user: AbstractBaseUser, cr
     command line, which may do anything."""
     if actor is not None and not key_users(actor, creating=creating).filter(pk=user.pk).exists():
         raise PermissionDenied(f"You may not {'create' if creating else 'change'} keys of {user}.")
+
+
+def check_token_owner(
+    *, actor: AbstractBaseUser | None, hf_token: HuggingFaceToken, owner: AbstractBaseUser | None
+) -> None:
+    """ValidationError unless `actor` may make `owner` (None: shared) the owner of `hf_token`,
+    new or as it is stored: a new token theirs, shared, or of a user they may create keys for;
+    a personal one to someone else or shared only as a superuser."""
+    owner_id = owner.pk if owner is not None else None
+    if actor is None or actor.is_superuser or (hf_token.pk is not None and hf_token.owner_id == owner_id):
+        return
+    if hf_token.pk is not None and hf_token.owner_id is not None:
+        raise ValidationError("Only a superuser may give a personal token to someone else or share it.")
+    if owner is not None and not key_users(actor, creating=True).filter(pk=owner_id).exists():
+        raise ValidationError(f"You may not give tokens to {owner}.")
 
 
 def may_view_usage(actor: AbstractBaseUser) -> bool:

@@ -81,10 +81,18 @@ def hf_token_create(*, name: str, value: str, owner: AbstractBaseUser | None = N
     return token
 
 
-def hf_token_save(*, hf_token: HuggingFaceToken, value: str = "") -> HuggingFaceToken:
+def hf_token_save(
+    *, hf_token: HuggingFaceToken, value: str = "", actor: AbstractBaseUser | None = None
+) -> HuggingFaceToken:
     """Save a new or changed token (the admin's form); `value`, when given, replaces the stored
-    one. Keys using a changed token call with it at once here, elsewhere within AUTH_CACHE_TTL."""
+    one. Keys using a changed token call with it at once here, elsewhere within AUTH_CACHE_TTL.
+    `actor`: the staff user saving it (ValidationError unless they may give it its owner)."""
     changed = hf_token.pk is not None
+    if changed:
+        stored = HuggingFaceToken.objects.get(pk=hf_token.pk)
+        permissions.check_token_owner(actor=actor, hf_token=stored, owner=hf_token.owner)
+    else:
+        permissions.check_token_owner(actor=actor, hf_token=hf_token, owner=hf_token.owner)
     if value:
         hf_token.set_value(validators.hf_token_value(value))
     hf_token_check_new_owner(hf_token=hf_token, owner=hf_token.owner)

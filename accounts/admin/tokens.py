@@ -13,7 +13,7 @@ from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from accounts import selectors, services, validators
+from accounts import permissions, selectors, services, validators
 from accounts.admin.display import ListsFitMedia, timestamp, when
 from accounts.models import HuggingFaceToken, ModelPrice
 
@@ -26,12 +26,17 @@ class HuggingFaceTokenForm(forms.ModelForm):
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
     )
 
+    actor = None  # the staff user filling it in (the admin's get_form)
+
     class Meta:
         model = HuggingFaceToken
         fields = ("name", "owner", "value")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        owner = self.fields.get("owner")
+        if owner is not None and self.instance.owner_id is not None:  # it may stay whose it is
+            owner.queryset = owner.queryset | owner.queryset.model.objects.filter(pk=self.instance.owner_id)
         if self.instance.pk is None:
             self.fields["value"].required = True
             self.fields["value"].help_text = "Stored encrypted; shown only masked from now on."
@@ -46,7 +51,9 @@ class HuggingFaceTokenForm(forms.ModelForm):
 
     def clean_owner(self):
         owner = self.cleaned_data["owner"]
-        # The service's rule, here so that it is a form error rather than a 500.
+        # The service's rules, here so that they are form errors rather than a 500. (The
+        # instance still has its stored owner: the form sets the new one after cleaning.)
+        permissions.check_token_owner(actor=self.actor, hf_token=self.instance, owner=owner)
         services.hf_token_check_new_owner(hf_token=self.instance, owner=owner)
         return owner
 
@@ -64,6 +71,16 @@ class HuggingFaceTokenAdmin(admin.ModelAdmin):
 
     def get_fields(self, request, obj=None):
         return ("name", "owner", "value") if obj is None else ("name", "owner", "masked", "value", "created")
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        form.actor = request.user
+        return form
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "owner":  # and empty: shared
+            kwargs["queryset"] = permissions.key_users(request.user, creating=True)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[HuggingFaceToken]:
         return (
@@ -96,7 +113,7 @@ class HuggingFaceTokenAdmin(admin.ModelAdmin):
         return token.keys_using
 
     def save_model(self, request, obj: HuggingFaceToken, form, change: bool) -> None:
-        services.hf_token_save(hf_token=obj, value=form.cleaned_data.get("value", ""))
+        services.hf_token_save(hf_token=obj, value=form.cleaned_data.get("value", ""), actor=request.user)
 
 
 @admin.register(ModelPrice)

@@ -586,6 +586,34 @@ def test_a_token_keeps_its_value_unless_a_new_one_is_given(admin_client, hf_toke
     assert (hf_token.value(), hf_token.masked) == ("hf_TheNewValue5678", "hf_…5678")
 
 
+def test_only_a_superuser_gives_a_personal_token_to_someone_else_or_shares_it(
+    client, alice, root, personal_tokens
+):
+    alices = personal_tokens["alice"]
+    tokens = ("add_huggingfacetoken", "change_huggingfacetoken", "view_huggingfacetoken")
+    client = staff_client(client, "eve", "add_apikey", *tokens)
+    eve = client.user
+    url = f"/admin/accounts/huggingfacetoken/{alices.pk}/change/"
+    for owner in ("", eve.pk, root.pk):  # shared, then usable by eve; or given away
+        assert client.post(url, {"name": "taken", "owner": owner, "value": ""}).status_code == 200, owner
+    alices.refresh_from_db()
+    assert (alices.name, alices.owner) == ("alice's", alice)
+    assert (
+        client.post(url, {"name": "alice's", "owner": alice.pk, "value": "hf_ANewValue9876"}).status_code
+        == 302
+    )
+    alices.refresh_from_db()
+    assert (alices.owner, alices.masked) == (alice, "hf_…9876")  # a new value, still hers
+    add = "/admin/accounts/huggingfacetoken/add/"
+    assert client.post(add, {"name": "for root", "owner": root.pk, "value": HF_VALUE}).status_code == 200
+    assert client.post(add, {"name": "eve's", "owner": eve.pk, "value": HF_VALUE}).status_code == 302
+    assert client.post(add, {"name": "shared", "owner": "", "value": HF_VALUE}).status_code == 302
+    client.force_login(root)
+    assert client.post(url, {"name": "alice's", "owner": "", "value": ""}).status_code == 302
+    alices.refresh_from_db()
+    assert alices.is_shared
+
+
 def test_the_token_form_validates_the_value(admin_client):
     response = admin_client.post(
         "/admin/accounts/huggingfacetoken/add/", {"name": "bad", "owner": "", "value": "hf_ with spaces"}
