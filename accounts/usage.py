@@ -24,7 +24,14 @@ from decimal import Decimal
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections, connection, connections, transaction
+from django.db import (
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    connection,
+    connections,
+    transaction,
+)
 from django.db.models import Q
 
 from accounts import journal, limits, metrics, offloop, prices, runtime
@@ -329,6 +336,8 @@ def _write_each(batch: list[UsageEntry]) -> tuple[list, list]:
         try:
             _write([entry])
             written.append(entry)
+        except (OperationalError, InterfaceError):
+            raise  # the database is away or busy (SQLite: "database is locked"), not refusing
         except Exception:
             with connection.cursor() as cursor:  # raises if the database is down
                 cursor.execute("SELECT 1")
@@ -362,10 +371,8 @@ def replay_orphans(folder) -> int:
                 if (entry := _replayed(line, finished, orphan.mtime)) is not None:
                     batch.append(entry)
                 if len(batch) >= BATCH_SIZE:
-                    _write(batch)
-                    written, batch = written + len(batch), []
-        _write(batch)
-        written += len(batch)
+                    written, batch = written + _write_replayed(batch), []
+        written += _write_replayed(batch)
     except BaseException:
         for orphan in orphans:
             orphan.release()  # kept for the next try, by this worker or another
@@ -373,6 +380,20 @@ def replay_orphans(folder) -> int:
     for orphan in orphans:
         orphan.remove()
     return written
+
+
+def _write_replayed(batch: list[UsageEntry]) -> int:
+    """Write a replayed batch; the number written. Records the database refuses while it answers
+    (their key was deleted since) go to the error log, as the queue's do: one of them must not
+    hold a dead worker's journal, and every record after it, back forever."""
+    try:
+        _write(batch)
+        return len(batch)
+    except Exception:
+        written, unwritable = _write_each(batch)  # raises if the database itself is down
+    for entry in unwritable:
+        logger.error("Replayed usage record the database refuses, logged instead: %r", entry)
+    return len(written)
 
 
 def _replayed(line: dict, finished: set[str], died: float) -> UsageEntry | None:

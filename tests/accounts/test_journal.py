@@ -6,6 +6,7 @@ import os
 import uuid
 from datetime import UTC, datetime
 
+import pytest
 from asgiref.sync import sync_to_async
 from django.db import OperationalError
 
@@ -112,3 +113,33 @@ async def test_past_the_bound_records_wait_in_the_journal_not_in_memory(
     assert _lines(tmp_path) == []
     usage.writer.record(entry(key, request_id="after"))  # the bound is memory's again
     assert len(usage.writer._pending) == 1
+
+
+async def test_a_replayed_record_the_database_refuses_is_logged_not_retried_forever(
+    api_key, tmp_path, caplog
+):
+    key = await ApiKey.objects.aget()
+    fields = {"status": 200, "outcome": "ok", "usage_source": "provider", "latency_ms": 5}
+    kept = _line("f", key, **fields)
+    deleted = _line("f", key, **fields, api_key_id=key.pk + 1000)  # its key is gone
+    _orphan(tmp_path, kept, deleted)
+    assert await sync_to_async(usage.replay_orphans)(tmp_path) == 1
+    assert list(tmp_path.iterdir()) == []  # not claimed again with every batch
+    assert [str(i) async for i in UsageRecord.objects.values_list("id", flat=True)] == [kept["id"]]
+    assert any("refuses" in r.getMessage() and deleted["id"] in r.getMessage() for r in caplog.records)
+
+
+async def test_a_busy_database_keeps_the_journal_for_the_next_try(api_key, tmp_path, monkeypatch):
+    key = await ApiKey.objects.aget()
+    line = _line("f", key, status=200, outcome="ok", usage_source="provider", latency_ms=5)
+    _orphan(tmp_path, line)
+
+    def locked(batch):
+        raise OperationalError("database is locked")
+
+    monkeypatch.setattr(usage, "_write", locked)
+    with pytest.raises(OperationalError):  # a busy database is not a refusal
+        await sync_to_async(usage.replay_orphans)(tmp_path)
+    monkeypatch.undo()
+    assert await sync_to_async(usage.replay_orphans)(tmp_path) == 1
+    assert [str(i) async for i in UsageRecord.objects.values_list("id", flat=True)] == [line["id"]]

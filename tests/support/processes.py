@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import secrets
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -76,6 +78,10 @@ def proxy_env(router: str, database: str, **overrides: str) -> dict[str, str]:
         "HF_INFERENCE_URL": f"{router}/hf-inference",
         "HF_HUB_URL": router,  # the fake router answers the Hub's model info too
         "DATABASE_URL": database,
+        # One journal per database: a server must never replay another test's records into its own.
+        "USAGE_JOURNAL_DIR": os.path.join(
+            tempfile.gettempdir(), f"hfproxy-journal-{hashlib.sha256(database.encode()).hexdigest()[:16]}"
+        ),
     }
     return server_env(**{**defaults, **overrides})
 
