@@ -15,6 +15,10 @@ The operations (`Op`):
                             holder past its ttl no longer counts: a slot never given back (its
                             worker died, Redis was down) frees itself, and refusals renew nothing.
   ("free", key, holder)     give the holder's slot back (again: no harm); → None
+  ("reserve", key, amount, limit)  add amount if the count stays within limit (and is below it
+                            now). A batch's reserves are all or nothing: each is made only if
+                            every one fits and none is absent. → the count after (>= 0); when
+                            nothing was reserved, -1 - the count (< 0), or None if absent.
 
 A Redis that does not answer raises `Unavailable`, at once while it failed moments ago.
 """
@@ -55,7 +59,34 @@ class MemoryCounters:
 
     async def run(self, ops: list[Op]) -> list[int | None]:
         now = time.monotonic()
-        return [self._slot(now, *op) if op[0] in ("take", "free") else self._one(now, *op) for op in ops]
+        # The batch's reserves are all or nothing: first, whether every one fits.
+        fits = all(
+            (used := self._count(now, op[1])) is not None and _fits(used, *op[2:])
+            for op in ops
+            if op[0] == "reserve"
+        )
+        out = []
+        for op in ops:
+            if op[0] in ("take", "free"):
+                out.append(self._slot(now, *op))
+            elif op[0] == "reserve":
+                out.append(self._reserve(now, fits, *op))
+            else:
+                out.append(self._one(now, *op))
+        return out
+
+    def _count(self, now: float, key: str) -> int | None:
+        found = self._counts.get(key)
+        return None if found is None or found[1] <= now else found[0]
+
+    def _reserve(self, now: float, fits: bool, kind: str, key: str, amount: int, limit: int) -> int | None:
+        used = self._count(now, key)
+        if used is None:
+            return None
+        if not fits:
+            return -1 - used
+        self._counts[key] = (used + amount, self._counts[key][1])  # the expiry stays, as in Redis
+        return used + amount
 
     def _slot(self, now: float, kind: str, key: str, *args) -> int | None:
         # Only keys with max_parallel have slots, and a key holds at most its limit: bounded.
@@ -113,9 +144,29 @@ class MemoryCounters:
 # A key's slots are a sorted set: its holders, scored by their deadlines on Redis' clock.
 _BATCH = """
 local out = {}
+-- The batch's reserves are all or nothing: first, whether every one fits.
+local fits = true
+for i, key in ipairs(KEYS) do
+  if ARGV[4 * i - 3] == 'reserve' then
+    local used = redis.call('GET', key)
+    local limit = tonumber(ARGV[4 * i - 1])
+    if not used or tonumber(used) >= limit or tonumber(used) + tonumber(ARGV[4 * i - 2]) > limit then
+      fits = false
+    end
+  end
+end
 for i, key in ipairs(KEYS) do
   local kind, value, ttl, holder = ARGV[4 * i - 3], ARGV[4 * i - 2], ARGV[4 * i - 1], ARGV[4 * i]
-  if kind == 'take' then
+  if kind == 'reserve' then
+    local used = redis.call('GET', key)
+    if not used then
+      out[i] = false
+    elseif fits then
+      out[i] = redis.call('INCRBY', key, value)
+    else
+      out[i] = -1 - tonumber(used)
+    end
+  elseif kind == 'take' then
     local time = redis.call('TIME')
     local now = tonumber(time[1]) + tonumber(time[2]) / 1000000
     redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
@@ -235,6 +286,11 @@ class RedisCounters:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+def _fits(used: int, amount: int, limit: int) -> bool:
+    """A reserve's rule (the script's too): below the limit now, and within it after."""
+    return used < limit and used + amount <= limit
 
 
 def _policy() -> str:

@@ -6,10 +6,13 @@ round trip when the counters are shared: `accounts.counters`).
 
 - rpm: fixed one-minute windows; exactly `rpm` requests pass in a window.
 - tpm: tokens finished in the current minute; a request is refused once they reach `tpm`.
-- token budgets: tokens this calendar month (UTC) and in all; a request is refused once they
-  reach the budget. The counter starts from the usage records in the database and every
-  finished request adds its tokens atomically, so concurrent requests can overshoot only by
-  what those already in flight when the budget was reached go on to use.
+- budgets (tokens this calendar month (UTC) and in all, USD this month): caps. A request
+  reserves what it may use (`Reservation`: its prompt's estimate plus the most it may generate,
+  and their cost) in the same atomic batch that checks the budget, and is refused when that does
+  not fit in what is left; when it ends, the reservation is replaced by what it used. So
+  concurrent requests overshoot a budget only by what one went past its own reservation (a
+  prompt underestimated, an answer longer than its reservation). A counter starts from the usage
+  records in the database (its first request this month seeds it).
 - max_parallel: requests in flight. A request takes a slot in `admit()` (a refusal takes
   none) and gives it back in `settle()`, retried while Redis does not answer; a slot never
   given back frees itself at its deadline, REQUEST_TIMEOUT + 120 s after it was taken.
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import contextlib
 import functools
 import math
 import time
@@ -51,6 +55,17 @@ class KeyLimits:
 NO_LIMITS = KeyLimits()
 
 
+@dataclass(frozen=True)
+class Reservation:
+    """What a request may use at most, held against its key's budgets while it runs."""
+
+    tokens: int = 0
+    microdollars: int = 0  # its tokens' cost at the dearest price, in millionths of a dollar
+
+
+NOTHING = Reservation()
+
+
 class Refusal(Exception):
     """A request over one of its key's limits. `kind`: requests, tokens, parallel, budget."""
 
@@ -71,6 +86,8 @@ class Admission:
     holds_slot: bool = False
     slot: str = field(default_factory=lambda: uuid.uuid4().hex)  # who holds it, in the key's slots
     store: counters.Store | None = None  # where it was counted (memory when Redis failed open)
+    reservation: Reservation = NOTHING
+    reserved: dict[str, int] = field(default_factory=dict)  # budget counter → what it holds for this request
 
 
 def _reset_text(seconds: float) -> str:
@@ -129,19 +146,6 @@ def _microdollars_in_db(key_id: int, since: datetime) -> int:
     return math.ceil(Decimal(_sum_in_db(key_id, since, "cost_usd")) * MICRO)
 
 
-async def add_costs(costs: list[tuple[int, datetime, Decimal]]) -> None:
-    """Written records' costs (key, when, USD) into the keys' USD budget counters: those that
-    are counting (a budget seeded them); for others nothing changes. Called by the usage writer:
-    a cost is known once its record is priced."""
-    ops: list[Op] = [
-        ("bump", _usd_counter(key_id, _month(when.timestamp())[0]), math.ceil(cost * MICRO))
-        for key_id, when, cost in costs
-        if cost
-    ]
-    if ops:
-        await counters.run(ops)
-
-
 def _parallel(key_id: int) -> tuple[str, int]:
     """The key's slots, and how long a slot is held at most (a request lasts REQUEST_TIMEOUT)."""
     return f"slots:{key_id}", int(settings.REQUEST_TIMEOUT) + 120
@@ -192,9 +196,12 @@ async def _count(admission: Admission, ops: dict[str, Op]) -> dict[str, int | No
     return seen
 
 
-async def admit(key_id: int, user_id: int, limits: KeyLimits) -> Admission:
-    """Count the request against its key's limits, or raise `Refusal`."""
-    admission = Admission(key_id=key_id, user_id=user_id, limits=limits)
+async def admit(
+    key_id: int, user_id: int, limits: KeyLimits, reservation: Reservation = NOTHING
+) -> Admission:
+    """Count the request against its key's limits, reserving `reservation` against its budgets,
+    or raise `Refusal`."""
+    admission = Admission(key_id=key_id, user_id=user_id, limits=limits, reservation=reservation)
     if limits == NO_LIMITS:
         return admission
     now = time.time()
@@ -209,38 +216,67 @@ async def admit(key_id: int, user_id: int, limits: KeyLimits) -> Admission:
     if limits.tpm is not None:
         ops["tpm"] = ("get", f"tpm:{key_id}:{minute}")
     if limits.token_budget is not None:
-        ops["month"] = ("get", f"month:{key_id}:{tag}")
+        ops["month"] = ("reserve", f"month:{key_id}:{tag}", reservation.tokens, limits.token_budget)
     if limits.lifetime_token_budget is not None:
-        ops["life"] = ("get", f"life:{key_id}")
+        ops["life"] = ("reserve", f"life:{key_id}", reservation.tokens, limits.lifetime_token_budget)
     if limits.usd_budget is not None:
-        ops["usd"] = ("get", _usd_counter(key_id, tag))
+        budget = int(limits.usd_budget * MICRO)
+        ops["usd"] = ("reserve", _usd_counter(key_id, tag), reservation.microdollars, budget)
     if limits.max_parallel is not None:
         ops["parallel"] = ("take", parallel_key, limits.max_parallel, parallel_ttl, admission.slot)
     seen = await _count(admission, ops)
     store = admission.store
     try:
-        _check(limits, seen, admission.headers, reset, until_next_month)
-        # A budget not yet counted here starts from what the database has recorded.
-        for name, count, since, ttl in (
-            ("month", _tokens_in_db, month_start, until_next_month + 3600),
-            ("life", _tokens_in_db, None, 30 * 86400),
-            ("usd", _microdollars_in_db, month_start, until_next_month + 3600),
-        ):
-            if name in seen and seen[name] is None:
-                counted = await offloop.run(count, key_id, since)
-                seen[name] = (await store.run([("seed", ops[name][1], counted, ttl)]))[0]
-        _check(limits, seen, admission.headers, reset, until_next_month)
+        _reserved(admission, ops, seen)
+        _check(limits, seen, admission.headers, reset, until_next_month, reservation)
+        # A budget not yet counted here starts from what the database has recorded; then the
+        # reservation is made (nothing was: a batch's reservations are all or nothing).
+        budgets = {name: op for name, op in ops.items() if op[0] == "reserve"}
+        if any(seen[name] is None for name in budgets):
+            for name, count, since, ttl in (
+                ("month", _tokens_in_db, month_start, until_next_month + 3600),
+                ("life", _tokens_in_db, None, 30 * 86400),
+                ("usd", _microdollars_in_db, month_start, until_next_month + 3600),
+            ):
+                if name in seen and seen[name] is None:
+                    counted = await offloop.run(count, key_id, since)
+                    await store.run([("seed", ops[name][1], counted, ttl)])
+            seen.update(zip(budgets, await store.run(list(budgets.values())), strict=True))
+            _reserved(admission, budgets, seen)
+            _check(limits, seen, admission.headers, reset, until_next_month, reservation)
     except BaseException:  # refused, the database failed, or the client left meanwhile
-        if admission.holds_slot:
-            admission.holds_slot = False
-            # Shielded: a cancelled request must still give its slot back.
-            await asyncio.shield(_free(store, parallel_key, admission.slot, parallel_ttl))
+        # Shielded: a cancelled request must still give its slot and its reservation back.
+        await asyncio.shield(_undo(admission, parallel_key, parallel_ttl))
         raise
     return admission
 
 
+def _reserved(admission: Admission, ops: dict[str, Op], seen: dict) -> None:
+    """Note what a batch reserved: every budget's amount when it succeeded (all or nothing)."""
+    made = {ops[name][1]: ops[name][2] for name in ops if ops[name][0] == "reserve"}
+    if made and all(seen[name] is not None and seen[name] >= 0 for name in ops if ops[name][0] == "reserve"):
+        admission.reserved = made
+
+
+async def _undo(admission: Admission, parallel_key: str, parallel_ttl: int) -> None:
+    """An admission that failed gives back what it took: its slot and its reservation."""
+    store = admission.store
+    if admission.reserved:
+        reserved, admission.reserved = admission.reserved, {}
+        with contextlib.suppress(Unavailable):  # the counters' expiry is the last resort
+            await store.run([("bump", key, -amount) for key, amount in reserved.items()])
+    if admission.holds_slot:
+        admission.holds_slot = False
+        await _free(store, parallel_key, admission.slot, parallel_ttl)
+
+
 def _check(
-    limits: KeyLimits, seen: dict, headers: dict[str, str], reset: float, until_next_month: int
+    limits: KeyLimits,
+    seen: dict,
+    headers: dict[str, str],
+    reset: float,
+    until_next_month: int,
+    reservation: Reservation = NOTHING,
 ) -> None:
     """Refuse (raise `Refusal`) on the first limit the counters `seen` are over."""
     if "rpm" in seen:
@@ -272,23 +308,45 @@ def _check(
             raise Refusal(
                 "tokens", f"Rate limit reached: {limits.tpm} tokens per minute.", math.ceil(reset), headers
             )
-    if limits.token_budget is not None and (seen.get("month") or 0) >= limits.token_budget:
+    for name, budget, label in (
+        ("month", limits.token_budget, "Monthly token budget"),
+        ("life", limits.lifetime_token_budget, "Lifetime token budget"),
+        ("usd", limits.usd_budget, "Monthly budget"),
+    ):
+        value = seen.get(name)
+        if value is None or value >= 0:  # reserved, or not counted yet (seeded, then reserved)
+            continue
+        wait = 86400 if name == "life" else until_next_month
         raise Refusal(
-            "budget", f"Monthly token budget of {limits.token_budget} used up.", until_next_month, headers
+            "budget", _over_budget(label, budget, -1 - value, reservation, name == "usd"), wait, headers
         )
-    if limits.lifetime_token_budget is not None and (seen.get("life") or 0) >= limits.lifetime_token_budget:
-        raise Refusal(
-            "budget", f"Lifetime token budget of {limits.lifetime_token_budget} used up.", 86400, headers
-        )
-    if limits.usd_budget is not None and (seen.get("usd") or 0) >= limits.usd_budget * MICRO:
-        raise Refusal("budget", f"Monthly budget of ${limits.usd_budget} used up.", until_next_month, headers)
     if limits.max_parallel is not None and not seen["parallel"]:
         raise Refusal("parallel", f"Too many requests in flight: at most {limits.max_parallel}.", 1, headers)
 
 
-async def asettle(admission: Admission, tokens: int) -> None:
-    """The request is over: give back its slot and count its tokens (one batch, where it was
-    admitted). Redis unavailable: the slot is given back later, the tokens go uncounted."""
+def _over_budget(label: str, budget, used: int, reservation: Reservation, usd: bool) -> str:
+    """A budget refusal's message: used up, or not enough left for what the request may use."""
+    if usd:
+        amount, left = f"${budget}", f"${_dollars(budget * MICRO - used)}"
+        need = f"cost up to ${_dollars(reservation.microdollars)}"
+    else:
+        amount, left, need = str(budget), str(budget - used), f"use up to {reservation.tokens} tokens"
+    if used >= (budget * MICRO if usd else budget):
+        return f"{label} of {amount} used up."
+    return (
+        f"{label} of {amount}: {left} left, and this request may {need} (its prompt and its "
+        "max_tokens, or the server's default reservation when it sets none)."
+    )
+
+
+def _dollars(microdollars) -> Decimal:
+    return (Decimal(microdollars) / MICRO).quantize(Decimal("0.000001"))
+
+
+async def asettle(admission: Admission, tokens: int, microdollars: int = 0) -> None:
+    """The request is over: give back its slot, count its tokens per minute, and replace its
+    reservation by what it used (one batch, where it was admitted). Redis unavailable: the slot
+    is given back later, the rest goes uncounted."""
     key_id, limits = admission.key_id, admission.limits
     store = admission.store or counters.store()
     ops: list[Op] = []
@@ -296,14 +354,14 @@ async def asettle(admission: Admission, tokens: int) -> None:
     if slot:
         admission.holds_slot = False
         ops.append(("free", slot, admission.slot))
-    if tokens:
-        now = time.time()
-        if limits.tpm is not None:
-            ops.append(("add", f"tpm:{key_id}:{int(now // 60)}", tokens, 120))
-        if limits.token_budget is not None:
-            ops.append(("bump", f"month:{key_id}:{_month(now)[0]}", tokens))
-        if limits.lifetime_token_budget is not None:
-            ops.append(("bump", f"life:{key_id}", tokens))
+    if tokens and limits.tpm is not None:
+        ops.append(("add", f"tpm:{key_id}:{int(time.time() // 60)}", tokens, 120))
+    # In the month the request was admitted in, as its record counts.
+    reserved, admission.reserved = admission.reserved, {}
+    for key, amount in reserved.items():
+        used = microdollars if key.startswith("usd:") else tokens
+        if used != amount:
+            ops.append(("bump", key, used - amount))
     if ops:
         try:
             await store.run(ops)
@@ -312,8 +370,14 @@ async def asettle(admission: Admission, tokens: int) -> None:
                 _give_back_later(store, slot, admission.slot, ttl)
 
 
-def settle(admission: Admission | None, tokens: int) -> None:
+def settle(admission: Admission | None, tokens: int, microdollars: int = 0) -> None:
     """`asettle` from synchronous code (a request's finish), without waiting for it."""
-    if admission is None or (not admission.holds_slot and not tokens) or admission.limits == NO_LIMITS:
+    if admission is None or admission.limits == NO_LIMITS:
         return
-    runtime.spawn(asettle(admission, tokens))
+    if (
+        not admission.holds_slot
+        and not admission.reserved
+        and not (tokens and admission.limits.tpm is not None)
+    ):
+        return
+    runtime.spawn(asettle(admission, tokens, microdollars))

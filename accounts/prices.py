@@ -85,29 +85,32 @@ def cost(
 
 def price_entry(entry: UsageEntry, table: dict[str, dict[str, Price]]) -> None:
     """Fill a usage entry's price and cost (the usage writer, as it writes the record)."""
+    found, entry.cost_usd = priced(entry, table)
+    if found is not None and entry.units is None:
+        entry.price_input, entry.price_output = found.input, found.output
+
+
+def priced(entry: UsageEntry, table: dict[str, dict[str, Price]]) -> tuple[Price | None, Decimal | None]:
+    """The price a usage entry is billed at and its cost (None, None: it costs nothing).
+    Images or audio seconds at the provider's price per unit (else the dearest listed for the
+    model, as for tokens)."""
     if entry.units is not None:
-        _price_units(entry, table)
-        return
+        offers = {
+            provider: price
+            for provider, price in table.get(split_route(entry.model_requested)[0], {}).items()
+            if price.per_unit is not None
+        }
+        found = offers.get(entry.provider) or max(offers.values(), key=lambda p: p.per_unit, default=None)
+        if found is None:
+            return None, None
+        return found, (Decimal(entry.units) * found.per_unit).quantize(CENT_MILLIONTHS)
     if entry.total_tokens is None:
-        return
+        return None, None
     prompt, completion = entry.prompt_tokens, entry.completion_tokens
     found = price_for(table, entry.model_requested, entry.provider, prompt, completion)
-    if found is not None:
-        entry.price_input, entry.price_output = found.input, found.output
-        entry.cost_usd = cost(prompt, completion, found, entry.cached_tokens)
-
-
-def _price_units(entry: UsageEntry, table: dict[str, dict[str, Price]]) -> None:
-    """Images or audio seconds at the provider's price per unit (else the dearest listed for the
-    model, as for tokens); a model without one costs nothing."""
-    offers = {
-        provider: price
-        for provider, price in table.get(split_route(entry.model_requested)[0], {}).items()
-        if price.per_unit is not None
-    }
-    found = offers.get(entry.provider) or max(offers.values(), key=lambda price: price.per_unit, default=None)
-    if found is not None:
-        entry.cost_usd = (Decimal(entry.units) * found.per_unit).quantize(CENT_MILLIONTHS)
+    if found is None:
+        return None, None
+    return found, cost(prompt, completion, found, entry.cached_tokens)
 
 
 class _Table:
@@ -134,6 +137,21 @@ def table() -> dict[str, dict[str, Price]]:
                 row.input_per_million, row.output_per_million, row.cached_input_per_million, per_unit
             )
         _copy.prices, _copy.loaded_at = fresh, time.monotonic()
+    return _copy.prices
+
+
+async def current() -> dict[str, dict[str, Price]]:
+    """`table()` from the event loop: the copy as it is, read from the database (off the loop)
+    only when it is stale: once every PRICES_CACHE_TTL seconds at most."""
+    if _copy.loaded_at is None or time.monotonic() - _copy.loaded_at > settings.PRICES_CACHE_TTL:
+        from accounts import offloop
+
+        return await offloop.run(table)
+    return _copy.prices
+
+
+def cached() -> dict[str, dict[str, Price]]:
+    """The copy as it is, never read afresh (synchronous code on the event loop)."""
     return _copy.prices
 
 

@@ -5,6 +5,7 @@ remember to."""
 
 from __future__ import annotations
 
+import math
 import uuid
 from datetime import datetime
 
@@ -206,5 +207,10 @@ def usage_record(*, entry: UsageEntry, admission: Admission | None) -> None:
 
     Call it once per request, from the event loop; it neither waits nor touches the database.
     """
+    cost = None
+    if admission is not None and admission.reserved and admission.limits.usd_budget is not None:
+        # Priced now, as the writer will price it (the same copy of the table): the USD budget
+        # swaps the request's reservation for its cost at once, not when the record is written.
+        cost = prices.priced(entry, prices.cached())[1]
     usage.writer.record(entry)
-    limits.settle(admission, entry.total_tokens or 0)
+    limits.settle(admission, entry.total_tokens or 0, math.ceil(cost * limits.MICRO) if cost else 0)

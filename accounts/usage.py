@@ -34,7 +34,7 @@ from django.db import (
 )
 from django.db.models import Q
 
-from accounts import journal, limits, metrics, offloop, prices, runtime
+from accounts import journal, metrics, offloop, prices, runtime
 
 logger = logging.getLogger("hfproxy.usage")
 
@@ -111,7 +111,6 @@ class UsageWriter:
         self._pending: list[UsageEntry] = []
         self._workers = runtime.PerLoop(lambda: _Worker(self), close=_Worker.aclose)
         self._failures = 0
-        self._uncounted: list[tuple] = []  # costs the limit counters have not taken yet
         self.journal = journal.Journal()
         self._replay_due = False
 
@@ -253,20 +252,6 @@ class UsageWriter:
             # From the request's end (its record's creation plus its latency) to now.
             ended = min(_ended(e) for e in batch)
             metrics.write_lag.observe(max(0.0, (datetime.now(UTC) - ended).total_seconds()))
-        # Costs are known once priced, here: USD budgets count those written (and any that
-        # could not be counted last time) now.
-        costs = self._uncounted + [(e.api_key_id, e.created_at, e.cost_usd) for e in batch if e.cost_usd]
-        self._uncounted = []
-        if costs:
-            try:
-                await limits.add_costs(costs)
-            except limits.Unavailable:  # Redis is down (logged once, by the counters): later
-                self._uncounted = costs
-            except Exception:
-                self._uncounted = costs
-                logger.exception(
-                    "Counting %d costs against USD budgets failed; retried with the next batch", len(costs)
-                )
 
     async def flush(self, deadline: float | None = None) -> bool:
         """Write every queued record now, retrying until the database takes them or `deadline`

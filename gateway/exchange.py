@@ -56,13 +56,14 @@ class Exchange:
     server_shutdown: bool = False  # the server cut the request off (graceful shutdown timed out)
     failure: str = ""  # the answer said it failed (a Responses `status: failed`): its error code
 
-    async def open(self) -> None:
-        """Count the request against its key's share and limits; `limits.Refusal` when over one."""
+    async def open(self, reservation: limits.Reservation = limits.NOTHING) -> None:
+        """Count the request against its key's share and limits, `reservation` against its
+        budgets; `limits.Refusal` when over one."""
         caller = self.caller
         services.usage_started(entry_id=self.id, **self.identity())
         try:
             self.holds_share = share.take(caller.key_id)  # first: no I/O, and nothing else to undo
-            self.admission = await limits.admit(caller.key_id, caller.user_id, caller.limits)
+            self.admission = await limits.admit(caller.key_id, caller.user_id, caller.limits, reservation)
         except limits.Refusal as refusal:
             self.refused_by = refusal.kind
             raise

@@ -15,7 +15,19 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from accounts import allowlist, counters, limits, offloop, runtime, usage
 from accounts.models import Outcome
-from gateway import audio, auth, catalog, converter, errors, metrics, modellist, multipart, relay, tasks
+from gateway import (
+    audio,
+    auth,
+    catalog,
+    converter,
+    errors,
+    metrics,
+    modellist,
+    multipart,
+    relay,
+    reservations,
+    tasks,
+)
 from gateway import images as images_api
 from gateway import messages as messages_api
 from gateway import responses as responses_api
@@ -65,7 +77,7 @@ async def _serve(
     request.exchange = exchange  # for the handler, should the server stop mid-request
     response = None
     try:
-        await exchange.open()
+        await exchange.open(await _reservation(request, view.__name__, caller.limits))
         response = await view(request, exchange, *args, **kwargs)
     except asyncio.CancelledError:
         exchange.finish(499, Outcome.CLIENT_DISCONNECTED)
@@ -88,6 +100,16 @@ async def _serve(
         for name, value in exchange.admission.headers.items():
             response.setdefault(name, value)
     return response
+
+
+async def _reservation(
+    request: HttpRequest, endpoint: str, key_limits: limits.KeyLimits
+) -> limits.Reservation:
+    if key_limits == limits.NO_LIMITS:
+        return limits.NOTHING
+    named = _MODEL_FIELD_DEFAULTS.get(endpoint)
+    default = getattr(settings, named) if named else ""
+    return await reservations.of(endpoint, request.body, default, key_limits)
 
 
 def _model_asked_for(request: HttpRequest, endpoint: str) -> str:

@@ -129,6 +129,9 @@ USAGE_SHUTDOWN_TIMEOUT = env.float("USAGE_SHUTDOWN_TIMEOUT", default=20.0)
 USAGE_JOURNAL_DIR = env.str("USAGE_JOURNAL_DIR", default=str(BASE_DIR / "usage-journal"))
 # Seconds between two fsyncs of the journal: what a machine crash (not a process kill) can lose.
 USAGE_JOURNAL_FSYNC = env.float("USAGE_JOURNAL_FSYNC", default=1.0)
+# Tokens a request reserves against its key's budgets for its answer when it sets no max_tokens
+# (max_completion_tokens, max_output_tokens), besides its prompt's estimate (accounts.limits).
+BUDGET_DEFAULT_RESERVATION = env.int("BUDGET_DEFAULT_RESERVATION", default=4096)
 # Records a worker keeps in memory while the database is away; the next ones wait in the journal.
 USAGE_QUEUE_MAX = env.int("USAGE_QUEUE_MAX", default=10_000)
 

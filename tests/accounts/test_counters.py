@@ -123,6 +123,23 @@ async def test_a_slot_is_held_until_freed_or_its_deadline_and_refusals_renew_not
     assert await counters.run([take("d", 60), take("e", 60), take("f", 60)]) == [1, 1, 0]
 
 
+async def test_a_batchs_reservations_are_all_or_nothing(counters):
+    seed = [("seed", "tokens", 60, 60), ("seed", "usd", 0, 60)]
+    assert await counters.run(seed) == [60, 0]
+    # Both fit: both are made; the result is the count after.
+    assert await counters.run([("reserve", "tokens", 30, 100), ("reserve", "usd", 5, 10)]) == [90, 5]
+    # The second does not fit: neither is made; each says its count as -1 - count.
+    assert await counters.run([("reserve", "tokens", 10, 100), ("reserve", "usd", 6, 10)]) == [-91, -6]
+    assert await counters.run([("get", "tokens"), ("get", "usd")]) == [90, 5]
+    # Exactly to the limit fits; at the limit, even nothing does not (a budget used up).
+    assert await counters.run([("reserve", "tokens", 10, 100)]) == [100]
+    assert await counters.run([("reserve", "tokens", 0, 100)]) == [-101]
+    # A counter not seeded yet: None, and nothing is reserved anywhere in the batch.
+    assert await counters.run([("reserve", "usd", 1, 10), ("reserve", "absent", 1, 10)]) == [-6, None]
+    # Settling gives back what was not used.
+    assert await counters.run([("bump", "tokens", -25), ("get", "tokens")]) == [None, 75]
+
+
 async def test_an_unreachable_redis_fails_at_once_after_the_first_try():
     port = free_port()  # nothing listens there
     store = storage.RedisCounters(f"redis://127.0.0.1:{port}/0", timeout=0.5)

@@ -12,6 +12,7 @@ from django.core.management import call_command
 
 from accounts import keys, runtime, services
 from accounts.models import ApiKey, UserPolicy
+from gateway import converter
 from tests.support.answers import completion, sse_response, standard_stream
 from tests.support.factories import make_usage
 
@@ -22,10 +23,10 @@ async def new_key(user, **limits) -> str:
     return (await sync_to_async(services.api_key_create)(user=user, **limits))[1]
 
 
-async def chat(client, key, stream=False):
+async def chat(client, key, stream=False, **fields):
     return await client.post(
         "/v1/chat/completions",
-        {"messages": MESSAGES, "stream": stream},
+        {"messages": MESSAGES, "stream": stream, **fields},
         content_type="application/json",
         headers={"authorization": f"Bearer {key}"},
     )
@@ -89,28 +90,95 @@ async def test_a_budget_already_used_in_the_database_refuses_at_once(anonymous_c
     assert not route.called
 
 
-async def test_a_burst_cannot_overshoot_the_budget_by_more_than_what_was_in_flight(
-    anonymous_client, user, hf
-):
+def month_counter(key_id: int) -> str:
+    return f"month:{key_id}:{time.strftime('%Y%m', time.gmtime())}"
+
+
+async def counted(key: str) -> int:
+    from accounts import counters
+
+    api_key = await ApiKey.objects.aget(digest=keys.digest(key))
+    return (await counters.store().run([("get", month_counter(api_key.pk))]))[0]
+
+
+async def test_a_burst_cannot_overshoot_the_budget(anonymous_client, user, hf):
     def answer(request):
         return sse_response(standard_stream(usage=(5, 5)), delay=0.002)[0]
 
     hf.post("/chat/completions").mock(side_effect=answer)
-    key = await new_key(user, token_budget=100)  # room for 10 requests of 10 tokens
+    key = await new_key(user, token_budget=100)
     in_flight = asyncio.Semaphore(4)
 
     async def one():
         async with in_flight:
-            response = await chat(anonymous_client, key, stream=True)
+            response = await chat(anonymous_client, key, stream=True, max_tokens=10)
             if response.status_code == 200:
                 b"".join([part async for part in response.streaming_content])
-            await asyncio.sleep(0.005)  # the tokens are settled just after the stream
+            await settled()
             return response.status_code
 
     statuses = await asyncio.gather(*(one() for _ in range(30)))
     passed = statuses.count(200)
-    assert 10 <= passed <= 10 + 3  # 3 others can be in flight when the 10th finishes
+    # Each holds its prompt's estimate plus max_tokens while it runs: never more than fits.
+    assert passed >= 1 and passed * 10 <= 100
     assert set(statuses) == {200, 429}
+    await settled()
+    assert await counted(key) == passed * 10  # every reservation replaced by what was used
+
+
+async def test_a_request_is_refused_when_its_reservation_does_not_fit(anonymous_client, user, hf, settings):
+    route = hf.post("/chat/completions").respond(200, json=completion(usage=(5, 5)))
+    key = await new_key(user, token_budget=100)
+    api_key = await ApiKey.objects.aget(digest=keys.digest(key))
+    await sync_to_async(make_usage)(api_key, "m", tokens=(30, 30))
+    refused = await chat(anonymous_client, key, max_tokens=50)
+    assert refused.status_code == 429 and not route.called
+    error = refused.json()["error"]
+    assert error["code"] == "insufficient_quota"
+    assert "40 left" in error["message"] and "may use up to" in error["message"]
+    # With no max_tokens, the default reservation stands in for it.
+    prompt = converter.estimate_prompt_tokens(MESSAGES)  # what the prompt reserves
+    settings.BUDGET_DEFAULT_RESERVATION = 40 - prompt + 1
+    assert (await chat(anonymous_client, key)).status_code == 429
+    settings.BUDGET_DEFAULT_RESERVATION = 40 - prompt
+    assert (await chat(anonymous_client, key)).status_code == 200
+    await settled()
+    assert await counted(key) == 60 + 10  # what it used, not what it reserved
+    assert (await chat(anonymous_client, key, max_tokens=30 - prompt)).status_code == 200
+    await settled()
+    assert await counted(key) == 60 + 10 + 10
+
+
+async def test_a_failed_request_gives_its_reservation_back(anonymous_client, user, hf):
+    hf.post("/chat/completions").respond(500, json={"error": "down"})
+    key = await new_key(user, token_budget=100)
+    assert (await chat(anonymous_client, key, max_tokens=50)).status_code >= 500
+    await settled()
+    assert await counted(key) == 0
+
+
+async def test_a_disconnected_stream_counts_what_it_used_not_its_reservation(user, hf, reports):
+    import json
+
+    from tests.support.answers import chunk
+    from tests.support.asgi import asgi_request
+
+    answer, upstream_body = sse_response([chunk(f"w{i}") for i in range(50)], delay=0.02)
+    hf.post("/chat/completions").mock(return_value=answer)
+    key = await new_key(user, token_budget=10_000)
+    body = {"messages": MESSAGES, "stream": True, "max_tokens": 5000}
+    result = await asgi_request(
+        "POST",
+        "/v1/chat/completions",
+        json.dumps(body).encode(),
+        headers={"authorization": f"Bearer {key}"},
+        disconnect_after_chunks=3,
+    )
+    assert result.status == 200 and upstream_body.closed
+    [report] = reports
+    assert report.outcome == "client_disconnected" and report.usage.total_tokens
+    await settled()
+    assert await counted(key) == report.usage.total_tokens  # estimated from what was sent
 
 
 async def test_user_defaults_apply_to_keys_without_their_own(anonymous_client, user, hf):

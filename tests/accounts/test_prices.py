@@ -13,7 +13,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.utils import timezone
 
-from accounts import counters, limits, prices, services
+from accounts import counters, limits, prices, runtime, services
 from accounts.models import ModelPrice, UsageDaily, UsageRecord
 from accounts.prices import Price
 from accounts.usage import writer
@@ -210,13 +210,16 @@ async def test_a_usd_budget_refuses_once_the_costs_reach_it(usd_key, hf, usage_d
         200, json=completion(usage=(10000, 5000)), headers={"x-inference-provider": "fireworks-ai"}
     )
     client = AsyncClient(authorization=f"Bearer {usd_key}")
+    # A request reserves its prompt's estimate and max_tokens at the dearest price; the provider
+    # then counts far more (10,000 + 5,000: a provider's word wins), so the third one crosses it.
     body = json.dumps(
-        {"model": "openai/gpt-oss-120b", "messages": [{"role": "user", "content": "hi"}]}
+        {"model": "openai/gpt-oss-120b", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
     ).encode()
 
     async def ask() -> int:
         response = await client.post("/v1/chat/completions", body, content_type="application/json")
-        await writer.flush()  # priced and counted as it is written
+        await writer.flush()
+        await runtime.background()  # its cost is counted as it ends
         return response.status_code
 
     # $0.0045 a request against $0.01: the third one crosses it, the fourth is refused.

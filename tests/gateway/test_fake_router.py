@@ -498,3 +498,26 @@ def test_the_hub_maps_models_to_providers_in_its_object_form(router):
     assert "inferenceProviderMapping" not in httpx.get(f"{router.url}/api/models/{FLUX}").json()
     unknown = httpx.get(f"{router.url}/api/models/nobody/none")
     assert (unknown.status_code, unknown.headers["x-error-code"]) == (404, "RepoNotFound")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_chat_answer_stops_at_max_tokens_as_a_provider_does(router, stream):
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 2,
+        "stream": stream,
+    }
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    answer = httpx.post(f"{router.url}/v1/chat/completions", json=body, timeout=10)
+    if stream:
+        chunks = [json.loads(line[6:]) for line in answer.text.splitlines() if line[6:].startswith("{")]
+        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+        finish = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1]
+        usage = chunks[-1]["usage"]
+    else:
+        choice = answer.json()["choices"][0]
+        text, finish, usage = choice["message"]["content"], choice["finish_reason"], answer.json()["usage"]
+    assert text.split() == ["tok0", "tok1"] and finish == "length"
+    assert usage["completion_tokens"] == 2

@@ -1,6 +1,7 @@
 """A fake Hugging Face router: a raw ASGI app, fast enough never to be the bottleneck.
 
-Serves `POST /v1/chat/completions` (JSON or SSE, CHUNKS content chunks), `POST /v1/responses`
+Serves `POST /v1/chat/completions` (JSON or SSE, CHUNKS content chunks, fewer when
+`max_completion_tokens` or `max_tokens` asks: a provider stops there, `finish_reason: length`), `POST /v1/responses`
 and `POST /v1/messages` (below), and `GET /v1/models`.
 
 Like the real router, it answers only models it serves: the ids in MODELS, bare or with a
@@ -523,8 +524,17 @@ def _chat_answered(model: str) -> str:
     return "fault/nul\u0000model" if model == "fault/nul" else model.split(":")[0]
 
 
-def _chat_text(model: str) -> str:
-    text = " ".join(f"tok{i}" for i in range(CHUNKS)) + ("\u0000" if model == "fault/nul" else "")
+def _chat_length(request: dict) -> int:
+    """How many tokens a chat answer has: CHUNKS, or fewer when `max_completion_tokens` (or
+    `max_tokens`) says so, as a provider stops there (finish_reason `length`)."""
+    for name in ("max_completion_tokens", "max_tokens"):
+        if isinstance(request.get(name), int) and not isinstance(request.get(name), bool):
+            return max(0, min(CHUNKS, request[name]))
+    return CHUNKS
+
+
+def _chat_text(model: str, length: int = CHUNKS) -> str:
+    text = " ".join(f"tok{i}" for i in range(length)) + ("\u0000" if model == "fault/nul" else "")
     return text + " " + echoed()[0] if model == "fault/echo-auth-answer" else text
 
 
@@ -535,16 +545,18 @@ async def _chat(send, request: dict, model: str, stream: bool, disconnected: asy
     prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in request.get("messages", [])) or 1
     created = int(time.time())
     answered = _chat_answered(model)
-    usage = None if model == "fault/no-usage" else _usage(prompt_tokens, CHUNKS)
+    length = _chat_length(request)
+    finish = "stop" if length == CHUNKS else "length"
+    usage = None if model == "fault/no-usage" else _usage(prompt_tokens, length)
     if not stream:
-        text = _chat_text(model)
+        text = _chat_text(model, length)
         answer = {
             "id": "chatcmpl-fake",
             "object": "chat.completion",
             "created": created,
             "model": answered,
             "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
             ],
         }
         if usage:
@@ -588,7 +600,7 @@ async def _chat(send, request: dict, model: str, stream: bool, disconnected: asy
                 return
         count = 0
     else:
-        count = 2 if model in CHAT_SHORT_STREAMS else CHUNKS
+        count = 2 if model in CHAT_SHORT_STREAMS else length
     for i in range(count):
         if model.startswith("slow/"):
             await asyncio.sleep(SLOW)
@@ -608,7 +620,7 @@ async def _chat(send, request: dict, model: str, stream: bool, disconnected: asy
         return await send({"type": "http.response.body", "body": b"data: " + error + b"\n\n"})
     suffix = "\u0000" if model == "fault/nul" else ""
     last_usage = usage if style.usage in ("last", "every") else None
-    tail = _chunk(answered, created, {"content": suffix}, finish="stop", usage=last_usage, style=style)
+    tail = _chunk(answered, created, {"content": suffix}, finish=finish, usage=last_usage, style=style)
     options = request.get("stream_options") or {}
     if style.usage == "asked" and options.get("include_usage") and usage:
         tail += _chunk(answered, created, {}, usage=usage, choices=False, style=style)
