@@ -318,14 +318,17 @@ def store() -> Store:
     return _redis.get() if settings.REDIS_URL else _memory
 
 
-async def run(ops: list[Op]) -> tuple[Store, list[int | None]]:
+async def run(ops: list[Op], lost=None) -> tuple[Store, list[int | None]]:
     """Run a batch where the counters live, and say where it ran. Redis unavailable: raise
     `Unavailable` (fail closed, the default), or with LIMITS_FAIL_OPEN count in this process's
-    memory, as without Redis."""
+    memory, as without Redis. `lost(where)`: called when the batch may have run in Redis all the
+    same (its answer was lost), before either, so that what it took there can be given back."""
     where = store()
     try:
         return where, await where.run(ops)
-    except Unavailable:
+    except Unavailable as unavailable:
+        if unavailable.maybe_ran and lost is not None:
+            lost(where)
         if not settings.LIMITS_FAIL_OPEN:
             raise
         return _memory, await _memory.run(ops)

@@ -18,7 +18,8 @@ round trip when the counters are shared: `accounts.counters`).
   given back frees itself at its deadline, REQUEST_TIMEOUT + 120 s after it was taken.
 
 With Redis unavailable, a request that needs it fails with `Unavailable` (a 503), or with
-LIMITS_FAIL_OPEN is counted in its worker's memory (`counters.run`).
+LIMITS_FAIL_OPEN is counted in its worker's memory (`counters.run`); a slot a lost reply may have
+taken in Redis is given back either way.
 """
 
 from __future__ import annotations
@@ -184,13 +185,15 @@ async def _give_back(store: counters.Store, key: str, holder: str, ttl: int) -> 
 
 async def _count(admission: Admission, ops: dict[str, Op]) -> dict[str, int | None]:
     """The admission's first batch, by name; where it ran is the admission's store."""
-    try:
-        admission.store, results = await counters.run(list(ops.values()))
-    except Unavailable as unavailable:
-        if unavailable.maybe_ran and "parallel" in ops:  # the reply was lost, maybe not the slot
+
+    def lost(where: counters.Store) -> None:
+        # The reply was lost, maybe not the slot: freeing a slot not held does no harm. (A
+        # reservation made all the same stays counted: a budget is over-counted, never under.)
+        if "parallel" in ops:
             _, key, _, ttl, holder = ops["parallel"]
-            _give_back_later(counters.store(), key, holder, ttl)
-        raise
+            _give_back_later(where, key, holder, ttl)
+
+    admission.store, results = await counters.run(list(ops.values()), lost)
     seen = dict(zip(ops, results, strict=True))
     admission.holds_slot = seen.get("parallel") == 1
     return seen

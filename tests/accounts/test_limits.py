@@ -366,3 +366,33 @@ async def test_a_slot_whose_settlement_failed_is_given_back_once_the_store_answe
             break
         except limits.Refusal:
             assert time.monotonic() < deadline, "the slot never came back"
+
+
+@pytest.mark.parametrize("fail_open", [False, True])
+async def test_a_slot_a_lost_reply_may_have_taken_is_given_back(monkeypatch, settings, fail_open):
+    from accounts import counters, limits
+
+    settings.LIMITS_FAIL_OPEN = fail_open
+    freed = []
+
+    class TimedOut:  # Redis took the batch, and its answer never came
+        async def run(self, ops):
+            if ops[0][0] == "free":
+                freed.append(ops[0][2])
+                return [None]
+            raise counters.Unavailable("timed out", maybe_ran=True)
+
+    monkeypatch.setattr(counters, "store", TimedOut)
+    pause = asyncio.sleep
+    monkeypatch.setattr(limits.asyncio, "sleep", lambda seconds: pause(0))  # the retry's second
+    rules = limits.KeyLimits(max_parallel=1)
+    if fail_open:
+        admission = await limits.admit(1, 1, rules)  # counted in memory instead
+        assert admission.holds_slot and admission.store is counters._memory
+        await limits.asettle(admission, 0)
+    else:
+        with pytest.raises(counters.Unavailable):
+            admission = await limits.admit(1, 1, rules)
+    for _ in range(10):
+        await pause(0)
+    assert len(freed) == 1  # in Redis, where it may be held
