@@ -167,17 +167,24 @@ class StreamRelay:
     async def _events(self) -> AsyncIterator[bytes]:
         self.started = True
         outcome, error_code = Outcome.OK, ""
+        # The request is recorded (journaled) before the answer's last bytes go out, not after
+        # the router's connection is closed: a worker killed meanwhile loses no delivered answer.
         try:
+            if self.stream.done:
+                self._finish(Outcome.OK)
             yield self.first
             if not self.stream.done:
                 async for chunk in self.chunks:
                     out = self._feed(chunk)
+                    if self.stream.done:
+                        self._finish(Outcome.OK)
                     if out:
                         yield out
                     if self.stream.done:
                         break
                 else:
                     out = self.stream.end()
+                    self._finish(Outcome.OK)  # the router ended it (providers send no [DONE])
                     if out:
                         yield out
         except (asyncio.CancelledError, GeneratorExit):
@@ -190,6 +197,7 @@ class StreamRelay:
             caller = self.exchange.caller
             error = errors.from_exception(exc, caller.token_name, caller.upstream_token)
             outcome, error_code = error.outcome, error.code
+            self._finish(outcome, error_code)
             yield self.stream.error_event(error)
         finally:
             try:

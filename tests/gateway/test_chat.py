@@ -424,3 +424,17 @@ async def test_a_timeout_is_not_retried(async_client, hf, settings):
     hf.post("/chat/completions").mock(side_effect=hang)
     assert (await post(async_client, {"messages": MESSAGES})).status_code == 504
     assert len(attempts) == 1
+
+
+async def test_a_stream_is_recorded_before_its_last_event_goes_out(async_client, hf, reports):
+    # A worker killed between the last event and the end of the response loses nothing: the
+    # record is in the journal by the time the client has the whole answer.
+    answer, _ = sse_response(standard_stream(usage=(3, 4)))
+    hf.post("/chat/completions").mock(return_value=answer)
+    response = await post(async_client, {"messages": MESSAGES, "stream": True})
+    reported_by_then = None
+    async for part in response.streaming_content:
+        if b"[DONE]" in part:
+            reported_by_then = len(reports)
+    assert reported_by_then == 1
+    assert [(r.outcome, r.usage.total_tokens) for r in reports] == [(Outcome.OK, 7)]
