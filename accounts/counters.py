@@ -202,12 +202,14 @@ class RedisCounters:
     """Redis through redis-py's asyncio client: a batch is one script call (EVALSHA).
 
     At most `max_connections` calls at once, each on a connection of a bounded pool; a burst
-    waits its turn (at most `timeout`, then `Unavailable`), never a failure for want of a
+    waits its turn (at most TURN_WAITS × `timeout`, then `Unavailable`: a busy worker's loop is
+    slow to hand turns on, and that is not Redis failing), never a failure for want of a
     connection. Once Redis failed, calls fail at once for DOWN_FOR seconds, those waiting their
     turn included; then one call at a time tries it until one gets through: a Redis that drops
     packets costs one `timeout` a second, not one per request."""
 
     DOWN_FOR = 1.0
+    TURN_WAITS = 10
 
     def __init__(
         self, url: str, prefix: str = PREFIX, max_connections: int = 50, timeout: float = 1.0
@@ -252,7 +254,7 @@ class RedisCounters:
     async def _call(self, call):
         self._fail_fast(probe=False)  # not even waiting for a turn
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(self.TURN_WAITS * self.timeout):
                 await self.turns.acquire()
         except TimeoutError:
             raise Unavailable("every connection to Redis stayed busy") from None

@@ -29,9 +29,10 @@ def user_get_or_create(*, username: str) -> AbstractBaseUser:
     validators and length, as the admin's forms check it), else ValidationError."""
     user_model = get_user_model()
     field = user_model.USERNAME_FIELD
+    # First: a name the model refuses names nobody, and some (a NUL) PostgreSQL cannot even look up.
+    user_model._meta.get_field(field).clean(username, None)
     user = user_model.objects.filter(**{field: username}).first()
     if user is None:
-        user_model._meta.get_field(field).clean(username, None)
         user = user_model.objects.create(**{field: username})
     return user
 
