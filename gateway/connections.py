@@ -6,13 +6,16 @@ and an 8 MB header was read into memory whole. Here a connection that owes reque
 new one, one between two requests, one whose headers are arriving — must deliver them whole
 within HEADER_TIMEOUT seconds and MAX_HEADER_BYTES bytes (else it is closed; too large: 431
 first), and a worker holds at most MAX_CONNECTIONS: one more evicts the connection that has owed
-its headers longest, so a flood of idle connections cannot keep real requests (and `/health`)
-out. A connection serving a request is never evicted; with all of them serving, the newcomer is
-closed. `manage.py serve` passes this class as uvicorn's `http`.
+its headers longest, else the one whose request body has been arriving longest (a body sent a
+byte at a time, each within CLIENT_BODY_TIMEOUT, needs no key), so that a flood of idle or
+dribbling connections cannot keep real requests (and `/health`) out. A connection whose request
+has arrived whole is never evicted; with all of them so, the newcomer is closed.
+`manage.py serve` passes this class as uvicorn's `http`.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import resource
 
@@ -22,6 +25,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 # Descriptors a worker needs besides its clients' connections: the router's (its pool), the
 # database's and Redis's, logs, the usage journal, the listening socket.
 OTHER_FILE_DESCRIPTORS = 100
+_BODIES = itertools.count()  # the order in which request bodies began to arrive
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
@@ -29,12 +33,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self.header_deadline = None  # a timer while the connection owes request headers
         self.header_bytes = 0
+        self.body_since = None  # its request's place in the order bodies began to arrive, until whole
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
         self._await_headers()
         if len(self.connections) > settings.MAX_CONNECTIONS:
-            _evict_one(self.connections)
+            _evict_one(self.connections, self)
 
     def connection_lost(self, exc) -> None:
         self._stop_awaiting()
@@ -55,7 +60,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._stop_awaiting()
+        self.body_since = next(_BODIES)
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self.body_since = None
+        super().on_message_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -89,12 +99,19 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.drop()
 
 
-def _evict_one(connections: set) -> None:
-    """Close the connection that has owed its headers longest (the newest one, which does too,
-    when every other is serving a request). A scan, only ever made at the cap."""
-    owing = [c for c in connections if getattr(c, "header_deadline", None) is not None]
+def _evict_one(connections: set, newcomer) -> None:
+    """Close the connection that has owed its headers longest, else the one whose body has been
+    arriving longest, else the newcomer (every other has its request whole). A scan, only ever
+    made at the cap."""
+    others = [c for c in connections if c is not newcomer]
+    owing = [c for c in others if getattr(c, "header_deadline", None) is not None]
+    sending = [c for c in others if getattr(c, "body_since", None) is not None]
     if owing:
         min(owing, key=lambda c: c.header_deadline.when()).drop()
+    elif sending:
+        min(sending, key=lambda c: c.body_since).drop()
+    else:
+        newcomer.drop()
 
 
 def reserve_file_descriptors() -> int:

@@ -116,3 +116,23 @@ def test_unfinished_huge_headers_do_not_grow_the_worker(target):
     print(f"\nten unfinished 8 MB headers: worker RSS {before:.1f} MiB + {grown:.1f} MiB")
     assert grown < 40
     assert _health(target) == 200
+
+
+SLOW_BODY = (
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 100000\r\n\r\n{"
+)
+
+
+def test_bodies_that_never_finish_do_not_take_health_down(target):
+    # No key needed: Django reads the whole body before anything is authenticated, and each
+    # byte within CLIENT_BODY_TIMEOUT (60 s) of the last keeps the request alive.
+    senders = [c for c in (connect_raw(target, SLOW_BODY) for _ in range(MAX_CONNECTIONS + 100)) if c]
+    try:
+        time.sleep(0.5)
+        health = [_health(target) for _ in range(5)]
+    finally:
+        for connection in senders:
+            connection.close()
+    print(f"\n{len(senders)} unfinished bodies: /health {health}")
+    assert health == [200] * 5

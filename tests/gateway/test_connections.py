@@ -122,5 +122,15 @@ async def test_past_the_cap_the_connection_owing_headers_longest_goes(connect):
 
 async def test_with_every_connection_serving_the_newcomer_goes(connect):
     for _ in range(3):
-        connect().data_received(b"POST /v1/x HTTP/1.1\r\nContent-Length: 10\r\n\r\n")
+        connect().data_received(b"POST /v1/x HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789")
     assert connect().transport.closed
+
+
+async def test_at_the_cap_the_body_arriving_longest_goes_before_whole_requests(connect):
+    whole = connect()
+    whole.data_received(b"POST /v1/x HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789")
+    slow, slower = connect(), connect()
+    slower.data_received(b"POST /v1/x HTTP/1.1\r\nContent-Length: 10\r\n\r\n01")
+    slow.data_received(b"POST /v1/x HTTP/1.1\r\nContent-Length: 10\r\n\r\n01")
+    newcomer = connect()
+    assert [c.transport.closed for c in (whole, slower, slow, newcomer)] == [False, True, False, False]
