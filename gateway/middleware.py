@@ -42,12 +42,19 @@ class RequestIdMiddleware(AsyncMiddleware):
 
 
 class RefuseNulMiddleware(AsyncMiddleware):
-    """A NUL character in the path or the query string is a 400: no database takes it (PostgreSQL
-    refuses it in any text, which made `?user=bob%00` a 500) and nothing legitimate sends it."""
+    """A NUL character in the path, the query string or a cookie is a 400: no database takes it
+    (PostgreSQL refuses it in any text, which made `?user=bob%00` a 500, and a quoted cookie's
+    `\\000` a 500 in the session lookup) and nothing legitimate sends it."""
 
     async def __call__(self, request: HttpRequest) -> HttpResponse:
         query = request.META.get("QUERY_STRING", "")
         if "%00" in query or "\x00" in query or "\x00" in request.path:
-            error = errors.invalid_request("The URL may not contain a NUL character (%00).")
-            return error.render(errors.speaks_anthropic(request.path, request.headers))
+            return _nul(request, "The URL may not contain a NUL character (%00).")
+        # Parsed only when a cookie is sent (API clients send none): unquoting makes the NUL.
+        if "HTTP_COOKIE" in request.META and any("\x00" in n + v for n, v in request.COOKIES.items()):
+            return _nul(request, "A cookie may not contain a NUL character.")
         return await self.get_response(request)
+
+
+def _nul(request: HttpRequest, message: str) -> HttpResponse:
+    return errors.invalid_request(message).render(errors.speaks_anthropic(request.path, request.headers))

@@ -112,8 +112,13 @@ async def _reservation(
     return await reservations.of(endpoint, request.body, default, key_limits)
 
 
+# A refused request's body is read for its model only up to this size: refusals come in bursts,
+# when the worker is busiest, and an agent's conversation can be megabytes.
+MODEL_LOOKUP_BYTES = 64 * 1024
+
+
 def _model_asked_for(request: HttpRequest, endpoint: str) -> str:
-    if endpoint not in _MODEL_FIELD_DEFAULTS:
+    if endpoint not in _MODEL_FIELD_DEFAULTS or len(request.body) > MODEL_LOOKUP_BYTES:
         return ""
     try:
         default = getattr(settings, _MODEL_FIELD_DEFAULTS[endpoint])

@@ -265,3 +265,10 @@ def test_a_nul_in_the_url_is_400(proxy, url):
     answer = httpx.get(proxy.url + url, headers=proxy.auth("root"))
     assert answer.status_code == 400, (url, answer.status_code, answer.text[:300])
     assert answer.json()["error"]["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("cookie", ['sessionid="abcdefgh\\000"', 'csrftoken="x\\000y"'])
+def test_a_nul_in_a_cookie_is_400(proxy, cookie):
+    # Django unquotes "\000" into a NUL, which PostgreSQL refuses in a session lookup (a 500).
+    answer = httpx.get(proxy.url + "/admin/", headers={"Cookie": cookie})
+    assert answer.status_code == 400, (cookie, answer.status_code, answer.text[:300])
