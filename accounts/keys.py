@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 
 from accounts import allowlist, crypto, offloop, runtime
-from accounts.limits import NO_LIMITS, KeyLimits
+from accounts.limits import NO_LIMITS, KeyLimits, Scope
 
 if TYPE_CHECKING:
     from accounts.models import UserPolicy
@@ -44,6 +44,9 @@ class Caller:
     expires_at: float | None = None  # epoch seconds
     allowed_models: tuple[str, ...] = ()  # empty: any model
     limits: KeyLimits = NO_LIMITS
+    team_id: int | None = None
+    bill_to: str = ""  # the Hugging Face organisation the router bills (X-HF-Bill-To)
+    scopes: tuple[Scope, ...] = ()  # the team's limits and its caps per member
 
     def __repr__(self) -> str:
         return f"Caller(user={self.username!r}, key={self.key_prefix!r})"
@@ -149,7 +152,7 @@ def _load(key_digest: str) -> Caller | None:
 
     key = (
         ApiKey.objects.active()
-        .select_related("user", "user__policy", "hf_token")
+        .select_related("user", "user__policy", "hf_token", "team", "team__hf_token")
         .filter(digest=key_digest)
         .first()
     )
@@ -157,11 +160,14 @@ def _load(key_digest: str) -> Caller | None:
         return None
     defaults = _user_policy(key.user)
     token, token_name, problem = settings.HF_TOKEN, "HF_TOKEN", ""
-    token_id = key.hf_token_id
-    if key.hf_token is not None:
-        token_name = key.hf_token.name
+    team = key.team
+    # The key's own token, else its team's, else the server's.
+    hf_token = key.hf_token or (team.hf_token if team is not None else None)
+    token_id = hf_token.pk if hf_token is not None else None
+    if hf_token is not None:
+        token_name = hf_token.name
         try:
-            token = key.hf_token.value()
+            token = hf_token.value()
         except crypto.DecryptionError:
             token, problem = "", "undecryptable"  # fail closed: never another token
     if not token and not problem:
@@ -177,13 +183,37 @@ def _load(key_digest: str) -> Caller | None:
         upstream_token=token,
         token_problem=problem,
         expires_at=key.expires_at.timestamp() if key.expires_at else None,
-        allowed_models=allowlist.parse_models(key.allowed_models or defaults.allowed_models),
+        allowed_models=allowlist.parse_models(
+            key.allowed_models or (team.allowed_models if team is not None else "") or defaults.allowed_models
+        ),
         # Each limit: the key's own, else the user's default.
         limits=KeyLimits(
             **{
                 name: getattr(key, name) if getattr(key, name) is not None else getattr(defaults, name)
                 for name in key.LIMIT_FIELDS
             }
+        ),
+        team_id=key.team_id,
+        bill_to=team.bill_to if team is not None else "",
+        scopes=_team_scopes(team, key.user_id) if team is not None else (),
+    )
+
+
+def _team_scopes(team, user_id: int) -> tuple[Scope, ...]:
+    """A team key's request counts against the team's budgets and its caps per member."""
+    label = f"Team {team.name}"
+    return (
+        Scope(team.pk, label, KeyLimits(token_budget=team.token_budget, usd_budget=team.usd_budget)),
+        Scope(
+            team.pk,
+            f"{label} (each member)",
+            KeyLimits(
+                rpm=team.member_rpm,
+                tpm=team.member_tpm,
+                token_budget=team.member_token_budget,
+                usd_budget=team.member_usd_budget,
+            ),
+            user_id=user_id,
         ),
     )
 

@@ -67,6 +67,32 @@ class Reservation:
 NOTHING = Reservation()
 
 
+@dataclass(frozen=True)
+class Scope:
+    """Limits a request counts against besides its key's: its team's (`user_id` None: budgets
+    shared by the team) or its member's within the team (the team's caps per member). Its rpm,
+    tpm, token_budget and usd_budget apply; `label` names it in a refusal."""
+
+    team_id: int
+    label: str
+    limits: KeyLimits
+    user_id: int | None = None
+
+    @property
+    def name(self) -> str:
+        """Its counters' namespace (a key's is its id)."""
+        return f"team{self.team_id}" if self.user_id is None else f"team{self.team_id}u{self.user_id}"
+
+    def total(self, since: datetime, column: str) -> Decimal | int:
+        """Its records' `column` summed since then (a month: records are kept longer)."""
+        from accounts.models import UsageRecord
+
+        rows = UsageRecord.objects.filter(team_id=self.team_id, created_at__gte=since)
+        if self.user_id is not None:
+            rows = rows.filter(user_id=self.user_id)
+        return rows.aggregate(t=Sum(column))["t"] or 0
+
+
 class Refusal(Exception):
     """A request over one of its key's limits. `kind`: requests, tokens, parallel, budget."""
 
@@ -89,6 +115,13 @@ class Admission:
     store: counters.Store | None = None  # where it was counted (memory when Redis failed open)
     reservation: Reservation = NOTHING
     reserved: dict[str, int] = field(default_factory=dict)  # budget counter → what it holds for this request
+    scopes: tuple[Scope, ...] = ()
+
+    @property
+    def tpm_counters(self) -> list[str]:
+        """The namespaces whose tokens per minute count this request's tokens."""
+        found = [str(self.key_id)] if self.limits.tpm is not None else []
+        return found + [scope.name for scope in self.scopes if scope.limits.tpm is not None]
 
 
 def _reset_text(seconds: float) -> str:
@@ -200,58 +233,91 @@ async def _count(admission: Admission, ops: dict[str, Op]) -> dict[str, int | No
 
 
 async def admit(
-    key_id: int, user_id: int, limits: KeyLimits, reservation: Reservation = NOTHING
+    key_id: int,
+    user_id: int,
+    limits: KeyLimits,
+    reservation: Reservation = NOTHING,
+    scopes: tuple[Scope, ...] = (),
 ) -> Admission:
-    """Count the request against its key's limits, reserving `reservation` against its budgets,
-    or raise `Refusal`."""
-    admission = Admission(key_id=key_id, user_id=user_id, limits=limits, reservation=reservation)
-    if limits == NO_LIMITS:
+    """Count the request against its key's limits and its `scopes`' (its team's), reserving
+    `reservation` against every budget, all in one batch; or raise `Refusal`."""
+    scopes = tuple(scope for scope in scopes if scope.limits != NO_LIMITS)
+    admission = Admission(
+        key_id=key_id, user_id=user_id, limits=limits, reservation=reservation, scopes=scopes
+    )
+    if limits == NO_LIMITS and not scopes:
         return admission
     now = time.time()
     minute = int(now // 60)
     reset = 60 - now % 60
     tag, month_start, until_next_month = _month(now)
     parallel_key, parallel_ttl = _parallel(key_id)
-    # Every counter this request touches, read or taken in one batch (one Redis round trip).
+    # Every counter this request touches, read or taken in one batch (one Redis round trip):
+    # the key's under bare names, each scope's under its name.
     ops: dict[str, Op] = {}
-    if limits.rpm is not None:
-        ops["rpm"] = ("add", f"rpm:{key_id}:{minute}", 1, 120)
-    if limits.tpm is not None:
-        ops["tpm"] = ("get", f"tpm:{key_id}:{minute}")
-    if limits.token_budget is not None:
-        ops["month"] = ("reserve", f"month:{key_id}:{tag}", reservation.tokens, limits.token_budget)
     if limits.lifetime_token_budget is not None:
         ops["life"] = ("reserve", f"life:{key_id}", reservation.tokens, limits.lifetime_token_budget)
-    if limits.usd_budget is not None:
-        budget = int(limits.usd_budget * MICRO)
-        ops["usd"] = ("reserve", _usd_counter(key_id, tag), reservation.microdollars, budget)
+    for prefix, namespace, rules in (
+        ("", str(key_id), limits),
+        *((f"{s.name}.", s.name, s.limits) for s in scopes),
+    ):
+        if rules.rpm is not None:
+            ops[prefix + "rpm"] = ("add", f"rpm:{namespace}:{minute}", 1, 120)
+        if rules.tpm is not None:
+            ops[prefix + "tpm"] = ("get", f"tpm:{namespace}:{minute}")
+        if rules.token_budget is not None:
+            ops[prefix + "month"] = (
+                "reserve",
+                f"month:{namespace}:{tag}",
+                reservation.tokens,
+                rules.token_budget,
+            )
+        if rules.usd_budget is not None:
+            budget = int(rules.usd_budget * MICRO)
+            ops[prefix + "usd"] = ("reserve", _usd_counter(namespace, tag), reservation.microdollars, budget)
     if limits.max_parallel is not None:
         ops["parallel"] = ("take", parallel_key, limits.max_parallel, parallel_ttl, admission.slot)
     seen = await _count(admission, ops)
     store = admission.store
+
+    def check() -> None:
+        _check(limits, seen, admission.headers, reset, until_next_month, reservation)
+        for scope in scopes:
+            _check(scope.limits, seen, {}, reset, until_next_month, reservation, scope)
+
     try:
         _reserved(admission, ops, seen)
-        _check(limits, seen, admission.headers, reset, until_next_month, reservation)
+        check()
         # A budget not yet counted here starts from what the database has recorded; then the
         # reservation is made (nothing was: a batch's reservations are all or nothing).
         budgets = {name: op for name, op in ops.items() if op[0] == "reserve"}
         if any(seen[name] is None for name in budgets):
-            for name, count, since, ttl in (
-                ("month", _tokens_in_db, month_start, until_next_month + 3600),
-                ("life", _tokens_in_db, None, 30 * 86400),
-                ("usd", _microdollars_in_db, month_start, until_next_month + 3600),
-            ):
-                if name in seen and seen[name] is None:
-                    counted = await offloop.run(count, key_id, since)
+            for name in budgets:
+                if seen[name] is None:
+                    counted = await offloop.run(_seed, name, key_id, scopes, month_start)
+                    ttl = 30 * 86400 if name == "life" else until_next_month + 3600
                     await store.run([("seed", ops[name][1], counted, ttl)])
             seen.update(zip(budgets, await store.run(list(budgets.values())), strict=True))
             _reserved(admission, budgets, seen)
-            _check(limits, seen, admission.headers, reset, until_next_month, reservation)
+            check()
     except BaseException:  # refused, the database failed, or the client left meanwhile
         # Shielded: a cancelled request must still give its slot and its reservation back.
         await asyncio.shield(_undo(admission, parallel_key, parallel_ttl))
         raise
     return admission
+
+
+def _seed(name: str, key_id: int, scopes: tuple[Scope, ...], month_start: datetime) -> int:
+    """What a budget counter (by its name in the batch) starts from: the database's records."""
+    prefix, _, kind = name.rpartition(".")
+    if kind == "life":
+        return _tokens_in_db(key_id, None)
+    if not prefix:
+        return (_tokens_in_db if kind == "month" else _microdollars_in_db)(key_id, month_start)
+    scope = next(scope for scope in scopes if scope.name == prefix)
+    if kind == "month":
+        return int(scope.total(month_start, "total_tokens"))
+    return math.ceil(Decimal(scope.total(month_start, "cost_usd")) * MICRO)
 
 
 def _reserved(admission: Admission, ops: dict[str, Op], seen: dict) -> None:
@@ -280,8 +346,23 @@ def _check(
     reset: float,
     until_next_month: int,
     reservation: Reservation = NOTHING,
+    scope: Scope | None = None,
 ) -> None:
-    """Refuse (raise `Refusal`) on the first limit the counters `seen` are over."""
+    """Refuse (raise `Refusal`) on the first limit the counters `seen` are over: the key's, or
+    `scope`'s (its counters named after it, its refusals saying whose limit it is)."""
+    if scope is not None:
+        seen = {
+            name.removeprefix(f"{scope.name}."): v
+            for name, v in seen.items()
+            if name.startswith(f"{scope.name}.")
+        }
+        try:
+            _check(limits, seen, headers, reset, until_next_month, reservation)
+        except Refusal as refusal:
+            raise Refusal(
+                refusal.kind, f"{scope.label}: {refusal.message}", refusal.retry_after, refusal.headers
+            ) from None
+        return
     if "rpm" in seen:
         count = seen["rpm"]
         headers.update(
@@ -350,15 +431,16 @@ async def asettle(admission: Admission, tokens: int, microdollars: int = 0) -> N
     """The request is over: give back its slot, count its tokens per minute, and replace its
     reservation by what it used (one batch, where it was admitted). Redis unavailable: the slot
     is given back later, the rest goes uncounted."""
-    key_id, limits = admission.key_id, admission.limits
+    key_id = admission.key_id
     store = admission.store or counters.store()
     ops: list[Op] = []
     slot, ttl = _parallel(key_id) if admission.holds_slot else (None, 0)
     if slot:
         admission.holds_slot = False
         ops.append(("free", slot, admission.slot))
-    if tokens and limits.tpm is not None:
-        ops.append(("add", f"tpm:{key_id}:{int(time.time() // 60)}", tokens, 120))
+    if tokens:
+        minute = int(time.time() // 60)
+        ops += [("add", f"tpm:{namespace}:{minute}", tokens, 120) for namespace in admission.tpm_counters]
     # In the month the request was admitted in, as its record counts.
     reserved, admission.reserved = admission.reserved, {}
     for key, amount in reserved.items():
@@ -375,12 +457,8 @@ async def asettle(admission: Admission, tokens: int, microdollars: int = 0) -> N
 
 def settle(admission: Admission | None, tokens: int, microdollars: int = 0) -> None:
     """`asettle` from synchronous code (a request's finish), without waiting for it."""
-    if admission is None or admission.limits == NO_LIMITS:
+    if admission is None or (admission.limits == NO_LIMITS and not admission.scopes):
         return
-    if (
-        not admission.holds_slot
-        and not admission.reserved
-        and not (tokens and admission.limits.tpm is not None)
-    ):
+    if not admission.holds_slot and not admission.reserved and not (tokens and admission.tpm_counters):
         return
     runtime.spawn(asettle(admission, tokens, microdollars))

@@ -153,6 +153,99 @@ class Limits(models.Model):
         abstract = True
 
 
+class Team(models.Model):
+    """People sharing a budget: their keys on the team count against its monthly budgets, and
+    each member against the team's caps per member, besides the key's own limits."""
+
+    name = models.CharField(max_length=100, unique=True)
+    token_budget = models.PositiveBigIntegerField(
+        null=True,
+        blank=True,
+        verbose_name="monthly token budget",
+        help_text="The whole team's, per calendar month (UTC).",
+    )
+    usd_budget = models.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        verbose_name="monthly budget (USD)",
+        help_text="The whole team's US dollars per calendar month (UTC).",
+    )
+    member_rpm = models.PositiveIntegerField(
+        null=True, blank=True, verbose_name="requests per minute, per member"
+    )
+    member_tpm = models.PositiveIntegerField(
+        null=True, blank=True, verbose_name="tokens per minute, per member"
+    )
+    member_token_budget = models.PositiveBigIntegerField(
+        null=True, blank=True, verbose_name="monthly token budget, per member"
+    )
+    member_usd_budget = models.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        verbose_name="monthly budget (USD), per member",
+    )
+    allowed_models = models.TextField(
+        blank=True,
+        verbose_name="allowed models",
+        help_text="For the team's keys that list none of their own. Empty: the user's list, else any.",
+    )
+    hf_token = models.ForeignKey(
+        HuggingFaceToken,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="teams",
+        verbose_name="Hugging Face token",
+        help_text="A shared token the team's keys call with when they name none. Empty: HF_TOKEN.",
+    )
+    bill_to = models.CharField(
+        max_length=100,
+        blank=True,
+        verbose_name="bill to",
+        help_text="A Hugging Face organisation the router bills for the team's requests (X-HF-Bill-To).",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if self.hf_token_id is not None and self.hf_token.owner_id is not None:
+            raise ValidationError({"hf_token": "A team calls with a shared token, not someone's own."})
+
+
+class TeamMember(models.Model):
+    class Role(models.TextChoices):
+        MEMBER = "member", "member"
+        ADMIN = "admin", "team admin"
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="members")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="team_memberships"
+    )
+    role = models.CharField(max_length=8, choices=Role.choices, default=Role.MEMBER)
+    added_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "team member"
+        ordering = ["team", "user"]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "user"], name="one_membership_a_team_and_user")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.team} ({self.role})"
+
+
 class ApiKeyQuerySet(models.QuerySet):
     def active(self, now=None) -> ApiKeyQuerySet:
         now = now or timezone.now()
@@ -184,6 +277,14 @@ class ApiKey(Limits):
         help_text="Model ids or * patterns, comma- or line-separated. Empty: the user's list, else any.",
     )
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    team = models.ForeignKey(
+        Team,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="api_keys",
+        help_text="One of the user's teams: its requests count against the team's limits too.",
+    )
 
     objects = ApiKeyQuerySet.as_manager()
 
@@ -196,6 +297,12 @@ class ApiKey(Limits):
         return f"{self.prefix}… ({self.name or 'unnamed'})"
 
     def clean(self) -> None:
+        if (
+            self.team_id is not None
+            and self.user_id is not None
+            and not TeamMember.objects.filter(team_id=self.team_id, user_id=self.user_id).exists()
+        ):
+            raise ValidationError({"team": f"{self.user} is not a member of the team {self.team}."})
         if self.hf_token_id is None or self.user_id is None:
             return
         if not HuggingFaceToken.objects.filter(pk=self.hf_token_id).usable_by([self.user_id]).exists():
@@ -262,6 +369,12 @@ class UsageRecord(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="usage", db_index=False
     )
     api_key = models.ForeignKey(ApiKey, on_delete=models.PROTECT, related_name="usage", db_index=False)
+    # The key's team when the request was made (a key's team may change), and whom the router
+    # was asked to bill.
+    team = models.ForeignKey(
+        Team, null=True, blank=True, on_delete=models.PROTECT, related_name="usage", db_index=False
+    )
+    bill_to = models.CharField(max_length=100, blank=True)
     # No constraint: deleting a token must not scan this table, nor can a request still in
     # flight with a token deleted meanwhile make its record unwritable. Indexed only where the
     # router rejected the token (below): what the admin looks for.
@@ -328,6 +441,7 @@ class UsageRecord(models.Model):
             models.Index(fields=["created_at", "outcome", "total_tokens", "ttft_ms", "cost_usd"]),
             models.Index(fields=["user", "created_at", "outcome", "total_tokens", "cost_usd"]),
             models.Index(fields=["api_key", "created_at", "total_tokens", "cost_usd"]),
+            models.Index(fields=["team", "created_at", "user", "total_tokens", "cost_usd"]),
             models.Index(fields=["model_requested", "created_at", "outcome", "total_tokens", "cost_usd"]),
             models.Index(fields=["outcome", "created_at"]),
             # Percentiles: values walked in order, other periods' rows skipped from the index.

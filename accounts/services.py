@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from accounts import allowlist, crypto, keys, limits, permissions, prices, usage, validators
 from accounts.limits import Admission
-from accounts.models import ApiKey, HuggingFaceToken, ModelPrice, UserPolicy
+from accounts.models import ApiKey, HuggingFaceToken, ModelPrice, Team, TeamMember, UserPolicy
 from accounts.usage import UsageEntry
 
 # --- Users -------------------------------------------------------------------------------------
@@ -129,13 +129,15 @@ def api_key_create(
     hf_token: HuggingFaceToken | None = None,
     expires_at: datetime | None = None,
     allowed_models: str = "",
+    team: Team | None = None,
     **limits: int | None,
 ) -> tuple[ApiKey, str]:
     """Create a key; returns it with the plaintext, which exists nowhere else from now on.
 
     `actor`: the staff user creating it (PermissionDenied unless they may create keys of
     `user`); none for the command line. ValidationError for another user's Hugging Face token.
-    `limits`: any of ApiKey.LIMIT_FIELDS (rpm, tpm, token_budget, …)."""
+    `team`: one of the user's teams (ValidationError if not theirs). `limits`: any of
+    ApiKey.LIMIT_FIELDS (rpm, tpm, token_budget, …)."""
     permissions.check_key_user(actor=actor, user=user, creating=True)
     plaintext = keys.generate()
     api_key = ApiKey(
@@ -146,6 +148,7 @@ def api_key_create(
         hf_token=hf_token,
         expires_at=expires_at,
         allowed_models=", ".join(allowlist.parse_models(allowed_models)),
+        team=team,
         **limits,
     )
     api_key.clean()
@@ -193,6 +196,41 @@ def model_prices_delete(*, model_prices: QuerySet[ModelPrice]) -> None:
     prices.reset()
 
 
+# --- Teams -------------------------------------------------------------------------------------
+
+
+def team_create(*, name: str, **fields) -> Team:
+    """A team; `fields`: its budgets, caps per member, allowed models, token, bill_to."""
+    team = Team(name=name, **fields)
+    team.full_clean()
+    team.save(force_insert=True)
+    return team
+
+
+def team_update(*, team: Team) -> Team:
+    """Save a team's changed limits: its keys see them at once here, elsewhere within
+    AUTH_CACHE_TTL."""
+    team.full_clean()
+    team.save()
+    keys.reset()
+    return team
+
+
+def team_member_add(*, team: Team, user: AbstractBaseUser, admin: bool = False) -> TeamMember:
+    """Add a user to a team, or change their role there."""
+    role = TeamMember.Role.ADMIN if admin else TeamMember.Role.MEMBER
+    member, _ = TeamMember.objects.update_or_create(team=team, user=user, defaults={"role": role})
+    return member
+
+
+def team_member_remove(*, team: Team, user: AbstractBaseUser) -> None:
+    """Remove a user from a team: their keys on it stop working (revoked), within AUTH_CACHE_TTL."""
+    with transaction.atomic():
+        TeamMember.objects.filter(team=team, user=user).delete()
+        ApiKey.objects.filter(team=team, user=user, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    keys.reset()
+
+
 # --- Usage -------------------------------------------------------------------------------------
 
 
@@ -209,7 +247,7 @@ def usage_record(*, entry: UsageEntry, admission: Admission | None) -> None:
     Call it once per request, from the event loop; it neither waits nor touches the database.
     """
     cost = None
-    if admission is not None and admission.reserved and admission.limits.usd_budget is not None:
+    if admission is not None and any(counter.startswith("usd:") for counter in admission.reserved):
         # Priced now, as the writer will price it (the same copy of the table): the USD budget
         # swaps the request's reservation for its cost at once, not when the record is written.
         cost = prices.priced(entry, prices.cached())[1]

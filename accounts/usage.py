@@ -58,6 +58,8 @@ class UsageEntry:
     usage_source: str
     latency_ms: int
     hf_token_id: int | None = None  # None: the server's HF_TOKEN
+    team_id: int | None = None
+    bill_to: str = ""
     upstream_attempts: int = 0
     provider: str = ""
     model_requested: str = ""

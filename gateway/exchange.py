@@ -63,7 +63,9 @@ class Exchange:
         services.usage_started(entry_id=self.id, **self.identity())
         try:
             self.holds_share = share.take(caller.key_id)  # first: no I/O, and nothing else to undo
-            self.admission = await limits.admit(caller.key_id, caller.user_id, caller.limits, reservation)
+            self.admission = await limits.admit(
+                caller.key_id, caller.user_id, caller.limits, reservation, caller.scopes
+            )
         except limits.Refusal as refusal:
             self.refused_by = refusal.kind
             raise
@@ -77,6 +79,8 @@ class Exchange:
             "user_id": caller.user_id,
             "api_key_id": caller.key_id,
             "hf_token_id": caller.token_id,
+            "team_id": caller.team_id,
+            "bill_to": caller.bill_to,
             "endpoint": self.endpoint,
         }
 
@@ -88,6 +92,7 @@ class Exchange:
                 method,
                 path,
                 token=self.caller.upstream_token,
+                bill_to=self.caller.bill_to,
                 request_id=self.request_id,
                 deadline=deadline,
                 tried=self.count_attempt,

@@ -56,21 +56,23 @@ def _first_integer(body: dict[str, Any], *names: str) -> int:
     return settings.BUDGET_DEFAULT_RESERVATION
 
 
-def _budgeted(limits: KeyLimits) -> bool:
-    return not (
-        limits.token_budget is None and limits.lifetime_token_budget is None and limits.usd_budget is None
-    )
+def _budgets(rules: list[KeyLimits]) -> tuple[bool, bool]:
+    """(any budget, any USD budget) among these limits."""
+    usd = any(r.usd_budget is not None for r in rules)
+    return usd or any(r.token_budget is not None or r.lifetime_token_budget is not None for r in rules), usd
 
 
-async def of(endpoint: str, raw: bytes, default_model: str, limits: KeyLimits) -> Reservation:
-    """The reservation of a request to `endpoint` with body `raw` (NOTHING when its key has no
-    budget, or the endpoint uses no tokens). A body the endpoint will refuse reserves nothing:
-    its request ends with a 400 before going anywhere."""
-    if not _budgeted(limits):
+async def of(endpoint: str, raw: bytes, default_model: str, rules: list[KeyLimits]) -> Reservation:
+    """The reservation of a request to `endpoint` with body `raw`, counted against `rules` (its
+    key's limits and its team's): NOTHING when none has a budget, or the endpoint uses no
+    tokens. A body the endpoint will refuse reserves nothing: its request ends with a 400 before
+    going anywhere."""
+    budgeted, usd = _budgets(rules)
+    if not budgeted:
         return NOTHING
     # Loaded (once every PRICES_CACHE_TTL at most) for any request of a USD budget: its cost is
     # counted by this copy as it ends (services.usage_record).
-    table = await prices.current() if limits.usd_budget is not None else {}
+    table = await prices.current() if usd else {}
     sizes = _SIZES.get(endpoint)
     if sizes is None:
         return NOTHING
@@ -81,7 +83,7 @@ async def of(endpoint: str, raw: bytes, default_model: str, limits: KeyLimits) -
         return NOTHING
     model = body.get("model", default_model)
     microdollars = 0
-    if limits.usd_budget is not None and isinstance(model, str):
+    if usd and isinstance(model, str):
         price = prices.price_for(table, model, prices.provider_of(model, ""), prompt, answer)
         if price is not None:
             microdollars = math.ceil(prices.cost(prompt, answer, price) * MICRO)

@@ -224,6 +224,7 @@ async def send(
     tried: Callable[[], None] = lambda: None,
     base: str | None = None,
     headers: dict[str, str] | None = None,
+    bill_to: str = "",
     content_type: str = "application/json",
     accept: str | None = None,
 ) -> httpx.Response:
@@ -247,6 +248,8 @@ async def send(
     if token:
         ours["Authorization"] = f"Bearer {token}"
         scrub.in_use(token)
+    if bill_to:  # the router bills that Hugging Face organisation (a team's `bill_to`)
+        ours["X-HF-Bill-To"] = bill_to
     if body is not None:
         ours["Content-Type"] = content_type
     # Header names are case-insensitive: none of the client's may stand beside one of ours.

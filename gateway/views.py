@@ -77,7 +77,7 @@ async def _serve(
     request.exchange = exchange  # for the handler, should the server stop mid-request
     response = None
     try:
-        await exchange.open(await _reservation(request, view.__name__, caller.limits))
+        await exchange.open(await _reservation(request, view.__name__, caller))
         response = await view(request, exchange, *args, **kwargs)
     except asyncio.CancelledError:
         exchange.finish(499, Outcome.CLIENT_DISCONNECTED)
@@ -102,14 +102,13 @@ async def _serve(
     return response
 
 
-async def _reservation(
-    request: HttpRequest, endpoint: str, key_limits: limits.KeyLimits
-) -> limits.Reservation:
-    if key_limits == limits.NO_LIMITS:
+async def _reservation(request: HttpRequest, endpoint: str, caller) -> limits.Reservation:
+    if caller.limits == limits.NO_LIMITS and not caller.scopes:
         return limits.NOTHING
     named = _MODEL_FIELD_DEFAULTS.get(endpoint)
     default = getattr(settings, named) if named else ""
-    return await reservations.of(endpoint, request.body, default, key_limits)
+    rules = [caller.limits, *(scope.limits for scope in caller.scopes)]
+    return await reservations.of(endpoint, request.body, default, rules)
 
 
 # A refused request's body is read for its model only up to this size: refusals come in bursts,

@@ -10,9 +10,10 @@ from accounts.models import ApiKey, UsageRecord
 
 
 def make_usage(
-    api_key: ApiKey, model: str, outcome: str = "ok", tokens=(10, 5), when=None, cost=None
+    api_key: ApiKey, model: str, outcome: str = "ok", tokens=(10, 5), when=None, cost=None, team=None
 ) -> None:
     UsageRecord.objects.create(
+        team=team,
         created_at=when or datetime.now(UTC),
         request_id="r",
         user=api_key.user,

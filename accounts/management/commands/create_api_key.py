@@ -16,7 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts import services
-from accounts.models import HuggingFaceToken
+from accounts.models import HuggingFaceToken, Team
 
 
 class Command(BaseCommand):
@@ -52,11 +52,14 @@ class Command(BaseCommand):
         )
         parser.add_argument("--models", default="", help="Allowed model ids or * patterns, comma-separated.")
         parser.add_argument(
+            "--team", metavar="TEAM", help="One of the user's teams: the key counts against its limits too."
+        )
+        parser.add_argument(
             "--expires-in-days", type=int, metavar="N", help="The key stops working after N days."
         )
 
     def handle(
-        self, *args, username, name, hf_token, hf_token_name, models, expires_in_days, **options
+        self, *args, username, name, hf_token, hf_token_name, models, expires_in_days, team, **options
     ) -> None:
         if expires_in_days is not None and expires_in_days <= 0:
             raise CommandError("--expires-in-days takes a positive number of days.")
@@ -86,6 +89,7 @@ class Command(BaseCommand):
                     hf_token=token,
                     expires_at=expires_at,
                     allowed_models=models,
+                    team=_team(team) if team else None,
                     **limits,
                 )
         except ValidationError as error:
@@ -94,6 +98,13 @@ class Command(BaseCommand):
         self.stderr.write(f"Created key {api_key.prefix}… for {username}, calling with {upstream}.")
         self.stderr.write("Store it now: it is not kept and cannot be shown again.")
         self.stdout.write(plaintext)
+
+
+def _team(name: str) -> Team:
+    team = Team.objects.filter(name=name).first()
+    if team is None:
+        raise CommandError(f"No team is named {name!r} (manage.py create_team).")
+    return team
 
 
 def _free_token_name(username: str) -> str:
