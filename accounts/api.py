@@ -3,7 +3,8 @@
 GET /api/me      who am I, and my keys (never their secrets)
 GET /api/usage   my usage by model and day (?since=YYYY-MM-DD, default the last 30 days)
 Staff with the view permission on usage records may pass ?user=USERNAME to either; nobody else
-sees another user's data.
+sees another user's data. `/api/usage?team=TEAM`: the team's usage by day, model and member, for
+its team admins and those staff.
 Errors come in OpenAI's format like the rest of the proxy (gateway.errors.rest_framework_handler).
 """
 
@@ -18,7 +19,7 @@ from rest_framework.decorators import api_view
 from rest_framework.response import Response
 
 from accounts import permissions
-from accounts.models import ApiKey
+from accounts.models import ApiKey, Team
 from accounts.selectors import USAGE_TOTALS, usage_in
 
 
@@ -73,9 +74,26 @@ def me(request):
     )
 
 
+def _team(request) -> Team | None:
+    """The team of ?team=, which the caller may see (its team admins, staff who may view usage)."""
+    name = request.query_params.get("team")
+    if not name:
+        return None
+    team = Team.objects.filter(name=name).first()
+    # The same answer whether it exists or not, for those who may not see it.
+    if team is None or not permissions.may_view_team(request.user, team):
+        if permissions.may_view_usage(request.user):
+            raise exceptions.NotFound(f"No team is named {name!r}.")
+        raise exceptions.PermissionDenied(
+            "Only the team's admins and staff who may view usage see a team's usage."
+        )
+    return team
+
+
 @api_view(["GET"])
 def usage(request):
-    user = _subject(request)
+    team = _team(request)
+    user = None if team is not None else _subject(request)
     since_text = request.query_params.get("since")
     if since_text:
         try:
@@ -84,20 +102,28 @@ def usage(request):
             raise exceptions.ParseError("`since` takes a date as YYYY-MM-DD.") from None
     else:
         since = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=30)
+    if team is not None:
+        by_member = _by_day(usage_in(since=since, team_id=team.pk), "user__username")
+        return Response({"team": team.name, "since": since.date().isoformat(), "usage": by_member})
+    rows = _by_day(usage_in(since=since, user_id=user.pk))
+    return Response({"user": user.get_username(), "since": since.date().isoformat(), "usage": rows})
+
+
+def _by_day(records, *columns: str) -> list[dict]:
+    """Records summed by day and model (and `columns`: a team's by member)."""
     rows = (
-        usage_in(since=since, user_id=user.pk)
-        .annotate(day=TruncDate("created_at"))
-        .values("day", "model_requested")
+        records.annotate(day=TruncDate("created_at"))
+        .values("day", "model_requested", *columns)
         .annotate(**USAGE_TOTALS)
-        .order_by("day", "model_requested")
+        .order_by("day", "model_requested", *columns)
     )
-    return Response(
+    names = {"user__username": "user"}
+    return [
         {
-            "user": user.get_username(),
-            "since": since.date().isoformat(),
-            "usage": [
-                {"day": row.pop("day").isoformat(), "model": row.pop("model_requested"), **row}
-                for row in rows
-            ],
+            "day": row.pop("day").isoformat(),
+            "model": row.pop("model_requested"),
+            **{names[column]: row.pop(column) for column in columns},
+            **row,
         }
-    )
+        for row in rows
+    ]

@@ -63,3 +63,12 @@ def may_view_usage(actor: AbstractBaseUser) -> bool:
     """Whether `actor` may read other users' usage and keys: the admin's usage pages and the key
     list's usage columns, and `/api/*?user=`."""
     return actor.is_staff and actor.has_perm(VIEW_USAGE)
+
+
+def may_view_team(actor: AbstractBaseUser, team) -> bool:
+    """Whether `actor` may read a team's usage: staff who may view usage, and its team admins."""
+    from accounts.models import TeamMember
+
+    if may_view_usage(actor):
+        return True
+    return TeamMember.objects.filter(team=team, user=actor, role=TeamMember.Role.ADMIN).exists()

@@ -110,12 +110,16 @@ USAGE_TOTALS = {
 }
 
 
-def usage_in(*, since: datetime | None = None, user_id: int | None = None) -> QuerySet[UsageRecord]:
+def usage_in(
+    *, since: datetime | None = None, user_id: int | None = None, team_id: int | None = None
+) -> QuerySet[UsageRecord]:
     records = UsageRecord.objects.all()
     if since is not None:
         records = records.filter(created_at__gte=since)
     if user_id is not None:
         records = records.filter(user_id=user_id)
+    if team_id is not None:
+        records = records.filter(team_id=team_id)
     return records
 
 
@@ -130,25 +134,31 @@ DAILY_TOTALS = {  # `errors` first: once annotated, `requests` names the sum, no
 }
 
 
-def pruned_usage_in(*, since: datetime | None = None, user_id: int | None = None) -> QuerySet[UsageDaily]:
+def pruned_usage_in(
+    *, since: datetime | None = None, user_id: int | None = None, team_id: int | None = None
+) -> QuerySet[UsageDaily]:
     days = UsageDaily.objects.all()
     if since is not None:
         days = days.filter(day__gte=since.date())
     if user_id is not None:
         days = days.filter(user_id=user_id)
+    if team_id is not None:  # pruned days keep no team: their keys' team now
+        days = days.filter(api_key__team_id=team_id)
     return days
 
 
-def usage_by_user_and_model(*, since: datetime | None = None, user_id: int | None = None) -> list[dict]:
+def usage_by_user_and_model(
+    *, since: datetime | None = None, user_id: int | None = None, team_id: int | None = None
+) -> list[dict]:
     """One row per (user, model requested): requests, tokens, errors (of requests that reached
     the router) and refusals, summed by the database
     over the records and the daily sums of pruned records."""
     totals: dict[tuple[str, str], dict] = {}
     for rows in (
-        usage_in(since=since, user_id=user_id)
+        usage_in(since=since, user_id=user_id, team_id=team_id)
         .values("user__username", "model_requested")
         .annotate(**USAGE_TOTALS),
-        pruned_usage_in(since=since, user_id=user_id)
+        pruned_usage_in(since=since, user_id=user_id, team_id=team_id)
         .values("user__username", "model_requested")
         .annotate(**DAILY_TOTALS),
     ):

@@ -35,7 +35,7 @@ NEW_KEYS_SESSION = "hfproxy_new_api_keys"
 class ApiKeyAddForm(forms.ModelForm):
     class Meta:
         model = ApiKey
-        fields = ("user", "name", "hf_token", "expires_at", "allowed_models", *ApiKey.LIMIT_FIELDS)
+        fields = ("user", "name", "team", "hf_token", "expires_at", "allowed_models", *ApiKey.LIMIT_FIELDS)
 
     def clean_expires_at(self):
         expires_at = self.cleaned_data["expires_at"]
@@ -47,7 +47,7 @@ class ApiKeyAddForm(forms.ModelForm):
 class ApiKeyChangeForm(forms.ModelForm):
     class Meta:
         model = ApiKey
-        fields = ("name", "hf_token", "expires_at", "allowed_models", *ApiKey.LIMIT_FIELDS)
+        fields = ("name", "team", "hf_token", "expires_at", "allowed_models", *ApiKey.LIMIT_FIELDS)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -55,6 +55,8 @@ class ApiKeyChangeForm(forms.ModelForm):
         # (Absent on a read-only page: a key of a superuser shown to other staff.)
         if field := self.fields.get("hf_token"):
             field.queryset = field.queryset.usable_by([self.instance.user_id])
+        if field := self.fields.get("team"):
+            field.queryset = field.queryset.filter(members__user_id=self.instance.user_id)
 
 
 class KeyStatusFilter(admin.SimpleListFilter):
@@ -95,7 +97,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     )
     list_display_links = ("prefix", "key_name")
     list_select_related = ("user", "user__policy", "hf_token")
-    list_filter = (KeyStatusFilter, "user")
+    list_filter = (KeyStatusFilter, "team", "user")
     search_fields = ("prefix", "name", "user__username")
     actions = ["revoke_selected"]
     Media = ListsFitMedia
@@ -188,6 +190,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
             hf_token=obj.hf_token,
             expires_at=obj.expires_at,
             allowed_models=obj.allowed_models,
+            team=obj.team,
             **{name: getattr(obj, name) for name in ApiKey.LIMIT_FIELDS},
         )
         # The admin carries on with `obj` (the log entry, the response): make it the new row.

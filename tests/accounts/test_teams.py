@@ -146,3 +146,48 @@ def test_removing_a_member_revokes_their_keys_on_the_team(team):
     key.refresh_from_db()
     assert key.status == "revoked"
     assert not team.members.filter(user=key.user).exists()
+
+
+def test_team_reports_for_its_admins_and_staff_only(team, django_user_model):
+    from django.contrib.auth.models import Permission
+    from rest_framework.test import APIClient
+
+    def client_for(key: str) -> APIClient:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+        return client
+
+    bobs = ApiKey.objects.get(digest=keys.digest(team_key("bob")))
+    make_usage(bobs, "m1", tokens=(3, 4), team=team)
+    make_usage(bobs, "m1", tokens=(1, 1))  # not on the team's key: not the team's
+    command("create_team", "other")
+    command("add_team_member", "other", "dave", "--admin")
+    alice, bob = team_key("alice"), team_key("bob")
+    dave = command("create_api_key", "dave").splitlines()[-1]
+    staff = django_user_model.objects.create_user("sam", is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="view_usagerecord"))
+    sams = services.api_key_create(user=staff)[1]
+
+    answer = client_for(alice).get("/api/usage?team=ml")  # a team admin
+    assert answer.status_code == 200
+    assert [(r["user"], r["model"], r["total_tokens"]) for r in answer.json()["usage"]] == [("bob", "m1", 7)]
+    assert client_for(sams).get("/api/usage?team=ml").json()["usage"] == answer.json()["usage"]
+    assert client_for(bob).get("/api/usage?team=ml").status_code == 403  # a member, not its admin
+    assert client_for(dave).get("/api/usage?team=ml").status_code == 403  # another team's admin
+    assert client_for(dave).get("/api/usage?team=nope").status_code == 403  # says nothing of names
+    assert client_for(sams).get("/api/usage?team=nope").status_code == 404
+
+    report = json.loads(command("usage_report", "--team", "ml", "--format", "json"))
+    assert [(r["user"], r["total_tokens"]) for r in report] == [("bob", 7)]
+    with pytest.raises(CommandError, match="No team is named"):
+        command("usage_report", "--team", "nope")
+
+
+def test_the_admin_shows_teams_with_their_members(team, admin_client):
+    assert admin_client.get("/admin/accounts/team/").status_code == 200
+    page = admin_client.get(f"/admin/accounts/team/{team.pk}/change/")
+    assert page.status_code == 200
+    assert "Caps per member" in page.content.decode() and "bob" in page.content.decode()
+    assert admin_client.get("/admin/accounts/team/add/").status_code == 200
+    key = ApiKey.objects.get(digest=keys.digest(team_key("bob")))
+    assert admin_client.get(f"/admin/accounts/apikey/{key.pk}/change/").status_code == 200

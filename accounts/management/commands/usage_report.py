@@ -1,4 +1,4 @@
-"""`manage.py usage_report [--user USERNAME] [--since YYYY-MM-DD] [--format json|table]`"""
+"""`manage.py usage_report [--user USERNAME] [--team TEAM] [--since YYYY-MM-DD] [--format json|table]`"""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from accounts.models import Team
 from accounts.selectors import usage_by_user_and_model
 
 COLUMNS = [
@@ -31,10 +32,17 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--user", metavar="USERNAME")
+        parser.add_argument("--team", metavar="TEAM", help="Only requests made with the team's keys.")
         parser.add_argument("--since", metavar="YYYY-MM-DD", help="From this day on (UTC).")
         parser.add_argument("--format", choices=["json", "table"], default="table")
 
-    def handle(self, *args, user, since, format, **options) -> None:
+    def handle(self, *args, user, team, since, format, **options) -> None:
+        team_id = None
+        if team:
+            found_team = Team.objects.filter(name=team).first()
+            if found_team is None:
+                raise CommandError(f"No team is named {team!r}.")
+            team_id = found_team.pk
         user_id = None
         if user:
             user_model = get_user_model()
@@ -48,7 +56,7 @@ class Command(BaseCommand):
                 start = datetime.strptime(since, "%Y-%m-%d").replace(tzinfo=UTC)
             except ValueError:
                 raise CommandError("--since takes a date as YYYY-MM-DD.") from None
-        rows = usage_by_user_and_model(since=start, user_id=user_id)
+        rows = usage_by_user_and_model(since=start, user_id=user_id, team_id=team_id)
         if format == "json":
             # Costs as exact decimal strings, as the API gives them.
             self.stdout.write(json.dumps(rows, indent=2, default=lambda value: f"{value:f}"))
