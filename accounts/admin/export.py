@@ -19,6 +19,8 @@ CSV_COLUMNS = {
     "request_id": "request_id",
     "user": "user__username",
     "api_key": "api_key__prefix",
+    "team": "team__name",
+    "bill_to": "bill_to",
     "endpoint": "endpoint",
     "model_requested": "model_requested",
     "model_answered": "model_answered",

@@ -84,6 +84,7 @@ class UsageRecordAdmin(UsageAdminBase):
     )
     list_select_related = ("user", "api_key")
     list_filter = (
+        "team",
         "user",
         "api_key",
         ("model_requested", ModelFilter),

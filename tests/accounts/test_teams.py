@@ -15,6 +15,7 @@ from accounts import keys, runtime, services
 from accounts.models import ApiKey, Team, UsageRecord
 from accounts.usage import writer
 from tests.support.answers import completion, sse_response, standard_stream
+from tests.accounts.test_admin import text_of
 from tests.support.factories import make_usage
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -191,3 +192,16 @@ def test_the_admin_shows_teams_with_their_members(team, admin_client):
     assert admin_client.get("/admin/accounts/team/add/").status_code == 200
     key = ApiKey.objects.get(digest=keys.digest(team_key("bob")))
     assert admin_client.get(f"/admin/accounts/apikey/{key.pk}/change/").status_code == 200
+
+
+def test_the_usage_list_filters_by_team_and_exports_it(team, admin_client):
+    import csv
+
+    bobs = ApiKey.objects.get(digest=keys.digest(team_key("bob")))
+    make_usage(bobs, "on-the-team", team=team)
+    make_usage(bobs, "not")
+    listing = admin_client.get(f"/admin/accounts/usagerecord/?team__id__exact={team.pk}")
+    assert listing.status_code == 200 and "on-the-team" in listing.content.decode()
+    response = admin_client.get(f"/admin/accounts/usagerecord/export/?team__id__exact={team.pk}")
+    rows = list(csv.DictReader(io.StringIO(text_of(response))))
+    assert [(r["model_requested"], r["team"]) for r in rows] == [("on-the-team", "ml")]
