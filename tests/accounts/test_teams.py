@@ -14,8 +14,8 @@ from django.core.management import CommandError, call_command
 from accounts import keys, runtime, services
 from accounts.models import ApiKey, Team, UsageRecord
 from accounts.usage import writer
-from tests.support.answers import completion, sse_response, standard_stream
 from tests.accounts.test_admin import text_of
+from tests.support.answers import completion, sse_response, standard_stream
 from tests.support.factories import make_usage
 
 MESSAGES = [{"role": "user", "content": "hi"}]
