@@ -70,7 +70,9 @@ def bucket_edges(since: datetime, until: datetime, step: timedelta) -> list[date
     return edges
 
 
-def usage_series(*, since: datetime, until: datetime, step: timedelta) -> list[dict]:
+def usage_series(
+    *, since: datetime, until: datetime, step: timedelta, team_id: int | None = None
+) -> list[dict]:
     """TOTALS and the requests with a time to first token, per hour or day since `since`: one query.
 
     One aggregate per bucket, joined by UNION ALL, rather than GROUP BY a truncated time:
@@ -81,7 +83,7 @@ def usage_series(*, since: datetime, until: datetime, step: timedelta) -> list[d
     """
     edges = bucket_edges(since, until, step)
     parts = [
-        usage_in(since=start)
+        usage_in(since=start, team_id=team_id)
         .filter(created_at__lt=end)
         .order_by()
         .annotate(bucket=Value(index))
@@ -90,7 +92,7 @@ def usage_series(*, since: datetime, until: datetime, step: timedelta) -> list[d
         for index, (start, end) in enumerate(itertools.pairwise(edges))
     ]
     parts.append(
-        usage_in(since=edges[-1])
+        usage_in(since=edges[-1], team_id=team_id)
         .order_by()
         .annotate(bucket=Value(len(parts)))
         .values("bucket")
@@ -103,12 +105,13 @@ def usage_series(*, since: datetime, until: datetime, step: timedelta) -> list[d
     ]
 
 
-def usage_top(*, since: datetime, by: str, limit: int = 10) -> list[dict]:
+def usage_top(*, since: datetime, by: str, limit: int = 10, team_id: int | None = None) -> list[dict]:
     """The `limit` biggest callers (by="user_id") or models (by="model_requested") since `since`."""
     # Bounded on one side only, here and in the percentiles: without statistics on the time
     # column, SQLite takes a two-sided range for a small one and sorts it instead of walking
     # the covering index.
-    return list(usage_in(since=since).values(by).annotate(**TOTALS).order_by("-requests", by)[:limit])
+    records = usage_in(since=since, team_id=team_id)
+    return list(records.values(by).annotate(**TOTALS).order_by("-requests", by)[:limit])
 
 
 def percentile(records: QuerySet, field_name: str, fraction: float, count: int) -> int | None:
@@ -166,13 +169,16 @@ def error_rate(*, errors: int, requests: int, refused: int, bad_requests: int) -
     return errors / sent_upstream if sent_upstream else None
 
 
-def usage_dashboard(*, period: str = DEFAULT_PERIOD, now: datetime | None = None) -> Dashboard:
-    """Every figure of the dashboard for the `period` (a key of PERIODS) that ends `now`."""
+def usage_dashboard(
+    *, period: str = DEFAULT_PERIOD, now: datetime | None = None, team_id: int | None = None
+) -> Dashboard:
+    """Every figure of the dashboard for the `period` (a key of PERIODS) that ends `now`: of
+    every request, or of the team's (`team_id`)."""
     chosen = PERIODS[period]
     until = now or timezone.now()
     since = until - chosen.span
-    series = usage_series(since=since, until=until, step=chosen.step)
-    top_users = usage_top(since=since, by="user_id")
+    series = usage_series(since=since, until=until, step=chosen.step, team_id=team_id)
+    top_users = usage_top(since=since, by="user_id", team_id=team_id)
     user_model = get_user_model()
     names = dict(
         user_model.objects.filter(pk__in=[row["user_id"] for row in top_users]).values_list(
@@ -184,14 +190,14 @@ def usage_dashboard(*, period: str = DEFAULT_PERIOD, now: datetime | None = None
     # The totals are the buckets' sums: no second pass over the rows.
     requests = sum(point["requests"] for point in series)
     with_ttft = sum(point["with_ttft"] for point in series)
-    records = usage_in(since=since)
+    records = usage_in(since=since, team_id=team_id)
     return Dashboard(
         period=chosen,
         since=since,
         until=until,
         series=series,
         top_users=top_users,
-        top_models=usage_top(since=since, by="model_requested"),
+        top_models=usage_top(since=since, by="model_requested", team_id=team_id),
         requests=requests,
         tokens=sum(point["tokens"] for point in series),
         cost=sum((point["cost"] for point in series), Decimal(0)),

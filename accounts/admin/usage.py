@@ -18,7 +18,7 @@ from accounts import dashboard, dashboard_page
 from accounts.admin.display import ListsFitMedia, shortened, timestamp
 from accounts.admin.drilldown import DrilldownChangeList
 from accounts.admin.export import usage_csv_response
-from accounts.models import Outcome, UsageDaily, UsageRecord
+from accounts.models import Outcome, Team, UsageDaily, UsageRecord
 from accounts.templatetags.hfproxy_format import duration, short_count, usd_cell
 
 
@@ -187,11 +187,16 @@ class UsageRecordAdmin(UsageAdminBase):
         period = request.GET.get("period", dashboard.DEFAULT_PERIOD)
         if period not in dashboard.PERIODS:
             period = dashboard.DEFAULT_PERIOD
+        teams = list(Team.objects.values_list("pk", "name"))
+        team = request.GET.get("team", "")
+        team_id = int(team) if team.isdigit() and int(team) in dict(teams) else None
         context = {
             **self.admin_site.each_context(request),
             "title": _("Usage dashboard"),
             "opts": self.opts,
-            **dashboard_page.page(dashboard.usage_dashboard(period=period)),
+            "teams": teams,
+            "team_id": team_id,
+            **dashboard_page.page(dashboard.usage_dashboard(period=period, team_id=team_id)),
         }
         return TemplateResponse(request, "admin/accounts/usage_dashboard.html", context)
 

@@ -205,3 +205,16 @@ def test_the_usage_list_filters_by_team_and_exports_it(team, admin_client):
     response = admin_client.get(f"/admin/accounts/usagerecord/export/?team__id__exact={team.pk}")
     rows = list(csv.DictReader(io.StringIO(text_of(response))))
     assert [(r["model_requested"], r["team"]) for r in rows] == [("on-the-team", "ml")]
+
+
+def test_the_dashboard_shows_one_teams_usage(team, admin_client):
+    bobs = ApiKey.objects.get(digest=keys.digest(team_key("bob")))
+    make_usage(bobs, "team-model", tokens=(3, 4), team=team)
+    make_usage(bobs, "other-model", tokens=(100, 100))
+    everything = admin_client.get("/admin/accounts/usagerecord/dashboard/").context["dashboard"]
+    page = admin_client.get(f"/admin/accounts/usagerecord/dashboard/?team={team.pk}")
+    mine = page.context["dashboard"]
+    assert (everything.requests, everything.tokens) == (2, 207)
+    assert (mine.requests, mine.tokens) == (1, 7)
+    assert [row["model_requested"] for row in mine.top_models] == ["team-model"]
+    assert f'<option value="{team.pk}" selected>ml</option>' in page.content.decode()
