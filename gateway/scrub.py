@@ -3,11 +3,12 @@
 A router may quote the `Authorization` header it got anywhere: an error's message, `param`,
 `code` or `type`, a nested field, a header, an answer. Everything the proxy passes on or keeps
 from it is scrubbed against the exact token values of that request (whatever their shape:
-`secrets_of`); bytes relayed as they came (`raw`) are also scrubbed of the token as a JSON
-string spells it, escapes and all, since the client reads it decoded. And a router's word that becomes an identifier (an error code stored in a record,
-a metric label, a `Retry-After`) is taken only when it has the shape such a word has. Log
-lines (a library's debug output quotes the router's headers) are scrubbed by `LogFilter` of the
-token the task logging them calls the router with (`in_use`).
+`secrets_of`); bytes relayed as they came (`raw`) also of the token as a JSON string may spell
+it, escapes and all, since the client reads them decoded. A router's word that becomes an
+identifier (an error code stored in a record, a metric label, a `Retry-After`) is taken only
+when it has the shape such a word has. Log lines (a library's debug output quotes the router's
+headers) are scrubbed by `LogFilter` of the token the task logging them calls the router with
+(`in_use`).
 """
 
 from __future__ import annotations
