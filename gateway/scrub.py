@@ -3,18 +3,23 @@
 A router may quote the `Authorization` header it got anywhere: an error's message, `param`,
 `code` or `type`, a nested field, a header, an answer. Everything the proxy passes on or keeps
 from it is scrubbed against the exact token values of that request (whatever their shape:
-`secrets_of`), and a router's word that becomes an identifier (an error code stored in a record,
-a metric label, a `Retry-After`) is taken only when it has the shape such a word has. Log
-lines (a library's debug output quotes the router's headers) are scrubbed by `LogFilter` of the
-token the task logging them calls the router with (`in_use`).
+`secrets_of`); bytes relayed as they came (`raw`) also of the token as a JSON string may spell
+it, escapes and all, since the client reads them decoded. A router's word that becomes an
+identifier (an error code stored in a record, a metric label, a `Retry-After`) is taken only
+when it has the shape such a word has. Log lines (a library's debug output quotes the router's
+headers) are scrubbed by `LogFilter` of the token the task logging them calls the router with
+(`in_use`).
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import re
 from contextvars import ContextVar
 from email.utils import parsedate_to_datetime
+from json.decoder import scanstring as _scanstring
 from typing import Any
 
 REDACTED = "***"
@@ -27,11 +32,19 @@ _PIECE = 8
 
 
 def secrets_of(token: str) -> tuple[str, ...]:
-    """The strings that must never leave: the token, and without its `hf_` prefix."""
+    """The strings that must never leave: the token, and without its `hf_` prefix; each also as
+    a JSON string spells it (a `"` or `\\` in it escaped), longest first."""
     if not token:
         return ()
     bare = token.removeprefix(_PREFIX)
-    return (token, bare) if bare != token and len(bare) >= _PIECE else (token,)
+    forms = (token, bare) if bare != token and len(bare) >= _PIECE else (token,)
+    spelled = {form: None for plain in forms for form in (_json_spelling(plain), plain)}
+    # Longest first: a longer form may hold a shorter one (`\\x` holds `\x`), never the reverse.
+    return tuple(sorted(spelled, key=len, reverse=True))
+
+
+def _json_spelling(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)[1:-1]
 
 
 def text(value: str, secrets: tuple[str, ...]) -> str:
@@ -41,13 +54,45 @@ def text(value: str, secrets: tuple[str, ...]) -> str:
     return value
 
 
+# Through the next JSON string literal whose escapes may spell the token anew once decoded (a
+# `\u` or `\/` in it, or a `\\`: the string may be JSON itself, a tool call's `arguments`), or
+# to the end. What it passes (text between literals, literals without such escapes) is scanned
+# once, possessively: whatever the bytes, the scan stays on the quotes that open literals and
+# takes linear time. JSON strings hold no raw newline (nor do SSE events' lines): a literal left
+# open ends with its line.
+_ESCAPE = re.compile(rb"\\[u/]")
+_ESCAPED = re.compile(rb'(?:[^"]++|"(?:[^"\\\n]++|\\[^u/\\\n])*+")*+("(?:[^"\\\n]++|\\.)*+"?|\Z)')
+
+
 def raw(data: bytes, secrets: tuple[str, ...]) -> bytes:
-    """Bytes relayed as they came (an answer, whole stream events), scrubbed as they are."""
+    """Bytes relayed as they came (an answer, whole stream events), scrubbed as they are, and
+    of the token spelled with `\\u` escapes (or `\\/`) inside a JSON string, which only
+    decoding tells: such strings are decoded, and written anew where the token was in one."""
     for secret in secrets:
         encoded = secret.encode()
         if encoded in data:
             data = data.replace(encoded, REDACTED.encode())
+    # Any character may be spelled `\uXXXX`, a `/` also `\/`: no list of spellings covers
+    # them all. Rare in answers: the common chunk pays one search for them.
+    if _ESCAPE.search(data):
+        data = _ESCAPED.sub(functools.partial(_decoded, secrets=secrets), data)
     return data
+
+
+def _decoded(match: re.Match[bytes], secrets: tuple[str, ...]) -> bytes:
+    literal = match[1]
+    if b"\\" not in literal:
+        return match[0]  # the end, or a literal left open: no client decodes it
+    try:
+        value = _scanstring(literal.decode(), 1)[0]
+    except ValueError:
+        return match[0]
+    encoded = value.encode("utf-8", "surrogatepass")
+    scrubbed = raw(encoded, secrets)
+    if scrubbed == encoded:
+        return match[0]
+    passed = match[0][: match.start(1) - match.start()]
+    return passed + json.dumps(scrubbed.decode("utf-8", "surrogatepass")).encode()
 
 
 def tree(data: Any, secrets: tuple[str, ...]) -> Any:

@@ -120,6 +120,24 @@ def test_nginx_bounds_headers_bodies_and_connections_and_streams_unbuffered():
     assert headers["X-Forwarded-Proto"] == "$scheme"
 
 
+def test_nginx_answers_its_own_errors_in_the_apis_format():
+    from hfproxy_site import settings
+
+    config = NGINX.read_text()
+    pages = dict(re.findall(r"error_page (\d+) (\S+);", config))
+    # Every status nginx answers itself (494: its headers too large, sent as a 400).
+    assert set(pages) == {"400", "404", "408", "413", "414", "429", "494", "500", "502", "503", "504"}
+    for status, uri in pages.items():
+        location = re.search(rf"location = {re.escape(uri)} {{(.*?)\n    }}", config, re.S)[1]
+        assert "internal;" in location and "default_type application/json;" in location
+        code, body = re.search(r"return (\d+) '(.*)';", location).groups()
+        assert code == ("400" if status == "494" else status)
+        error = json.loads(body.removesuffix("\\n"))["error"]
+        assert set(error) == {"message", "type", "param", "code"} and error["param"] is None
+    assert f"limit of {settings.MAX_REQUEST_BYTES} bytes" in config  # the 413's, as hfproxy's
+    assert "proxy_intercept_errors" not in re.sub(r"#[^\n]*", "", config)  # hfproxy's own pass
+
+
 @pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
 def test_nginx_accepts_the_config(tmp_path):
     # Included in `http {}` as the image does; `web` resolved as here it cannot be.

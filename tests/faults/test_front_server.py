@@ -1,11 +1,13 @@
 """The compose stack's front server for real: nginx with deploy/nginx.conf in front of a real
 `serve`, as docker-compose.yml wires them (where nginx is installed). Half-sent and dribbled
 headers are closed by nginx, a huge header is refused, streams go out unbuffered, and hfproxy sees
-the address nginx saw, never one the client wrote."""
+the address nginx saw, never one the client wrote. What nginx refuses itself (a huge header or
+body, a garbled request, the proxy down) is an error in the API's JSON format, as the SDKs read it."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -13,6 +15,7 @@ import time
 from types import SimpleNamespace
 
 import httpx
+import openai
 import pytest
 
 from tests.support.harness import chat, scratch_proxy
@@ -33,14 +36,13 @@ def backend(router, tmp_path_factory):
         yield proxy
 
 
-@pytest.fixture(scope="module")
-def front(backend, tmp_path_factory):
-    """nginx on a local port with deploy/nginx.conf, `web:8000` being the proxy under test."""
-    folder = tmp_path_factory.mktemp("nginx")
+@contextlib.contextmanager
+def _nginx(folder, upstream: str):
+    """nginx on a local port with deploy/nginx.conf, `web:8000` being `upstream`; its URL."""
     port = free_port()
     site = (ROOT / "deploy" / "nginx.conf").read_text()
     site = site.replace("listen 80;", f"listen 127.0.0.1:{port};")
-    site = site.replace("server web:8000;", f"server {backend.url.removeprefix('http://')};")
+    site = site.replace("server web:8000;", f"server {upstream};")
     (folder / "default.conf").write_text(site)
     user = "user root;\n" if os.geteuid() == 0 else ""  # its workers write the temporary files
     (folder / "nginx.conf").write_text(
@@ -54,15 +56,33 @@ def front(backend, tmp_path_factory):
         deadline = time.monotonic() + 10
         while True:
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
+                httpx.get(url + "/health", timeout=1)
+                break
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"nginx did not come up: {process.stderr.read().decode()}")
             time.sleep(0.1)
-        yield SimpleNamespace(url=url)
+        yield url
     finally:
         process.terminate()
         process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def front(backend, tmp_path_factory):
+    """nginx in front of the proxy under test."""
+    with _nginx(tmp_path_factory.mktemp("nginx"), backend.url.removeprefix("http://")) as url:
+        yield SimpleNamespace(url=url)
+
+
+@pytest.fixture(scope="module")
+def front_of_nothing(tmp_path_factory):
+    """nginx in front of a proxy that is down (restarting): nothing listens on its port."""
+    with _nginx(tmp_path_factory.mktemp("nginx-alone"), f"127.0.0.1:{free_port()}") as url:
+        yield SimpleNamespace(url=url)
+
+
+def _client(url: str, key: str = "hfp_none") -> openai.OpenAI:
+    return openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0)
 
 
 def _get(url: str, source: str, **headers: str) -> httpx.Response:
@@ -91,6 +111,44 @@ def test_half_sent_and_dribbled_headers_are_closed_by_nginx(front):
 def test_a_huge_header_is_refused_by_nginx(front):
     answer = httpx.get(front.url + "/health", headers={"X-Big": "a" * (1024 * 1024)})
     assert answer.status_code in (400, 414, 431)
+    assert answer.headers["content-type"] == "application/json"
+    assert answer.json()["error"]["code"] == "request_headers_too_large"
+
+
+def test_an_oversized_body_is_refused_by_nginx_in_the_apis_format(front, backend):
+    from hfproxy_site import settings
+
+    big = chat("openai/gpt-oss-120b:fireworks-ai")
+    big["messages"][0]["content"] = "a" * settings.MAX_REQUEST_BYTES
+    with pytest.raises(openai.APIStatusError) as refused:
+        _client(front.url, backend.keys["canary"]).chat.completions.create(**big)
+    error = refused.value
+    assert error.status_code == 413 and error.response.headers["content-type"] == "application/json"
+    assert error.code == "request_too_large" and error.type == "invalid_request_error"
+    assert f"limit of {settings.MAX_REQUEST_BYTES} bytes" in error.message
+
+
+def test_a_request_line_nginx_cannot_parse_gets_the_apis_format(front):
+    answer = b""
+    with connect_raw(front, b"GARBAGE\r\n\r\n") as connection:
+        while chunk := connection.recv(4096):  # nginx closes it after its answer
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and b"Content-Type: application/json" in head
+    assert json.loads(body)["error"]["type"] == "invalid_request_error"
+
+
+def test_the_proxy_down_is_an_error_in_the_apis_format(front_of_nothing):
+    with pytest.raises(openai.APIStatusError) as refused:
+        _client(front_of_nothing.url).chat.completions.create(**chat("openai/gpt-oss-120b"))
+    error = refused.value
+    assert error.status_code == 502 and error.response.headers["retry-after"] == "5"
+    assert error.code == "proxy_unavailable" and error.type == "server_error"
+    assert "not answering" in error.message
+    # The API's routes and any other: nginx's own pages are never HTML.
+    for path in ("/health", "/.errors/proxy_unavailable", "/admin/"):
+        answer = httpx.get(front_of_nothing.url + path)
+        assert answer.status_code in (404, 502) and answer.headers["content-type"] == "application/json"
 
 
 def test_a_stream_goes_out_event_by_event(front, backend):

@@ -7,6 +7,7 @@ in the answers' headers or /metrics."""
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -185,12 +186,14 @@ def test_no_canary_leaks_anywhere(router, tmp_path, level):
     assert not leaks, leaks
 
 
-# Hugging Face tokens of three shapes: the usual one; one that is no `hf_…` at all; one that has
-# the shape of an error code (lower-case letters and digits), as a router's `code` could be.
+# Hugging Face tokens of four shapes: the usual one; one that is no `hf_…` at all; one that has
+# the shape of an error code (lower-case letters and digits), as a router's `code` could be; one
+# that every JSON encoder spells otherwise (`\"`, `\\`).
 ECHOED_TOKENS = {
     "canary": CANARY_TOKEN,
     "odd": "sk-Odd/Shape+Canary=Tok3n.9f8e7d",
     "lower": "canarylowercase0123456789abcdefgh",
+    "quoted": 'sk-Quote"Back\\slash-Canary-5e4d3c',
 }
 ECHOING = [
     *(
@@ -200,6 +203,7 @@ ECHOING = [
     "fault/echo-auth-401",
     "fault/echo-auth-stream",
     "fault/echo-auth-answer",
+    "fault/echo-auth-escaped",
 ]
 APIS = {
     "/chat/completions": lambda model, stream: chat(model, stream),
@@ -228,10 +232,29 @@ def echoing_router(proxy: Proxy) -> list[str]:
         key, path, model, stream = job
         answer = send(proxy, APIS[path](model, stream), key=key, path=path)
         assert answer.status != 500, (job, answer.body)
-        return f"{job} {answer.status} {dict(answer.headers)}\n{answer.body.decode(errors='replace')}"
+        body = answer.body.decode(errors="replace")
+        return f"{job} {answer.status} {dict(answer.headers)}\n{body}\n{decoded(answer.body)}"
 
     with ThreadPoolExecutor(8) as pool:
         return list(pool.map(run, jobs))
+
+
+def decoded(body: bytes) -> str:
+    """Every string of a JSON body, or of a stream's events, as the client reads it: decoded."""
+    documents = [body, *(line[5:] for line in body.splitlines() if line.startswith(b"data:"))]
+    strings, pending = [], []
+    for document in documents:
+        with contextlib.suppress(ValueError):
+            pending.append(json.loads(document))
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            strings.append(value)
+        elif isinstance(value, list):
+            pending.extend(value)
+        elif isinstance(value, dict):
+            pending.extend([*value, *value.values()])
+    return "\n".join(strings)
 
 
 @pytest.mark.parametrize("transport", ["aiohttp", "httpx"])

@@ -89,6 +89,19 @@ async def test_it_keeps_the_usage_chunk_when_asked(async_client, hf):
     assert json.loads(events[-2][6:])["usage"]["total_tokens"] == 11
 
 
+async def test_a_stream_quoting_the_token_in_escapes_cut_across_chunks_comes_without_it(async_client, hf):
+    spelled = "".join(f"\\u{ord(character):04x}" for character in settings.HF_TOKEN)
+    echoing = chunk("heard " + spelled).replace(b"\\\\u", b"\\u")  # the escapes, not backslashes
+    cut = echoing.index(b"\\u") + len(spelled) // 2
+    stream = [chunk("Hel"), echoing[:cut], echoing[cut:], chunk(finish="stop"), b"data: [DONE]\n\n"]
+    hf.post("/chat/completions").mock(return_value=sse_response(stream)[0])
+    response = await post(async_client, {"messages": MESSAGES, "stream": True})
+    events = events_of(await read_stream(response))
+    assert json.loads(events[1][6:])["choices"][0]["delta"]["content"] == "heard ***"
+    decoded = [json.loads(event[6:]) for event in events[:-1]]
+    assert settings.HF_TOKEN.removeprefix("hf_") not in json.dumps(decoded, ensure_ascii=False)
+
+
 async def test_it_relays_chunks_as_they_arrive(async_client, hf):
     answer, upstream_body = sse_response(standard_stream(), delay=0.05)
     hf.post("/chat/completions").mock(return_value=answer)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextvars
+import json
 import logging
 
 import httpx
@@ -28,6 +29,67 @@ def test_it_scrubs_the_token_with_and_without_its_prefix():
     secrets = scrub.secrets_of("hf_AbCdEfGh123456")
     assert scrub.text("a hf_AbCdEfGh123456 b AbCdEfGh123456", secrets) == "a *** b ***"
     assert scrub.raw(b'{"x": "hf_AbCdEfGh123456"}', secrets) == b'{"x": "***"}'
+
+
+def escaped(value: str) -> str:
+    """`value` as a JSON encoder may spell it: every character a `\\u` escape."""
+    return "".join(f"\\u{ord(character):04x}" for character in value)
+
+
+def test_it_scrubs_the_token_spelled_as_json_strings_spell_it():
+    token = 'hf_Quote"Back\\slash/Canary9'
+    secrets = scrub.secrets_of(token)
+    for spelled in (
+        json.dumps(token),
+        json.dumps(token).replace("/", "\\/"),
+        json.dumps(token, ensure_ascii=True),
+    ):
+        body = json.dumps({"a": "x"})[:-1].encode() + b', "echo": ' + spelled.encode() + b"}"
+        assert json.loads(scrub.raw(body, secrets)) == {"a": "x", "echo": "***"}, spelled
+
+
+def test_it_scrubs_the_token_spelled_with_unicode_escapes():
+    token = "hf_abcdefghijklmnop"
+    secrets = scrub.secrets_of(token)
+    for spelled in (
+        escaped(token),
+        "\\u0068f_abcdefghijklmnop",
+        escaped(token[3:]),
+        token[:5] + escaped(token[5:]),
+    ):
+        body = b'{"model": "m", "text": "heard ' + spelled.encode() + b' \\u00e9", "\\u00e9": 1}'
+        scrubbed = scrub.raw(body, secrets)
+        assert token[3:] not in json.dumps(json.loads(scrubbed), ensure_ascii=False), spelled
+        assert json.loads(scrubbed)["text"] in ("heard *** \u00e9", "heard hf_*** \u00e9"), spelled
+        assert json.loads(scrubbed)["\u00e9"] == 1
+
+
+def test_it_keeps_escaped_bytes_without_the_token_as_they_came():
+    secrets = scrub.secrets_of("hf_abcdefghijklmnop")
+    for data in (
+        b'{"text": "caf\\u00e9 \\ud83d\\ude00 a\\/b \\"q\\" \\\\u"}',
+        b'data: {"a": "\\u0041"}\n\nevent: x "open\ndata: {"b": "\\ud800"}\n\n',
+        b'\x89PNG\r\n\\u"\xff\xfe\\u12"',  # no JSON at all
+        b'"' + b'\\"' * 100_000 + b"\\u",  # left open: scanned once, not once per quote
+    ):
+        assert scrub.raw(data, secrets) == data
+
+
+def test_it_scrubs_the_token_in_a_json_string_inside_a_json_string():
+    token = "hf_abcdefghijklmnop"
+    arguments = json.dumps({"key": escaped(token)}).replace("\\\\", "\\")  # {"key": "\u0068…"}
+    event = b"data: " + json.dumps({"delta": {"arguments": arguments}}).encode() + b"\n\n"
+    scrubbed = scrub.raw(event, scrub.secrets_of(token))
+    assert json.loads(json.loads(scrubbed[6:])["delta"]["arguments"]) == {"key": "***"}
+
+
+def test_it_scrubs_every_event_of_a_stream_without_touching_the_others():
+    token = "hf_abcdefghijklmnop"
+    plain = b'data: {"text": "caf\\u00e9"}\n\n'
+    echoing = b'event: delta\ndata: {"text": "' + escaped(token).encode() + b'"}\n\n'
+    assert scrub.raw(plain + echoing + plain, scrub.secrets_of(token)) == (
+        plain + b'event: delta\ndata: {"text": "***"}\n\n' + plain
+    )
 
 
 def test_it_scrubs_every_string_of_a_tree():

@@ -43,6 +43,9 @@ Non-streamed answers carry usage whatever the provider. The model id selects a m
                             code (type), message and param; not streamed: that error as the
                             answer (Responses: a failed Response whose error code is the token)
     fault/echo-auth-answer  a normal answer whose model and text are the Authorization header
+    fault/echo-auth-escaped as fault/echo-auth-answer, the header spelled with `\\u` escapes only
+                            (as JSON may spell any character: the client reads it decoded), and
+                            streamed, each chunk that quotes it sent in two halves that cut it
     fault/hang              never send headers
     fault/hang-after-headers  send the headers (and, streaming, the first event), then nothing
     fault/drip              stream one chunk per DRIP seconds, forever
@@ -439,6 +442,8 @@ async def _completion(receive, send, api: str) -> None:
     if not stream and not model.startswith("fault/"):
         # A plain answer, sent at once: nothing to watch (and the benchmarks' reference stays lean).
         return await answer(send, request, model, stream, disconnected)
+    if model == "fault/echo-auth-escaped":
+        send = _escaping(send)
     watcher = asyncio.ensure_future(watch())
     try:
         await answer(send, request, model, stream, disconnected)
@@ -519,9 +524,33 @@ async def _echo_error(send, api: str, model: str, stream: bool) -> bool:
 def _chat_answered(model: str) -> str:
     """The model a chat answer names: the one asked for without its suffix (fault/nul: with NUL
     characters; fault/echo-auth-answer: the Authorization header)."""
-    if model == "fault/echo-auth-answer":
+    if model in ECHO_ANSWERS:
         return echoed()[0]
     return "fault/nul\u0000model" if model == "fault/nul" else model.split(":")[0]
+
+
+ECHO_ANSWERS = ("fault/echo-auth-answer", "fault/echo-auth-escaped")
+
+
+def _escaping(send):
+    """`send` with the Authorization header, wherever the JSON quotes it, spelled with `\\u`
+    escapes only; a body that quotes it is sent in two halves, cut inside it."""
+    header = json.dumps(echoed()[0])[1:-1].encode()
+    spelled = "".join(f"\\u{ord(character):04x}" for character in echoed()[0]).encode()
+
+    async def escaping(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            headers = [(name, value) for name, value in message["headers"] if name != b"content-length"]
+            return await send({**message, "headers": headers})
+        body = message.get("body", b"")
+        if not header or header not in body:
+            return await send(message)
+        body = body.replace(header, spelled)
+        cut = body.index(spelled) + len(spelled) // 2
+        await send({"type": "http.response.body", "body": body[:cut], "more_body": True})
+        await send({**message, "body": body[cut:]})
+
+    return escaping
 
 
 def _chat_length(request: dict) -> int:
@@ -535,7 +564,7 @@ def _chat_length(request: dict) -> int:
 
 def _chat_text(model: str, length: int = CHUNKS) -> str:
     text = " ".join(f"tok{i}" for i in range(length)) + ("\u0000" if model == "fault/nul" else "")
-    return text + " " + echoed()[0] if model == "fault/echo-auth-answer" else text
+    return text + " " + echoed()[0] if model in ECHO_ANSWERS else text
 
 
 async def _chat(send, request: dict, model: str, stream: bool, disconnected: asyncio.Event) -> None:
@@ -652,7 +681,7 @@ def _deltas(model: str) -> list[str]:
     """The text deltas of a Responses or Messages answer: "tok0", " tok1"…"""
     count = 2 if model in SHORT_STREAMS else CHUNKS
     deltas = [f"tok{i}" if i == 0 else f" tok{i}" for i in range(count)]
-    if model == "fault/echo-auth-answer":
+    if model in ECHO_ANSWERS:
         deltas[-1] += " " + echoed()[0]
     if model == "fault/nul":
         deltas[-1] += "\u0000"
@@ -662,7 +691,7 @@ def _deltas(model: str) -> list[str]:
 def _answered(model: str) -> str:
     """The model a Responses or Messages answer names: the one asked for, as HF's Responses
     implementation echoes it (fault/nul: with NUL characters)."""
-    if model == "fault/echo-auth-answer":
+    if model in ECHO_ANSWERS:
         return echoed()[0]
     return "fault/nul\u0000model" if model == "fault/nul" else model
 
