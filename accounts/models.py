@@ -499,3 +499,38 @@ class UsageDaily(models.Model):
 
     def __str__(self) -> str:
         return f"{self.day} {self.model_requested} {self.outcome}: {self.requests}"
+
+
+class AuditEntry(models.Model):
+    """One event of the audit trail (accounts.audit): never a secret."""
+
+    class Action(models.TextChoices):
+        KEY_CREATED = "key_created", "key created"
+        KEY_REVOKED = "key_revoked", "key revoked"
+        KEY_CHANGED = "key_changed", "key changed"
+        TEAM_CREATED = "team_created", "team created"
+        TEAM_CHANGED = "team_changed", "team changed"
+        MEMBER_ADDED = "member_added", "member added"
+        MEMBER_REMOVED = "member_removed", "member removed"
+        SIGNED_IN = "signed_in", "signed in"
+        SIGN_IN_FAILED = "sign_in_failed", "sign-in failed"
+
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_name = models.CharField(max_length=150, blank=True, help_text="Kept should the user go.")
+    action = models.CharField(max_length=20, choices=Action.choices)
+    target = models.CharField(max_length=200, blank=True)
+    team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit")
+    detail = models.JSONField(default=dict, blank=True)
+    source = models.CharField(max_length=100, blank=True, help_text="The client's address, or manage.py.")
+
+    class Meta:
+        verbose_name = "audit entry"
+        verbose_name_plural = "audit trail"
+        ordering = ["-at"]
+        indexes = [models.Index(fields=["team", "at"])]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M} {self.actor_name or '-'} {self.action} {self.target}"

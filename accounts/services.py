@@ -16,7 +16,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from accounts import allowlist, crypto, keys, limits, permissions, prices, usage, validators
+from accounts import allowlist, audit, crypto, keys, limits, permissions, prices, usage, validators
 from accounts.limits import Admission
 from accounts.models import ApiKey, HuggingFaceToken, ModelPrice, Team, TeamMember, UserPolicy
 from accounts.usage import UsageEntry
@@ -153,7 +153,37 @@ def api_key_create(
     )
     api_key.clean()
     api_key.save(force_insert=True)
+    audit.record(
+        "key_created",
+        actor=actor,
+        target=_key_target(api_key),
+        team=team,
+        user=user.get_username(),
+        **{name: str(value) for name, value in limits.items() if value is not None},
+    )
     return api_key, plaintext
+
+
+def _key_target(api_key: ApiKey) -> str:
+    return f"key {api_key.prefix} of {api_key.user.get_username()}"
+
+
+# What a key's audit entry compares when it changes (never its digest).
+_KEY_FIELDS = ("name", "hf_token_id", "team_id", "expires_at", "allowed_models", *ApiKey.LIMIT_FIELDS)
+
+
+def _changes(before: dict | None, after, fields: tuple[str, ...]) -> dict:
+    """field → [before, after] of what differs, as text."""
+    before = before or {}
+    return {
+        name: [_text(before.get(name)), _text(getattr(after, name))]
+        for name in fields
+        if before.get(name) != getattr(after, name)
+    }
+
+
+def _text(value) -> str | None:
+    return None if value is None else str(value)
 
 
 def api_key_update(*, api_key: ApiKey, actor: AbstractBaseUser | None = None) -> ApiKey:
@@ -161,8 +191,11 @@ def api_key_update(*, api_key: ApiKey, actor: AbstractBaseUser | None = None) ->
     apply at once here, elsewhere within AUTH_CACHE_TTL. `actor` as for `api_key_create`."""
     permissions.check_key_user(actor=actor, user=api_key.user, creating=False)
     api_key.clean()
+    before = ApiKey.objects.filter(pk=api_key.pk).values(*_KEY_FIELDS).first()
     api_key.save()
     keys.reset()
+    if changed := _changes(before, api_key, _KEY_FIELDS):
+        audit.record("key_changed", actor=actor, target=_key_target(api_key), team=api_key.team, **changed)
     return api_key
 
 
@@ -172,6 +205,7 @@ def api_key_revoke(*, api_key: ApiKey, actor: AbstractBaseUser | None = None) ->
     if api_key.revoked_at is None:
         api_key.revoked_at = timezone.now()
         api_key.save(update_fields=["revoked_at"])
+        audit.record("key_revoked", actor=actor, target=_key_target(api_key), team=api_key.team)
     # This process stops accepting it at once; other workers within AUTH_CACHE_TTL.
     keys.reset()
     return api_key
@@ -199,35 +233,63 @@ def model_prices_delete(*, model_prices: QuerySet[ModelPrice]) -> None:
 # --- Teams -------------------------------------------------------------------------------------
 
 
-def team_create(*, name: str, **fields) -> Team:
+def team_create(*, name: str, actor: AbstractBaseUser | None = None, **fields) -> Team:
     """A team; `fields`: its budgets, caps per member, allowed models, token, bill_to."""
     team = Team(name=name, **fields)
     team.full_clean()
     team.save(force_insert=True)
+    given = {field: str(value) for field, value in fields.items() if value not in (None, "")}
+    audit.record("team_created", actor=actor, target=f"team {team.name}", team=team, **given)
     return team
 
 
-def team_update(*, team: Team) -> Team:
+# What a team's audit entry compares when it changes.
+_TEAM_FIELDS = (
+    "name",
+    "token_budget",
+    "usd_budget",
+    "member_rpm",
+    "member_tpm",
+    "member_token_budget",
+    "member_usd_budget",
+    "allowed_models",
+    "hf_token_id",
+    "bill_to",
+)
+
+
+def team_update(*, team: Team, actor: AbstractBaseUser | None = None) -> Team:
     """Save a team's changed limits: its keys see them at once here, elsewhere within
     AUTH_CACHE_TTL."""
     team.full_clean()
+    before = Team.objects.filter(pk=team.pk).values(*_TEAM_FIELDS).first()
     team.save()
     keys.reset()
+    if changed := _changes(before, team, _TEAM_FIELDS):
+        audit.record("team_changed", actor=actor, target=f"team {team.name}", team=team, **changed)
     return team
 
 
-def team_member_add(*, team: Team, user: AbstractBaseUser, admin: bool = False) -> TeamMember:
+def team_member_add(
+    *, team: Team, user: AbstractBaseUser, admin: bool = False, actor: AbstractBaseUser | None = None
+) -> TeamMember:
     """Add a user to a team, or change their role there."""
     role = TeamMember.Role.ADMIN if admin else TeamMember.Role.MEMBER
     member, _ = TeamMember.objects.update_or_create(team=team, user=user, defaults={"role": role})
+    audit.record("member_added", actor=actor, target=f"user {user.get_username()}", team=team, role=role)
     return member
 
 
-def team_member_remove(*, team: Team, user: AbstractBaseUser) -> None:
+def team_member_remove(*, team: Team, user: AbstractBaseUser, actor: AbstractBaseUser | None = None) -> None:
     """Remove a user from a team: their keys on it stop working (revoked), within AUTH_CACHE_TTL."""
     with transaction.atomic():
-        TeamMember.objects.filter(team=team, user=user).delete()
-        ApiKey.objects.filter(team=team, user=user, revoked_at__isnull=True).update(revoked_at=timezone.now())
+        removed, _ = TeamMember.objects.filter(team=team, user=user).delete()
+        revoked = ApiKey.objects.filter(team=team, user=user, revoked_at__isnull=True).update(
+            revoked_at=timezone.now()
+        )
+        if removed:
+            target = f"user {user.get_username()}"
+            audit.record("member_removed", actor=actor, target=target, team=team, keys_revoked=revoked)
     keys.reset()
 
 

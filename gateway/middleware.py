@@ -8,6 +8,7 @@ import uuid
 from asgiref.sync import markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
+from accounts import audit
 from gateway import errors
 
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@+=/-]{1,128}")
@@ -58,3 +59,12 @@ class RefuseNulMiddleware(AsyncMiddleware):
 
 def _nul(request: HttpRequest, message: str) -> HttpResponse:
     return errors.invalid_request(message).render(errors.speaks_anthropic(request.path, request.headers))
+
+
+class AuditSourceMiddleware(AsyncMiddleware):
+    """The site's requests: what the audit entries they write say they came from (the client's
+    address, as the server saw it: FORWARDED_ALLOW_IPS decides whether a proxy's word counts)."""
+
+    async def __call__(self, request: HttpRequest) -> HttpResponse:
+        with audit.source(request.META.get("REMOTE_ADDR", "")):
+            return await self.get_response(request)

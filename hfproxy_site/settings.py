@@ -161,6 +161,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "gateway.middleware.RequestIdMiddleware",
     "gateway.middleware.RefuseNulMiddleware",
+    "gateway.middleware.AuditSourceMiddleware",  # what the audit trail says a change came from
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # The admin's CSS and JS under uvicorn (Django serves static files only under runserver):
@@ -180,6 +181,7 @@ MIDDLEWARE = [
 API_MIDDLEWARE = [
     "gateway.middleware.RequestIdMiddleware",
     "gateway.middleware.RefuseNulMiddleware",
+    "gateway.middleware.AuditSourceMiddleware",  # what the audit trail says a change came from
     "corsheaders.middleware.CorsMiddleware",
 ]
 

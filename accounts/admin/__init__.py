@@ -6,6 +6,6 @@ them (`display`: how values show; `export`: CSV; `drilldown`: the usage list's d
 write only through `accounts.services` and read through `accounts.selectors`.
 """
 
-from accounts.admin import keys, teams, tokens, usage, users
+from accounts.admin import audit, keys, teams, tokens, usage, users
 
-__all__ = ["keys", "teams", "tokens", "usage", "users"]
+__all__ = ["audit", "keys", "teams", "tokens", "usage", "users"]

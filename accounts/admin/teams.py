@@ -42,8 +42,22 @@ class TeamAdmin(admin.ModelAdmin):
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def save_model(self, request, obj: Team, form, change: bool) -> None:
-        # Through the service: limits changed here apply to the team's keys at once.
+        # Through the services: limits changed here apply to the team's keys at once, and the
+        # audit trail has it.
         if change:
-            services.team_update(team=obj)
+            services.team_update(team=obj, actor=request.user)
         else:
-            super().save_model(request, obj, form, change)
+            fields = {name: getattr(obj, name) for name in form.cleaned_data if name != "name"}
+            created = services.team_create(name=obj.name, actor=request.user, **fields)
+            obj.pk, obj._state.adding, obj._state.db = created.pk, False, created._state.db
+
+    def save_formset(self, request, form, formset, change: bool) -> None:
+        for member in formset.save(commit=False):
+            services.team_member_add(
+                team=form.instance,
+                user=member.user,
+                admin=member.role == TeamMember.Role.ADMIN,
+                actor=request.user,
+            )
+        for member in formset.deleted_objects:
+            services.team_member_remove(team=form.instance, user=member.user, actor=request.user)
