@@ -9,7 +9,9 @@ has taken over (past ROTATE_BYTES), so the journal stays small.
 
 A worker holds an exclusive `flock` on each of its files while it lives: a file that another
 process can lock belongs to a dead worker. A worker that starts claims those, replays them (the
-usage writer's part) and deletes them.
+usage writer's part) and deletes them. A file's name carries the `fingerprint()` of the database
+its records belong to: instances of other databases sharing the folder leave it alone. Files
+named before fingerprints (usage-<pid>-<id>.jsonl) say no database: whoever starts replays them.
 
 Files reach the disk every USAGE_JOURNAL_FSYNC seconds: a machine crash can lose what was written
 since; a process dying loses nothing (the kernel has the data).
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -36,11 +39,28 @@ from typing import Any
 
 from django.conf import settings
 
+from accounts import runtime
+
 logger = logging.getLogger("hfproxy.usage")
 
 ROTATE_BYTES = 1 << 20
 SUFFIX = ".jsonl"
 STARTED, FINISHED = "s", "f"
+
+
+def fingerprint(database: dict[str, Any] | None = None) -> str:
+    """Which database a journal's records go to (the default one's unless told): its engine,
+    name, host and port, hashed; never its password."""
+    if database is None:
+        database = settings.DATABASES["default"]
+    identity = "\0".join(str(database.get(key) or "") for key in ("ENGINE", "NAME", "HOST", "PORT"))
+    return hashlib.sha256(identity.encode()).hexdigest()[:12]
+
+
+def _owner(path: Path) -> str | None:
+    """The fingerprint in a journal file's name (None: named before fingerprints)."""
+    parts = path.name.removesuffix(SUFFIX).split("-")  # usage-<fingerprint>-<pid>-<id>
+    return parts[1] if len(parts) == 4 else None
 
 
 def _line(kind: str, fields: dict[str, Any]) -> bytes:
@@ -52,7 +72,7 @@ class _File:
     """One journal file of this process, locked while it is open."""
 
     def __init__(self, folder: Path) -> None:
-        name = f"usage-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        name = f"usage-{fingerprint()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         # Locked under a name replays do not look at, then renamed: never claimed half-made.
         temporary = folder / f"{name}.tmp"
         self.fd = os.open(temporary, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -259,10 +279,21 @@ def read_spill(path: Path, start: int, end: int, limit: int) -> tuple[list[dict[
     return records, at
 
 
+_foreign_seen: set[str] = set()
+
+
+@runtime.resettable
+def reset() -> None:
+    _foreign_seen.clear()
+
+
 def claim_orphans(folder: Path) -> list[Orphan]:
-    """The journal files no live process holds, locked for this one."""
-    orphans = []
-    for path in sorted(folder.glob(f"*{SUFFIX}")):
+    """This database's journal files no live process holds, locked for this one."""
+    orphans, mine, foreign = [], fingerprint(), []
+    for path in sorted(folder.glob(f"usage-*{SUFFIX}")):
+        if _owner(path) not in (mine, None):
+            foreign.append(path.name)
+            continue
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -276,6 +307,15 @@ def claim_orphans(folder: Path) -> list[Orphan]:
             os.close(fd)
             continue
         orphans.append(Orphan(path, fd))
+    if unseen := [name for name in foreign if name not in _foreign_seen]:
+        # Another database's instance shares the folder: its workers replay these.
+        logger.warning(
+            "Leaving usage journals of another database in %s (this one's fingerprint: %s): %s",
+            folder,
+            mine,
+            ", ".join(unseen),
+        )
+        _foreign_seen.update(unseen)
     for stale in folder.glob("*.tmp"):  # a worker killed as it made a file: empty
         with contextlib.suppress(FileNotFoundError):
             if time.time() - stale.stat().st_mtime > 60:

@@ -5,6 +5,7 @@ import json
 import os
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -33,11 +34,12 @@ async def test_a_record_is_on_disk_until_the_database_has_it(async_client, hf, s
     assert _lines(tmp_path) == []  # the file is emptied, not grown forever
 
 
-def _orphan(folder, *lines: dict) -> None:
+def _orphan(folder, *lines: dict, owner: str | None = None) -> Path:
+    """A dead worker's journal, ending in a torn line; `owner`: its database's fingerprint."""
     folder.mkdir(exist_ok=True)
-    (folder / f"usage-1-dead{journal.SUFFIX}").write_text(
-        "".join(json.dumps(line) + "\n" for line in lines) + '{"k": "f", "torn'
-    )
+    path = folder / f"usage-{owner or journal.fingerprint()}-1-dead{journal.SUFFIX}"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"k": "f", "torn')
+    return path
 
 
 def _line(kind: str, key: ApiKey, **fields) -> dict:
@@ -71,6 +73,56 @@ async def test_a_dead_workers_journal_is_replayed_once(api_key, tmp_path):
         "worker_lost",
         "missing",
     )
+
+
+async def test_a_replay_takes_only_its_own_databases_journals(api_key, tmp_path, caplog, monkeypatch):
+    # Two instances from one checkout (two DATABASE_URLs) share the default folder.
+    key = await ApiKey.objects.aget()
+    fields = {"status": 200, "outcome": "ok", "usage_source": "provider", "latency_ms": 5}
+    other = journal.fingerprint({"ENGINE": "django.db.backends.postgresql", "NAME": "other"})
+    assert other != journal.fingerprint()
+    _orphan(tmp_path, ours := _line("f", key, **fields))
+    theirs = _orphan(tmp_path, _line("f", key, **fields), owner=other)
+
+    assert await sync_to_async(usage.replay_orphans)(tmp_path) == 1
+    assert await sync_to_async(usage.replay_orphans)(tmp_path) == 0
+    assert [str(i) async for i in UsageRecord.objects.values_list("id", flat=True)] == [ours["id"]]
+    assert list(tmp_path.iterdir()) == [theirs]  # left for its own database's workers
+    foreign = [r for r in caplog.records if theirs.name in r.getMessage()]
+    assert len(foreign) == 1 and foreign[0].levelname == "WARNING"  # said once
+
+    monkeypatch.setattr(journal, "fingerprint", lambda: other)  # the other instance's worker
+    [claimed] = journal.claim_orphans(tmp_path)
+    assert claimed.path == theirs
+    claimed.remove()
+
+
+def test_the_fingerprint_is_the_databases_identity_not_its_password():
+    base = {"ENGINE": "django.db.backends.postgresql", "NAME": "hfproxy", "HOST": "db", "PORT": "5432"}
+    same = journal.fingerprint({**base, "PASSWORD": "secret", "PORT": 5432})
+    assert journal.fingerprint(base) == same and len(same) == 12
+    for change in ({"NAME": "other"}, {"HOST": "db2"}, {"PORT": "5433"}, {"ENGINE": "x"}):
+        assert journal.fingerprint({**base, **change}) != same
+
+
+def test_a_workers_files_carry_its_databases_fingerprint(settings, tmp_path):
+    settings.USAGE_JOURNAL_DIR = str(tmp_path)
+    live = journal.Journal()
+    live.started(uuid.uuid4(), {"id": "x"})
+    try:
+        [path] = tmp_path.iterdir()
+        assert path.name.startswith(f"usage-{journal.fingerprint()}-{os.getpid()}-")
+    finally:
+        live.close()
+
+
+async def test_a_journal_named_before_fingerprints_is_replayed(api_key, tmp_path):
+    # Files of the old name, usage-<pid>-<id>.jsonl, say no database: replayed by whoever starts.
+    key = await ApiKey.objects.aget()
+    line = _line("f", key, status=200, outcome="ok", usage_source="provider", latency_ms=5)
+    _orphan(tmp_path, line).rename(tmp_path / f"usage-1-dead{journal.SUFFIX}")
+    assert await sync_to_async(usage.replay_orphans)(tmp_path) == 1
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_live_workers_journal_is_not_claimed(settings, tmp_path):
