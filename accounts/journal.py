@@ -7,6 +7,10 @@ usage writer (accounts.usage) says which records the database has taken; a file 
 all settled (each start finished, each record written) is emptied, or deleted once a newer file
 has taken over (past ROTATE_BYTES), so the journal stays small.
 
+A disk error (the disk full, the folder unwritable) never stops the proxy: logged once, until
+that operation works again; a record the journal could not take stays in memory, a file that
+could not be emptied or handed over goes on being written.
+
 A worker holds an exclusive `flock` on each of its files while it lives: a file that another
 process can lock belongs to a dead worker. A worker that starts claims those, replays them (the
 usage writer's part) and deletes them. A file's name carries the `fingerprint()` of the database
@@ -26,6 +30,7 @@ stretch of each file: from `read_at` to its end.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -76,10 +81,17 @@ class _File:
         # Locked under a name replays do not look at, then renamed: never claimed half-made.
         temporary = folder / f"{name}.tmp"
         self.fd = os.open(temporary, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self.path = folder / f"{name}{SUFFIX}"
-        os.rename(temporary, self.path)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(temporary, self.path)
+        except OSError:
+            os.close(self.fd)
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
         self.size = 0
+        self.torn = False  # it ends in part of a line: the next line must go to a new file
         self.open_starts = 0  # started requests whose record is not written here or elsewhere
         self.unwritten = 0  # records here that the database has not taken
         self.dirty = False
@@ -89,8 +101,16 @@ class _File:
         self.spilled_since = 0.0  # about when the oldest of them ended (epoch seconds)
 
     def append(self, line: bytes) -> None:
-        if os.write(self.fd, line) != len(line):
-            raise OSError("short write to the usage journal")
+        try:
+            if os.write(self.fd, line) != len(line):
+                raise OSError(errno.ENOSPC, "Short write to the usage journal")
+        except OSError:
+            # Part of the line would glue onto the next one, and replay skip both as torn.
+            try:
+                os.ftruncate(self.fd, self.size)
+            except OSError:
+                self.torn = True
+            raise
         self.last_at = self.size
         self.size += len(line)
         self.dirty = True
@@ -112,31 +132,45 @@ class Journal:
         self._files: list[_File] = []  # the last one is written to
         self._started: dict[uuid.UUID, _File] = {}  # requests in flight: the file with their start
         self._held: dict[uuid.UUID, _File] = {}  # records not written yet: the file with each
-        self._failed = False
+        self._failing: set[str] = set()  # disk operations failing now (each logged once)
 
     @property
     def folder(self) -> Path:
         return Path(settings.USAGE_JOURNAL_DIR)
 
+    @contextlib.contextmanager
+    def _disk(self, doing: str) -> Iterator[None]:
+        """Swallow a disk error so that the proxy serves on: logged once, until `doing` works again."""
+        try:
+            yield
+        except OSError:
+            if doing not in self._failing:
+                logger.exception("Cannot %s the usage journal in %s", doing, self.folder)
+            self._failing.add(doing)
+        else:
+            self._failing.discard(doing)
+
     def _current(self) -> _File:
-        if not self._files:
+        """The file to append to: a new one once the last is past ROTATE_BYTES (or torn)."""
+        last = self._files[-1] if self._files else None
+        if last is not None and not last.torn and last.size <= ROTATE_BYTES:
+            return last
+        with self._disk("start a file of"):
             self.folder.mkdir(parents=True, exist_ok=True)
-            self._files.append(_File(self.folder))
-        return self._files[-1]
+            self._files.append(new := _File(self.folder))
+            new.spilling = last is not None and last.spilling  # records keep their order
+            return new
+        if last is None or last.torn:
+            raise OSError("No usage journal file to write to")
+        return last  # past its size: grown rather than not written
 
     def _append(self, kind: str, fields: dict[str, Any]) -> _File | None:
-        try:
+        # Failing, the records are in memory only, as before the journal.
+        with self._disk("write"):
             file = self._current()
             file.append(_line(kind, fields))
-        except OSError:
-            # The disk is full or the folder unwritable: serve on, with the records in memory
-            # only (said once, until it works again).
-            if not self._failed:
-                logger.exception("Cannot write the usage journal in %s", self.folder)
-            self._failed = True
-            return None
-        self._failed = False
-        return file
+            return file
+        return None
 
     def started(self, entry_id: uuid.UUID, fields: dict[str, Any]) -> None:
         """A request is admitted: what its record would say, should the process die before it ends."""
@@ -186,10 +220,12 @@ class Journal:
 
     def spill_written(self, file: _File, read_to: int, count: int, since: float) -> None:
         """`count` spilled records, read up to `read_to`, are written; the rest ended after `since`."""
+        if read_to >= file.size:
+            # Caught up: the next records are kept in memory again. Spilled records not counted
+            # were lines that could not be read (logged by `read_spill`).
+            count, file.spilling = file.spilled, False
         file.read_at, file.spilled, file.unwritten = read_to, file.spilled - count, file.unwritten - count
         file.spilled_since = since
-        if read_to >= file.size:
-            file.spilling = False  # caught up: the next records are kept in memory again
         self._tidy()
 
     def written(self, entry_ids) -> None:
@@ -203,17 +239,14 @@ class Journal:
         *older, current = self._files or [None]
         for file in older:
             if file.settled:
-                file.remove()
-                self._files.remove(file)
-        if current is None:
-            return
-        if current.settled and current.size:
-            os.ftruncate(current.fd, 0)  # O_APPEND: the next line goes at the start again
-            current.size = current.read_at = 0
-            current.spilling = False
-        elif current.size > ROTATE_BYTES:
-            self._files.append(new := _File(self.folder))
-            new.spilling = current.spilling  # records keep their order
+                with self._disk("delete a file of"):
+                    file.remove()
+                    self._files.remove(file)
+        if current is not None and current.settled and current.size:
+            with self._disk("empty a file of"):
+                os.ftruncate(current.fd, 0)  # O_APPEND: the next line goes at the start again
+                current.size = current.read_at = 0
+                current.spilling = current.torn = False
 
     def sync(self) -> None:
         """Put what was written on the disk itself (in a thread: it may take a while)."""
@@ -226,10 +259,11 @@ class Journal:
     def close(self) -> None:
         """Shutting down: settled files go; the others stay for the next worker to replay."""
         for file in self._files:
-            if file.settled:
-                file.remove()
-            else:
-                os.close(file.fd)
+            with self._disk("close a file of"):
+                if file.settled:
+                    file.remove()
+                else:
+                    os.close(file.fd)
         self._files, self._started, self._held = [], {}, {}
 
 
@@ -245,10 +279,8 @@ class Orphan:
         with open(self.fd, "rb", closefd=False) as file:
             file.seek(0)
             for raw in file:
-                try:
-                    yield json.loads(raw)
-                except ValueError:  # a line torn by a machine crash
-                    logger.warning("Skipping a torn line of %s", self.path)
+                if (line := _parsed(raw, self.path)) is not None:
+                    yield line
 
     def remove(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -262,6 +294,17 @@ class Orphan:
 _READ_BYTES = 4 << 20
 
 
+def _parsed(raw: bytes, path: Path) -> dict[str, Any] | None:
+    try:
+        line = json.loads(raw)
+    except ValueError:
+        line = None
+    if not isinstance(line, dict):  # torn by a machine crash, a disk's bit flipped
+        logger.warning("Skipping a torn line of %s", path)
+        return None
+    return line
+
+
 def read_spill(path: Path, start: int, end: int, limit: int) -> tuple[list[dict[str, Any]], int]:
     """Up to `limit` records spilled in `path` from `start` (where a line begins) to `end`, and
     where the next line begins. In a thread: file I/O."""
@@ -273,8 +316,7 @@ def read_spill(path: Path, start: int, end: int, limit: int) -> tuple[list[dict[
         if not raw.endswith(b"\n") or len(records) >= limit:
             break  # the rest of the line is beyond what was read
         at += len(raw)
-        line = json.loads(raw)
-        if line.pop("k") == FINISHED:
+        if (line := _parsed(raw, path)) is not None and line.pop("k", None) == FINISHED:
             records.append(line)
     return records, at
 

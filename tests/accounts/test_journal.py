@@ -1,6 +1,7 @@
 """The usage journal (issue 16, point 6): on disk before the response ends, emptied once
 written, and a dead worker's replayed once, its unfinished requests recorded as lost."""
 
+import errno
 import json
 import os
 import uuid
@@ -195,3 +196,91 @@ async def test_a_busy_database_keeps_the_journal_for_the_next_try(api_key, tmp_p
     monkeypatch.undo()
     assert await sync_to_async(usage.replay_orphans)(tmp_path) == 1
     assert [str(i) async for i in UsageRecord.objects.values_list("id", flat=True)] == [line["id"]]
+
+
+def _full_disk(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+async def test_a_full_disk_when_a_file_is_emptied_does_not_stop_the_writer(
+    api_key, settings, tmp_path, monkeypatch, caplog
+):
+    settings.USAGE_JOURNAL_DIR = str(tmp_path)
+    key = await ApiKey.objects.aget()
+    monkeypatch.setattr(journal.os, "ftruncate", _full_disk)
+    for n in range(3):
+        usage.writer.record(entry(key, request_id=f"r{n}"))
+        assert await usage.writer.flush(10)
+    assert await UsageRecord.objects.acount() == 3
+    assert len([line for line in _lines(tmp_path) if line["k"] == "f"]) == 3  # kept, not emptied
+    assert len([r for r in caplog.records if "Cannot" in r.getMessage()]) == 1  # said once
+    assert await usage.writer.stop(10)
+    assert list(tmp_path.iterdir()) == []  # closed all the same: its settled file is gone
+
+
+async def test_a_full_disk_when_a_file_hands_over_keeps_the_current_one(
+    api_key, settings, tmp_path, monkeypatch, caplog
+):
+    settings.USAGE_JOURNAL_DIR = str(tmp_path)
+    settings.USAGE_FLUSH_INTERVAL = 60
+    key = await ApiKey.objects.aget()
+    usage.writer.started(in_flight := uuid.uuid4(), request_id="in flight")  # the file stays unsettled
+    real_open = os.open
+
+    def no_new_file(path, *args, **kwargs):
+        if str(path).startswith(str(tmp_path)):
+            _full_disk()
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(journal, "ROTATE_BYTES", 1)
+    monkeypatch.setattr(journal.os, "open", no_new_file)
+    for n in range(5):
+        usage.writer.record(entry(key, request_id=f"r{n}"))
+        assert await usage.writer.flush(10)
+        assert len(list(tmp_path.iterdir())) == 1  # still the one file, past its size
+    usage.writer.record(entry(key, id=in_flight, request_id="in flight"))
+    assert await usage.writer.flush(10)
+    assert await UsageRecord.objects.acount() == 6
+    assert len([r for r in caplog.records if "Cannot" in r.getMessage()]) == 1
+
+
+def test_a_short_write_leaves_no_fragment_for_the_next_line_to_glue_onto(settings, tmp_path, monkeypatch):
+    settings.USAGE_JOURNAL_DIR = str(tmp_path)
+    live = journal.Journal()
+    real_write = os.write
+
+    def half(fd, data):
+        return real_write(fd, data[: len(data) // 2])
+
+    try:
+        live.started(first := uuid.uuid4(), {"id": str(first)})
+        monkeypatch.setattr(journal.os, "write", half)
+        live.started(uuid.uuid4(), {"id": "cut"})  # the disk filled up mid-line
+        monkeypatch.undo()
+        live.started(last := uuid.uuid4(), {"id": str(last)})
+        assert [line["id"] for line in _lines(tmp_path)] == [str(first), str(last)]
+    finally:
+        live.close()
+
+
+async def test_a_spilled_line_that_cannot_be_read_is_skipped(
+    api_key, settings, tmp_path, monkeypatch, caplog
+):
+    settings.USAGE_JOURNAL_DIR = str(tmp_path)
+    settings.USAGE_QUEUE_MAX = 0  # every record spills
+    settings.USAGE_FLUSH_INTERVAL = 60
+    key = await ApiKey.objects.aget()
+    monkeypatch.setattr(usage, "_write", _full_disk)  # the database is away meanwhile
+    made = [entry(key, request_id=f"r{n}") for n in range(3)]
+    for one in made:
+        usage.writer.record(one)
+    [path] = tmp_path.iterdir()
+    text = path.read_text()
+    at = text.index(str(made[1].id))
+    path.write_text(text[:at] + "\x00" * 8 + text[at + 8 :])  # a bit flip: not JSON any more
+    monkeypatch.undo()
+    assert await usage.writer.flush(10)
+    written = [r async for r in UsageRecord.objects.values_list("request_id", flat=True)]
+    assert sorted(written) == ["r0", "r2"]
+    assert usage.writer.pending == 0
+    assert any("Skipping" in r.getMessage() for r in caplog.records)
