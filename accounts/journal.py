@@ -73,7 +73,22 @@ def _line(kind: str, fields: dict[str, Any]) -> bytes:
     return json.dumps({"k": kind, **fields}, default=str, separators=(",", ":")).encode() + b"\n"
 
 
-class _File:
+class _Held:
+    """A journal file open in this process, and locked by it."""
+
+    path: Path
+    fd: int
+
+    def remove(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        self.release()
+
+    def release(self) -> None:
+        os.close(self.fd)
+
+
+class _File(_Held):
     """One journal file of this process, locked while it is open."""
 
     def __init__(self, folder: Path) -> None:
@@ -118,11 +133,6 @@ class _File:
     @property
     def settled(self) -> bool:
         return not self.open_starts and not self.unwritten  # spilled records are unwritten too
-
-    def remove(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
-        os.close(self.fd)
 
 
 class Journal:
@@ -263,11 +273,11 @@ class Journal:
                 if file.settled:
                     file.remove()
                 else:
-                    os.close(file.fd)
+                    file.release()
         self._files, self._started, self._held = [], {}, {}
 
 
-class Orphan:
+class Orphan(_Held):
     """A journal file of a dead worker, locked by this process until `remove()` or `release()`."""
 
     def __init__(self, path: Path, fd: int) -> None:
@@ -281,14 +291,6 @@ class Orphan:
             for raw in file:
                 if (line := _parsed(raw, self.path)) is not None:
                     yield line
-
-    def remove(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
-        self.release()
-
-    def release(self) -> None:
-        os.close(self.fd)
 
 
 _READ_BYTES = 4 << 20

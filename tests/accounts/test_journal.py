@@ -284,3 +284,17 @@ async def test_a_spilled_line_that_cannot_be_read_is_skipped(
     assert sorted(written) == ["r0", "r2"]
     assert usage.writer.pending == 0
     assert any("Skipping" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_journal_line_that_makes_no_record_is_logged_not_retried_forever(api_key, tmp_path, caplog):
+    key = await ApiKey.objects.aget()
+    fields = {"status": 200, "outcome": "ok", "usage_source": "provider", "latency_ms": 5}
+    kept = _line("f", key, **fields)
+    garbled = _line("f", key, **fields, cost_usd="0.0x1")  # valid JSON, not a record
+    unnamed = {"k": "s", "created_at": str(datetime.now(UTC))}  # a start without its id
+    _orphan(tmp_path, kept, garbled, unnamed)
+    assert await sync_to_async(usage.replay_orphans)(tmp_path) == 1
+    assert list(tmp_path.iterdir()) == []
+    assert [str(i) async for i in UsageRecord.objects.values_list("id", flat=True)] == [kept["id"]]
+    logged = [r.getMessage() for r in caplog.records if "makes no record" in r.getMessage()]
+    assert len(logged) == 2 and garbled["id"] in logged[0]
