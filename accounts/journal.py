@@ -7,9 +7,15 @@ usage writer (accounts.usage) says which records the database has taken; a file 
 all settled (each start finished, each record written) is emptied, or deleted once a newer file
 has taken over (past ROTATE_BYTES), so the journal stays small.
 
+A disk error (the disk full, the folder unwritable) never stops the proxy: logged once, until
+that operation works again; a record the journal could not take stays in memory, a file that
+could not be emptied or handed over goes on being written.
+
 A worker holds an exclusive `flock` on each of its files while it lives: a file that another
 process can lock belongs to a dead worker. A worker that starts claims those, replays them (the
-usage writer's part) and deletes them.
+usage writer's part) and deletes them. A file's name carries the `fingerprint()` of the database
+its records belong to: instances of other databases sharing the folder leave it alone. Files
+named before fingerprints (usage-<pid>-<id>.jsonl) say no database: whoever starts replays them.
 
 Files reach the disk every USAGE_JOURNAL_FSYNC seconds: a machine crash can lose what was written
 since; a process dying loses nothing (the kernel has the data).
@@ -24,7 +30,9 @@ stretch of each file: from `read_at` to its end.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -36,6 +44,8 @@ from typing import Any
 
 from django.conf import settings
 
+from accounts import runtime
+
 logger = logging.getLogger("hfproxy.usage")
 
 ROTATE_BYTES = 1 << 20
@@ -43,23 +53,60 @@ SUFFIX = ".jsonl"
 STARTED, FINISHED = "s", "f"
 
 
+def fingerprint(database: dict[str, Any] | None = None) -> str:
+    """Which database a journal's records go to (the default one's unless told): its engine,
+    name, host and port, hashed; never its password."""
+    if database is None:
+        database = settings.DATABASES["default"]
+    identity = "\0".join(str(database.get(key) or "") for key in ("ENGINE", "NAME", "HOST", "PORT"))
+    return hashlib.sha256(identity.encode()).hexdigest()[:12]
+
+
+def _owner(path: Path) -> str | None:
+    """The fingerprint in a journal file's name (None: named before fingerprints)."""
+    parts = path.name.removesuffix(SUFFIX).split("-")  # usage-<fingerprint>-<pid>-<id>
+    return parts[1] if len(parts) == 4 else None
+
+
 def _line(kind: str, fields: dict[str, Any]) -> bytes:
     # json escapes newlines and, with ensure_ascii, anything odd a client sent: one line each.
     return json.dumps({"k": kind, **fields}, default=str, separators=(",", ":")).encode() + b"\n"
 
 
-class _File:
+class _Held:
+    """A journal file open in this process, and locked by it."""
+
+    path: Path
+    fd: int
+
+    def remove(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        self.release()
+
+    def release(self) -> None:
+        os.close(self.fd)
+
+
+class _File(_Held):
     """One journal file of this process, locked while it is open."""
 
     def __init__(self, folder: Path) -> None:
-        name = f"usage-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        name = f"usage-{fingerprint()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         # Locked under a name replays do not look at, then renamed: never claimed half-made.
         temporary = folder / f"{name}.tmp"
         self.fd = os.open(temporary, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self.path = folder / f"{name}{SUFFIX}"
-        os.rename(temporary, self.path)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(temporary, self.path)
+        except OSError:
+            os.close(self.fd)
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
         self.size = 0
+        self.torn = False  # it ends in part of a line: the next line must go to a new file
         self.open_starts = 0  # started requests whose record is not written here or elsewhere
         self.unwritten = 0  # records here that the database has not taken
         self.dirty = False
@@ -69,8 +116,16 @@ class _File:
         self.spilled_since = 0.0  # about when the oldest of them ended (epoch seconds)
 
     def append(self, line: bytes) -> None:
-        if os.write(self.fd, line) != len(line):
-            raise OSError("short write to the usage journal")
+        try:
+            if os.write(self.fd, line) != len(line):
+                raise OSError(errno.ENOSPC, "Short write to the usage journal")
+        except OSError:
+            # Part of the line would glue onto the next one, and replay skip both as torn.
+            try:
+                os.ftruncate(self.fd, self.size)
+            except OSError:
+                self.torn = True
+            raise
         self.last_at = self.size
         self.size += len(line)
         self.dirty = True
@@ -78,11 +133,6 @@ class _File:
     @property
     def settled(self) -> bool:
         return not self.open_starts and not self.unwritten  # spilled records are unwritten too
-
-    def remove(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
-        os.close(self.fd)
 
 
 class Journal:
@@ -92,31 +142,45 @@ class Journal:
         self._files: list[_File] = []  # the last one is written to
         self._started: dict[uuid.UUID, _File] = {}  # requests in flight: the file with their start
         self._held: dict[uuid.UUID, _File] = {}  # records not written yet: the file with each
-        self._failed = False
+        self._failing: set[str] = set()  # disk operations failing now (each logged once)
 
     @property
     def folder(self) -> Path:
         return Path(settings.USAGE_JOURNAL_DIR)
 
+    @contextlib.contextmanager
+    def _disk(self, doing: str) -> Iterator[None]:
+        """Swallow a disk error so that the proxy serves on: logged once, until `doing` works again."""
+        try:
+            yield
+        except OSError:
+            if doing not in self._failing:
+                logger.exception("Cannot %s the usage journal in %s", doing, self.folder)
+            self._failing.add(doing)
+        else:
+            self._failing.discard(doing)
+
     def _current(self) -> _File:
-        if not self._files:
+        """The file to append to: a new one once the last is past ROTATE_BYTES (or torn)."""
+        last = self._files[-1] if self._files else None
+        if last is not None and not last.torn and last.size <= ROTATE_BYTES:
+            return last
+        with self._disk("start a file of"):
             self.folder.mkdir(parents=True, exist_ok=True)
-            self._files.append(_File(self.folder))
-        return self._files[-1]
+            self._files.append(new := _File(self.folder))
+            new.spilling = last is not None and last.spilling  # records keep their order
+            return new
+        if last is None or last.torn:
+            raise OSError("No usage journal file to write to")
+        return last  # past its size: grown rather than not written
 
     def _append(self, kind: str, fields: dict[str, Any]) -> _File | None:
-        try:
+        # Failing, the records are in memory only, as before the journal.
+        with self._disk("write"):
             file = self._current()
             file.append(_line(kind, fields))
-        except OSError:
-            # The disk is full or the folder unwritable: serve on, with the records in memory
-            # only (said once, until it works again).
-            if not self._failed:
-                logger.exception("Cannot write the usage journal in %s", self.folder)
-            self._failed = True
-            return None
-        self._failed = False
-        return file
+            return file
+        return None
 
     def started(self, entry_id: uuid.UUID, fields: dict[str, Any]) -> None:
         """A request is admitted: what its record would say, should the process die before it ends."""
@@ -166,10 +230,12 @@ class Journal:
 
     def spill_written(self, file: _File, read_to: int, count: int, since: float) -> None:
         """`count` spilled records, read up to `read_to`, are written; the rest ended after `since`."""
+        if read_to >= file.size:
+            # Caught up: the next records are kept in memory again. Spilled records not counted
+            # were lines that could not be read (logged by `read_spill`).
+            count, file.spilling = file.spilled, False
         file.read_at, file.spilled, file.unwritten = read_to, file.spilled - count, file.unwritten - count
         file.spilled_since = since
-        if read_to >= file.size:
-            file.spilling = False  # caught up: the next records are kept in memory again
         self._tidy()
 
     def written(self, entry_ids) -> None:
@@ -183,17 +249,14 @@ class Journal:
         *older, current = self._files or [None]
         for file in older:
             if file.settled:
-                file.remove()
-                self._files.remove(file)
-        if current is None:
-            return
-        if current.settled and current.size:
-            os.ftruncate(current.fd, 0)  # O_APPEND: the next line goes at the start again
-            current.size = current.read_at = 0
-            current.spilling = False
-        elif current.size > ROTATE_BYTES:
-            self._files.append(new := _File(self.folder))
-            new.spilling = current.spilling  # records keep their order
+                with self._disk("delete a file of"):
+                    file.remove()
+                    self._files.remove(file)
+        if current is not None and current.settled and current.size:
+            with self._disk("empty a file of"):
+                os.ftruncate(current.fd, 0)  # O_APPEND: the next line goes at the start again
+                current.size = current.read_at = 0
+                current.spilling = current.torn = False
 
     def sync(self) -> None:
         """Put what was written on the disk itself (in a thread: it may take a while)."""
@@ -206,14 +269,15 @@ class Journal:
     def close(self) -> None:
         """Shutting down: settled files go; the others stay for the next worker to replay."""
         for file in self._files:
-            if file.settled:
-                file.remove()
-            else:
-                os.close(file.fd)
+            with self._disk("close a file of"):
+                if file.settled:
+                    file.remove()
+                else:
+                    file.release()
         self._files, self._started, self._held = [], {}, {}
 
 
-class Orphan:
+class Orphan(_Held):
     """A journal file of a dead worker, locked by this process until `remove()` or `release()`."""
 
     def __init__(self, path: Path, fd: int) -> None:
@@ -225,21 +289,22 @@ class Orphan:
         with open(self.fd, "rb", closefd=False) as file:
             file.seek(0)
             for raw in file:
-                try:
-                    yield json.loads(raw)
-                except ValueError:  # a line torn by a machine crash
-                    logger.warning("Skipping a torn line of %s", self.path)
-
-    def remove(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
-        self.release()
-
-    def release(self) -> None:
-        os.close(self.fd)
+                if (line := _parsed(raw, self.path)) is not None:
+                    yield line
 
 
 _READ_BYTES = 4 << 20
+
+
+def _parsed(raw: bytes, path: Path) -> dict[str, Any] | None:
+    try:
+        line = json.loads(raw)
+    except ValueError:
+        line = None
+    if not isinstance(line, dict):  # torn by a machine crash, a disk's bit flipped
+        logger.warning("Skipping a torn line of %s", path)
+        return None
+    return line
 
 
 def read_spill(path: Path, start: int, end: int, limit: int) -> tuple[list[dict[str, Any]], int]:
@@ -253,16 +318,26 @@ def read_spill(path: Path, start: int, end: int, limit: int) -> tuple[list[dict[
         if not raw.endswith(b"\n") or len(records) >= limit:
             break  # the rest of the line is beyond what was read
         at += len(raw)
-        line = json.loads(raw)
-        if line.pop("k") == FINISHED:
+        if (line := _parsed(raw, path)) is not None and line.pop("k", None) == FINISHED:
             records.append(line)
     return records, at
 
 
+_foreign_seen: set[str] = set()
+
+
+@runtime.resettable
+def reset() -> None:
+    _foreign_seen.clear()
+
+
 def claim_orphans(folder: Path) -> list[Orphan]:
-    """The journal files no live process holds, locked for this one."""
-    orphans = []
-    for path in sorted(folder.glob(f"*{SUFFIX}")):
+    """This database's journal files no live process holds, locked for this one."""
+    orphans, mine, foreign = [], fingerprint(), []
+    for path in sorted(folder.glob(f"usage-*{SUFFIX}")):
+        if _owner(path) not in (mine, None):
+            foreign.append(path.name)
+            continue
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -276,6 +351,15 @@ def claim_orphans(folder: Path) -> list[Orphan]:
             os.close(fd)
             continue
         orphans.append(Orphan(path, fd))
+    if unseen := [name for name in foreign if name not in _foreign_seen]:
+        # Another database's instance shares the folder: its workers replay these.
+        logger.warning(
+            "Leaving usage journals of another database in %s (this one's fingerprint: %s): %s",
+            folder,
+            mine,
+            ", ".join(unseen),
+        )
+        _foreign_seen.update(unseen)
     for stale in folder.glob("*.tmp"):  # a worker killed as it made a file: empty
         with contextlib.suppress(FileNotFoundError):
             if time.time() - stale.stat().st_mtime > 60:

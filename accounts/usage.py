@@ -205,7 +205,7 @@ class UsageWriter:
             while spilled := self.journal.spill_to_read():
                 file, path, start, end = spilled
                 lines, read_to = await sync_to_async(journal.read_spill)(path, start, end, BATCH_SIZE)
-                batch = _decoded_all(lines)
+                batch = [entry for line in lines if (entry := _decoded(line)) is not None]
                 if not await self._write_batch(batch):
                     return
                 since = _ended(batch[-1]).timestamp() if batch else time.time()
@@ -237,9 +237,6 @@ class UsageWriter:
             done, unwritable = await sync_to_async(_write_each)(batch)
         except Exception:
             return False  # the database itself is down: everything stays queued
-        for entry in unwritable:
-            # Nothing is dropped silently: the whole record goes to the error log.
-            logger.error("Usage record the database refuses, logged instead: %r", entry)
         gone = {id(entry) for entry in done + unwritable}
         self._pending = [entry for entry in self._pending if id(entry) not in gone]
         await self._written(done, unwritable)
@@ -317,7 +314,9 @@ def _write(batch: list[UsageEntry]) -> None:
 
 
 def _write_each(batch: list[UsageEntry]) -> tuple[list, list]:
-    """Write records one at a time: (written, refused while the database answers)."""
+    """Write records one at a time: (written, refused while the database answers). Nothing is
+    dropped silently: each refused record goes whole to the error log, so that one of them
+    cannot hold back every record after it (in the queue, in a dead worker's journal)."""
     written, unwritable = [], []
     for entry in batch:
         try:
@@ -329,6 +328,8 @@ def _write_each(batch: list[UsageEntry]) -> tuple[list, list]:
             with connection.cursor() as cursor:  # raises if the database is down
                 cursor.execute("SELECT 1")
             unwritable.append(entry)
+    for entry in unwritable:  # once the batch is through: a retried one would log them again
+        logger.error("Usage record the database refuses, logged instead: %r", entry)
     return written, unwritable
 
 
@@ -370,56 +371,46 @@ def replay_orphans(folder) -> int:
 
 
 def _write_replayed(batch: list[UsageEntry]) -> int:
-    """Write a replayed batch; the number written. Records the database refuses while it answers
-    (their key was deleted since) go to the error log, as the queue's do: one of them must not
-    hold a dead worker's journal, and every record after it, back forever."""
+    """Write a replayed batch; the number written (records the database refuses are logged)."""
     try:
         _write(batch)
         return len(batch)
     except Exception:
-        written, unwritable = _write_each(batch)  # raises if the database itself is down
-    for entry in unwritable:
-        logger.error("Replayed usage record the database refuses, logged instead: %r", entry)
-    return len(written)
+        return len(_write_each(batch)[0])  # raises if the database itself is down
 
 
 def _replayed(line: dict, finished: set[str], died: float) -> UsageEntry | None:
     """A journal line's record: its own (a finished request), a `worker_lost` one (a request
     started and never finished), or none (the start of one that finished)."""
     kind = line.pop("k", None)
-    try:
-        if kind == journal.FINISHED:
-            return _decoded(line)
-        if kind == journal.STARTED and line["id"] not in finished:
-            return _cut_off(line, died)
-    except (KeyError, TypeError, ValueError):
-        logger.error("Usage journal line that makes no record, logged instead: %r", line)
+    if kind == journal.FINISHED:
+        return _decoded(line)
+    if kind == journal.STARTED and line.get("id") not in finished:
+        return _cut_off(line, died)
     return None
 
 
 _DECIMALS = ("units", "price_input", "price_output", "cost_usd")
 
 
-def _decoded_all(lines: list[dict]) -> list[UsageEntry]:
-    entries = []
-    for line in lines:
-        try:
-            entries.append(_decoded(line))
-        except (KeyError, TypeError, ValueError):
-            logger.error("Usage journal line that makes no record, logged instead: %r", line)
-    return entries
+def _decoded(line: dict) -> UsageEntry | None:
+    """The record a journal line holds; None (the line logged) when it makes none."""
+    try:
+        fields = {
+            **line,
+            "id": uuid.UUID(line["id"]),
+            "created_at": datetime.fromisoformat(line["created_at"]),
+        }
+        for name in _DECIMALS:
+            if fields.get(name) is not None:
+                fields[name] = Decimal(fields[name])
+        return UsageEntry(**fields)
+    except (ArithmeticError, AttributeError, KeyError, TypeError, ValueError):  # Decimal("x"): arithmetic
+        logger.error("Usage journal line that makes no record, logged instead: %r", line)
+        return None
 
 
-def _decoded(line: dict) -> UsageEntry:
-    line["id"] = uuid.UUID(line["id"])
-    line["created_at"] = datetime.fromisoformat(line["created_at"])
-    for name in _DECIMALS:
-        if line.get(name) is not None:
-            line[name] = Decimal(line[name])
-    return UsageEntry(**line)
-
-
-def _cut_off(start: dict, died: float) -> UsageEntry:
+def _cut_off(start: dict, died: float) -> UsageEntry | None:
     """The record of a request whose worker died serving it, from its "started" line."""
     from accounts.models import Outcome, UsageSource
 
@@ -433,7 +424,8 @@ def _cut_off(start: dict, died: float) -> UsageEntry:
             "latency_ms": 0,
         }
     )
-    entry.latency_ms = max(0, round((died - entry.created_at.timestamp()) * 1000))
+    if entry is not None:
+        entry.latency_ms = max(0, round((died - entry.created_at.timestamp()) * 1000))
     return entry
 
 

@@ -160,7 +160,7 @@ def test_a_worker_killed_mid_traffic_loses_no_record(tmp_path):
         )
         assert traffic.admitted_cut, "the kill cut no stream off: nothing was tested"
         check(traffic, found)
-        assert not list((tmp_path / "journal").glob(f"usage-{victim}-*")), (
+        assert not list((tmp_path / "journal").glob(f"usage-*-{victim}-*")), (
             "the dead worker's journal was kept"
         )
 
