@@ -534,3 +534,21 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M} {self.actor_name or '-'} {self.action} {self.target}"
+
+
+class AlertSent(models.Model):
+    """An alert (accounts.alerts), by what makes it one: claimed, then sent once."""
+
+    key = models.CharField(max_length=200, unique=True)
+    text = models.CharField(max_length=500)
+    created_at = models.DateTimeField(auto_now_add=True)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        verbose_name = "alert"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.text

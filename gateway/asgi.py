@@ -21,7 +21,7 @@ import sys
 
 from django.conf import settings
 
-from accounts import runtime, usage
+from accounts import alerts, runtime, usage
 from gateway import catalog, errors, metrics
 from gateway.middleware import request_id_from
 
@@ -82,20 +82,22 @@ class GatewayASGI:
             await _refuse(scope, send, refusal)
 
     async def _lifespan(self, receive, send) -> None:
-        refresher = None
+        background: list[asyncio.Task] = []
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 _die_with_parent()
                 usage.writer.replay_orphans()
                 if settings.PRICES_REFRESH_INTERVAL > 0 and settings.HF_TOKEN:
-                    refresher = asyncio.create_task(
-                        catalog.refresh_prices_every(settings.PRICES_REFRESH_INTERVAL)
+                    background.append(
+                        asyncio.create_task(catalog.refresh_prices_every(settings.PRICES_REFRESH_INTERVAL))
                     )
+                if settings.ALERTS_INTERVAL > 0 and (settings.EMAIL_URL or settings.ALERT_WEBHOOK_URL):
+                    background.append(asyncio.create_task(alerts.check_every(settings.ALERTS_INTERVAL)))
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                if refresher is not None:
-                    refresher.cancel()
+                for task in background:
+                    task.cancel()
                 await _shutdown(settings.USAGE_SHUTDOWN_TIMEOUT, self.in_flight)
                 await send({"type": "lifespan.shutdown.complete"})
                 return

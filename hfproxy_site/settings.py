@@ -135,6 +135,21 @@ BUDGET_DEFAULT_RESERVATION = env.int("BUDGET_DEFAULT_RESERVATION", default=4096)
 # Records a worker keeps in memory while the database is away; the next ones wait in the journal.
 USAGE_QUEUE_MAX = env.int("USAGE_QUEUE_MAX", default=10_000)
 
+# --- Alerts (accounts.alerts) --------------------------------------------------------------------
+# Percentages of a monthly budget (a key's, a user's default, a team's) that send an alert, once.
+ALERT_THRESHOLDS = sorted({int(t) for t in env.list("ALERT_THRESHOLDS", default=["80", "100"])})
+# Slack-compatible webhook ({"text": …}); empty: none.
+ALERT_WEBHOOK_URL = env.str("ALERT_WEBHOOK_URL", default="")
+# Email through SMTP: smtp://user:password@host:587 (submission with STARTTLS: smtp+tls://…);
+# empty: no email. DEFAULT_FROM_EMAIL is the sender.
+EMAIL_URL = env.str("EMAIL_URL", default="")
+if EMAIL_URL:
+    globals().update(env.email_url("EMAIL_URL"))
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="hfproxy@localhost")
+# Seconds between two checks in each worker (0: none; `manage.py send_alerts` from cron instead),
+# and before a failed delivery is tried again.
+ALERTS_INTERVAL = env.float("ALERTS_INTERVAL", default=60.0)
+ALERT_RETRY_SECONDS = env.float("ALERT_RETRY_SECONDS", default=300.0)
 if UPSTREAM_TRANSPORT not in ("aiohttp", "httpx"):
     raise ImproperlyConfigured("UPSTREAM_TRANSPORT must be 'aiohttp' or 'httpx'.")
 if KEY_MAX_IN_FLIGHT < 0:
