@@ -238,13 +238,17 @@ async def admit(
     limits: KeyLimits,
     reservation: Reservation = NOTHING,
     scopes: tuple[Scope, ...] = (),
+    holder: str | None = None,
 ) -> Admission:
     """Count the request against its key's limits and its `scopes`' (its team's), reserving
-    `reservation` against every budget, all in one batch; or raise `Refusal`."""
+    `reservation` against every budget, all in one batch; or raise `Refusal`. `holder`: who holds
+    its slot (the request's record id: a dead worker's replay gives it back, `free_slots`)."""
     scopes = tuple(scope for scope in scopes if scope.limits != NO_LIMITS)
     admission = Admission(
         key_id=key_id, user_id=user_id, limits=limits, reservation=reservation, scopes=scopes
     )
+    if holder:
+        admission.slot = holder
     if limits == NO_LIMITS and not scopes:
         return admission
     now = time.time()
@@ -425,6 +429,14 @@ def _over_budget(label: str, budget, used: int, reservation: Reservation, usd: b
 
 def _dollars(microdollars) -> Decimal:
     return (Decimal(microdollars) / MICRO).quantize(Decimal("0.000001"))
+
+
+async def free_slots(held: list[tuple[int, str]]) -> None:
+    """Give back the slots (key id, holder) of requests a dead worker was serving (its journal's
+    replay): now rather than at their deadline. Redis not answering: the deadline does it."""
+    if held:
+        with contextlib.suppress(Unavailable):
+            await counters.store().run([("free", _parallel(key_id)[0], holder) for key_id, holder in held])
 
 
 async def asettle(admission: Admission, tokens: int, microdollars: int = 0) -> None:

@@ -34,7 +34,7 @@ from django.db import (
 )
 from django.db.models import Q
 
-from accounts import journal, metrics, offloop, prices, runtime
+from accounts import journal, limits, metrics, offloop, prices, runtime
 
 logger = logging.getLogger("hfproxy.usage")
 
@@ -189,8 +189,10 @@ class UsageWriter:
     async def _write_pending(self, worker: _Worker) -> None:
         async with worker.lock:
             if self._replay_due:
+                lost: list[tuple[int, str]] = []
                 try:
-                    replayed = await sync_to_async(replay_orphans)(self.journal.folder)
+                    replayed = await sync_to_async(replay_orphans)(self.journal.folder, lost)
+                    await limits.free_slots(lost)
                 except Exception:
                     logger.exception(
                         "Replaying dead workers' usage journals failed; retried with the next batch"
@@ -338,9 +340,10 @@ def _write_each(batch: list[UsageEntry]) -> tuple[list, list]:
 WORKER_LOST = "worker_lost"  # the error code of a request its worker died serving
 
 
-def replay_orphans(folder) -> int:
+def replay_orphans(folder, lost: list | None = None) -> int:
     """Claim the journals no live worker holds, write their records (a `worker_lost` one for
-    each request started and never finished), delete them. The number of records.
+    each request started and never finished, noted in `lost` as (key id, record id) for its
+    slot to be given back), delete them. The number of records.
 
     Read twice, a batch at a time, so that a journal that grew through a long outage is never
     held in memory whole: first which requests finished, then the records."""
@@ -358,6 +361,8 @@ def replay_orphans(folder) -> int:
             for line in orphan.lines():
                 if (entry := _replayed(line, finished, orphan.mtime)) is not None:
                     batch.append(entry)
+                    if lost is not None and entry.error_code == WORKER_LOST:
+                        lost.append((entry.api_key_id, entry.id.hex))
                 if len(batch) >= BATCH_SIZE:
                     written, batch = written + _write_replayed(batch), []
         written += _write_replayed(batch)

@@ -64,7 +64,7 @@ class Exchange:
         try:
             self.holds_share = share.take(caller.key_id)  # first: no I/O, and nothing else to undo
             self.admission = await limits.admit(
-                caller.key_id, caller.user_id, caller.limits, reservation, caller.scopes
+                caller.key_id, caller.user_id, caller.limits, reservation, caller.scopes, holder=self.id.hex
             )
         except limits.Refusal as refusal:
             self.refused_by = refusal.kind

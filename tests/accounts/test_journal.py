@@ -298,3 +298,29 @@ async def test_a_journal_line_that_makes_no_record_is_logged_not_retried_forever
     assert [str(i) async for i in UsageRecord.objects.values_list("id", flat=True)] == [kept["id"]]
     logged = [r.getMessage() for r in caplog.records if "makes no record" in r.getMessage()]
     assert len(logged) == 2 and garbled["id"] in logged[0]
+
+
+async def test_the_slots_of_a_dead_workers_requests_come_back_at_replay(api_key, settings, tmp_path):
+    import asyncio
+
+    from accounts import limits
+
+    settings.USAGE_JOURNAL_DIR = str(tmp_path)
+    key = await ApiKey.objects.aget()
+    cut = _line("s", key)
+    rules = limits.KeyLimits(max_parallel=1)
+    # The request the dead worker was serving holds the key's one slot, under its record's id.
+    assert (await limits.admit(key.pk, key.user_id, rules, holder=uuid.UUID(cut["id"]).hex)).holds_slot
+    with pytest.raises(limits.Refusal):
+        await limits.admit(key.pk, key.user_id, rules)
+    _orphan(tmp_path, cut)
+    usage.writer.replay_orphans()
+    for _ in range(400):  # now, not at the slot's deadline (REQUEST_TIMEOUT + 120 s)
+        try:
+            assert (await limits.admit(key.pk, key.user_id, rules)).holds_slot
+            break
+        except limits.Refusal:
+            await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the slot was not given back")
+    assert await UsageRecord.objects.filter(error_code="worker_lost").acount() == 1
