@@ -1,0 +1,158 @@
+"""Sign-in with an OpenID Connect provider in a real browser: headless Chromium, hfproxy under
+uvicorn, and a real provider on localhost (tests/support/oidc.py), through the whole
+authorisation-code flow with PKCE — its login and consent pages included."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from tests.support.browser import BROWSER, CHROMIUM, CHROMIUM_ARGS, playwright_api, served_site
+from tests.support.oidc import oidc_provider
+from tests.support.processes import free_port, manage
+
+pytestmark = BROWSER
+
+CLIENT = {"client_id": "hfproxy-tests", "client_secret": "a-client-secret-for-the-tests-only"}
+ACCOUNTS = {
+    "ann": {"email": "ann@example.com", "email_verified": True, "name": "Ann", "preferred_username": "ann"},
+    "eve": {"email": "eve@elsewhere.org", "email_verified": True, "name": "Eve", "preferred_username": "eve"},
+}
+USERS = (
+    "from django.contrib.auth import get_user_model; from allauth.socialaccount.models import SocialAccount; "
+    "print(get_user_model().objects.count(), SocialAccount.objects.count(), "
+    "list(get_user_model().objects.values_list('username', 'email')))"
+)
+
+
+def users(servers) -> str:
+    """The server's users: their count, the count of provider accounts, (username, email) each."""
+    return manage("shell", "--verbosity", "0", "--command", USERS, env=servers["env"]).strip()
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    provider_port = free_port()
+    providers = [
+        {
+            "id": "local",
+            "name": "Local ID",
+            "server_url": f"http://localhost:{provider_port}",
+            "client_id": CLIENT["client_id"],
+            "secret": CLIENT["client_secret"],
+        }
+    ]
+    with contextlib.ExitStack() as stack:
+        base, env = stack.enter_context(
+            served_site(
+                tmp_path_factory.mktemp("db"),
+                OIDC_PROVIDERS=json.dumps(providers),
+                SIGNUP_EMAIL_DOMAINS="example.com",
+                SECURE_COOKIES="false",
+            )
+        )
+        client = {
+            **CLIENT,
+            "redirect_uris": [f"{base}/accounts/oidc/local/login/callback/"],
+            "token_endpoint_auth_method": "client_secret_post",
+        }
+        issuer = stack.enter_context(oidc_provider(provider_port, clients=[client], accounts=ACCOUNTS))
+        yield {"site": base, "issuer": issuer, "env": env}
+
+
+@pytest.fixture
+def page(servers):
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 900, "height": 700})
+            # The site and the provider, nothing else (the provider's development pages ask
+            # for a web font: refused, and no fault of hfproxy's).
+            elsewhere: list[str] = []
+
+            def only_ours(route):
+                url = route.request.url
+                if url.startswith((servers["site"] + "/", servers["issuer"] + "/")):
+                    route.continue_()
+                else:
+                    if not url.startswith("https://fonts.googleapis.com/"):
+                        elsewhere.append(url)
+                    route.abort()
+
+            page.route("**/*", only_ours)
+            yield page
+            assert not elsewhere, elsewhere
+        finally:
+            browser.close()
+
+
+def screenshot(page, tmp_path, name: str) -> None:
+    folder = Path(os.environ.get("BROWSER_SCREENSHOTS", tmp_path))
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / name), full_page=True)
+
+
+def authorize_requests(page) -> list[dict]:
+    """The query of each request the browser makes to the provider's authorisation endpoint."""
+    seen: list[dict] = []
+
+    def record(request) -> None:
+        if "/auth?" in request.url:
+            seen.append(parse_qs(urlsplit(request.url).query))
+
+    page.on("request", record)
+    return seen
+
+
+def sign_in_at_the_provider(page, servers, login: str) -> None:
+    page.click("button[data-provider=local]")
+    page.wait_for_url(servers["issuer"] + "/interaction/**")
+    page.fill("input[name=login]", login)
+    page.fill("input[name=password]", "any password: the test provider takes it")
+    page.click("button[type=submit]")  # its login page
+    page.wait_for_url(servers["issuer"] + "/interaction/**")
+    assert page.locator("input[name=prompt][value=consent]").count() == 1
+    page.click("button[type=submit]")  # its consent page
+
+
+def test_it_signs_in_with_the_provider_and_lands_on_the_portal(servers, page, tmp_path):
+    authorizations = authorize_requests(page)
+    page.goto(servers["site"] + "/portal/")
+    page.wait_for_url("**/accounts/login/?next=/portal/")
+    screenshot(page, tmp_path, "signin-page.png")
+    sign_in_at_the_provider(page, servers, "ann")
+    page.wait_for_url(servers["site"] + "/portal/")
+    assert "Signed in as ann." in page.locator(".signed-in").inner_text()
+    screenshot(page, tmp_path, "signin-portal.png")
+
+    (query,) = authorizations  # one authorisation request, with PKCE (S256)
+    assert query["response_type"] == ["code"] and query["code_challenge_method"] == ["S256"]
+    assert len(query["code_challenge"][0]) >= 43
+    assert users(servers).startswith("1 1 ")
+
+    # Signed out and in again: the provider remembers Ann (no login, no consent), and hfproxy
+    # the user it made the first time.
+    page.click("text=Sign out")
+    page.wait_for_url("**/accounts/login/")
+    page.click("button[data-provider=local]")
+    page.wait_for_url(servers["site"] + "/portal/")
+    assert "Signed in as ann." in page.locator(".signed-in").inner_text()
+    assert len(authorizations) == 2 and authorizations[1]["code_challenge"] != query["code_challenge"]
+    assert users(servers) == "1 1 [('ann', 'ann@example.com')]"
+
+
+def test_it_refuses_someone_outside_the_allowed_domains(servers, page, tmp_path):
+    page.goto(servers["site"] + "/accounts/login/")
+    sign_in_at_the_provider(page, servers, "eve")
+    page.wait_for_url(servers["site"] + "/accounts/oidc/local/login/callback/**")
+    assert page.locator(".refusal").get_attribute("data-reason") == "not_allowed"
+    assert "You cannot sign in here" in page.locator("h1").inner_text()
+    screenshot(page, tmp_path, "signin-refused.png")
+    assert "eve" not in users(servers)
+    page.goto(servers["site"] + "/portal/")
+    page.wait_for_url("**/accounts/login/?next=/portal/")  # not signed in
