@@ -38,5 +38,4 @@ class HfproxyAdminSite(admin.AdminSite):
 
     def login(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
         # Its template offers the providers' sign-in, and the password form unless PASSWORD_LOGIN=off.
-        shown = {"password_form_shown": signin.password_form_shown()}
-        return super().login(request, {**shown, **(extra_context or {})})
+        return super().login(request, {**signin.page_context(request), **(extra_context or {})})

@@ -29,6 +29,16 @@ def password_form_shown() -> bool:
     return settings.PASSWORD_LOGIN != "off"
 
 
+def page_context(request) -> dict:
+    """What the sign-in pages (the site's and the admin's) show besides the providers' buttons."""
+    from allauth.socialaccount.adapter import get_adapter  # its models need the app registry
+
+    return {
+        "password_form_shown": password_form_shown(),
+        "has_providers": bool(get_adapter().list_providers(request)),
+    }
+
+
 @dataclass(frozen=True)
 class Claims:
     """What a provider said about the person signing in, as the rules read it."""

@@ -3,7 +3,6 @@ that PASSWORD_LOGIN allows. allauth serves the providers' flows and the sign-out
 
 from __future__ import annotations
 
-from allauth.socialaccount.adapter import get_adapter as get_social_adapter
 from django.contrib.auth import views as auth_views
 from django.core.exceptions import PermissionDenied
 
@@ -20,8 +19,4 @@ class SignInView(auth_views.LoginView):
         return super().post(request, *args, **kwargs)
 
     def get_context_data(self, **kwargs):
-        return {
-            **super().get_context_data(**kwargs),
-            "password_form_shown": signin.password_form_shown(),
-            "has_providers": bool(get_social_adapter().list_providers(self.request)),
-        }
+        return {**super().get_context_data(**kwargs), **signin.page_context(self.request)}

@@ -19,8 +19,16 @@ from tests.support.processes import free_port, manage
 pytestmark = BROWSER
 
 CLIENT = {"client_id": "hfproxy-tests", "client_secret": "a-client-secret-for-the-tests-only"}
+# The same provider plays Hugging Face too: its `orgs` claim with the read-memberships scope.
+HF_CLIENT = {"client_id": "hfproxy-tests-hf", "client_secret": "another-client-secret-for-the-tests"}
 ACCOUNTS = {
+    "hf-ann": {
+        "name": "Ann",
+        "preferred_username": "hf-ann",
+        "orgs": [{"sub": "o1", "name": "Acme", "preferred_username": "acme"}],
+    },
     "ann": {"email": "ann@example.com", "email_verified": True, "name": "Ann", "preferred_username": "ann"},
+    "sam": {"email": "sam@example.com", "email_verified": True, "name": "Sam", "preferred_username": "sam"},
     "eve": {"email": "eve@elsewhere.org", "email_verified": True, "name": "Eve", "preferred_username": "eve"},
 }
 USERS = (
@@ -53,15 +61,22 @@ def servers(tmp_path_factory):
                 tmp_path_factory.mktemp("db"),
                 OIDC_PROVIDERS=json.dumps(providers),
                 SIGNUP_EMAIL_DOMAINS="example.com",
+                HF_OAUTH_CLIENT_ID=HF_CLIENT["client_id"],
+                HF_OAUTH_CLIENT_SECRET=HF_CLIENT["client_secret"],
+                HF_OAUTH_SERVER_URL=f"http://localhost:{provider_port}",
+                SIGNUP_HF_ORGS="acme",
                 SECURE_COOKIES="false",
             )
         )
-        client = {
-            **CLIENT,
-            "redirect_uris": [f"{base}/accounts/oidc/local/login/callback/"],
-            "token_endpoint_auth_method": "client_secret_post",
-        }
-        issuer = stack.enter_context(oidc_provider(provider_port, clients=[client], accounts=ACCOUNTS))
+        clients = [
+            {
+                **client,
+                "redirect_uris": [f"{base}/accounts/oidc/{provider}/login/callback/"],
+                "token_endpoint_auth_method": "client_secret_post",
+            }
+            for provider, client in (("local", CLIENT), ("huggingface", HF_CLIENT))
+        ]
+        issuer = stack.enter_context(oidc_provider(provider_port, clients=clients, accounts=ACCOUNTS))
         yield {"site": base, "issuer": issuer, "env": env}
 
 
@@ -109,8 +124,8 @@ def authorize_requests(page) -> list[dict]:
     return seen
 
 
-def sign_in_at_the_provider(page, servers, login: str) -> None:
-    page.click("button[data-provider=local]")
+def sign_in_at_the_provider(page, servers, login: str, provider: str = "local") -> None:
+    page.click(f"button[data-provider={provider}]")
     page.wait_for_url(servers["issuer"] + "/interaction/**")
     page.fill("input[name=login]", login)
     page.fill("input[name=password]", "any password: the test provider takes it")
@@ -156,3 +171,29 @@ def test_it_refuses_someone_outside_the_allowed_domains(servers, page, tmp_path)
     assert "eve" not in users(servers)
     page.goto(servers["site"] + "/portal/")
     page.wait_for_url("**/accounts/login/?next=/portal/")  # not signed in
+
+
+def test_it_admits_a_member_of_the_hugging_face_organisation(servers, page, tmp_path):
+    authorizations = authorize_requests(page)
+    page.goto(servers["site"] + "/accounts/login/")
+    sign_in_at_the_provider(page, servers, "hf-ann", provider="huggingface")
+    page.wait_for_url(servers["site"] + "/portal/")
+    assert "Signed in as hf-ann." in page.locator(".signed-in").inner_text()
+    (query,) = authorizations
+    assert set(query["scope"][0].split()) == {"openid", "profile", "read-memberships"}
+    assert query["code_challenge_method"] == ["S256"]
+    assert "('hf-ann', '')" in users(servers)
+
+
+def test_staff_reach_the_admin_through_the_same_sign_in(servers, page, tmp_path):
+    page.goto(servers["site"] + "/admin/")
+    page.wait_for_url("**/admin/login/?next=/admin/")
+    assert page.locator("#id_username").count() == 1  # the password form stays (PASSWORD_LOGIN=everyone)
+    screenshot(page, tmp_path, "signin-admin-login.png")
+    sign_in_at_the_provider(page, servers, "sam")
+    page.wait_for_url(servers["site"] + "/admin/**")
+    assert "not authorized" in page.content()  # signed in, but not staff yet
+    promote = "from django.contrib.auth.models import User; User.objects.filter(username='sam').update(is_staff=True)"
+    manage("shell", "--verbosity", "0", "--command", promote, env=servers["env"])
+    page.goto(servers["site"] + "/admin/")
+    assert page.locator("#site-name").count() == 1 and "/admin/login/" not in page.url
