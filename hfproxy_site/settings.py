@@ -145,6 +145,9 @@ PASSWORD_LOGIN = env.str("PASSWORD_LOGIN", default="everyone").strip().lower()
 SIGNUP_EMAIL_DOMAINS = env.list("SIGNUP_EMAIL_DOMAINS", default=[])
 SIGNUP_HF_ORGS = env.list("SIGNUP_HF_ORGS", default=[])
 SIGNUP_OPEN = env.bool("SIGNUP_OPEN", default=False)
+# A provider's sign-in with a verified address that an existing user has (the first admin's, say)
+# signs in as that user, and links them. Only with providers trusted to verify addresses.
+SIGNIN_LINK_BY_EMAIL = env.bool("SIGNIN_LINK_BY_EMAIL", default=False)
 # Sign in with Hugging Face (an OAuth app of huggingface.co/settings/connected-applications),
 # and with any OpenID Connect provider: a JSON list (accounts.providers).
 HF_OAUTH_CLIENT_ID = env.str("HF_OAUTH_CLIENT_ID", default="")
@@ -253,6 +256,7 @@ ACCOUNT_LOGIN_METHODS = {"username"}
 ACCOUNT_SIGNUP_FIELDS = ["email", "username*"]
 ACCOUNT_LOGOUT_REDIRECT_URL = "account_login"
 SOCIALACCOUNT_AUTO_SIGNUP = True
+SOCIALACCOUNT_EMAIL_AUTHENTICATION = SOCIALACCOUNT_EMAIL_AUTHENTICATION_AUTO_CONNECT = SIGNIN_LINK_BY_EMAIL
 SOCIALACCOUNT_STORE_TOKENS = False  # a provider's tokens are needed only while signing in
 SOCIALACCOUNT_PROVIDERS = {"openid_connect": {"OAUTH_PKCE_ENABLED": True, "APPS": _sign_in_apps}}
 

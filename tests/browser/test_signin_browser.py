@@ -29,18 +29,24 @@ ACCOUNTS = {
     },
     "ann": {"email": "ann@example.com", "email_verified": True, "name": "Ann", "preferred_username": "ann"},
     "sam": {"email": "sam@example.com", "email_verified": True, "name": "Sam", "preferred_username": "sam"},
+    # The first admin's address at the provider, under another login.
+    "boss-at-idp": {"email": "boss@example.com", "email_verified": True, "preferred_username": "boss-at-idp"},
     "eve": {"email": "eve@elsewhere.org", "email_verified": True, "name": "Eve", "preferred_username": "eve"},
 }
+SEED = (
+    "from django.contrib.auth import get_user_model; "
+    "get_user_model().objects.create_superuser('boss', 'boss@example.com', 'a-long-password-for-boss')"
+)
 USERS = (
-    "from django.contrib.auth import get_user_model; from allauth.socialaccount.models import SocialAccount; "
-    "print(get_user_model().objects.count(), SocialAccount.objects.count(), "
-    "list(get_user_model().objects.values_list('username', 'email')))"
+    "import json; from django.contrib.auth import get_user_model; from django.db.models import Count; "
+    "print(json.dumps({u.username: [u.email, u.links] for u in "
+    "get_user_model().objects.annotate(links=Count('socialaccount'))}))"
 )
 
 
-def users(servers) -> str:
-    """The server's users: their count, the count of provider accounts, (username, email) each."""
-    return manage("shell", "--verbosity", "0", "--command", USERS, env=servers["env"]).strip()
+def users(servers) -> dict[str, list]:
+    """The server's users: username → [email, how many provider accounts are linked to it]."""
+    return json.loads(manage("shell", "--verbosity", "0", "--command", USERS, env=servers["env"]))
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +67,8 @@ def servers(tmp_path_factory):
                 tmp_path_factory.mktemp("db"),
                 OIDC_PROVIDERS=json.dumps(providers),
                 SIGNUP_EMAIL_DOMAINS="example.com",
+                SIGNIN_LINK_BY_EMAIL="true",
+                seed=SEED,
                 HF_OAUTH_CLIENT_ID=HF_CLIENT["client_id"],
                 HF_OAUTH_CLIENT_SECRET=HF_CLIENT["client_secret"],
                 HF_OAUTH_SERVER_URL=f"http://localhost:{provider_port}",
@@ -148,7 +156,7 @@ def test_it_signs_in_with_the_provider_and_lands_on_the_portal(servers, page, tm
     (query,) = authorizations  # one authorisation request, with PKCE (S256)
     assert query["response_type"] == ["code"] and query["code_challenge_method"] == ["S256"]
     assert len(query["code_challenge"][0]) >= 43
-    assert users(servers).startswith("1 1 ")
+    assert users(servers)["ann"] == ["ann@example.com", 1]
 
     # Signed out and in again: the provider remembers Ann (no login, no consent), and hfproxy
     # the user it made the first time.
@@ -158,7 +166,9 @@ def test_it_signs_in_with_the_provider_and_lands_on_the_portal(servers, page, tm
     page.wait_for_url(servers["site"] + "/portal/")
     assert "Signed in as ann." in page.locator(".signed-in").inner_text()
     assert len(authorizations) == 2 and authorizations[1]["code_challenge"] != query["code_challenge"]
-    assert users(servers) == "1 1 [('ann', 'ann@example.com')]"
+    everyone = users(servers)
+    assert everyone["ann"] == ["ann@example.com", 1]  # the same user, the same link
+    assert [name for name, (email, _) in everyone.items() if email == "ann@example.com"] == ["ann"]
 
 
 def test_it_refuses_someone_outside_the_allowed_domains(servers, page, tmp_path):
@@ -182,7 +192,7 @@ def test_it_admits_a_member_of_the_hugging_face_organisation(servers, page, tmp_
     (query,) = authorizations
     assert set(query["scope"][0].split()) == {"openid", "profile", "read-memberships"}
     assert query["code_challenge_method"] == ["S256"]
-    assert "('hf-ann', '')" in users(servers)
+    assert users(servers)["hf-ann"] == ["", 1]
 
 
 def test_staff_reach_the_admin_through_the_same_sign_in(servers, page, tmp_path):
@@ -197,3 +207,13 @@ def test_staff_reach_the_admin_through_the_same_sign_in(servers, page, tmp_path)
     manage("shell", "--verbosity", "0", "--command", promote, env=servers["env"])
     page.goto(servers["site"] + "/admin/")
     assert page.locator("#site-name").count() == 1 and "/admin/login/" not in page.url
+
+
+def test_the_first_admin_signs_in_with_the_provider_as_themselves(servers, page, tmp_path):
+    # SIGNIN_LINK_BY_EMAIL: the provider's verified address is the superuser's, so it is them.
+    page.goto(servers["site"] + "/admin/login/?next=/admin/")
+    sign_in_at_the_provider(page, servers, "boss-at-idp")
+    page.wait_for_url(servers["site"] + "/admin/")
+    assert page.locator("#site-name").count() == 1
+    everyone = users(servers)
+    assert everyone["boss"] == ["boss@example.com", 1] and "boss-at-idp" not in everyone
