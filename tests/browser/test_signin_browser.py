@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.support.browser import BROWSER, CHROMIUM, CHROMIUM_ARGS, playwright_api, served_site
+from tests.support.browser import BROWSER, local_page, served_site
 from tests.support.oidc import oidc_provider
 from tests.support.processes import free_port, manage
 
@@ -90,28 +90,15 @@ def servers(tmp_path_factory):
 
 @pytest.fixture
 def page(servers):
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 900, "height": 700})
-            # The site and the provider, nothing else (the provider's development pages ask
-            # for a web font: refused, and no fault of hfproxy's).
-            elsewhere: list[str] = []
-
-            def only_ours(route):
-                url = route.request.url
-                if url.startswith((servers["site"] + "/", servers["issuer"] + "/")):
-                    route.continue_()
-                else:
-                    if not url.startswith("https://fonts.googleapis.com/"):
-                        elsewhere.append(url)
-                    route.abort()
-
-            page.route("**/*", only_ours)
-            yield page
-            assert not elsewhere, elsewhere
-        finally:
-            browser.close()
+    # The site and the provider, nothing else (the provider's development pages ask for a web
+    # font: refused, and no fault of hfproxy's).
+    with local_page(
+        servers["site"],
+        servers["issuer"],
+        ignored=("https://fonts.googleapis.com/",),
+        viewport={"width": 900, "height": 700},
+    ) as page:
+        yield page
 
 
 def screenshot(page, tmp_path, name: str) -> None:
