@@ -13,7 +13,7 @@ from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from django.utils.translation import gettext_lazy as _
 
-from accounts import permissions, selectors
+from accounts import permissions, selectors, signin
 
 
 class HfproxyAdminSite(admin.AdminSite):
@@ -24,6 +24,8 @@ class HfproxyAdminSite(admin.AdminSite):
     enable_nav_sidebar = False
     # The dashboard is linked from the index page.
     index_template = "admin/accounts/index.html"
+    # Django's, offering the providers' sign-in too (staff sign in as everyone does).
+    login_template = "admin/accounts/login.html"
 
     def index(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
         # The index warns of Hugging Face tokens the router refused: every request with one fails.
@@ -33,3 +35,7 @@ class HfproxyAdminSite(admin.AdminSite):
             "rejection_hours": int(selectors.REJECTIONS_SHOWN_FOR.total_seconds() // 3600),
         }
         return super().index(request, {**warnings, **(extra_context or {})})
+
+    def login(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        # Its template offers the providers' sign-in, and the password form unless PASSWORD_LOGIN=off.
+        return super().login(request, {**signin.page_context(request), **(extra_context or {})})

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -150,6 +151,52 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="hfproxy@localhost")
 # and before a failed delivery is tried again.
 ALERTS_INTERVAL = env.float("ALERTS_INTERVAL", default=60.0)
 ALERT_RETRY_SECONDS = env.float("ALERT_RETRY_SECONDS", default=300.0)
+
+# --- Sign-in (accounts.signin; django-allauth and django-axes) ----------------------------------
+# Who may sign in with a password: "everyone" who has one, only "superusers" (everyone else signs
+# in with a provider), or nobody ("off": a provider is then required).
+PASSWORD_LOGIN = env.str("PASSWORD_LOGIN", default="everyone").strip().lower()
+# Who joins on their first sign-in with a provider: a verified address in one of these domains,
+# or (Hugging Face) a member of one of these organisations; neither set: nobody, unless SIGNUP_OPEN.
+SIGNUP_EMAIL_DOMAINS = env.list("SIGNUP_EMAIL_DOMAINS", default=[])
+SIGNUP_HF_ORGS = env.list("SIGNUP_HF_ORGS", default=[])
+SIGNUP_OPEN = env.bool("SIGNUP_OPEN", default=False)
+# A provider's sign-in with a verified address that an existing user has (the first admin's, say)
+# signs in as that user, and links them. Only with providers trusted to verify addresses.
+SIGNIN_LINK_BY_EMAIL = env.bool("SIGNIN_LINK_BY_EMAIL", default=False)
+# Sign in with Hugging Face (an OAuth app of huggingface.co/settings/connected-applications),
+# and with any OpenID Connect provider: a JSON list (accounts.providers).
+HF_OAUTH_CLIENT_ID = env.str("HF_OAUTH_CLIENT_ID", default="")
+HF_OAUTH_CLIENT_SECRET = env.str("HF_OAUTH_CLIENT_SECRET", default="")
+HF_OAUTH_SERVER_URL = env.str("HF_OAUTH_SERVER_URL", default="https://huggingface.co")
+HF_OAUTH_SCOPES = env.list("HF_OAUTH_SCOPES", default=["openid", "profile"])
+OIDC_PROVIDERS = env.str("OIDC_PROVIDERS", default="")
+# Password guessing (django-axes): after this many failures for one username from one address,
+# that pair is refused for this many minutes.
+LOGIN_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+LOGIN_LOCKOUT_MINUTES = env.float("LOGIN_LOCKOUT_MINUTES", default=15.0)
+
+from accounts.providers import openid_connect_apps  # noqa: E402 (a plain module, like accounts.crypto)
+
+_sign_in_apps = openid_connect_apps(
+    oidc_providers=OIDC_PROVIDERS,
+    hf_client_id=HF_OAUTH_CLIENT_ID,
+    hf_client_secret=HF_OAUTH_CLIENT_SECRET,
+    hf_server_url=HF_OAUTH_SERVER_URL,
+    hf_scopes=HF_OAUTH_SCOPES,
+    hf_orgs=SIGNUP_HF_ORGS,
+)
+if PASSWORD_LOGIN not in ("everyone", "superusers", "off"):
+    raise ImproperlyConfigured("PASSWORD_LOGIN must be 'everyone', 'superusers' or 'off'.")
+if PASSWORD_LOGIN == "off" and not _sign_in_apps:
+    raise ImproperlyConfigured(
+        "PASSWORD_LOGIN=off leaves no way to sign in: set HF_OAUTH_CLIENT_ID or OIDC_PROVIDERS too."
+    )
+if SIGNUP_HF_ORGS and not HF_OAUTH_CLIENT_ID:
+    raise ImproperlyConfigured("SIGNUP_HF_ORGS needs sign-in with Hugging Face: set HF_OAUTH_CLIENT_ID.")
+if LOGIN_FAILURE_LIMIT < 1:
+    raise ImproperlyConfigured("LOGIN_FAILURE_LIMIT must be at least 1.")
+
 if UPSTREAM_TRANSPORT not in ("aiohttp", "httpx"):
     raise ImproperlyConfigured("UPSTREAM_TRANSPORT must be 'aiohttp' or 'httpx'.")
 if KEY_MAX_IN_FLIGHT < 0:
@@ -169,6 +216,12 @@ INSTALLED_APPS = [
     "corsheaders",
     "rest_framework",
     "accounts",
+    "allauth",
+    "allauth.account",
+    "allauth.socialaccount",
+    "allauth.socialaccount.providers.openid_connect",
+    "axes",
+    "portal",
 ]
 
 # The site's stack (the admin, its static files, the accounts API): Django's own handler, for
@@ -189,6 +242,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Both work in either mode (no thread hop); axes' last, as its documentation asks.
+    "allauth.account.middleware.AccountMiddleware",
+    "axes.middleware.AxesMiddleware",
 ]
 # The API's stack (gateway.handler.ApiHandler, also serving /health and /metrics): async-only
 # middleware, called on the event loop. No sessions, no CSRF, no redirect to HTTPS (a POST would
@@ -199,6 +255,36 @@ API_MIDDLEWARE = [
     "gateway.middleware.AuditSourceMiddleware",  # what the audit trail says a change came from
     "corsheaders.middleware.CorsMiddleware",
 ]
+
+# Axes' backend first: it refuses a locked-out username and address before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "accounts.backends.PasswordLoginBackend",
+]
+LOGIN_URL = "account_login"
+LOGIN_REDIRECT_URL = "/portal/"
+
+# django-allauth: sign-in with providers only (SOCIALACCOUNT_ONLY: no sign-up, password reset or
+# email pages of its own); passwords are checked by hfproxy's sign-in form (accounts.views).
+ACCOUNT_ADAPTER = "accounts.adapters.AccountAdapter"
+SOCIALACCOUNT_ADAPTER = "accounts.adapters.SocialAccountAdapter"
+SOCIALACCOUNT_ONLY = True
+ACCOUNT_EMAIL_VERIFICATION = SOCIALACCOUNT_EMAIL_VERIFICATION = "none"  # the provider verified it
+ACCOUNT_LOGIN_METHODS = {"username"}
+ACCOUNT_SIGNUP_FIELDS = ["email", "username*"]
+ACCOUNT_LOGOUT_REDIRECT_URL = "account_login"
+SOCIALACCOUNT_AUTO_SIGNUP = True
+SOCIALACCOUNT_EMAIL_AUTHENTICATION = SOCIALACCOUNT_EMAIL_AUTHENTICATION_AUTO_CONNECT = SIGNIN_LINK_BY_EMAIL
+SOCIALACCOUNT_STORE_TOKENS = False  # a provider's tokens are needed only while signing in
+SOCIALACCOUNT_PROVIDERS = {"openid_connect": {"OAUTH_PKCE_ENABLED": True, "APPS": _sign_in_apps}}
+
+# django-axes (LOGIN_FAILURE_LIMIT, LOGIN_LOCKOUT_MINUTES).
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
+# A username from one address: guessing cannot lock the admin out from everywhere else.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "accounts/locked_out.html"
 
 ROOT_URLCONF = "hfproxy_site.urls"
 ASGI_APPLICATION = "hfproxy_site.asgi.application"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.browser import BROWSER, CHROMIUM, CHROMIUM_ARGS, playwright_api, served_site
+from tests.support.browser import BROWSER, local_page, served_site
 
 PASSWORD = "staff-password-for-the-browser-test"
 pytestmark = BROWSER
@@ -57,25 +57,9 @@ def server(tmp_path_factory):
 
 @pytest.fixture
 def page(server):
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1600})
-            # Nothing but the server under test: any other request fails the test.
-            elsewhere: list[str] = []
-
-            def only_local(route):
-                if route.request.url.startswith(server):
-                    route.continue_()
-                else:
-                    elsewhere.append(route.request.url)
-                    route.abort()
-
-            page.route("**/*", only_local)
-            yield page
-            assert not elsewhere, elsewhere
-        finally:
-            browser.close()
+    # Nothing but the server under test: any other request fails the test.
+    with local_page(server, viewport={"width": 1280, "height": 1600}) as page:
+        yield page
 
 
 def test_staff_sees_the_dashboard_charts(server, page, tmp_path):

@@ -84,3 +84,21 @@ async def test_the_client_has_explicit_timeouts(settings):
         assert (timeout.connect, timeout.read, timeout.pool) == (3, 7, 3)
     finally:
         await upstream.aclose()
+
+
+def test_the_sign_in_settings_refuse_what_cannot_work():
+    refused = {
+        "PASSWORD_LOGIN": import_settings(DEBUG="true", PASSWORD_LOGIN="sometimes"),
+        "leaves no way to sign in": import_settings(DEBUG="true", PASSWORD_LOGIN="off"),
+        "SIGNUP_HF_ORGS needs": import_settings(DEBUG="true", SIGNUP_HF_ORGS="acme"),
+        "HF_OAUTH_CLIENT_SECRET": import_settings(DEBUG="true", HF_OAUTH_CLIENT_ID="id"),
+        "OIDC_PROVIDERS is not valid JSON": import_settings(DEBUG="true", OIDC_PROVIDERS="[{"),
+    }
+    for message, result in refused.items():
+        assert result.returncode != 0 and message in result.stderr, (message, result.stderr[-300:])
+    show = "s.PASSWORD_LOGIN, [a['provider_id'] for a in s.SOCIALACCOUNT_PROVIDERS['openid_connect']['APPS']]"
+    off = import_settings(
+        show, DEBUG="true", PASSWORD_LOGIN="off", HF_OAUTH_CLIENT_ID="i", HF_OAUTH_CLIENT_SECRET="s"
+    )
+    assert off.stdout.strip() == "off ['huggingface']", off.stderr
+    assert import_settings(show, DEBUG="true").stdout.strip() == "everyone []"

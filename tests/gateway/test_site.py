@@ -94,6 +94,7 @@ async def test_cors_is_limited_to_configured_origins(anonymous_client, settings)
     assert "access-control-allow-origin" not in other
 
 
+@pytest.mark.django_db  # the login page lists the sign-in providers, which may be in the database
 @pytest.mark.parametrize("path", ["/", "/health", "/metrics", "/admin/login/"])
 async def test_cors_is_for_the_apis_only(anonymous_client, path):
     response = await anonymous_client.get(path, headers={"origin": "https://app.example"})

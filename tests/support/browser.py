@@ -59,3 +59,31 @@ def served_site(
             yield base, env
         finally:
             stop(process)
+
+
+@contextlib.contextmanager
+def local_page(*origins: str, ignored: tuple[str, ...] = (), **page_options) -> Iterator:
+    """A headless Chromium page that may reach only `origins`: any other request is refused,
+    and fails the test when the page closes (unless its URL starts with one of `ignored`:
+    refused all the same, but no fault of the page under test)."""
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(**page_options)
+            elsewhere: list[str] = []
+            allowed = tuple(origin.rstrip("/") + "/" for origin in origins)
+
+            def only_local(route):
+                url = route.request.url
+                if url.startswith(allowed):
+                    route.continue_()
+                else:
+                    if not url.startswith(ignored):
+                        elsewhere.append(url)
+                    route.abort()
+
+            page.route("**/*", only_local)
+            yield page
+            assert not elsewhere, elsewhere
+        finally:
+            browser.close()

@@ -1,0 +1,29 @@
+"""allauth's adapters: nobody signs up with a password; a provider's sign-in passes the rules of
+`accounts.signin` or ends on a page that says why."""
+
+from __future__ import annotations
+
+from allauth.account.adapter import DefaultAccountAdapter
+from allauth.core.exceptions import ImmediateHttpResponse
+from allauth.socialaccount.adapter import DefaultSocialAccountAdapter
+from django.shortcuts import render
+
+from accounts import signin
+
+
+class AccountAdapter(DefaultAccountAdapter):
+    def is_open_for_signup(self, request) -> bool:
+        return False  # accounts come from a provider's sign-in, or from an admin
+
+
+class SocialAccountAdapter(DefaultSocialAccountAdapter):
+    def pre_social_login(self, request, sociallogin) -> None:
+        # Every sign-in, not only the first: someone who left the organisation keeps their
+        # Hugging Face account, and must not keep signing in here.
+        reason = signin.refusal(signin.Claims.from_sociallogin(sociallogin))
+        if reason is not None:
+            response = render(request, "accounts/signin_refused.html", {"reason": reason}, status=403)
+            raise ImmediateHttpResponse(response)
+
+    def is_open_for_signup(self, request, sociallogin) -> bool:
+        return signin.refusal(signin.Claims.from_sociallogin(sociallogin)) is None
