@@ -146,7 +146,7 @@ async def test_a_client_leaving_gives_the_share_back(hf, api_key, limit, leaving
 async def test_a_request_the_limits_refuse_gives_the_share_back(
     hf, limit, reports, monkeypatch, async_client
 ):
-    async def over(*args):
+    async def over(*args, **options):
         raise Refusal("requests", "Rate limit reached.", 3, {})
 
     monkeypatch.setattr("accounts.limits.admit", over)
