@@ -72,3 +72,27 @@ def may_view_team(actor: AbstractBaseUser, team) -> bool:
     if may_view_usage(actor):
         return True
     return TeamMember.objects.filter(team=team, user=actor, role=TeamMember.Role.ADMIN).exists()
+
+
+def may_manage_key(actor: AbstractBaseUser, api_key) -> bool:
+    """Whether `actor` may revoke `api_key` or change its caps in the portal: their own, or a key
+    on a team they are an admin of (a superuser's key only as a superuser, as in the admin)."""
+    from accounts.models import TeamMember
+
+    if api_key.user_id == actor.pk:
+        return True
+    if api_key.user.is_superuser and not actor.is_superuser:
+        return False
+    return (
+        api_key.team_id is not None
+        and TeamMember.objects.filter(
+            team_id=api_key.team_id, user=actor, role=TeamMember.Role.ADMIN
+        ).exists()
+    )
+
+
+def admin_of_teams(actor: AbstractBaseUser):
+    """The teams `actor` is an admin of."""
+    from accounts.models import Team, TeamMember
+
+    return Team.objects.filter(members__user=actor, members__role=TeamMember.Role.ADMIN)

@@ -37,8 +37,23 @@ def usage_snippets(base_url: str, api_key: str, model: str) -> list[dict]:
         "print(answer.choices[0].message.content)"
     )
     environment = f"export OPENAI_BASE_URL={base_url}\nexport OPENAI_API_KEY={api_key}"
+    codex = (
+        "# ~/.codex/config.toml; then: export HFPROXY_KEY=" + api_key + "\n"
+        f"model = {json.dumps(model)}\n"
+        'model_provider = "hfproxy"\n\n'
+        "[model_providers.hfproxy]\n"
+        'name = "hfproxy"\n'
+        f'base_url = "{base_url}"\n'
+        'env_key = "HFPROXY_KEY"\n'
+        'wire_api = "responses"'
+    )
+    # Claude Code adds /v1/messages itself.
+    root = base_url.removesuffix(settings.API_PREFIX.rstrip("/")) if settings.API_PREFIX else base_url
+    claude = f"export ANTHROPIC_BASE_URL={root}\nexport ANTHROPIC_AUTH_TOKEN={api_key}\nexport ANTHROPIC_MODEL={model}"
     return [
         {"id": "snippet-curl", "label": "curl", "text": curl},
         {"id": "snippet-python", "label": "openai-python", "text": python},
         {"id": "snippet-env", "label": _("Environment (any OpenAI SDK)"), "text": environment},
+        {"id": "snippet-codex", "label": _("Codex CLI (config.toml)"), "text": codex},
+        {"id": "snippet-claude", "label": _("Claude Code (environment)"), "text": claude},
     ]

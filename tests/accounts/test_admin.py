@@ -236,10 +236,30 @@ def test_the_created_page_says_how_to_use_the_key(admin_client, alice, settings)
         "export OPENAI_BASE_URL=http://testserver/v1",
         f"export OPENAI_API_KEY={plaintext}",
     ]
+    assert snippet(response, "snippet-claude").splitlines() == [
+        "export ANTHROPIC_BASE_URL=http://testserver",  # Claude Code adds /v1/messages
+        f"export ANTHROPIC_AUTH_TOKEN={plaintext}",
+        "export ANTHROPIC_MODEL=org/default-model",
+    ]
+    codex = snippet(response, "snippet-codex")
+    import tomllib
+
+    config = tomllib.loads(codex)
+    assert config["model_providers"]["hfproxy"]["base_url"] == "http://testserver/v1"
+    assert (config["model_provider"], config["model"]) == ("hfproxy", "org/default-model")
+    assert f"export HFPROXY_KEY={plaintext}" in codex
     copy_buttons = re.findall(
         r'<button type="button" class="button" data-copy="([\w-]+)"', response.content.decode()
     )
-    assert copy_buttons == ["new-api-key", "base-url", "snippet-curl", "snippet-python", "snippet-env"]
+    assert copy_buttons == [
+        "new-api-key",
+        "base-url",
+        "snippet-curl",
+        "snippet-python",
+        "snippet-env",
+        "snippet-codex",
+        "snippet-claude",
+    ]
     assert "navigator.clipboard" in response.content.decode()
 
 
