@@ -71,7 +71,12 @@ def bucket_edges(since: datetime, until: datetime, step: timedelta) -> list[date
 
 
 def usage_series(
-    *, since: datetime, until: datetime, step: timedelta, team_id: int | None = None
+    *,
+    since: datetime,
+    until: datetime,
+    step: timedelta,
+    team_id: int | None = None,
+    user_id: int | None = None,
 ) -> list[dict]:
     """TOTALS and the requests with a time to first token, per hour or day since `since`: one query.
 
@@ -83,7 +88,7 @@ def usage_series(
     """
     edges = bucket_edges(since, until, step)
     parts = [
-        usage_in(since=start, team_id=team_id)
+        usage_in(since=start, team_id=team_id, user_id=user_id)
         .filter(created_at__lt=end)
         .order_by()
         .annotate(bucket=Value(index))
@@ -92,7 +97,7 @@ def usage_series(
         for index, (start, end) in enumerate(itertools.pairwise(edges))
     ]
     parts.append(
-        usage_in(since=edges[-1], team_id=team_id)
+        usage_in(since=edges[-1], team_id=team_id, user_id=user_id)
         .order_by()
         .annotate(bucket=Value(len(parts)))
         .values("bucket")

@@ -7,6 +7,8 @@ import uuid
 
 from asgiref.sync import markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
+from django.utils import translation
+from django.utils.cache import patch_vary_headers
 
 from accounts import audit
 from gateway import errors
@@ -68,3 +70,17 @@ class AuditSourceMiddleware(AsyncMiddleware):
     async def __call__(self, request: HttpRequest) -> HttpResponse:
         with audit.source(request.META.get("REMOTE_ADDR", "")):
             return await self.get_response(request)
+
+
+class LanguageMiddleware(AsyncMiddleware):
+    """The site's pages in the browser's language (Accept-Language, among LANGUAGES): Django's
+    LocaleMiddleware without URL prefixes, and without its hooks' hop to a thread."""
+
+    async def __call__(self, request: HttpRequest) -> HttpResponse:
+        language = translation.get_language_from_request(request)
+        translation.activate(language)
+        request.LANGUAGE_CODE = language
+        response = await self.get_response(request)
+        patch_vary_headers(response, ("Accept-Language",))
+        response.headers.setdefault("Content-Language", language)
+        return response

@@ -237,6 +237,7 @@ MIDDLEWARE = [
     # iterator under ASGI, which Django warns about and runs in a thread).
     "servestatic.middleware.ServeStaticMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "gateway.middleware.LanguageMiddleware",  # the pages in the browser's language
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -351,6 +352,10 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES
 
 LANGUAGE_CODE = "en-us"
+# The pages' languages: the browser's Accept-Language picks (Django has the admin's Chinese; the
+# portal's and the sign-in pages' are in locale/).
+LANGUAGES = [("en", "English"), ("zh-hans", "简体中文")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True

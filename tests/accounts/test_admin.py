@@ -260,7 +260,7 @@ def test_the_created_page_says_how_to_use_the_key(admin_client, alice, settings)
         "snippet-codex",
         "snippet-claude",
     ]
-    assert "navigator.clipboard" in response.content.decode()
+    assert 'src="/static/accounts/copy.js"' in response.content.decode()
 
 
 def test_the_snippets_use_a_model_the_key_may_use(admin_client, alice, settings):

@@ -166,7 +166,7 @@ def sign_in(client, username: str, path: str = "/accounts/login/"):
 
 
 def signed_in(client) -> str | None:
-    response = client.get("/portal/")
+    response = client.get("/portal/keys/")
     return response.context["user"].get_username() if response.status_code == 200 else None
 
 
@@ -175,7 +175,7 @@ def test_everyone_with_a_password_signs_in_by_default(client, people, settings):
     response = sign_in(client, "member")
     assert response.status_code == 302 and response["Location"] == "/portal/"
     assert signed_in(client) == "member"
-    page = client.get("/portal/")
+    page = client.get("/portal/keys/")
     assert b"member" in page.content and b'action="/accounts/logout/"' in page.content
 
 

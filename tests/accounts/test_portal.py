@@ -1,0 +1,161 @@
+"""The portal (issue 17): members make and revoke their own keys (shown once), see their own
+usage and only theirs; team admins see and manage their team's, and nobody else's; in English
+and in Chinese, by the browser's language."""
+
+import csv
+import io
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from accounts import keys, services
+from accounts.models import ApiKey, AuditEntry, Team, TeamMember
+from tests.accounts.test_admin import text_of
+from tests.support.factories import make_usage
+
+KEY_PATTERN = re.compile(r"hfp_[A-Za-z0-9_-]{40,}")
+
+
+@pytest.fixture
+def people(db, django_user_model):
+    """alice admins team ml, bob is its member; dave admins team other; sam is staff; root is a
+    superuser."""
+    made = {name: django_user_model.objects.create_user(name) for name in ("alice", "bob", "dave", "sam")}
+    made["sam"].is_staff = True
+    made["sam"].save()
+    made["root"] = django_user_model.objects.create_superuser("root")
+    ml, other = services.team_create(name="ml", token_budget=1000), services.team_create(name="other")
+    services.team_member_add(team=ml, user=made["alice"], admin=True)
+    services.team_member_add(team=ml, user=made["bob"])
+    services.team_member_add(team=other, user=made["dave"], admin=True)
+    return made
+
+
+def signed_in(client, user):
+    client.force_login(user)
+    return client
+
+
+def test_a_member_creates_a_key_shown_once_and_a_reload_makes_no_other(client, people):
+    client = signed_in(client, people["bob"])
+    ml = Team.objects.get(name="ml")
+    response = client.post("/portal/keys/", {"name": "laptop", "team": ml.pk, "expires_in_days": "30"})
+    assert response.status_code == 302
+    shown = client.get(response["location"])
+    plaintext = KEY_PATTERN.search(shown.content.decode()).group()
+    key = ApiKey.objects.get(digest=keys.digest(plaintext))
+    assert (key.user, key.team, key.name) == (people["bob"], ml, "laptop") and key.expires_at
+    page = shown.content.decode()
+    for snippet in ("snippet-curl", "snippet-python", "snippet-codex", "snippet-claude"):
+        assert f'id="{snippet}"' in page
+    again = client.get(response["location"])  # a reload
+    assert (
+        not KEY_PATTERN.search(again.content.decode()) and 'id="key-shown-already"' in again.content.decode()
+    )
+    assert ApiKey.objects.count() == 1
+    assert AuditEntry.objects.filter(action="key_created", actor_name="bob").count() == 1
+
+
+def test_a_member_may_put_a_key_only_on_their_own_teams(client, people):
+    other = Team.objects.get(name="other")
+    response = signed_in(client, people["bob"]).post("/portal/keys/", {"team": other.pk})
+    assert response.status_code == 200 and "Select a valid choice" in response.content.decode()
+    assert ApiKey.objects.count() == 0
+
+
+def test_a_member_sees_and_revokes_only_their_own_keys(client, people):
+    bobs, _ = services.api_key_create(user=people["bob"], name="bob's")
+    alices, _ = services.api_key_create(user=people["alice"], name="alice's")
+    page = signed_in(client, people["bob"]).get("/portal/keys/").content.decode()
+    assert bobs.prefix in page and alices.prefix not in page
+    assert client.post(f"/portal/keys/{alices.pk}/revoke/").status_code == 404
+    assert client.post(f"/portal/keys/{bobs.pk}/revoke/").status_code == 302
+    alices.refresh_from_db(), bobs.refresh_from_db()
+    assert (alices.status, bobs.status) == ("active", "revoked")
+
+
+def test_my_usage_is_mine_alone_and_downloads_as_csv(client, people):
+    bobs, _ = services.api_key_create(user=people["bob"])
+    alices, _ = services.api_key_create(user=people["alice"])
+    make_usage(bobs, "bobs-model", tokens=(3, 4))
+    make_usage(alices, "alices-model")
+    page = signed_in(client, people["bob"]).get("/portal/usage/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "bobs-model" in html and "alices-model" not in html
+    assert page.context["totals"]["tokens"] == 7
+    rows = list(csv.DictReader(io.StringIO(text_of(client.get("/portal/usage/?format=csv")))))
+    assert [row["model_requested"] for row in rows] == ["bobs-model"]
+
+
+@pytest.mark.parametrize(
+    "who, sees", [("alice", 200), ("bob", 404), ("dave", 404), ("sam", 404), ("root", 404)]
+)
+def test_only_its_admins_see_a_teams_page(client, people, who, sees):
+    ml = Team.objects.get(name="ml")
+    assert signed_in(client, people[who]).get(f"/portal/teams/{ml.pk}/").status_code == sees
+
+
+def test_a_team_admin_sees_the_teams_usage_adds_members_and_manages_their_keys(
+    client, people, django_user_model
+):
+    ml = Team.objects.get(name="ml")
+    bobs, _ = services.api_key_create(user=people["bob"], team=ml)
+    elsewhere, _ = services.api_key_create(user=people["bob"])  # not on the team
+    make_usage(bobs, "team-model", tokens=(100, 100), team=ml)
+    make_usage(elsewhere, "private-model")
+    client = signed_in(client, people["alice"])
+    page = client.get(f"/portal/teams/{ml.pk}/")
+    html = page.content.decode()
+    assert "team-model" in html and "private-model" not in html
+    assert bobs.prefix in html and elsewhere.prefix not in html
+    assert page.context["budget"][0]["percent"] == 20
+    django_user_model.objects.create_user("carol")
+    client.post(f"/portal/teams/{ml.pk}/", {"add_member": "carol", "role": "member"})
+    assert TeamMember.objects.filter(team=ml, user__username="carol").exists()
+    client.post(f"/portal/teams/{ml.pk}/", {"cap_key": bobs.pk, "rpm": "30", "token_budget": ""})
+    bobs.refresh_from_db()
+    assert bobs.rpm == 30
+    assert client.post(f"/portal/keys/{bobs.pk}/revoke/").status_code == 302
+    bobs.refresh_from_db()
+    assert bobs.status == "revoked"
+    # A key of the member that is not on the team is not the team admin's to revoke.
+    assert client.post(f"/portal/keys/{elsewhere.pk}/revoke/").status_code == 404
+    actions = set(AuditEntry.objects.filter(actor_name="alice").values_list("action", flat=True))
+    assert {"member_added", "key_changed", "key_revoked"} <= actions
+
+
+def test_another_teams_admin_cannot_touch_its_keys(client, people):
+    ml = Team.objects.get(name="ml")
+    bobs, _ = services.api_key_create(user=people["bob"], team=ml)
+    client = signed_in(client, people["dave"])
+    assert client.post(f"/portal/keys/{bobs.pk}/revoke/").status_code == 404
+    assert client.post(f"/portal/teams/{ml.pk}/", {"cap_key": bobs.pk, "rpm": "1"}).status_code == 404
+    bobs.refresh_from_db()
+    assert (bobs.status, bobs.rpm) == ("active", None)
+
+
+def test_the_portal_wants_a_sign_in(client, db):
+    response = client.get("/portal/keys/")
+    assert response.status_code == 302 and "login" in response["location"]
+
+
+def test_the_portal_speaks_the_browsers_language(client, people):
+    client = signed_in(client, people["bob"])
+    chinese = client.get("/portal/keys/", headers={"accept-language": "zh-CN,zh;q=0.9"})
+    assert "我的密钥" in chinese.content.decode() and chinese["Content-Language"] == "zh-hans"
+    english = client.get("/portal/keys/", headers={"accept-language": "en-US"})
+    assert "My keys" in english.content.decode() and "我的密钥" not in english.content.decode()
+
+
+def test_the_translations_are_compiled(tmp_path):
+    """locale/'s .mo is what its .po says (compilemessages was run after the last change)."""
+    if not shutil.which("msgfmt"):
+        pytest.skip("gettext's msgfmt is not installed")
+    folder = Path(__file__).resolve().parents[2] / "locale" / "zh_Hans" / "LC_MESSAGES"
+    compiled = tmp_path / "django.mo"
+    subprocess.run(["msgfmt", "-o", str(compiled), str(folder / "django.po")], check=True)
+    assert compiled.read_bytes() == (folder / "django.mo").read_bytes()
