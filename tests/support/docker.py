@@ -5,9 +5,12 @@ projects that are always removed, and the fake router where containers reach it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import secrets
+import socket
+import struct
 import subprocess
 import time
 from collections.abc import Iterator
@@ -25,6 +28,7 @@ STANDINS = [
     "hfproxy-standin/redis:7-alpine",
     "hfproxy-standin/nginx:1.28-alpine",
 ]
+SIOCGIFADDR = 0x8915  # an interface's IPv4 address (linux/sockios.h)
 # Lines for the end of the test session's report (tests/deploy/conftest.py prints them).
 REPORT: list[str] = []
 
@@ -79,7 +83,14 @@ def build_image() -> str:
 
 def bridge_gateway() -> str:
     """The host's address on Docker's default bridge: what `host-gateway` resolves to."""
-    return docker("network", "inspect", "bridge", "-f", "{{(index .IPAM.Config 0).Gateway}}").stdout.strip()
+    network = json.loads(docker("network", "inspect", "bridge").stdout)[0]
+    if gateway := network["IPAM"]["Config"][0].get("Gateway"):
+        return gateway
+    # Docker 20.10 leaves it out: the bridge interface's own address is the gateway.
+    interface = network["Options"].get("com.docker.network.bridge.name", "docker0")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        request = struct.pack("256s", interface.encode()[:15])
+        return socket.inet_ntoa(fcntl.ioctl(probe.fileno(), SIOCGIFADDR, request)[20:24])
 
 
 @contextlib.contextmanager
