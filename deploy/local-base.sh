@@ -45,6 +45,7 @@ if [ "$(current "$BASE")" = "$base_hash" ]; then
   echo "== $BASE is up to date ($base_hash)"
 else
   echo "== $BASE: debootstrap $SUITE from $MIRROR"
+  started=$SECONDS
   rootfs=$(mktemp -d)
   trap 'rm -rf "$rootfs"' EXIT
   debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
@@ -63,6 +64,7 @@ else
     - "$BASE" >/dev/null
   rm -rf "$rootfs"
   trap - EXIT
+  echo "   built in $((SECONDS - started)) s"
 fi
 
 for name in postgres:16-alpine redis:7-alpine nginx:1.28-alpine; do
@@ -74,5 +76,7 @@ for name in postgres:16-alpine redis:7-alpine nginx:1.28-alpine; do
     continue
   fi
   echo "== $image: $folder"
+  started=$SECONDS
   docker build --quiet --network host --build-arg "BASE=$BASE" --label "$LABEL=$hash" -t "$image" "$folder" >/dev/null
+  echo "   built in $((SECONDS - started)) s"
 done
