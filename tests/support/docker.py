@@ -77,7 +77,7 @@ def build_image() -> str:
     )
     seconds = time.monotonic() - started
     size = int(docker("image", "inspect", "-f", "{{.Size}}", IMAGE).stdout)
-    REPORT.append(f"image {IMAGE}: docker build {seconds:.0f} s (cached layers reused), {size / 1e6:.0f} MB, on {BASE}")
+    REPORT.append(f"image {IMAGE}: docker build {seconds:.0f} s, {size / 1e6:.0f} MB, on {BASE}")
     return IMAGE
 
 
