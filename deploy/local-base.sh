@@ -39,7 +39,7 @@ current() {  # the inputs hash an image was built from, or nothing
   docker image inspect -f "{{index .Config.Labels \"$LABEL\"}}" "$1" 2>/dev/null || true
 }
 
-base_hash=$(cat "$0" "$CA_BUNDLE" | sha256sum | cut -c1-16)
+base_hash=$(cat deploy/local-base.sh "$CA_BUNDLE" | sha256sum | cut -c1-16)
 
 if [ "$(current "$BASE")" = "$base_hash" ]; then
   echo "== $BASE is up to date ($base_hash)"
