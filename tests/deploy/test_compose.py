@@ -84,7 +84,7 @@ def stack(image, router, tmp_path_factory):
         print(project.logs())
         raise
     finally:
-        project("down", "--volumes", "--remove-orphans", "--timeout", "60", check=False)
+        project.down(volumes=True)
 
 
 def up(project: ComposeProject) -> None:
@@ -113,7 +113,7 @@ def test_down_and_up_again_keep_the_records(stack):
     request_id = chat(stack)
     assert record(stack, request_id)
     count = stack.project.psql("SELECT COUNT(*) FROM accounts_usagerecord")
-    stack.project("down", "--timeout", "60")  # without --volumes, as a user upgrading does
+    stack.project.down(volumes=False)  # as a user upgrading does: the named volumes stay
     assert not stack.project("ps", "--all", "--quiet").stdout.strip()
     up(stack.project)
     assert stack.project.psql("SELECT COUNT(*) FROM accounts_usagerecord") == count

@@ -8,6 +8,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import secrets
 import socket
 import struct
@@ -197,6 +198,22 @@ class ComposeProject:
             str(self.env_file),
         ]
         return docker(*command, *files, *args, check=check, timeout=timeout, cwd=ROOT)
+
+    def down(self, *, volumes: bool) -> None:
+        """`docker compose down`; the anonymous volumes its containers had (the redis image's
+        /data) are removed even when the named ones are kept: nothing of the test's is left."""
+        anonymous = self.anonymous_volumes()
+        self("down", "--remove-orphans", "--timeout", "60", *(["--volumes"] if volumes else []), check=False)
+        if anonymous:
+            docker("volume", "rm", "--force", *anonymous, check=False)
+
+    def anonymous_volumes(self) -> list[str]:
+        containers = self("ps", "--all", "--quiet", check=False).stdout.split()
+        if not containers:
+            return []
+        template = '{{range .Mounts}}{{if eq .Type "volume"}}{{.Name}} {{end}}{{end}}'
+        names = docker("inspect", "-f", template, *containers, check=False).stdout.split()
+        return [name for name in names if re.fullmatch(r"[0-9a-f]{64}", name)]
 
     def service(self, name: str) -> dict:
         """`docker compose ps` of one service (stopped ones included)."""
