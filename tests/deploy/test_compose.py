@@ -7,9 +7,7 @@ Marked `docker` (`pytest -m docker`); CI runs them once, in a stage of their own
 
 from __future__ import annotations
 
-import contextlib
 import secrets
-import threading
 import time
 import uuid
 from types import SimpleNamespace
@@ -18,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support.docker import REPORT, ComposeProject, bridge_gateway, fake_router
+from tests.support.docker import REPORT, ComposeProject, bridge_gateway, fake_router, streams_while
 from tests.support.processes import ROOT, free_port
 from tests.support.slowclients import HALF_HEADER, connect_raw, still_open
 
@@ -132,31 +130,10 @@ def test_nginx_as_published_closes_half_sent_and_dribbled_headers(stack):
 
 
 def test_stop_with_open_streams_records_them_all(stack):
-    client = openai.OpenAI(base_url=stack.url + "/v1", api_key=stack.key, max_retries=0, timeout=90)
-    streams = 6
-    begun = threading.Barrier(streams + 1)
-    request_ids = [uuid.uuid4().hex for _ in range(streams)]
-    texts: list[list[str]] = [[] for _ in range(streams)]
-
-    def stream(n: int) -> None:
-        with contextlib.suppress(openai.APIError, threading.BrokenBarrierError):
-            chunks = client.chat.completions.create(
-                model="slow/m", messages=MESSAGES, stream=True, extra_headers={"X-Request-Id": request_ids[n]}
-            )
-            for i, chunk in enumerate(chunks):
-                if i == 0:
-                    begun.wait(20)
-                if chunk.choices and chunk.choices[0].delta.content:
-                    texts[n].append(chunk.choices[0].delta.content)
-
-    threads = [threading.Thread(target=stream, args=(n,)) for n in range(streams)]
-    for thread in threads:
-        thread.start()
-    begun.wait(20)
-    stack.project("stop", "--timeout", "60", timeout=240)
-    for thread in threads:
-        thread.join(60)
-    assert [len(received) for received in texts] == [20] * streams
+    request_ids, texts = streams_while(
+        lambda: stack.project("stop", "--timeout", "60", timeout=240), stack.url + "/v1", stack.key
+    )
+    assert [len(received) for received in texts] == [20] * len(request_ids)
     web = stack.project.service("web")
     assert (web["State"], web["ExitCode"]) == ("exited", 0), web
     stack.project("start", "db")

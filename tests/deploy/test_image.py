@@ -7,7 +7,6 @@ docker`); CI runs them once, in a stage of their own."""
 from __future__ import annotations
 
 import os
-import threading
 import time
 import uuid
 
@@ -15,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support.docker import Container, docker, fake_router, proxy_settings, run_once
+from tests.support.docker import Container, docker, fake_router, proxy_settings, run_once, streams_while
 from tests.support.harness import Database
 from tests.support.processes import free_port, require, scratch_database
 
@@ -132,7 +131,7 @@ def test_sigterm_with_open_streams_writes_every_record_and_exits_0(image, migrat
     settings, key = migrated
     container, url = serve(image, {**settings, "SHUTDOWN_TIMEOUT": "15"})
     try:
-        request_ids, texts = _stream_while(lambda: _stop(container), url, key)
+        request_ids, texts = streams_while(lambda: _stop(container), url + "/v1", key)
         assert container.inspect("{{.State.ExitCode}}") == "0", container.logs()
     finally:
         container.remove()
@@ -145,37 +144,6 @@ def test_sigterm_with_open_streams_writes_every_record_and_exits_0(image, migrat
 
 def _stop(container: Container) -> None:
     docker("stop", "--time", "60", container.name, timeout=90)  # SIGTERM, then SIGKILL after 60 s
-
-
-def _stream_while(action, url: str, key: str, streams: int = 6) -> tuple[list[str], list[list[str]]]:
-    """`streams` slow streams; once each has begun, `action()`; each stream's request id and
-    texts (as far as they came)."""
-    client = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=60)
-    begun = threading.Barrier(streams + 1)
-    request_ids = [uuid.uuid4().hex for _ in range(streams)]
-    texts: list[list[str]] = [[] for _ in range(streams)]
-
-    def stream(n: int) -> None:
-        try:
-            chunks = client.chat.completions.create(
-                model="slow/m", messages=MESSAGES, stream=True, extra_headers={"X-Request-Id": request_ids[n]}
-            )
-            for i, chunk in enumerate(chunks):
-                if i == 0:
-                    begun.wait(20)
-                if chunk.choices and chunk.choices[0].delta.content:
-                    texts[n].append(chunk.choices[0].delta.content)
-        except (openai.APIError, threading.BrokenBarrierError):
-            pass  # cut off: what arrived is in texts[n]
-
-    threads = [threading.Thread(target=stream, args=(n,)) for n in range(streams)]
-    for thread in threads:
-        thread.start()
-    begun.wait(20)
-    action()
-    for thread in threads:
-        thread.join(60)
-    return request_ids, texts
 
 
 def _record(db: Database, request_id: str, seconds: float = 10) -> dict:

@@ -13,11 +13,14 @@ import secrets
 import socket
 import struct
 import subprocess
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import openai
 
 from tests.support.processes import ROOT, free_port, server_env, start, stop
 
@@ -230,3 +233,37 @@ class ComposeProject:
     def logs(self) -> str:
         result = self("logs", "--no-color", "--tail", "200", check=False)
         return result.stdout + result.stderr
+
+
+def streams_while(action, api: str, key: str, streams: int = 6) -> tuple[list[str], list[list[str]]]:
+    """`streams` slow streams (the fake router's slow/m, with the openai SDK at `api`); once each
+    has begun, `action()` (a stop); each stream's request id and texts, as far as they came."""
+    client = openai.OpenAI(base_url=api, api_key=key, max_retries=0, timeout=90)
+    begun = threading.Barrier(streams + 1)
+    request_ids = [uuid.uuid4().hex for _ in range(streams)]
+    texts: list[list[str]] = [[] for _ in range(streams)]
+
+    def stream(n: int) -> None:
+        try:
+            chunks = client.chat.completions.create(
+                model="slow/m",
+                messages=[{"role": "user", "content": "hello"}],
+                stream=True,
+                extra_headers={"X-Request-Id": request_ids[n]},
+            )
+            for i, chunk in enumerate(chunks):
+                if i == 0:
+                    begun.wait(20)
+                if chunk.choices and chunk.choices[0].delta.content:
+                    texts[n].append(chunk.choices[0].delta.content)
+        except (openai.APIError, threading.BrokenBarrierError):
+            pass  # cut off: what arrived is in texts[n]
+
+    threads = [threading.Thread(target=stream, args=(n,)) for n in range(streams)]
+    for thread in threads:
+        thread.start()
+    begun.wait(20)
+    action()
+    for thread in threads:
+        thread.join(60)
+    return request_ids, texts
