@@ -1,15 +1,18 @@
 # hfproxy's production image: `docker compose up -d` builds it (see docs/deployment.md).
 # Every dependency ships wheels (psycopg[binary], uvloop, httptools, cryptography, aiohttp…),
 # so neither stage needs a compiler; the virtual environment is built apart and copied alone.
+# PYTHON_IMAGE: the official image; CI builds on a stand-in made from Debian's packages instead
+# (deploy/local-base.sh, docs/deployment.md).
+ARG PYTHON_IMAGE=python:3.11-slim
 
-FROM python:3.11-slim AS build
+FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python -m venv /venv
 # The versions CI tested (constraints.txt), not whatever is newest on the day of the build.
 COPY requirements.txt constraints.txt /tmp/
 RUN /venv/bin/pip install --only-binary=:all: -r /tmp/requirements.txt -c /tmp/constraints.txt
 
-FROM python:3.11-slim
+FROM ${PYTHON_IMAGE}
 ENV PATH=/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -1,4 +1,5 @@
-"""The production stack's files, checked without a Docker engine (there is none here)."""
+"""The production stack's files, checked without a Docker engine (test_image.py and test_compose.py
+run them in one)."""
 
 import json
 import re
@@ -13,6 +14,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 NGINX = ROOT / "deploy" / "nginx.conf"
+STANDINS = ROOT / "deploy" / "compose.standins.yml"
 
 
 def validate_compose(path: Path) -> subprocess.CompletedProcess:
@@ -38,6 +40,31 @@ def test_the_validator_does_refuse_a_broken_file(tmp_path):
     broken = tmp_path / "docker-compose.yml"
     broken.write_text("services:\n  web:\n    image: x\n    ports: 8000\n    stop_grace_period: [1]\n")
     assert validate_compose(broken).returncode != 0
+
+
+def test_the_standins_override_changes_only_the_pulled_images(compose):
+    assert validate_compose(STANDINS).returncode == 0
+    override = yaml.safe_load(STANDINS.read_text())
+    assert set(override) == {"services"}
+    pulled = {name for name, service in compose["services"].items() if "build" not in service}
+    assert set(override["services"]) == pulled == {"db", "redis", "nginx"}
+    for name, service in override["services"].items():
+        assert service == {
+            "image": f"hfproxy-standin/{compose['services'][name]['image']}",
+            "pull_policy": "never",
+        }
+
+
+def test_local_base_builds_every_standin_the_tests_use():
+    from tests.support import docker
+
+    script = (ROOT / "deploy" / "local-base.sh").read_text()
+    assert docker.BASE == "hfproxy-standin/python:3.11-slim" and f"BASE={docker.BASE}" in script
+    for image in docker.STANDINS[1:]:
+        name = image.removeprefix("hfproxy-standin/")
+        assert name in script, name
+        dockerfile = (ROOT / "deploy" / "standins" / name.split(":")[0] / "Dockerfile").read_text()
+        assert f"ARG BASE={docker.BASE}\nFROM ${{BASE}}\n" in dockerfile, name
 
 
 def test_services_and_their_wiring(compose):
@@ -174,7 +201,7 @@ def _stages(dockerfile: str) -> list[list[str]]:
     """The Dockerfile's instructions (continuations joined), split into build stages."""
     text = re.sub(r"\\\n\s*", " ", dockerfile)
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
-    stages: list[list[str]] = []
+    stages: list[list[str]] = [[]]  # the first: what comes before any FROM (global ARGs)
     for line in lines:
         if line.startswith("FROM "):
             stages.append([])
@@ -183,9 +210,11 @@ def _stages(dockerfile: str) -> list[list[str]]:
 
 
 def test_the_image_is_small_non_root_and_self_checking():
-    build, final = _stages((ROOT / "Dockerfile").read_text())
-    assert re.fullmatch(r"FROM python:3\.11-slim AS build", build[0])
-    assert re.fullmatch(r"FROM python:3\.11-slim", final[0])
+    arguments, build, final = _stages((ROOT / "Dockerfile").read_text())
+    # The official base by default; CI passes its stand-in (deploy/local-base.sh) instead.
+    assert arguments == ["ARG PYTHON_IMAGE=python:3.11-slim"]
+    assert build[0] == "FROM ${PYTHON_IMAGE} AS build"
+    assert final[0] == "FROM ${PYTHON_IMAGE}"
     everything = "\n".join(build + final)
     assert "apt-get" not in everything and "build-essential" not in everything  # wheels only
     assert any("--only-binary=:all:" in line for line in build)
