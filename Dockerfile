@@ -31,6 +31,7 @@ COPY hfproxy_site ./hfproxy_site
 COPY gateway ./gateway
 COPY accounts ./accounts
 COPY portal ./portal
+COPY locale ./locale
 # The admin's static files, compressed and with hashed names, served by ServeStatic.
 # (DEBUG only lets the settings load without the secrets, which the build never has.)
 RUN DEBUG=true ENV_FILE= python manage.py collectstatic --noinput --verbosity 0

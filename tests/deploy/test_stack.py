@@ -242,4 +242,6 @@ def test_the_image_gets_only_what_it_needs():
         "hfproxy_site",
         "gateway",
         "accounts",
+        "portal",
+        "locale",
     }
