@@ -185,7 +185,8 @@ def team(request: HttpRequest, pk: int) -> HttpResponse:
         "team_keys": _with_month(team_keys),
         "budget": _progress(found, used),
         "caps_form": CapsForm(),
-        **_usage_context(records, team_id=found.pk, tab=f"team-{found.pk}"),
+        "current_team": found.pk,
+        **_usage_context(records, team_id=found.pk, tab="team"),
     }
     return _page(request, "portal/team.html", context)
 
