@@ -1,11 +1,14 @@
 """allauth's adapters: nobody signs up with a password; a provider's sign-in passes the rules of
-`accounts.signin` or ends on a page that says why."""
+`accounts.signin` or ends on a page that says why; a Hugging Face sign-in joins the teams its
+organisations map to (HF_ORG_TEAMS)."""
 
 from __future__ import annotations
 
 from allauth.account.adapter import DefaultAccountAdapter
+from allauth.account.signals import user_logged_in
 from allauth.core.exceptions import ImmediateHttpResponse
 from allauth.socialaccount.adapter import DefaultSocialAccountAdapter
+from django.dispatch import receiver
 from django.shortcuts import render
 
 from accounts import signin
@@ -27,3 +30,9 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
 
     def is_open_for_signup(self, request, sociallogin) -> bool:
         return signin.refusal(signin.Claims.from_sociallogin(sociallogin)) is None
+
+
+@receiver(user_logged_in)
+def _join_teams(sender, request, user, sociallogin=None, **kwargs) -> None:
+    if sociallogin is not None:
+        signin.join_teams(user, signin.Claims.from_sociallogin(sociallogin))

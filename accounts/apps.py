@@ -7,7 +7,8 @@ class AccountsConfig(AppConfig):
     verbose_name = "Accounts and usage"
 
     def ready(self) -> None:
-        from accounts import audit  # noqa: F401 (connects the sign-in signals to the audit trail)
+        # Their receivers: sign-ins in the audit trail, and into the teams of their organisations.
+        from accounts import adapters, audit  # noqa: F401
 
 
 class HfproxyAdminConfig(admin_apps.AdminConfig):

@@ -79,3 +79,26 @@ def refusal(claims: Claims) -> str | None:
     if orgs and claims.provider == HUGGING_FACE_ID and claims.orgs & orgs:
         return None
     return "not_allowed"
+
+
+def org_teams() -> set[tuple[str, str]]:
+    """HF_ORG_TEAMS ("org:team,…"): (organisation, team) pairs; an organisation may map to several."""
+    pairs = (entry.partition(":") for entry in settings.HF_ORG_TEAMS)
+    return {(org.strip().lower(), team.strip()) for org, _, team in pairs if org.strip() and team.strip()}
+
+
+def join_teams(user, claims: Claims) -> list[str]:
+    """Make a Hugging Face user a member of the teams their organisations map to (HF_ORG_TEAMS),
+    at each sign-in; a role they have there already stays. The teams joined."""
+    from accounts import services
+    from accounts.models import Team, TeamMember
+
+    if claims.provider != HUGGING_FACE_ID:
+        return []
+    names = {team for org, team in org_teams() if org in claims.orgs}
+    joined = []
+    for team in Team.objects.filter(name__in=names):
+        if not TeamMember.objects.filter(team=team, user=user).exists():
+            services.team_member_add(team=team, user=user)
+            joined.append(team.name)
+    return joined

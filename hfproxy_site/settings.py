@@ -160,6 +160,8 @@ PASSWORD_LOGIN = env.str("PASSWORD_LOGIN", default="everyone").strip().lower()
 # or (Hugging Face) a member of one of these organisations; neither set: nobody, unless SIGNUP_OPEN.
 SIGNUP_EMAIL_DOMAINS = env.list("SIGNUP_EMAIL_DOMAINS", default=[])
 SIGNUP_HF_ORGS = env.list("SIGNUP_HF_ORGS", default=[])
+# Teams a Hugging Face sign-in joins (as a member), by organisation: "acme:ml,acme-research:research".
+HF_ORG_TEAMS = env.list("HF_ORG_TEAMS", default=[])
 SIGNUP_OPEN = env.bool("SIGNUP_OPEN", default=False)
 # A provider's sign-in with a verified address that an existing user has (the first admin's, say)
 # signs in as that user, and links them. Only with providers trusted to verify addresses.
@@ -184,7 +186,7 @@ _sign_in_apps = openid_connect_apps(
     hf_client_secret=HF_OAUTH_CLIENT_SECRET,
     hf_server_url=HF_OAUTH_SERVER_URL,
     hf_scopes=HF_OAUTH_SCOPES,
-    hf_orgs=SIGNUP_HF_ORGS,
+    hf_orgs=SIGNUP_HF_ORGS or HF_ORG_TEAMS,  # either needs read-memberships
 )
 if PASSWORD_LOGIN not in ("everyone", "superusers", "off"):
     raise ImproperlyConfigured("PASSWORD_LOGIN must be 'everyone', 'superusers' or 'off'.")

@@ -264,3 +264,22 @@ async def test_the_sign_in_middleware_runs_async_and_on_the_site_only(anonymous_
         settings.MIDDLEWARE
     )
     assert not [path for path in settings.API_MIDDLEWARE if path.startswith(("allauth", "axes"))]
+
+
+def test_a_hugging_face_sign_in_joins_its_organisations_teams(settings, django_user_model, db):
+    from accounts import services, signin
+    from accounts.models import TeamMember
+
+    settings.HF_ORG_TEAMS = ["acme:ml", "Acme-Research:research", "acme:no-such-team"]
+    ml, research = services.team_create(name="ml"), services.team_create(name="research")
+    ann = django_user_model.objects.create_user("ann")
+    services.team_member_add(team=research, user=ann, admin=True)
+    hugging_face = signin.Claims(provider=signin.HUGGING_FACE_ID, orgs=frozenset({"acme", "acme-research"}))
+    assert signin.join_teams(ann, hugging_face) == ["ml"]
+    assert signin.join_teams(ann, hugging_face) == []  # once
+    roles = dict(TeamMember.objects.filter(user=ann).values_list("team__name", "role"))
+    assert roles == {"ml": "member", "research": "admin"}  # a role held already stays
+    other = signin.Claims(provider="local", orgs=frozenset({"acme"}))
+    bob = django_user_model.objects.create_user("bob")
+    assert signin.join_teams(bob, other) == [] and not TeamMember.objects.filter(user=bob).exists()
+    assert ml.members.count() == 1

@@ -34,8 +34,9 @@ ACCOUNTS = {
     "eve": {"email": "eve@elsewhere.org", "email_verified": True, "name": "Eve", "preferred_username": "eve"},
 }
 SEED = (
-    "from django.contrib.auth import get_user_model; "
-    "get_user_model().objects.create_superuser('boss', 'boss@example.com', 'a-long-password-for-boss')"
+    "from django.contrib.auth import get_user_model; from accounts.models import Team; "
+    "get_user_model().objects.create_superuser('boss', 'boss@example.com', 'a-long-password-for-boss'); "
+    "Team.objects.create(name='ml')"
 )
 USERS = (
     "import json; from django.contrib.auth import get_user_model; from django.db.models import Count; "
@@ -73,6 +74,7 @@ def servers(tmp_path_factory):
                 HF_OAUTH_CLIENT_SECRET=HF_CLIENT["client_secret"],
                 HF_OAUTH_SERVER_URL=f"http://localhost:{provider_port}",
                 SIGNUP_HF_ORGS="acme",
+                HF_ORG_TEAMS="acme:ml,nobody-else:ml",
                 SECURE_COOKIES="false",
             )
         )
@@ -180,6 +182,12 @@ def test_it_admits_a_member_of_the_hugging_face_organisation(servers, page, tmp_
     assert set(query["scope"][0].split()) == {"openid", "profile", "read-memberships"}
     assert query["code_challenge_method"] == ["S256"]
     assert users(servers)["hf-ann"] == ["", 1]
+    # Her organisation's team (HF_ORG_TEAMS), as a member.
+    members = "from accounts.models import TeamMember; print(list(TeamMember.objects.values_list('team__name', 'user__username', 'role')))"
+    assert (
+        manage("shell", "--verbosity", "0", "--command", members, env=servers["env"]).strip()
+        == "[('ml', 'hf-ann', 'member')]"
+    )
 
 
 def test_staff_reach_the_admin_through_the_same_sign_in(servers, page, tmp_path):
