@@ -186,6 +186,7 @@ def team(request: HttpRequest, pk: int) -> HttpResponse:
         "budget": _progress(found, used),
         "caps_form": CapsForm(),
         "current_team": found.pk,
+        "activity": found.audit.order_by("-at")[:RECENT],
         **_usage_context(records, team_id=found.pk, tab="team"),
     }
     return _page(request, "portal/team.html", context)

@@ -126,6 +126,8 @@ def test_a_team_admin_sees_the_teams_usage_adds_members_and_manages_their_keys(
     assert client.post(f"/portal/keys/{elsewhere.pk}/revoke/").status_code == 404
     actions = set(AuditEntry.objects.filter(actor_name="alice").values_list("action", flat=True))
     assert {"member_added", "key_changed", "key_revoked"} <= actions
+    activity = client.get(f"/portal/teams/{ml.pk}/").content.decode()  # the team's trail, for its admin
+    assert 'data-action="key_revoked"' in activity and 'data-action="member_added"' in activity
 
 
 def test_another_teams_admin_cannot_touch_its_keys(client, people):
