@@ -40,10 +40,24 @@ class KeyForm(forms.Form):
     expires_in_days = forms.IntegerField(
         label=gettext_lazy("Expires in (days)"), min_value=1, max_value=3650, required=False
     )
+    rpm = forms.IntegerField(label=gettext_lazy("Requests per minute"), min_value=0, required=False)
+    token_budget = forms.IntegerField(label=gettext_lazy("Monthly tokens"), min_value=0, required=False)
+
+    # A key's own caps, and the team's cap per member that bounds each.
+    CAPS = (("rpm", "member_rpm"), ("token_budget", "member_token_budget"))
 
     def __init__(self, user, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["team"].queryset = Team.objects.filter(members__user=user)
+
+    def clean(self):
+        data = super().clean()
+        team = data.get("team")
+        for field, member_cap in self.CAPS:
+            cap = getattr(team, member_cap) if team is not None else None
+            if data.get(field) is not None and cap is not None and data[field] > cap:
+                self.add_error(field, _("At most %(cap)s: the team's cap per member.") % {"cap": cap})
+        return data
 
 
 class CapsForm(forms.Form):
@@ -66,6 +80,7 @@ def keys(request: HttpRequest) -> HttpResponse:
                 name=form.cleaned_data["name"],
                 team=form.cleaned_data["team"],
                 expires_at=timezone.now() + timedelta(days=days) if days else None,
+                **{field: form.cleaned_data[field] for field, _ in KeyForm.CAPS},
             )
         except ValidationError as error:
             form.add_error(None, error)

@@ -66,6 +66,21 @@ def test_a_member_may_put_a_key_only_on_their_own_teams(client, people):
     assert ApiKey.objects.count() == 0
 
 
+def test_a_members_own_caps_stay_within_the_teams_cap_per_member(client, people):
+    ml = Team.objects.get(name="ml")
+    ml.member_rpm = 10
+    services.team_update(team=ml)
+    client = signed_in(client, people["bob"])
+    refused = client.post("/portal/keys/", {"team": ml.pk, "rpm": "20"})
+    assert (
+        refused.status_code == 200
+        and "At most 10: the team&#x27;s cap per member." in refused.content.decode()
+    )
+    assert ApiKey.objects.count() == 0
+    assert client.post("/portal/keys/", {"team": ml.pk, "rpm": "5", "token_budget": "100"}).status_code == 302
+    assert ApiKey.objects.values_list("rpm", "token_budget").get() == (5, 100)
+
+
 def test_a_member_sees_and_revokes_only_their_own_keys(client, people):
     bobs, _ = services.api_key_create(user=people["bob"], name="bob's")
     alices, _ = services.api_key_create(user=people["alice"], name="alice's")
