@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from accounts.admin.display import ListsFitMedia, timestamp
+from accounts.admin.display import ListsFitMedia, ReadOnlyAdmin, timestamp
 from accounts.models import AuditEntry
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(admin.ModelAdmin):
+class AuditEntryAdmin(ReadOnlyAdmin):
     list_display = ("when", "actor_name", "action", "target", "team", "source")
     list_filter = ("action", "team")
     search_fields = ("actor_name", "target", "source")
@@ -18,12 +18,3 @@ class AuditEntryAdmin(admin.ModelAdmin):
     Media = ListsFitMedia
 
     when = timestamp("at", "time")
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

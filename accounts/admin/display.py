@@ -52,3 +52,16 @@ def shortened(text: str, width: str = "16em", title: str = "") -> str:
 
 class ListsFitMedia:
     css = {"all": ["accounts/admin.css"]}
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Pages of records written only by the proxy (usage, the audit trail): read, never edited."""
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

@@ -15,26 +15,17 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from accounts import dashboard, dashboard_page
-from accounts.admin.display import ListsFitMedia, shortened, timestamp
+from accounts.admin.display import ListsFitMedia, ReadOnlyAdmin, shortened, timestamp
 from accounts.admin.drilldown import DrilldownChangeList
 from accounts.admin.export import usage_csv_response
 from accounts.models import Outcome, Team, UsageDaily, UsageRecord
 from accounts.templatetags.hfproxy_format import duration, short_count, usd_cell
 
 
-class UsageAdminBase(admin.ModelAdmin):
+class UsageAdminBase(ReadOnlyAdmin):
     @admin.display(description="API key", ordering="api_key__prefix")
     def key_prefix(self, row) -> str:
         return row.api_key.prefix
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 # The outcomes in a list's narrow column; the full label is in the filter and on the record's page.
