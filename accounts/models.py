@@ -13,6 +13,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from accounts import crypto
@@ -246,6 +247,38 @@ class TeamMember(models.Model):
         return f"{self.user} in {self.team} ({self.role})"
 
 
+class TeamInvitation(models.Model):
+    """Someone asked to join a team by their email address: they become a member when they
+    sign in with that address verified (and may sign up with it, whatever the sign-up rules)."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField()
+    role = models.CharField(max_length=8, choices=TeamMember.Role.choices, default=TeamMember.Role.MEMBER)
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        verbose_name = "team invitation"
+        ordering = ["team", "email"]
+        constraints = [
+            models.UniqueConstraint(
+                "team",
+                Lower("email"),
+                condition=Q(accepted_at__isnull=True),
+                name="one_open_invitation_a_team_and_email",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.email} to {self.team}"
+
+
 class ApiKeyQuerySet(models.QuerySet):
     def active(self, now=None) -> ApiKeyQuerySet:
         now = now or timezone.now()
@@ -320,9 +353,27 @@ class ApiKey(Limits):
 
 
 class UserPolicy(Limits):
-    """Defaults for a user's keys that set none of their own."""
+    """Defaults for a user's keys that set none of their own, and the user's own limits: caps
+    on all of their keys together (`total_*`), checked in the same admission as each key's."""
 
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="policy")
+    total_rpm = models.PositiveIntegerField(
+        null=True, blank=True, verbose_name="requests per minute, all keys together"
+    )
+    total_tpm = models.PositiveIntegerField(
+        null=True, blank=True, verbose_name="tokens per minute, all keys together"
+    )
+    total_token_budget = models.PositiveBigIntegerField(
+        null=True, blank=True, verbose_name="monthly token budget, all keys together"
+    )
+    total_usd_budget = models.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        verbose_name="monthly budget (USD), all keys together",
+    )
     allowed_models = models.TextField(
         blank=True,
         verbose_name="allowed models",
