@@ -46,7 +46,17 @@ class ApiKeyInline(admin.TabularInline):
 class UserPolicyInline(admin.StackedInline):
     model = UserPolicy
     can_delete = False
-    verbose_name_plural = "Defaults for this user's keys"
+    verbose_name_plural = "Limits: defaults for this user's keys, and caps on all of them together"
+    fieldsets = [
+        (
+            "Each key's defaults (for keys that set none)",
+            {"fields": (*UserPolicy.LIMIT_FIELDS, "allowed_models")},
+        ),
+        (
+            "All keys together",
+            {"fields": ("total_rpm", "total_tpm", "total_token_budget", "total_usd_budget")},
+        ),
+    ]
 
 
 admin.site.unregister(User)
