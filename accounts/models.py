@@ -563,6 +563,8 @@ class AuditEntry(models.Model):
         TEAM_CHANGED = "team_changed", "team changed"
         MEMBER_ADDED = "member_added", "member added"
         MEMBER_REMOVED = "member_removed", "member removed"
+        MEMBER_INVITED = "member_invited", "member invited"
+        INVITATION_CANCELLED = "invitation_cancelled", "invitation cancelled"
         SIGNED_IN = "signed_in", "signed in"
         SIGN_IN_FAILED = "sign_in_failed", "sign-in failed"
 
