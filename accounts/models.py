@@ -559,6 +559,7 @@ class AuditEntry(models.Model):
         KEY_CREATED = "key_created", "key created"
         KEY_REVOKED = "key_revoked", "key revoked"
         KEY_CHANGED = "key_changed", "key changed"
+        USER_LIMITS_CHANGED = "user_limits_changed", "a user's limits changed"
         TEAM_CREATED = "team_created", "team created"
         TEAM_CHANGED = "team_changed", "team changed"
         MEMBER_ADDED = "member_added", "member added"

@@ -53,11 +53,27 @@ def user_save(*, user: AbstractBaseUser) -> AbstractBaseUser:
     return user
 
 
-def user_policy_save(*, policy: UserPolicy) -> UserPolicy:
-    """Save a user's defaults for their keys; new defaults apply at once here, elsewhere within
-    AUTH_CACHE_TTL."""
+# What a user's limits' audit entry compares when they change.
+_POLICY_FIELDS = (
+    *UserPolicy.LIMIT_FIELDS,
+    "allowed_models",
+    "total_rpm",
+    "total_tpm",
+    "total_token_budget",
+    "total_usd_budget",
+)
+
+
+def user_policy_save(*, policy: UserPolicy, actor: AbstractBaseUser | None = None) -> UserPolicy:
+    """Save a user's defaults for their keys and their limits on all of them; they apply at once
+    here, elsewhere within AUTH_CACHE_TTL."""
+    before = UserPolicy.objects.filter(pk=policy.pk).values(*_POLICY_FIELDS).first() if policy.pk else None
     policy.save()
     keys.reset()
+    if changed := _changes(before, policy, _POLICY_FIELDS):
+        audit.record(
+            "user_limits_changed", actor=actor, target=f"user {policy.user.get_username()}", **changed
+        )
     return policy
 
 
@@ -183,15 +199,13 @@ _KEY_FIELDS = ("name", "hf_token_id", "team_id", "expires_at", "allowed_models",
 def _changes(before: dict | None, after, fields: tuple[str, ...]) -> dict:
     """field → [before, after] of what differs, as text."""
     before = before or {}
-    return {
-        name: [_text(before.get(name)), _text(getattr(after, name))]
-        for name in fields
-        if before.get(name) != getattr(after, name)
-    }
+    pairs = {name: [_text(before.get(name)), _text(getattr(after, name))] for name in fields}
+    # As text: a form's "50.00" is the database's Decimal("50.00").
+    return {name: pair for name, pair in pairs.items() if pair[0] != pair[1]}
 
 
 def _text(value) -> str | None:
-    return None if value is None else str(value)
+    return None if value is None or value == "" else str(value)
 
 
 def api_key_update(*, api_key: ApiKey, actor: AbstractBaseUser | None = None) -> ApiKey:

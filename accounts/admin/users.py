@@ -80,7 +80,7 @@ class HfproxyUserAdmin(UserAdmin):
             super().save_formset(request, form, formset, change)
             return
         for policy in formset.save(commit=False):  # the inline deletes nothing
-            services.user_policy_save(policy=policy)
+            services.user_policy_save(policy=policy, actor=request.user)
 
     def render_delete_form(self, request, context):
         return super().render_delete_form(request, {**context, "deactivate_users": [context["object"]]})
