@@ -28,7 +28,7 @@ from accounts import crypto, dashboard, permissions, selectors, services
 from accounts.admin.export import usage_csv_response
 from accounts.admin.snippets import example_model, usage_snippets
 from accounts.dashboard_page import bar_chart
-from accounts.models import ApiKey, Team, TeamMember, UsageRecord
+from accounts.models import ApiKey, Team, TeamMember, UsageRecord, UserPolicy
 
 # The session's keys created and not shown yet: {primary key: the key, encrypted}.
 NEW_KEYS_SESSION = "hfproxy_portal_new_keys"
@@ -113,7 +113,30 @@ def keys(request: HttpRequest) -> HttpResponse:
             request.session[NEW_KEYS_SESSION] = pending
             return redirect("portal:key_created", api_key.pk)
     own = ApiKey.objects.filter(user=user).select_related("team").order_by("-created_at")
-    return _page(request, "portal/keys.html", {"form": form, "keys": _with_month(own), "tab": "keys"})
+    context = {"form": form, "keys": _with_month(own), "totals": _my_totals(user), "tab": "keys"}
+    return _page(request, "portal/keys.html", context)
+
+
+def _my_totals(user) -> list[dict]:
+    """The user's own caps on all their keys together, with what this month used of the budgets."""
+    policy = UserPolicy.objects.filter(user=user).first()
+    if policy is None:
+        return []
+    used = UsageRecord.objects.filter(user=user, created_at__gte=_month_start()).aggregate(
+        tokens=Sum("total_tokens"), cost=Sum("cost_usd")
+    )
+    rows = []
+    for label, limit, value in (
+        (_("Requests per minute"), policy.total_rpm, None),
+        (_("Tokens per minute"), policy.total_tpm, None),
+        (_("Tokens this month"), policy.total_token_budget, used["tokens"] or 0),
+        (_("US dollars this month"), policy.total_usd_budget, used["cost"] or 0),
+    ):
+        if limit is not None:
+            percent = min(100, int(value * 100 / limit)) if value is not None and limit else None
+            money = limit is policy.total_usd_budget
+            rows.append({"label": label, "limit": limit, "used": value, "percent": percent, "money": money})
+    return rows
 
 
 def _with_month(api_keys) -> list[ApiKey]:

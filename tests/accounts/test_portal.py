@@ -7,6 +7,7 @@ import io
 import re
 import shutil
 import subprocess
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -245,3 +246,21 @@ def test_every_cap_of_a_key_stays_within_the_teams_cap_per_member(client, people
     alice.post(f"/portal/teams/{ml.pk}/", {"cap_key": key.pk, "tpm": "800", "max_parallel": "2"})
     key.refresh_from_db()
     assert (key.tpm, key.usd_budget, key.max_parallel) == (800, None, 2)
+
+
+def test_my_keys_shows_my_own_caps_on_all_my_keys_with_this_months_use(client, people):
+    from accounts.models import UserPolicy
+
+    services.user_policy_save(policy=UserPolicy(user=people["bob"], total_rpm=30, total_usd_budget="4.00"))
+    first, _ = services.api_key_create(user=people["bob"])
+    second, _ = services.api_key_create(user=people["bob"])
+    make_usage(first, "m", cost="1.00")
+    make_usage(second, "m", cost="2.00")
+    make_usage(services.api_key_create(user=people["alice"])[0], "m", cost="9.00")  # not bob's
+    page = signed_in(client, people["bob"]).get("/portal/keys/")
+    assert [(row["limit"], row["used"], row["percent"]) for row in page.context["totals"]] == [
+        (30, None, None),
+        (Decimal("4.00"), Decimal("3.00"), 75),
+    ]
+    assert "$3.00 / $4.00 (75 %)" in page.content.decode()
+    assert signed_in(client, people["alice"]).get("/portal/keys/").context["totals"] == []
