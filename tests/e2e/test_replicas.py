@@ -64,6 +64,7 @@ class Deployment:
     processes: list[subprocess.Popen]
     db: Database
     env: dict[str, str]
+    folder: Path  # the replicas' logs
     keys: dict[str, str] = field(default_factory=dict)
     sent: dict[str, int] = field(default_factory=dict)  # request id → status, of every keyed request
 
@@ -93,6 +94,18 @@ class Deployment:
         while not (rows := self.db.query(query, request_id)) and time.monotonic() < deadline:
             time.sleep(0.05)
         return rows
+
+    def recorded(self) -> dict[str, list[int]]:
+        """Every usage record's status, by request id."""
+        found: dict[str, list[int]] = {}
+        for row in self.db.query("SELECT request_id, status FROM accounts_usagerecord"):
+            found.setdefault(row["request_id"], []).append(row["status"])
+        return found
+
+    def logs(self) -> str:
+        return "\n".join(
+            path.read_text(errors="replace")[-3000:] for path in sorted(self.folder.glob("replica-*.log"))
+        )
 
     def settled(self, response: httpx.Response) -> httpx.Response:
         """`response`, once its request is recorded: its tokens are counted by then (the
@@ -265,6 +278,7 @@ def keyed(tmp_path_factory):
                         processes=processes,
                         db=Database(database),
                         env=env,
+                        folder=folder,
                         keys=keys,
                     )
             finally:
@@ -337,15 +351,21 @@ def test_revocation_takes_effect_on_every_replica_within_the_cache_ttl(keyed):
 
 
 def test_every_request_is_recorded_once(keyed):
-    # Streams and answers on every replica, then the replicas stop (writing what they queued).
+    # Answers and streams on every replica; every request of this module is recorded, once the
+    # writers have had their turn; then the replicas stop, and nothing is recorded twice.
     answered = keyed.burst("free", chat(), 6) + keyed.burst(
         "free", chat(stream=True, stream_options={"include_usage": True}), 6
     )
     assert statuses(answered) == [200] * 12
     assert len(upstreams(answered)) == REPLICAS
-    assert _stop_all(keyed.processes) == [0] * REPLICAS
-    rows = keyed.db.query("SELECT request_id, status FROM accounts_usagerecord")
-    recorded = {}
-    for row in rows:
-        recorded.setdefault(row["request_id"], []).append(row["status"])
-    assert {request_id: [status] for request_id, status in keyed.sent.items()} == recorded
+    deadline = time.monotonic() + 30
+    while (recorded := keyed.recorded()).keys() != keyed.sent.keys() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    codes = _stop_all(keyed.processes)
+    recorded = keyed.recorded()
+    assert {request_id: [status] for request_id, status in keyed.sent.items()} == recorded, {
+        "missing": keyed.sent.keys() - recorded.keys(),
+        "not sent": recorded.keys() - keyed.sent.keys(),
+        "twice": {request_id: rows for request_id, rows in recorded.items() if len(rows) > 1},
+    }
+    assert codes == [0] * REPLICAS, keyed.logs()
