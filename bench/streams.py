@@ -98,10 +98,18 @@ async def _stream(session, url: str, headers: dict, body: bytes, counters, out: 
             counters["closed"].value += 1
 
 
-async def _drive(url: str, key: str, count: int, interval: float, start_at: float, counters, tokens: int):
+def conversation(kib: int) -> list[dict]:
+    """The messages of a request: the benchmark's one-line prompt, after `kib` KiB of earlier
+    turns (a coding agent resends its whole conversation every turn), 1 KiB a message."""
+    words = " ".join(f"word{i}" for i in range(140))[:1000]
+    turns = [{"role": ("user", "assistant")[i % 2], "content": f"{i} {words}"} for i in range(kib)]
+    return [*turns, *load.PROMPT]
+
+
+async def _drive(url, key, count: int, interval: float, start_at: float, counters, tokens: int, kib: int):
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     body = json.dumps(
-        {"model": MODEL, "messages": load.PROMPT, "stream": True, "max_tokens": tokens}
+        {"model": MODEL, "messages": conversation(kib), "stream": True, "max_tokens": tokens}
     ).encode()
     out = {"ttfts_ms": [], "events": 0, "errors": 0, "first_error": ""}
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
@@ -117,9 +125,9 @@ async def _drive(url: str, key: str, count: int, interval: float, start_at: floa
     return out
 
 
-def _driver(url, key, count, interval, start_at, counters, tokens, results) -> None:
+def _driver(url, key, count, interval, start_at, counters, tokens, kib, results) -> None:
     raise_file_limit(count + 1000)
-    results.put(asyncio.run(_drive(url, key, count, interval, start_at, counters, tokens)))
+    results.put(asyncio.run(_drive(url, key, count, interval, start_at, counters, tokens, kib)))
 
 
 def run_stage(url: str, key: str, n: int, args, pid: int | None, cpus) -> dict:
@@ -136,7 +144,17 @@ def run_stage(url: str, key: str, n: int, args, pid: int | None, cpus) -> dict:
         share = n // drivers_n + (d < n % drivers_n)
         process = context.Process(
             target=_driver,
-            args=(url, key, share, interval, start_at + d / args.open_rate, counters, args.tokens, results),
+            args=(
+                url,
+                key,
+                share,
+                interval,
+                start_at + d / args.open_rate,
+                counters,
+                args.tokens,
+                args.prompt_kib,
+                results,
+            ),
         )
         process.start()
         if cpus:
@@ -290,7 +308,8 @@ def _setup(args, baseline, files, database_url, redis_url) -> str:
         + f"hfproxy: 1 uvicorn worker, DEBUG off, key auth, limits on, usage in "
         f"{'PostgreSQL' if database_url else 'SQLite'}, counters in {'Redis' if redis_url else 'process memory'}; "
         f"streams: first token {args.ttfb_ms} ms after the headers, then {args.tokens} tokens "
-        f"{args.chunk_delay_ms} ms apart, opened at {args.open_rate}/s; open files allowed {files}; "
+        f"{args.chunk_delay_ms} ms apart, opened at {args.open_rate}/s, {args.prompt_kib} KiB of earlier "
+        f"turns in each request; open files allowed {files}; "
         f"hfproxy RSS before the ramp {baseline:.1f} MiB"
     )
 
@@ -392,6 +411,9 @@ def main() -> None:
     parser.add_argument("--chunk-delay-ms", type=float, default=50)
     parser.add_argument("--tokens", type=int, default=200)
     parser.add_argument("--ramp", default="10,1000,5000,10000", help="the Ns, comma-separated")
+    parser.add_argument(
+        "--prompt-kib", type=int, default=0, help="KiB of earlier turns each request resends (an agent's)"
+    )
     parser.add_argument("--open-rate", type=float, default=2000, help="streams opened per second")
     parser.add_argument("--routers", type=int, default=2, help="fake router processes (one port)")
     parser.add_argument("--drivers", type=int, default=4, help="driver processes, at most")
