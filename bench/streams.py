@@ -167,6 +167,12 @@ def run_stage(url: str, key: str, n: int, args, pid: int | None, cpus) -> dict:
         with contextlib.suppress(Exception):
             outs.append(results.get(timeout=0.05))
             continue
+        if not any(process.is_alive() for process in processes):
+            with contextlib.suppress(Exception):
+                while True:
+                    outs.append(results.get(timeout=1))
+            if len(outs) < len(processes):
+                raise RuntimeError(f"{len(processes) - len(outs)} driver process(es) died: see above")
         open_now = counters["opened"].value - counters["closed"].value
         rss = load.rss_mib(pid) if pid else 0.0
         peak_rss = max(peak_rss, rss)
