@@ -138,7 +138,7 @@ def run_stage(url: str, key: str, n: int, args, pid: int | None, cpus) -> dict:
     results = context.Queue()
     drivers_n = max(1, min(args.drivers, n // 50 or 1))
     interval = drivers_n / args.open_rate  # each driver's gap between two streams it opens
-    start_at = time.time() + 2.0  # time to start the drivers
+    start_at = time.time() + 1.0  # time to start the drivers
     processes = []
     for d in range(drivers_n):
         share = n // drivers_n + (d < n % drivers_n)
