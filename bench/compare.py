@@ -110,6 +110,7 @@ def start_hfproxy(
         [*runner, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
         env,
         f"http://127.0.0.1:{port}/health",
+        seconds=120 if runner else 20,  # tracemalloc slows the start several times
         cpus=PROXY_CPUS,
         output=_log(stack, "hfproxy"),
     )
