@@ -106,11 +106,9 @@ def conversation(kib: int) -> list[dict]:
     return [*turns, *load.PROMPT]
 
 
-async def _drive(url, key, count: int, interval: float, start_at: float, counters, tokens: int, kib: int):
+async def _drive(url, key, count: int, interval: float, start_at: float, counters, request: dict):
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-    body = json.dumps(
-        {"model": MODEL, "messages": conversation(kib), "stream": True, "max_tokens": tokens}
-    ).encode()
+    body = json.dumps(request).encode()
     out = {"ttfts_ms": [], "events": 0, "errors": 0, "first_error": ""}
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
     timeout = aiohttp.ClientTimeout(total=900, sock_connect=60)
@@ -125,14 +123,28 @@ async def _drive(url, key, count: int, interval: float, start_at: float, counter
     return out
 
 
-def _driver(url, key, count, interval, start_at, counters, tokens, kib, results) -> None:
+def _driver(url, key, count, interval, start_at, counters, request, results) -> None:
     raise_file_limit(count + 1000)
-    results.put(asyncio.run(_drive(url, key, count, interval, start_at, counters, tokens, kib)))
+    results.put(asyncio.run(_drive(url, key, count, interval, start_at, counters, request)))
 
 
-def run_stage(url: str, key: str, n: int, args, pid: int | None, cpus) -> dict:
-    """N streams, spread over the drivers; while they run, hfproxy's (`pid`) RSS and the streams
-    open are sampled every 50 ms."""
+def open_files(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return 0
+
+
+def run_stage(url: str, key: str, n: int, args, pid: int | None, cpus, model: str = MODEL) -> dict:
+    """N streams, spread over the drivers; while they run, hfproxy's (`pid`) RSS, its open files
+    and the streams open are sampled every 50 ms. `model`: the router's slow one (TTFB, then a
+    token per chunk delay), or a fast one for a warm-up."""
+    request = {
+        "model": model,
+        "messages": conversation(args.prompt_kib),
+        "stream": True,
+        "max_tokens": args.tokens,
+    }
     context = multiprocessing.get_context("spawn")
     counters = {"opened": context.Value("i", 0), "closed": context.Value("i", 0)}
     results = context.Queue()
@@ -151,8 +163,7 @@ def run_stage(url: str, key: str, n: int, args, pid: int | None, cpus) -> dict:
                 interval,
                 start_at + d / args.open_rate,
                 counters,
-                args.tokens,
-                args.prompt_kib,
+                request,
                 results,
             ),
         )
@@ -161,7 +172,8 @@ def run_stage(url: str, key: str, n: int, args, pid: int | None, cpus) -> dict:
             os.sched_setaffinity(process.pid, cpus)
         processes.append(process)
     cpu_before = load.cpu_ticks(pid) if pid else None
-    peak_open, peak_rss, rss_at_peak_open = 0, 0.0, 0.0
+    files_before = open_files(pid) if pid else 0
+    peak_open, peak_rss, rss_at_peak_open, peak_files = 0, 0.0, 0.0, 0
     outs = []
     while len(outs) < len(processes):
         with contextlib.suppress(Exception):
@@ -176,6 +188,7 @@ def run_stage(url: str, key: str, n: int, args, pid: int | None, cpus) -> dict:
         open_now = counters["opened"].value - counters["closed"].value
         rss = load.rss_mib(pid) if pid else 0.0
         peak_rss = max(peak_rss, rss)
+        peak_files = max(peak_files, open_files(pid) if pid else 0)
         if open_now > peak_open:
             peak_open, rss_at_peak_open = open_now, rss
     for process in processes:
@@ -183,6 +196,8 @@ def run_stage(url: str, key: str, n: int, args, pid: int | None, cpus) -> dict:
     return {
         "n": n,
         "peak_open": peak_open,
+        # Each stream the proxy holds is two sockets: its client's and the router's.
+        "proxy_open": max(0, peak_files - files_before) // 2,
         "peak_rss_mib": peak_rss,
         "rss_at_peak_open_mib": rss_at_peak_open,
         "ttfts_ms": [t for o in outs for t in o["ttfts_ms"]],
@@ -253,7 +268,8 @@ def measure(args) -> dict:
         proxy_url = f"http://127.0.0.1:{port}/v1/chat/completions"
         direct_url = f"{router_url}/v1/chat/completions"
         sent = 0
-        warm = run_stage(proxy_url, key, 10, args, pid, compare.DRIVER_CPUS)  # imports, pools, caches
+        # Imports, pools, caches: streams of a fast model (the slow one's are as long as the stages').
+        warm = run_stage(proxy_url, key, 10, args, pid, compare.DRIVER_CPUS, load.MODEL)
         sent += 10
         asyncio.run(compare._wait_for_records(database, sent, 30))
         baseline = load.rss_mib(pid)
@@ -271,9 +287,13 @@ def measure(args) -> dict:
             row = {
                 "n": n,
                 "peak_open": stage["peak_open"],
+                "proxy_open": stage["proxy_open"],
                 "rss_mib_peak": round(stage["peak_rss_mib"], 1),
                 "rss_kib_per_stream": round(
-                    (stage["peak_rss_mib"] - baseline) * 1024 / max(1, stage["peak_open"]), 1
+                    (stage["peak_rss_mib"] - baseline)
+                    * 1024
+                    / max(1, stage["proxy_open"] or stage["peak_open"]),
+                    1,
                 ),
                 "ttft_p50_ms": _round(p50),
                 "ttft_p99_ms": _round(p99),
@@ -322,13 +342,13 @@ def _setup(args, baseline, files, database_url, redis_url) -> str:
 
 def table(result: dict) -> str:
     head = (
-        f"{'N':>7}{'open':>7}{'RSS MiB':>9}{'KiB/strm':>10}{'TTFT p50':>10}{'p99':>9}"
+        f"{'N':>7}{'open':>7}{'held':>7}{'RSS MiB':>9}{'KiB/strm':>10}{'TTFT p50':>10}{'p99':>9}"
         f"{'added p50':>11}{'p99':>9}{'CPU us/ev':>11}{'errors':>8}  recorded"
     )
     lines = [head, "-" * len(head)]
     for r in result["rows"]:
         lines.append(
-            f"{r['n']:>7}{r['peak_open']:>7}{r['rss_mib_peak']:>9.1f}{r['rss_kib_per_stream']:>10.1f}"
+            f"{r['n']:>7}{r['peak_open']:>7}{r['proxy_open']:>7}{r['rss_mib_peak']:>9.1f}{r['rss_kib_per_stream']:>10.1f}"
             f"{r['ttft_p50_ms'] or 0:>10.0f}{r['ttft_p99_ms'] or 0:>9.0f}"
             f"{r['added_ttft_p50_ms'] or 0:>11.1f}{r['added_ttft_p99_ms'] or 0:>9.1f}"
             f"{r['cpu_us_per_event']:>11.1f}{r['errors']:>8}  {r['recorded']} of {r['n']}"
@@ -367,7 +387,8 @@ def trace(args) -> str:
     redis_url = args.redis_url if args.redis_url and answers(args.redis_url) else ""
     folder = tempfile.mkdtemp(prefix="hfproxy-tracemalloc-")
     prefix = os.path.join(folder, "snapshot")
-    settings = {**proxy_settings(n), "TRACEMALLOC_DUMP": prefix}
+    # tracemalloc slows the worker down: Redis's answers must not time out behind it.
+    settings = {**proxy_settings(n), "TRACEMALLOC_DUMP": prefix, "REDIS_TIMEOUT": "30"}
     with contextlib.ExitStack() as stack:
         router_port = free_port()
         router_url = f"http://127.0.0.1:{router_port}"
@@ -377,9 +398,10 @@ def trace(args) -> str:
             stack, port, router_url, database_url, redis_url, settings, runner=("-m", "bench.traced")
         )
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
-        run_stage(url, key, 10, args, proxy.pid, compare.DRIVER_CPUS)
+        run_stage(url, key, 10, args, proxy.pid, compare.DRIVER_CPUS, load.MODEL)
         before = _snapshot(proxy.pid, prefix, 1)
         rss_before = load.rss_mib(proxy.pid)
+        files_before = open_files(proxy.pid)
         peak = {}
 
         def streams() -> None:
@@ -387,13 +409,17 @@ def trace(args) -> str:
 
         thread = threading.Thread(target=streams)
         thread.start()
-        # All open once the last has been opened (the ramp) and answered its headers.
-        time.sleep(2.0 + n / args.open_rate + min(args.ttfb_ms / 2000, 5))
+        # All open once the proxy holds two sockets per stream (its client's, the router's),
+        # or, at the latest, halfway through the wait for the first token.
+        deadline = time.monotonic() + 1.0 + n / args.open_rate + args.ttfb_ms / 2000
+        while open_files(proxy.pid) < files_before + 2 * n and time.monotonic() < deadline:
+            time.sleep(0.5)
+        held = (open_files(proxy.pid) - files_before) // 2
         rss_peak = load.rss_mib(proxy.pid)
         during = _snapshot(proxy.pid, prefix, 2)
         thread.join()
     lines = [
-        f"tracemalloc, {n} streams open: RSS {rss_before:.1f} -> {rss_peak:.1f} MiB "
+        f"tracemalloc, {held} of {n} streams held by hfproxy: RSS {rss_before:.1f} -> {rss_peak:.1f} MiB "
         f"({(rss_peak - rss_before) * 1024 / n:.1f} KiB per stream, tracemalloc's own included); "
         f"traced Python allocations per stream, by site (errors: {peak.get('errors')}):"
     ]
