@@ -47,6 +47,7 @@ from pathlib import Path
 import aiohttp
 
 from bench import compare, load
+from gateway import connections
 from tests.support.processes import answers, free_port, server_env, start, stop
 
 MODEL = "slow/bench"  # the fake router's long answer: TTFB, then a token per SLOW seconds
@@ -232,8 +233,11 @@ def start_routers(stack: contextlib.ExitStack, port: int, args) -> list[subproce
 
 
 def proxy_settings(most: int) -> dict[str, str]:
-    """The caps that must fit `most` streams on one worker (their defaults hold 200)."""
-    room = str(most + most // 10 + 100)
+    """The caps that must fit `most` streams on one worker (their defaults hold 200), within
+    the open files the worker may have (two per stream, and gateway.connections' reserve)."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    fits = (hard - connections.OTHER_FILE_DESCRIPTORS) // 2 if hard != resource.RLIM_INFINITY else most * 2
+    room = str(min(most + most // 10 + 100, fits))
     return {
         "MAX_CONNECTIONS": room,  # client connections per worker (default 1000)
         "UPSTREAM_MAX_CONNECTIONS": room,  # router connections per worker (default 200)
