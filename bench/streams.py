@@ -36,6 +36,7 @@ import json
 import multiprocessing
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -297,9 +298,7 @@ def measure(args) -> dict:
                 "proxy_open": stage["proxy_open"],
                 "rss_mib_peak": round(stage["peak_rss_mib"], 1),
                 "rss_kib_per_stream": round(
-                    (stage["peak_rss_mib"] - baseline)
-                    * 1024
-                    / max(1, stage["proxy_open"] or stage["peak_open"]),
+                    (stage["peak_rss_mib"] - baseline) * 1024 / max(1, stage["peak_open"]),
                     1,
                 ),
                 "ttft_p50_ms": _round(p50),
@@ -424,6 +423,7 @@ def trace(args) -> str:
         rss_peak = load.rss_mib(proxy.pid)
         during = _snapshot(proxy.pid, prefix, 2)
         thread.join()
+    shutil.rmtree(folder, ignore_errors=True)
     lines = [
         f"tracemalloc, {held} of {n} streams held by hfproxy: RSS {rss_before:.1f} -> {rss_peak:.1f} MiB "
         f"({(rss_peak - rss_before) * 1024 / n:.1f} KiB per stream, tracemalloc's own included); "
