@@ -12,12 +12,14 @@ streams are opened at `--open-rate` per second (so that the listening queues kee
 the drivers add by themselves), then through hfproxy, started as `bench.compare` starts it (one
 uvicorn worker, DEBUG off, a real key with limits on, usage recorded in PostgreSQL when it
 answers, else SQLite) with its connection caps raised to fit (MAX_CONNECTIONS,
-UPSTREAM_MAX_CONNECTIONS, KEY_MAX_IN_FLIGHT: their defaults hold 200 streams per worker).
+UPSTREAM_MAX_CONNECTIONS, KEY_MAX_IN_FLIGHT: their defaults hold 200 streams per worker; two
+open files per stream), REDIS_TIMEOUT at 10 s, READ_TIMEOUT at 600 s.
 The router runs as `--routers` processes sharing one port (SO_REUSEPORT). hfproxy is pinned to
 CPU 0, the router and the drivers to CPU 1 when there are two.
 
-Per N: the most streams open at once, hfproxy's RSS (VmRSS) before the ramp and at its highest
-during the run, and the growth per open stream; time to first token (the first content
+Per N: the most streams open at once (the drivers' count; "held": hfproxy's open sockets / 2),
+hfproxy's RSS (VmRSS) before the ramp and at its highest during the run, and the growth per
+open stream; time to first token (the first content
 event) through hfproxy minus the router's measured directly at the same N, p50 and p99; hfproxy's
 CPU time (user + system, /proc) per event relayed; errors; and the usage records against the
 streams sent (each recorded once). Nothing is asserted: figures only.
