@@ -82,10 +82,20 @@ def start_router(stack: contextlib.ExitStack, port: int) -> subprocess.Popen:
     return process
 
 
-def start_hfproxy(stack: contextlib.ExitStack, port: int, router: str, database_url: str, redis_url: str):
+def start_hfproxy(
+    stack: contextlib.ExitStack,
+    port: int,
+    router: str,
+    database_url: str,
+    redis_url: str,
+    settings: dict[str, str] | None = None,
+    runner: tuple[str, ...] = (),
+):
+    """hfproxy served as in production, with `settings` (environment variables) on top;
+    `runner`: the module arguments that run manage.py (bench.traced), if not Python itself."""
     folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
     database = stack.enter_context(scratch_database(folder, database_url))
-    env = proxy_env(router, database, REDIS_URL=redis_url)
+    env = proxy_env(router, database, REDIS_URL=redis_url, **(settings or {}))
     if redis_url:
         from accounts import counters
 
@@ -97,9 +107,10 @@ def start_hfproxy(stack: contextlib.ExitStack, port: int, router: str, database_
         "--token-budget", "1000000000000", "--max-parallel", "100000", env=env,
     ).splitlines()[-1]  # fmt: skip
     process = start(
-        ["manage.py", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        [*runner, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
         env,
         f"http://127.0.0.1:{port}/health",
+        seconds=120 if runner else 20,  # tracemalloc slows the start several times
         cpus=PROXY_CPUS,
         output=_log(stack, "hfproxy"),
     )

@@ -5,6 +5,8 @@ Hugging Face tasks behind OpenAI endpoints, converted both ways, are `gateway.ta
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
@@ -42,15 +44,14 @@ async def forward(
     exchange.model_requested, exchange.stream = request.model, request.stream
     may_call(exchange, request.model)
     deadline = upstream.deadline()
-    response = await exchange.send(
-        "POST", path, deadline, body=converter.upstream_body(request), stream=request.stream, headers=headers
-    )
+    body = converter.upstream_body(request)
+    response = await exchange.send("POST", path, deadline, body=body, stream=request.stream, headers=headers)
     exchange.provider = response.headers.get("x-inference-provider", "")
     if request.stream:
         if not upstream.is_event_stream(response):
             await response.aclose()
             raise BadAnswer("a stream was asked for and the answer is not an event stream")
-        relay = StreamRelay(response, api.follower(request), exchange, deadline, request)
+        relay = StreamRelay(response, api.follower(request), exchange, deadline, Prompt(request, body))
         await relay.start()
         return EventStreamResponse(relay)
 
@@ -118,6 +119,26 @@ async def chat(chat: ChatRequest, exchange: Exchange) -> HttpResponse | Streamin
     return await forward(chat, exchange, "/chat/completions", chatstream.CHAT)
 
 
+class Prompt:
+    """A stream's request, for the estimate of its prompt made only when the router counts none:
+    the bytes sent, parsed again if needed, rather than the parsed request, which a stream would
+    hold until its end (an agent resends its whole conversation, and as Python objects it takes
+    several times its size; the bytes are the upstream request's, held anyway)."""
+
+    __slots__ = ("_counted", "_request", "_sent")
+
+    def __init__(self, request: Any, sent: bytes) -> None:
+        self._counted = request.__dict__.get("prompt_tokens")  # estimated already (cached)
+        self._request = dataclasses.replace(request, body={}, raw=None)
+        self._sent = sent
+
+    @property
+    def prompt_tokens(self) -> int:
+        if self._counted is None:
+            self._counted = dataclasses.replace(self._request, body=json.loads(self._sent)).prompt_tokens
+        return self._counted
+
+
 class StreamRelay:
     """Relays the router's event stream and finishes the exchange however the stream ends.
 
@@ -136,7 +157,7 @@ class StreamRelay:
         self.response = response
         self.exchange = exchange
         self.stream = stream
-        self.request = request  # its `prompt_tokens`: estimated only when needed
+        self.request = request  # its `prompt_tokens` (a `Prompt`): estimated only when needed
         self.chunks = upstream.iter_chunks(response, deadline)
         self.secrets = exchange.secrets
         self.first = b""

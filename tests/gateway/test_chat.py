@@ -332,6 +332,28 @@ async def test_a_cut_stream_ends_with_an_error_event_not_done(async_client, hf, 
     assert [r.outcome for r in reports] == [Outcome.UPSTREAM_ERROR]
 
 
+@pytest.mark.parametrize("include_usage", [False, True])  # the body rewritten, or sent as it came
+async def test_a_cut_stream_of_a_long_conversation_estimates_its_prompt(
+    async_client, hf, reports, include_usage
+):
+    # The relay keeps the bytes it sent, not the parsed request: the estimate is the same.
+    from gateway import converter
+
+    conversation = [
+        {"role": ("user", "assistant")[i % 2], "content": f"turn {i} " + "word " * 200} for i in range(40)
+    ]
+    tools = [{"type": "function", "function": {"name": "ls", "parameters": {"type": "object"}}}]
+    answer, _ = sse_response([chunk("a"), chunk("b")])
+    hf.post("/chat/completions").mock(return_value=answer)
+    payload = {"messages": conversation, "tools": tools, "stream": True}
+    if include_usage:
+        payload["stream_options"] = {"include_usage": True}
+    await read_stream(await post(async_client, payload))
+    [report] = reports
+    assert report.outcome == Outcome.UPSTREAM_ERROR
+    assert report.usage.prompt_tokens == converter.estimate_prompt_tokens(conversation, tools)
+
+
 async def test_an_error_event_mid_stream_is_relayed_as_an_error(async_client, hf, reports):
     answer, _ = sse_response([chunk("a"), b'data: {"error": {"message": "GPU fell over"}}\n\n'])
     hf.post("/chat/completions").mock(return_value=answer)

@@ -57,7 +57,9 @@ Non-streamed answers carry usage whatever the provider. The model id selects a m
     fault/no-usage          a normal answer without `usage`, stream or not
     fault/nul               a normal answer whose model and text contain NUL characters
     fault/big               stream BIG_CHUNKS chunks of 16 KB as fast as the reader takes them
-    slow/...                a normal stream, one chunk per SLOW seconds (a long answer)
+    slow/...                a normal stream, one chunk per SLOW seconds (a long answer); its
+                            first token TTFB seconds after the headers instead, when TTFB is
+                            set (a reasoning model thinking first: bench.streams)
 
 `POST /v1/responses` answers the OpenAI Responses API (built by tests/support/router_events.py,
 whose docstring gives the usage rule): the same models as chat, refused with the same 400, a
@@ -152,7 +154,9 @@ Connection refused is this server not running. `GET /_stats` reports what it saw
 too), `refused` (by model), the last request's headers, body and query string, what fault/big
 sent, `abandoned` (requests whose client went away before the answer was complete, with when it
 noticed), `streams_abandoned` and `agent_calls`.
-`POST /_reset` clears it. Run: `python -m tests.support.fake_router --port 9100`.
+`POST /_reset` clears it. Run: `python -m tests.support.fake_router --port 9100`; with
+`--reuse-port`, several such processes share the port (SO_REUSEPORT: the kernel spreads the
+connections), each with its own `_stats`.
 """
 
 from __future__ import annotations
@@ -184,6 +188,7 @@ from tests.support.router_events import (
 CHUNKS = int(os.environ.get("FAKE_ROUTER_CHUNKS", "20"))
 DRIP = float(os.environ.get("FAKE_ROUTER_DRIP", "1.0"))
 SLOW = float(os.environ.get("FAKE_ROUTER_SLOW", "0.1"))
+TTFB = float(os.environ.get("FAKE_ROUTER_TTFB", "0"))
 SLOW_STATUS = float(os.environ.get("FAKE_ROUTER_SLOW_STATUS", "1.0"))
 BIG_CHUNKS = int(os.environ.get("FAKE_ROUTER_BIG_CHUNKS", "4000"))
 DIM = int(os.environ.get("FAKE_ROUTER_DIM", "16"))
@@ -632,7 +637,7 @@ async def _chat(send, request: dict, model: str, stream: bool, disconnected: asy
         count = 2 if model in CHAT_SHORT_STREAMS else length
     for i in range(count):
         if model.startswith("slow/"):
-            await asyncio.sleep(SLOW)
+            await asyncio.sleep(TTFB if TTFB and i == 0 else SLOW)
         if disconnected.is_set():
             return
         await event(_chunk(answered, created, {"content": f"tok{i} "}, usage=running(i + 1), style=style))
@@ -742,9 +747,9 @@ async def _typed_stream(
             if disconnected.is_set():
                 return
     else:
-        for text in deltas or _deltas(model):
+        for i, text in enumerate(deltas or _deltas(model)):
             if model.startswith("slow/"):
-                await asyncio.sleep(SLOW)
+                await asyncio.sleep(TTFB if TTFB and i == 0 else SLOW)
             if disconnected.is_set():
                 return
             await emit([builder.delta(text)])
@@ -1021,8 +1026,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9100)
+    parser.add_argument("--reuse-port", action="store_true", help="share the port with other processes")
+    parser.add_argument("--backlog", type=int, default=2048)
     args = parser.parse_args()
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=args.host,
         port=args.port,
@@ -1031,4 +1038,17 @@ if __name__ == "__main__":
         timeout_graceful_shutdown=1,
         http="httptools",
         loop="uvloop",
+        backlog=args.backlog,
     )
+    sockets = None
+    if args.reuse_port:
+        import socket
+
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        listener.bind((args.host, args.port))
+        listener.listen(args.backlog)
+        listener.set_inheritable(True)
+        sockets = [listener]
+    uvicorn.Server(config).run(sockets=sockets)
