@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db.models import (
     Count,
@@ -25,8 +26,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts import allowlist, keys
-from accounts.models import REJECTED_TOKEN, ApiKey, Outcome, UsageDaily, UsageRecord, UserPolicy
-from accounts.prices import CENT_MILLIONTHS
+from accounts.models import REJECTED_TOKEN, ApiKey, Outcome, UsageRecord, UserPolicy
 
 # --- Keys --------------------------------------------------------------------------------------
 
@@ -123,54 +123,28 @@ def usage_in(
     return records
 
 
-DAILY_TOTALS = {  # `errors` first: once annotated, `requests` names the sum, not the column
-    "errors": Coalesce(Sum("requests", filter=UPSTREAM_FAILURES), 0),
-    "refused": Coalesce(Sum("requests", filter=Q(outcome=Outcome.REFUSED)), 0),
-    "requests": Coalesce(Sum("requests"), 0),
-    "prompt_tokens": Coalesce(Sum("prompt_tokens"), 0),
-    "completion_tokens": Coalesce(Sum("completion_tokens"), 0),
-    "total_tokens": Coalesce(Sum("total_tokens"), 0),
-    "cost_usd": cost_sum(),
-}
-
-
-def pruned_usage_in(
-    *, since: datetime | None = None, user_id: int | None = None, team_id: int | None = None
-) -> QuerySet[UsageDaily]:
-    days = UsageDaily.objects.all()
-    if since is not None:
-        days = days.filter(day__gte=since.date())
-    if user_id is not None:
-        days = days.filter(user_id=user_id)
-    if team_id is not None:  # pruned days keep no team: their keys' team now
-        days = days.filter(api_key__team_id=team_id)
-    return days
-
-
 def usage_by_user_and_model(
     *, since: datetime | None = None, user_id: int | None = None, team_id: int | None = None
 ) -> list[dict]:
     """One row per (user, model requested): requests, tokens, errors (of requests that reached
-    the router) and refusals, summed by the database
-    over the records and the daily sums of pruned records."""
-    totals: dict[tuple[str, str], dict] = {}
-    for rows in (
-        usage_in(since=since, user_id=user_id, team_id=team_id)
-        .values("user__username", "model_requested")
-        .annotate(**USAGE_TOTALS),
-        pruned_usage_in(since=since, user_id=user_id, team_id=team_id)
-        .values("user__username", "model_requested")
-        .annotate(**DAILY_TOTALS),
-    ):
-        for row in rows.order_by():
-            key = (row.pop("user__username"), row.pop("model_requested"))
-            total = totals.setdefault(key, dict.fromkeys(USAGE_TOTALS, 0))
-            for name, value in row.items():
-                total[name] += value
-    for total in totals.values():
-        # SQLite sums decimals as floats: back to the column's exact cents-millionths.
-        total["cost_usd"] = Decimal(total["cost_usd"]).quantize(CENT_MILLIONTHS)
-    return [{"user": user, "model": model, **total} for (user, model), total in sorted(totals.items())]
+    the router) and refusals, summed from the rollups, which count pruned records too."""
+    from accounts import rollups
+
+    found = rollups.totals(since=since, user_id=user_id, team_id=team_id, by=("user_id", "model_requested"))
+    names = usernames(user for user, _ in found)
+    rows = [
+        {"user": names[user], "model": model, **{name: total[name] for name in USAGE_TOTALS}}
+        for (user, model), total in found.items()
+    ]
+    return sorted(rows, key=lambda row: (row["user"], row["model"]))
+
+
+def usernames(user_ids) -> dict[int, str]:
+    """Each user's username by id ("#id" for a user deleted since)."""
+    user_ids = set(user_ids)
+    user_model = get_user_model()
+    found = dict(user_model.objects.filter(pk__in=user_ids).values_list("pk", user_model.USERNAME_FIELD))
+    return {user_id: found.get(user_id, f"#{user_id}") for user_id in user_ids}
 
 
 # --- Hugging Face tokens the router refused ----------------------------------------------------
