@@ -26,7 +26,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts import allowlist, keys
-from accounts.models import REJECTED_TOKEN, ApiKey, Outcome, UsageRecord, UserPolicy
+from accounts.models import REJECTED_TOKEN, ApiKey, Outcome, UsageRecord, UsageRollup, UserPolicy
 
 # --- Keys --------------------------------------------------------------------------------------
 
@@ -58,16 +58,25 @@ def api_key_allowed_models(api_key: ApiKey) -> tuple[str, ...]:
 RECENT = timedelta(days=30)
 
 
-def _key_usage(column, since: datetime) -> Coalesce:
-    # A correlated subquery: the database computes it for the keys on the page only.
-    recent = (
-        UsageRecord.objects.filter(api_key=OuterRef("pk"), created_at__gte=since)
-        .order_by()
-        .values("api_key")
-        .annotate(value=column)
-        .values("value")
-    )
-    return Coalesce(Subquery(recent, output_field=IntegerField()), 0)
+def _key_usage(column: str, since: datetime):
+    """A key's `column` ("requests" or a summed one) since `since`: correlated subqueries, which
+    the database computes for the keys on the page only, over the records of the ragged first
+    hour, then the hourly and daily rollups (accounts.rollups)."""
+    from accounts import rollups
+
+    parts = []
+    for piece in rollups.pieces(since, None):
+        if piece.source == "records":
+            rows = UsageRecord.objects.filter(created_at__gte=piece.start, created_at__lt=piece.end)
+            value = Count("*") if column == "requests" else Sum(column)
+        else:
+            rows = UsageRollup.objects.filter(span=piece.source, start__gte=piece.start)
+            if piece.end is not None:
+                rows = rows.filter(start__lt=piece.end)
+            value = Sum(column)
+        summed = rows.filter(api_key=OuterRef("pk")).order_by().values("api_key").annotate(value=value)
+        parts.append(Coalesce(Subquery(summed.values("value"), output_field=IntegerField()), 0))
+    return sum(parts[1:], parts[0])
 
 
 def with_recent_usage(api_keys: QuerySet[ApiKey]) -> QuerySet[ApiKey]:
@@ -76,10 +85,10 @@ def with_recent_usage(api_keys: QuerySet[ApiKey]) -> QuerySet[ApiKey]:
     one query."""
     now = timezone.now()
     return api_keys.annotate(
-        requests_30d=_key_usage(Count("*"), now - RECENT),
-        tokens_30d=_key_usage(Sum("total_tokens"), now - RECENT),
+        requests_30d=_key_usage("requests", now - RECENT),
+        tokens_30d=_key_usage("total_tokens", now - RECENT),
         tokens_this_month=_key_usage(
-            Sum("total_tokens"), now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+            "total_tokens", now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
         ),
     )
 
