@@ -1,10 +1,11 @@
-"""Alerts: a monthly budget crossing a threshold (ALERT_THRESHOLDS, 80 % and 100 %) — a key's, or
-its user's default for keys, or a team's — and a Hugging Face token the router refuses.
+"""Alerts: a monthly budget crossing a threshold (ALERT_THRESHOLDS, 80 % and 100 %) — a key's (or
+its user's default for keys), a user's on all their keys, a team's, or a team's cap per member —
+and a Hugging Face token the router refuses.
 
 Each alert is sent once: its `AlertSent` row is its identity (key 12's token budget, this month,
 80 %), claimed by one worker at a time with an atomic update, marked sent once delivered, and
 claimed again after ALERT_RETRY_SECONDS when delivery failed. Recipients: the owner (the key's
-user, the token's owner) and the team admins, or the staff for a shared token; by email (Django's
+user, the member, the token's owner) and the team admins, or the staff for a shared token; by email (Django's
 email backend: EMAIL_URL) and to ALERT_WEBHOOK_URL (Slack-compatible JSON: {"text": …}).
 
 `check()` runs off the request path: every ALERTS_INTERVAL seconds in each worker (a thread of
@@ -49,6 +50,8 @@ def _crossed(used, budget) -> list[int]:
 
 
 def _budget_alerts(now: datetime) -> list[Alert]:
+    """Every budget with a threshold crossed this month: each key's (its own, else its user's
+    default), each user's on all their keys, each team's, and each member's within a team."""
     from accounts.models import ApiKey, Team, TeamMember, UsageRecord, UserPolicy
 
     since = _month_start(now)
@@ -56,10 +59,32 @@ def _budget_alerts(now: datetime) -> list[Alert]:
     found: list[Alert] = []
     this_month = UsageRecord.objects.filter(created_at__gte=since)
     sums = {"tokens": Sum("total_tokens"), "cost": Sum("cost_usd")}
-    # Keys: their own budget, else their user's default.
+
+    def add(ident: str, whose: str, tokens_budget, usd_budget, used: dict, emails: set[str]) -> None:
+        for kind, budget, value, unit in (
+            ("tokens", tokens_budget, used.get("tokens") or 0, "tokens"),
+            ("usd", usd_budget, Decimal(used.get("cost") or 0), "USD"),
+        ):
+            for threshold in _crossed(value, budget):
+                found.append(
+                    Alert(
+                        key=f"{ident}:{kind}:{month}:{threshold}",
+                        text=(
+                            f"hfproxy: {whose} has used {threshold} % of its monthly budget "
+                            f"({_amount(value, unit)} of {_amount(budget, unit)})."
+                        ),
+                        emails=emails - {""},
+                    )
+                )
+
     policies = {
         p.user_id: p
-        for p in UserPolicy.objects.filter(Q(token_budget__isnull=False) | Q(usd_budget__isnull=False))
+        for p in UserPolicy.objects.select_related("user").filter(
+            Q(token_budget__isnull=False)
+            | Q(usd_budget__isnull=False)
+            | Q(total_token_budget__isnull=False)
+            | Q(total_usd_budget__isnull=False)
+        )
     }
     keys = (
         ApiKey.objects.active()
@@ -71,54 +96,72 @@ def _budget_alerts(now: datetime) -> list[Alert]:
         for row in this_month.filter(api_key__in=keys).values("api_key_id").annotate(**sums)
     }
     for key in keys:
-        used = by_key.get(key.pk, {})
         policy = policies.get(key.user_id)
-        for kind, budget, value, unit in (
-            (
-                "tokens",
-                key.token_budget or (policy and policy.token_budget),
-                used.get("tokens") or 0,
-                "tokens",
-            ),
-            ("usd", key.usd_budget or (policy and policy.usd_budget), Decimal(used.get("cost") or 0), "USD"),
-        ):
-            for threshold in _crossed(value, budget):
-                found.append(
-                    Alert(
-                        key=f"key:{key.pk}:{kind}:{month}:{threshold}",
-                        text=(
-                            f"hfproxy: key {key.prefix} of {key.user.get_username()} has used {threshold} % of its "
-                            f"monthly budget ({_amount(value, unit)} of {_amount(budget, unit)})."
-                        ),
-                        emails={key.user.email} - {""},
-                    )
-                )
-    teams = Team.objects.filter(Q(token_budget__isnull=False) | Q(usd_budget__isnull=False))
+        add(
+            f"key:{key.pk}",
+            f"key {key.prefix} of {key.user.get_username()}",
+            key.token_budget or (policy and policy.token_budget),
+            key.usd_budget or (policy and policy.usd_budget),
+            by_key.get(key.pk, {}),
+            {key.user.email},
+        )
+    totals = [p for p in policies.values() if p.total_token_budget or p.total_usd_budget]
+    by_user = {
+        row["user_id"]: row
+        for row in this_month.filter(user_id__in=[p.user_id for p in totals])
+        .values("user_id")
+        .annotate(**sums)
+    }
+    for policy in totals:
+        add(
+            f"user:{policy.user_id}",
+            f"{policy.user.get_username()} (all keys)",
+            policy.total_token_budget,
+            policy.total_usd_budget,
+            by_user.get(policy.user_id, {}),
+            {policy.user.email},
+        )
+    teams = list(
+        Team.objects.filter(
+            Q(token_budget__isnull=False)
+            | Q(usd_budget__isnull=False)
+            | Q(member_token_budget__isnull=False)
+            | Q(member_usd_budget__isnull=False)
+        )
+    )
+    admins: dict[int, set[str]] = {}
+    for team_id, email in TeamMember.objects.filter(team__in=teams, role=TeamMember.Role.ADMIN).values_list(
+        "team_id", "user__email"
+    ):
+        admins.setdefault(team_id, set()).add(email)
     by_team = {
         row["team_id"]: row for row in this_month.filter(team__in=teams).values("team_id").annotate(**sums)
     }
+    capped = {team.pk: team for team in teams if team.member_token_budget or team.member_usd_budget}
+    by_member = {
+        (row["team_id"], row["user_id"]): row
+        for row in this_month.filter(team_id__in=list(capped)).values("team_id", "user_id").annotate(**sums)
+    }
+    members = TeamMember.objects.filter(team_id__in=list(capped)).select_related("user")
     for team in teams:
-        used = by_team.get(team.pk, {})
-        admins = set(
-            TeamMember.objects.filter(team=team, role=TeamMember.Role.ADMIN).values_list(
-                "user__email", flat=True
-            )
-        ) - {""}
-        for kind, budget, value, unit in (
-            ("tokens", team.token_budget, used.get("tokens") or 0, "tokens"),
-            ("usd", team.usd_budget, Decimal(used.get("cost") or 0), "USD"),
-        ):
-            for threshold in _crossed(value, budget):
-                found.append(
-                    Alert(
-                        key=f"team:{team.pk}:{kind}:{month}:{threshold}",
-                        text=(
-                            f"hfproxy: team {team.name} has used {threshold} % of its monthly budget "
-                            f"({_amount(value, unit)} of {_amount(budget, unit)})."
-                        ),
-                        emails=admins,
-                    )
-                )
+        add(
+            f"team:{team.pk}",
+            f"team {team.name}",
+            team.token_budget,
+            team.usd_budget,
+            by_team.get(team.pk, {}),
+            admins.get(team.pk, set()),
+        )
+    for member in members:
+        team = capped[member.team_id]
+        add(
+            f"member:{team.pk}:{member.user_id}",
+            f"{member.user.get_username()} in team {team.name}",
+            team.member_token_budget,
+            team.member_usd_budget,
+            by_member.get((team.pk, member.user_id), {}),
+            {member.user.email} | admins.get(team.pk, set()),
+        )
     return found
 
 

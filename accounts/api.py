@@ -5,6 +5,9 @@ GET /api/usage   my usage by model and day (?since=YYYY-MM-DD, default the last 
 Staff with the view permission on usage records may pass ?user=USERNAME to either; nobody else
 sees another user's data. `/api/usage?team=TEAM`: the team's usage by day, model and member, for
 its team admins and those staff.
+GET /api/audit   the audit trail, newest first: all of it for staff with the view permission on
+                 it; `?team=TEAM` a team's, for its team admins too. `?since=YYYY-MM-DD`,
+                 `?before=` (the `next_before` of the page before), `?limit=` (at most 500).
 Errors come in OpenAI's format like the rest of the proxy (gateway.errors.rest_framework_handler).
 """
 
@@ -18,7 +21,7 @@ from rest_framework.decorators import api_view
 from rest_framework.response import Response
 
 from accounts import permissions, rollups
-from accounts.models import ApiKey, Team
+from accounts.models import ApiKey, AuditEntry, Team
 from accounts.selectors import USAGE_TOTALS, usernames
 
 
@@ -73,34 +76,39 @@ def me(request):
     )
 
 
-def _team(request) -> Team | None:
-    """The team of ?team=, which the caller may see (its team admins, staff who may view usage)."""
+def _team(request, may_view=permissions.may_view_team, may_view_all=permissions.may_view_usage, what="usage"):
+    """The team of ?team=, which the caller may see (its team admins, staff who may view `what`)."""
     name = request.query_params.get("team")
     if not name:
         return None
     team = Team.objects.filter(name=name).first()
     # The same answer whether it exists or not, for those who may not see it.
-    if team is None or not permissions.may_view_team(request.user, team):
-        if permissions.may_view_usage(request.user):
+    if team is None or not may_view(request.user, team):
+        if may_view_all(request.user):
             raise exceptions.NotFound(f"No team is named {name!r}.")
         raise exceptions.PermissionDenied(
-            "Only the team's admins and staff who may view usage see a team's usage."
+            f"Only the team's admins and staff who may view {what} see a team's {what}."
         )
     return team
+
+
+def _since(request) -> datetime | None:
+    text = request.query_params.get("since")
+    if not text:
+        return None
+    try:
+        return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        raise exceptions.ParseError("`since` takes a date as YYYY-MM-DD.") from None
 
 
 @api_view(["GET"])
 def usage(request):
     team = _team(request)
     user = None if team is not None else _subject(request)
-    since_text = request.query_params.get("since")
-    if since_text:
-        try:
-            since = datetime.strptime(since_text, "%Y-%m-%d").replace(tzinfo=UTC)
-        except ValueError:
-            raise exceptions.ParseError("`since` takes a date as YYYY-MM-DD.") from None
-    else:
-        since = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=30)
+    since = _since(request) or datetime.now(UTC).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    ) - timedelta(days=30)
     if team is not None:
         by_member = _by_day(since=since, team_id=team.pk, by_member=True)
         return Response({"team": team.name, "since": since.date().isoformat(), "usage": by_member})
@@ -127,3 +135,54 @@ def _by_day(*, since: datetime, by_member: bool = False, **whose) -> list[dict]:
         for group, total in found.items()
     ]
     return sorted(rows, key=lambda row: (row["day"], row["model"], row.get("user", "")))
+
+
+AUDIT_PAGE = 500
+
+
+@api_view(["GET"])
+def audit(request):
+    team = _team(
+        request,
+        may_view=permissions.may_view_audit,
+        may_view_all=permissions.may_view_audit,
+        what="audit trail",
+    )
+    if team is None and not permissions.may_view_audit(request.user):
+        raise exceptions.PermissionDenied(
+            "Only staff who may view the audit trail see all of it; a team's admins see the team's (?team=)."
+        )
+    # Newest first by id (entries are numbered as written): a page ends where the next begins.
+    entries = AuditEntry.objects.select_related("team").order_by("-pk")
+    if team is not None:
+        entries = entries.filter(team=team)
+    if since := _since(request):
+        entries = entries.filter(at__gte=since)
+    if before := request.query_params.get("before"):
+        if not before.isdigit():
+            raise exceptions.ParseError("`before` takes the `next_before` of the page before.")
+        entries = entries.filter(pk__lt=int(before))
+    try:
+        limit = min(AUDIT_PAGE, max(1, int(request.query_params.get("limit", 100))))
+    except ValueError:
+        raise exceptions.ParseError("`limit` takes a number.") from None
+    page = list(entries[: limit + 1])
+    more, page = len(page) > limit, page[:limit]
+    return Response(
+        {
+            "team": team.name if team is not None else None,
+            "entries": [
+                {
+                    "at": entry.at.isoformat(),
+                    "actor": entry.actor_name or None,
+                    "action": entry.action,
+                    "target": entry.target,
+                    "team": entry.team.name if entry.team else None,
+                    "detail": entry.detail,
+                    "source": entry.source,
+                }
+                for entry in page
+            ],
+            "next_before": page[-1].pk if more else None,
+        }
+    )

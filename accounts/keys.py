@@ -195,8 +195,22 @@ def _load(key_digest: str) -> Caller | None:
         ),
         team_id=key.team_id,
         bill_to=team.bill_to if team is not None else "",
-        scopes=_team_scopes(team, key.user_id) if team is not None else (),
+        scopes=_user_scopes(key.user, defaults)
+        + (_team_scopes(team, key.user_id) if team is not None else ()),
     )
+
+
+def _user_scopes(user, policy: UserPolicy) -> tuple[Scope, ...]:
+    """Every key's request counts against its user's limits on all their keys together."""
+    totals = KeyLimits(
+        rpm=policy.total_rpm,
+        tpm=policy.total_tpm,
+        token_budget=policy.total_token_budget,
+        usd_budget=policy.total_usd_budget,
+    )
+    if totals == NO_LIMITS:
+        return ()
+    return (Scope(None, f"User {user.get_username()} (all keys)", totals, user_id=user.pk),)
 
 
 def _team_scopes(team, user_id: int) -> tuple[Scope, ...]:

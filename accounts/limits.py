@@ -67,11 +67,12 @@ NOTHING = Reservation()
 
 @dataclass(frozen=True)
 class Scope:
-    """Limits a request counts against besides its key's: its team's (`user_id` None: budgets
-    shared by the team) or its member's within the team (the team's caps per member). Its rpm,
-    tpm, token_budget and usd_budget apply; `label` names it in a refusal."""
+    """Limits a request counts against besides its key's: its user's on all their keys (no
+    `team_id`), its team's (no `user_id`: budgets the team shares) or its member's within the
+    team (the team's caps per member). Its rpm, tpm, token_budget and usd_budget apply; `label`
+    names it in a refusal."""
 
-    team_id: int
+    team_id: int | None
     label: str
     limits: KeyLimits
     user_id: int | None = None
@@ -79,6 +80,8 @@ class Scope:
     @property
     def name(self) -> str:
         """Its counters' namespace (a key's is its id)."""
+        if self.team_id is None:
+            return f"user{self.user_id}"
         return f"team{self.team_id}" if self.user_id is None else f"team{self.team_id}u{self.user_id}"
 
     def total(self, since: datetime, column: str) -> Decimal | int:

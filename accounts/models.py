@@ -125,28 +125,36 @@ class ModelPrice(models.Model):
         return f"{self.model} on {self.provider}"
 
 
-class Limits(models.Model):
-    """Limits a key carries, or a user's defaults for keys that carry none. Empty: no limit."""
+def _count(verbose_name: str | None = None, help_text: str = "", big: bool = False) -> models.Field:
+    """An optional limit in requests or tokens (empty: none)."""
+    kind = models.PositiveBigIntegerField if big else models.PositiveIntegerField
+    return kind(null=True, blank=True, verbose_name=verbose_name, help_text=help_text)
 
-    rpm = models.PositiveIntegerField(null=True, blank=True, verbose_name="requests per minute")
-    tpm = models.PositiveIntegerField(null=True, blank=True, verbose_name="tokens per minute")
-    token_budget = models.PositiveBigIntegerField(
-        null=True,
-        blank=True,
-        verbose_name="monthly token budget",
-        help_text="Tokens per calendar month (UTC).",
-    )
-    lifetime_token_budget = models.PositiveBigIntegerField(null=True, blank=True)
-    usd_budget = models.DecimalField(
+
+def _dollars(verbose_name: str, help_text: str = "") -> models.DecimalField:
+    """An optional budget in US dollars (empty: none)."""
+    return models.DecimalField(
         max_digits=12,
         decimal_places=2,
         null=True,
         blank=True,
         validators=[MinValueValidator(0)],
-        verbose_name="monthly budget (USD)",
-        help_text="US dollars per calendar month (UTC), at the recorded prices.",
+        verbose_name=verbose_name,
+        help_text=help_text,
     )
-    max_parallel = models.PositiveIntegerField(null=True, blank=True, verbose_name="concurrent requests")
+
+
+class Limits(models.Model):
+    """Limits a key carries, or a user's defaults for keys that carry none. Empty: no limit."""
+
+    rpm = _count("requests per minute")
+    tpm = _count("tokens per minute")
+    token_budget = _count("monthly token budget", "Tokens per calendar month (UTC).", big=True)
+    lifetime_token_budget = _count(big=True)
+    usd_budget = _dollars(
+        "monthly budget (USD)", "US dollars per calendar month (UTC), at the recorded prices."
+    )
+    max_parallel = _count("concurrent requests")
 
     LIMIT_FIELDS = ("rpm", "tpm", "token_budget", "lifetime_token_budget", "usd_budget", "max_parallel")
 
@@ -159,38 +167,12 @@ class Team(models.Model):
     each member against the team's caps per member, besides the key's own limits."""
 
     name = models.CharField(max_length=100, unique=True)
-    token_budget = models.PositiveBigIntegerField(
-        null=True,
-        blank=True,
-        verbose_name="monthly token budget",
-        help_text="The whole team's, per calendar month (UTC).",
-    )
-    usd_budget = models.DecimalField(
-        max_digits=12,
-        decimal_places=2,
-        null=True,
-        blank=True,
-        validators=[MinValueValidator(0)],
-        verbose_name="monthly budget (USD)",
-        help_text="The whole team's US dollars per calendar month (UTC).",
-    )
-    member_rpm = models.PositiveIntegerField(
-        null=True, blank=True, verbose_name="requests per minute, per member"
-    )
-    member_tpm = models.PositiveIntegerField(
-        null=True, blank=True, verbose_name="tokens per minute, per member"
-    )
-    member_token_budget = models.PositiveBigIntegerField(
-        null=True, blank=True, verbose_name="monthly token budget, per member"
-    )
-    member_usd_budget = models.DecimalField(
-        max_digits=12,
-        decimal_places=2,
-        null=True,
-        blank=True,
-        validators=[MinValueValidator(0)],
-        verbose_name="monthly budget (USD), per member",
-    )
+    token_budget = _count("monthly token budget", "The whole team's, per calendar month (UTC).", big=True)
+    usd_budget = _dollars("monthly budget (USD)", "The whole team's US dollars per calendar month (UTC).")
+    member_rpm = _count("requests per minute, per member")
+    member_tpm = _count("tokens per minute, per member")
+    member_token_budget = _count("monthly token budget, per member", big=True)
+    member_usd_budget = _dollars("monthly budget (USD), per member")
     allowed_models = models.TextField(
         blank=True,
         verbose_name="allowed models",
@@ -357,23 +339,10 @@ class UserPolicy(Limits):
     on all of their keys together (`total_*`), checked in the same admission as each key's."""
 
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="policy")
-    total_rpm = models.PositiveIntegerField(
-        null=True, blank=True, verbose_name="requests per minute, all keys together"
-    )
-    total_tpm = models.PositiveIntegerField(
-        null=True, blank=True, verbose_name="tokens per minute, all keys together"
-    )
-    total_token_budget = models.PositiveBigIntegerField(
-        null=True, blank=True, verbose_name="monthly token budget, all keys together"
-    )
-    total_usd_budget = models.DecimalField(
-        max_digits=12,
-        decimal_places=2,
-        null=True,
-        blank=True,
-        validators=[MinValueValidator(0)],
-        verbose_name="monthly budget (USD), all keys together",
-    )
+    total_rpm = _count("requests per minute, all keys together")
+    total_tpm = _count("tokens per minute, all keys together")
+    total_token_budget = _count("monthly token budget, all keys together", big=True)
+    total_usd_budget = _dollars("monthly budget (USD), all keys together")
     allowed_models = models.TextField(
         blank=True,
         verbose_name="allowed models",
@@ -632,10 +601,13 @@ class AuditEntry(models.Model):
         KEY_CREATED = "key_created", "key created"
         KEY_REVOKED = "key_revoked", "key revoked"
         KEY_CHANGED = "key_changed", "key changed"
+        USER_LIMITS_CHANGED = "user_limits_changed", "a user's limits changed"
         TEAM_CREATED = "team_created", "team created"
         TEAM_CHANGED = "team_changed", "team changed"
         MEMBER_ADDED = "member_added", "member added"
         MEMBER_REMOVED = "member_removed", "member removed"
+        MEMBER_INVITED = "member_invited", "member invited"
+        INVITATION_CANCELLED = "invitation_cancelled", "invitation cancelled"
         SIGNED_IN = "signed_in", "signed in"
         SIGN_IN_FAILED = "sign_in_failed", "sign-in failed"
 

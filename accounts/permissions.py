@@ -20,6 +20,7 @@ from accounts.models import HuggingFaceToken
 
 ADD_KEYS_FOR_OTHERS = "accounts.add_apikey_for_others"
 VIEW_USAGE = "accounts.view_usagerecord"
+VIEW_AUDIT = "accounts.view_auditentry"
 
 
 def key_users(actor: AbstractBaseUser, *, creating: bool) -> QuerySet:
@@ -72,6 +73,19 @@ def may_view_team(actor: AbstractBaseUser, team) -> bool:
     if may_view_usage(actor):
         return True
     return TeamMember.objects.filter(team=team, user=actor, role=TeamMember.Role.ADMIN).exists()
+
+
+def may_view_audit(actor: AbstractBaseUser, team=None) -> bool:
+    """Whether `actor` may read the audit trail: all of it, staff with the view permission on it;
+    a team's (`team`), also its team admins."""
+    from accounts.models import TeamMember
+
+    if actor.is_staff and actor.has_perm(VIEW_AUDIT):
+        return True
+    return (
+        team is not None
+        and TeamMember.objects.filter(team=team, user=actor, role=TeamMember.Role.ADMIN).exists()
+    )
 
 
 def may_manage_key(actor: AbstractBaseUser, api_key) -> bool:

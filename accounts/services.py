@@ -5,21 +5,29 @@ remember to."""
 
 from __future__ import annotations
 
+import logging
 import math
+import smtplib
 import uuid
 from datetime import datetime
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
+from django.core.mail import send_mail
+from django.core.validators import validate_email
 from django.db import transaction
 from django.db.models import QuerySet
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from accounts import allowlist, audit, crypto, keys, limits, permissions, prices, usage, validators
 from accounts.limits import Admission
-from accounts.models import ApiKey, HuggingFaceToken, ModelPrice, Team, TeamMember, UserPolicy
+from accounts.models import ApiKey, HuggingFaceToken, ModelPrice, Team, TeamInvitation, TeamMember, UserPolicy
 from accounts.usage import UsageEntry
+
+logger = logging.getLogger("hfproxy.accounts")
 
 # --- Users -------------------------------------------------------------------------------------
 
@@ -45,11 +53,27 @@ def user_save(*, user: AbstractBaseUser) -> AbstractBaseUser:
     return user
 
 
-def user_policy_save(*, policy: UserPolicy) -> UserPolicy:
-    """Save a user's defaults for their keys; new defaults apply at once here, elsewhere within
-    AUTH_CACHE_TTL."""
+# What a user's limits' audit entry compares when they change.
+_POLICY_FIELDS = (
+    *UserPolicy.LIMIT_FIELDS,
+    "allowed_models",
+    "total_rpm",
+    "total_tpm",
+    "total_token_budget",
+    "total_usd_budget",
+)
+
+
+def user_policy_save(*, policy: UserPolicy, actor: AbstractBaseUser | None = None) -> UserPolicy:
+    """Save a user's defaults for their keys and their limits on all of them; they apply at once
+    here, elsewhere within AUTH_CACHE_TTL."""
+    before = UserPolicy.objects.filter(pk=policy.pk).values(*_POLICY_FIELDS).first() if policy.pk else None
     policy.save()
     keys.reset()
+    if changed := _changes(before, policy, _POLICY_FIELDS):
+        audit.record(
+            "user_limits_changed", actor=actor, target=f"user {policy.user.get_username()}", **changed
+        )
     return policy
 
 
@@ -175,15 +199,13 @@ _KEY_FIELDS = ("name", "hf_token_id", "team_id", "expires_at", "allowed_models",
 def _changes(before: dict | None, after, fields: tuple[str, ...]) -> dict:
     """field → [before, after] of what differs, as text."""
     before = before or {}
-    return {
-        name: [_text(before.get(name)), _text(getattr(after, name))]
-        for name in fields
-        if before.get(name) != getattr(after, name)
-    }
+    pairs = {name: [_text(before.get(name)), _text(getattr(after, name))] for name in fields}
+    # As text: a form's "50.00" is the database's Decimal("50.00").
+    return {name: pair for name, pair in pairs.items() if pair[0] != pair[1]}
 
 
 def _text(value) -> str | None:
-    return None if value is None else str(value)
+    return None if value is None or value == "" else str(value)
 
 
 def api_key_update(*, api_key: ApiKey, actor: AbstractBaseUser | None = None) -> ApiKey:
@@ -291,6 +313,86 @@ def team_member_remove(*, team: Team, user: AbstractBaseUser, actor: AbstractBas
             target = f"user {user.get_username()}"
             audit.record("member_removed", actor=actor, target=target, team=team, keys_revoked=revoked)
     keys.reset()
+
+
+def team_invite(
+    *,
+    team: Team,
+    email: str,
+    admin: bool = False,
+    actor: AbstractBaseUser | None = None,
+    sign_in_url: str = "",
+) -> TeamInvitation:
+    """Invite someone by email address: they join the team when they sign in with it verified
+    (`team_invitations_accept`), and may sign up with it whatever the sign-up rules. With email
+    configured they are told, with `sign_in_url`; a failed delivery does not undo the invitation."""
+    email = email.strip().lower()
+    validate_email(email)
+    role = TeamMember.Role.ADMIN if admin else TeamMember.Role.MEMBER
+    with transaction.atomic():
+        invitation, _ = TeamInvitation.objects.update_or_create(
+            team=team,
+            email__iexact=email,
+            accepted_at__isnull=True,
+            defaults={"email": email, "role": role, "invited_by": actor},
+        )
+        audit.record("member_invited", actor=actor, target=email, team=team, role=role)
+    if settings.EMAIL_URL:
+        inviter = actor.get_username() if actor is not None else "An administrator"
+        text = (
+            f"{inviter} invited you to the team {team.name} on hfproxy. Sign in with {email}: {sign_in_url}"
+        )
+        try:
+            send_mail(f"hfproxy: join the team {team.name}", text, settings.DEFAULT_FROM_EMAIL, [email])
+        except (OSError, smtplib.SMTPException) as error:
+            logger.warning("the invitation to %s could not be emailed: %s", team.name, type(error).__name__)
+    return invitation
+
+
+def team_invitation_cancel(*, invitation: TeamInvitation, actor: AbstractBaseUser | None = None) -> None:
+    if invitation.accepted_at is None and invitation.delete()[0]:
+        audit.record("invitation_cancelled", actor=actor, target=invitation.email, team=invitation.team)
+
+
+def verified_emails(user: AbstractBaseUser) -> set[str]:
+    """The addresses `user` is known by for certain: those a sign-in provider verified, and the
+    one an administrator set on an account that signs in with no provider."""
+    from allauth.account.models import EmailAddress
+    from allauth.socialaccount.models import SocialAccount
+
+    found = {
+        e.lower()
+        for e in EmailAddress.objects.filter(user=user, verified=True).values_list("email", flat=True)
+    }
+    if user.email and not SocialAccount.objects.filter(user=user).exists():
+        found.add(user.email.lower())
+    return found
+
+
+def team_invitations_accept(*, user: AbstractBaseUser) -> list[Team]:
+    """Make `user` a member of every team that invited one of their verified addresses (at
+    sign-in). The teams joined."""
+    emails = verified_emails(user)
+    if not emails:
+        return []
+    joined = []
+    open_ones = TeamInvitation.objects.filter(accepted_at__isnull=True).select_related("team", "invited_by")
+    for invitation in open_ones.annotate(address=Lower("email")).filter(address__in=emails):
+        with transaction.atomic():
+            if TeamInvitation.objects.filter(pk=invitation.pk, accepted_at__isnull=True).update(
+                accepted_at=timezone.now(), accepted_by=user
+            ):
+                team_member_add(
+                    team=invitation.team,
+                    user=user,
+                    admin=invitation.role == TeamMember.Role.ADMIN
+                    or TeamMember.objects.filter(
+                        team=invitation.team, user=user, role=TeamMember.Role.ADMIN
+                    ).exists(),
+                    actor=invitation.invited_by,
+                )
+                joined.append(invitation.team)
+    return joined
 
 
 # --- Usage -------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@
 - Sign-in with a provider: a person joins (and, for a Hugging Face organisation, signs in again)
   when their verified email address is in SIGNUP_EMAIL_DOMAINS, or, signing in with Hugging
   Face, when they belong to an organisation of SIGNUP_HF_ORGS; with neither set, only when
-  SIGNUP_OPEN is true. Enforced by `accounts.adapters.SocialAccountAdapter`.
+  SIGNUP_OPEN is true. A verified address a team invited may always join. Enforced by `accounts.adapters.SocialAccountAdapter`.
 """
 
 from __future__ import annotations
@@ -70,8 +70,15 @@ class Claims:
 
 def refusal(claims: Claims) -> str | None:
     """Why this person may not sign in, or None when they may."""
+    from accounts.models import TeamInvitation
+
     domains = {domain.lower().lstrip("@") for domain in settings.SIGNUP_EMAIL_DOMAINS}
     orgs = {org.lower() for org in settings.SIGNUP_HF_ORGS}
+    if (
+        claims.email_verified
+        and TeamInvitation.objects.filter(email__iexact=claims.email, accepted_at=None).exists()
+    ):
+        return None  # a team invited this address
     if not domains and not orgs:
         return None if settings.SIGNUP_OPEN else "closed"
     if domains and claims.email_verified and claims.email.rpartition("@")[2] in domains:

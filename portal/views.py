@@ -17,6 +17,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -26,44 +27,65 @@ from accounts import crypto, dashboard, permissions, rollups, selectors, service
 from accounts.admin.export import usage_csv_response
 from accounts.admin.snippets import example_model, usage_snippets
 from accounts.dashboard_page import bar_chart
-from accounts.models import ApiKey, Team, TeamMember
+from accounts.models import ApiKey, Team, TeamMember, UserPolicy
 
 # The session's keys created and not shown yet: {primary key: the key, encrypted}.
 NEW_KEYS_SESSION = "hfproxy_portal_new_keys"
 RECENT = 20  # the last requests shown
 
 
-class KeyForm(forms.Form):
+class CapsForm(forms.Form):
+    """A key's own caps, each within its team's cap per member (`team`, or the form's team field)."""
+
+    rpm = forms.IntegerField(label=gettext_lazy("Requests per minute"), min_value=0, required=False)
+    tpm = forms.IntegerField(label=gettext_lazy("Tokens per minute"), min_value=0, required=False)
+    token_budget = forms.IntegerField(label=gettext_lazy("Monthly tokens"), min_value=0, required=False)
+    usd_budget = forms.DecimalField(
+        label=gettext_lazy("Monthly budget (USD)"),
+        min_value=0,
+        max_digits=12,
+        decimal_places=2,
+        required=False,
+    )
+    max_parallel = forms.IntegerField(label=gettext_lazy("Concurrent requests"), min_value=1, required=False)
+
+    # Each cap, and the team's cap per member that bounds it.
+    CAPS = (
+        ("rpm", "member_rpm"),
+        ("tpm", "member_tpm"),
+        ("token_budget", "member_token_budget"),
+        ("usd_budget", "member_usd_budget"),
+        ("max_parallel", None),
+    )
+
+    def __init__(self, *args, team: Team | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.team = team
+
+    def clean(self):
+        data = super().clean()
+        team = data.get("team", self.team)
+        for field, member_cap in self.CAPS:
+            cap = getattr(team, member_cap) if team is not None and member_cap else None
+            if data.get(field) is not None and cap is not None and data[field] > cap:
+                self.add_error(field, _("At most %(cap)s: the team's cap per member.") % {"cap": cap})
+        return data
+
+    def caps(self) -> dict:
+        return {field: self.cleaned_data[field] for field, _ in self.CAPS}
+
+
+class KeyForm(CapsForm):
     name = forms.CharField(label=gettext_lazy("Name"), max_length=100, required=False)
     team = forms.ModelChoiceField(label=gettext_lazy("Team"), queryset=Team.objects.none(), required=False)
     expires_in_days = forms.IntegerField(
         label=gettext_lazy("Expires in (days)"), min_value=1, max_value=3650, required=False
     )
-    rpm = forms.IntegerField(label=gettext_lazy("Requests per minute"), min_value=0, required=False)
-    token_budget = forms.IntegerField(label=gettext_lazy("Monthly tokens"), min_value=0, required=False)
-
-    # A key's own caps, and the team's cap per member that bounds each.
-    CAPS = (("rpm", "member_rpm"), ("token_budget", "member_token_budget"))
+    field_order = ["name", "team", "expires_in_days"]
 
     def __init__(self, user, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["team"].queryset = Team.objects.filter(members__user=user)
-
-    def clean(self):
-        data = super().clean()
-        team = data.get("team")
-        for field, member_cap in self.CAPS:
-            cap = getattr(team, member_cap) if team is not None else None
-            if data.get(field) is not None and cap is not None and data[field] > cap:
-                self.add_error(field, _("At most %(cap)s: the team's cap per member.") % {"cap": cap})
-        return data
-
-
-class CapsForm(forms.Form):
-    """What a team admin may cap a member's key at (within the team's own caps per member)."""
-
-    rpm = forms.IntegerField(label=gettext_lazy("Requests per minute"), min_value=0, required=False)
-    token_budget = forms.IntegerField(label=gettext_lazy("Monthly tokens"), min_value=0, required=False)
 
 
 @login_required
@@ -79,7 +101,7 @@ def keys(request: HttpRequest) -> HttpResponse:
                 name=form.cleaned_data["name"],
                 team=form.cleaned_data["team"],
                 expires_at=timezone.now() + timedelta(days=days) if days else None,
-                **{field: form.cleaned_data[field] for field, _ in KeyForm.CAPS},
+                **form.caps(),
             )
         except ValidationError as error:
             form.add_error(None, error)
@@ -90,7 +112,29 @@ def keys(request: HttpRequest) -> HttpResponse:
             request.session[NEW_KEYS_SESSION] = pending
             return redirect("portal:key_created", api_key.pk)
     own = ApiKey.objects.filter(user=user).select_related("team").order_by("-created_at")
-    return _page(request, "portal/keys.html", {"form": form, "keys": _with_month(own), "tab": "keys"})
+    context = {"form": form, "keys": _with_month(own), "totals": _my_totals(user), "tab": "keys"}
+    return _page(request, "portal/keys.html", context)
+
+
+def _my_totals(user) -> list[dict]:
+    """The user's own caps on all their keys together, with what this month used of the budgets."""
+    policy = UserPolicy.objects.filter(user=user).first()
+    if policy is None:
+        return []
+    month = rollups.total(since=_month_start(), user_id=user.pk)
+    used = {"tokens": month["total_tokens"], "cost": month["cost_usd"]}
+    rows = []
+    for label, limit, value in (
+        (_("Requests per minute"), policy.total_rpm, None),
+        (_("Tokens per minute"), policy.total_tpm, None),
+        (_("Tokens this month"), policy.total_token_budget, used["tokens"] or 0),
+        (_("US dollars this month"), policy.total_usd_budget, used["cost"] or 0),
+    ):
+        if limit is not None:
+            percent = min(100, int(value * 100 / limit)) if value is not None and limit else None
+            money = limit is policy.total_usd_budget
+            rows.append({"label": label, "limit": limit, "used": value, "percent": percent, "money": money})
+    return rows
 
 
 def _with_month(api_keys) -> list[ApiKey]:
@@ -196,7 +240,7 @@ def team(request: HttpRequest, pk: int) -> HttpResponse:
         "members": members,
         "team_keys": _with_month(team_keys),
         "budget": _progress(found, used),
-        "caps_form": CapsForm(),
+        "invitations": found.invitations.filter(accepted_at=None).select_related("invited_by"),
         "current_team": found.pk,
         "activity": found.audit.order_by("-at")[:RECENT],
         **_usage_context(records, team_id=found.pk, tab="team"),
@@ -228,27 +272,76 @@ def _progress(team: Team, used: dict) -> list[dict]:
 
 
 def _team_change(request: HttpRequest, found: Team) -> None:
-    """A team admin adds a member, or caps a member's key."""
-    if username := request.POST.get("add_member", "").strip():
-        user = get_user_model().objects.filter(**{get_user_model().USERNAME_FIELD: username}).first()
-        if user is None:
-            messages.error(
-                request, _("No user is named %(name)s (they sign in once first).") % {"name": username}
+    """A team admin adds or invites a member, changes a member's role, removes a member, cancels
+    an invitation, or caps a member's key. Their own membership is not theirs to change here (a
+    team must not lose its last admin by a slip)."""
+    post, me = request.POST, request.user
+    if name := post.get("add_member", "").strip():
+        _add_member(request, found, name, admin=post.get("role") == "admin")
+    elif member_id := post.get("remove_member") or post.get("set_role"):
+        member = get_object_or_404(found.members.select_related("user"), user_id=member_id)
+        if member.user_id == me.pk:
+            messages.error(request, _("You cannot change your own membership here."))
+        elif "remove_member" in post:
+            services.team_member_remove(team=found, user=member.user, actor=me)
+            messages.success(
+                request,
+                _("%(name)s removed; their keys on the team are revoked.")
+                % {"name": member.user.get_username()},
             )
-            return
-        services.team_member_add(
-            team=found, user=user, admin=request.POST.get("role") == "admin", actor=request.user
-        )
-        messages.success(request, _("%(name)s added to %(team)s.") % {"name": username, "team": found.name})
-    elif key_id := request.POST.get("cap_key", ""):
+        else:
+            services.team_member_add(
+                team=found, user=member.user, admin=post.get("role") == "admin", actor=me
+            )
+            messages.success(request, _("Role of %(name)s saved.") % {"name": member.user.get_username()})
+    elif invitation_id := post.get("cancel_invitation"):
+        invitation = get_object_or_404(found.invitations, pk=invitation_id, accepted_at=None)
+        services.team_invitation_cancel(invitation=invitation, actor=me)
+        messages.success(request, _("Invitation of %(email)s cancelled.") % {"email": invitation.email})
+    elif key_id := post.get("cap_key", ""):
         api_key = get_object_or_404(ApiKey.objects.select_related("user"), pk=key_id, team=found)
-        form = CapsForm(request.POST)
-        if not form.is_valid() or not permissions.may_manage_key(request.user, api_key):
-            messages.error(request, _("Those caps are not numbers of 0 or more."))
+        form = CapsForm(post, team=found)
+        if not permissions.may_manage_key(me, api_key):
+            raise Http404
+        if not form.is_valid():
+            for errors in form.errors.values():
+                messages.error(request, " ".join(errors))
             return
-        api_key.rpm, api_key.token_budget = form.cleaned_data["rpm"], form.cleaned_data["token_budget"]
-        services.api_key_update(api_key=api_key, actor=request.user)
+        for field, value in form.caps().items():
+            setattr(api_key, field, value)
+        services.api_key_update(api_key=api_key, actor=me)
         messages.success(request, _("Caps of key %(prefix)s… saved.") % {"prefix": api_key.prefix})
+
+
+def _add_member(request: HttpRequest, found: Team, name: str, *, admin: bool) -> None:
+    """By user name (someone who signed in before), else invite the address."""
+    users = get_user_model().objects
+    user = users.filter(**{users.model.USERNAME_FIELD: name}).first()
+    if user is not None:
+        services.team_member_add(team=found, user=user, admin=admin, actor=request.user)
+        messages.success(request, _("%(name)s added to %(team)s.") % {"name": name, "team": found.name})
+        return
+    if "@" not in name:
+        messages.error(
+            request, _("No user is named %(name)s: invite them by their email address.") % {"name": name}
+        )
+        return
+    try:
+        services.team_invite(
+            team=found,
+            email=name,
+            admin=admin,
+            actor=request.user,
+            sign_in_url=request.build_absolute_uri(reverse("account_login")),
+        )
+    except ValidationError:
+        messages.error(request, _("%(email)s is not an email address.") % {"email": name})
+        return
+    messages.success(
+        request,
+        _("%(email)s is invited: they join %(team)s when they sign in with that address.")
+        % {"email": name, "team": found.name},
+    )
 
 
 def _page(request: HttpRequest, template: str, context: dict) -> HttpResponse:

@@ -46,7 +46,17 @@ class ApiKeyInline(admin.TabularInline):
 class UserPolicyInline(admin.StackedInline):
     model = UserPolicy
     can_delete = False
-    verbose_name_plural = "Defaults for this user's keys"
+    verbose_name_plural = "Limits: defaults for this user's keys, and caps on all of them together"
+    fieldsets = [
+        (
+            "Each key's defaults (for keys that set none)",
+            {"fields": (*UserPolicy.LIMIT_FIELDS, "allowed_models")},
+        ),
+        (
+            "All keys together",
+            {"fields": ("total_rpm", "total_tpm", "total_token_budget", "total_usd_budget")},
+        ),
+    ]
 
 
 admin.site.unregister(User)
@@ -70,7 +80,7 @@ class HfproxyUserAdmin(UserAdmin):
             super().save_formset(request, form, formset, change)
             return
         for policy in formset.save(commit=False):  # the inline deletes nothing
-            services.user_policy_save(policy=policy)
+            services.user_policy_save(policy=policy, actor=request.user)
 
     def render_delete_form(self, request, context):
         return super().render_delete_form(request, {**context, "deactivate_users": [context["object"]]})

@@ -15,7 +15,7 @@ from django.core import mail
 from django.utils import timezone
 
 from accounts import alerts, services
-from accounts.models import REJECTED_TOKEN, AlertSent, Team, TeamMember
+from accounts.models import REJECTED_TOKEN, AlertSent, Team, TeamMember, UserPolicy
 from tests.support.factories import make_usage
 from tests.support.processes import free_port
 
@@ -67,6 +67,37 @@ def test_a_key_budget_alerts_once_at_each_threshold(alice, webhook):
     make_usage(key, "m", tokens=(10, 10))
     assert alerts.check() == 1
     assert "100 %" in mail.outbox[-1].body and len(webhook.received) == 2
+
+
+def test_a_users_budget_on_all_their_keys_alerts_them(alice, webhook):
+    services.user_policy_save(policy=UserPolicy(user=alice, total_token_budget=100))
+    first, _ = services.api_key_create(user=alice)
+    second, _ = services.api_key_create(user=alice)
+    make_usage(first, "m", tokens=(20, 20))
+    assert alerts.check() == 0
+    make_usage(second, "m", tokens=(20, 25))  # 85 of 100 over the two keys
+    assert alerts.check() == 1
+    [message] = mail.outbox
+    assert message.to == ["alice@example.com"]
+    assert "alice (all keys) has used 80 % of its monthly budget (85 tokens of 100 tokens)" in message.body
+
+
+def test_a_members_cap_in_a_team_alerts_the_member_and_the_team_admins(alice, webhook, django_user_model):
+    bob = django_user_model.objects.create_user("bob", email="bob@example.com")
+    team = services.team_create(name="ml", member_usd_budget="2.00")
+    services.team_member_add(team=team, user=alice, admin=True)
+    services.team_member_add(team=team, user=bob)
+    key, _ = services.api_key_create(user=bob, team=team)
+    own, _ = services.api_key_create(user=bob)
+    make_usage(own, "m", cost="5.00")  # not on the team: not under its cap
+    make_usage(key, "m", cost="1.70", team=team)
+    assert alerts.check() == 1
+    [message] = mail.outbox
+    assert sorted(message.to) == ["alice@example.com", "bob@example.com"]
+    assert "bob in team ml has used 80 % of its monthly budget ($1.70 of $2.00)" in message.body
+    make_usage(key, "m", cost="0.30", team=team)
+    assert alerts.check() == 1 and "100 %" in mail.outbox[-1].body
+    assert alerts.check() == 0
 
 
 def test_a_team_budget_alerts_its_admins(alice, webhook, django_user_model):

@@ -95,3 +95,37 @@ def test_the_api_answers_503_when_the_database_is_down(api_key, monkeypatch):
     assert response["Retry-After"]
     assert response.json()["error"]["code"] == "service_unavailable"
     assert APIClient().get("/api/me").json()["error"]["code"] == "invalid_api_key"
+
+
+def test_the_audit_trail_for_staff_and_a_teams_admins_only(api_key, bob_key, user, django_user_model):
+    bob = django_user_model.objects.get(username="bob")
+    ml, other = services.team_create(name="ml", actor=user), services.team_create(name="other")
+    services.team_member_add(team=ml, user=user, admin=True, actor=user)
+    services.team_member_add(team=ml, user=bob, actor=user)
+    services.team_member_add(team=other, user=bob, admin=True)
+    for _ in range(3):
+        services.api_key_create(user=bob, team=ml, actor=bob)
+    alice = client_for(api_key)
+    # alice admins ml: she reads its trail, page by page, newest first.
+    first = alice.get("/api/audit?team=ml&limit=4").json()
+    assert [e["action"] for e in first["entries"]] == ["key_created"] * 3 + ["member_added"]
+    assert {e["team"] for e in first["entries"]} == {"ml"} and first["entries"][0]["actor"] == "bob"
+    rest = alice.get(f"/api/audit?team=ml&limit=4&before={first['next_before']}").json()
+    assert [e["action"] for e in rest["entries"]] == ["member_added", "team_created"]
+    assert rest["next_before"] is None
+    assert api_key not in str(first) and bob_key not in str(first)  # never a secret
+    # Not another team's, nor the whole trail; bob, a member of ml, not ml's either.
+    assert alice.get("/api/audit?team=other").status_code == 403
+    assert alice.get("/api/audit?team=nope").status_code == 403
+    assert alice.get("/api/audit").status_code == 403
+    assert client_for(bob_key).get("/api/audit?team=ml").status_code == 403
+    assert client_for(bob_key).get("/api/audit?team=other").status_code == 200
+    # Staff with the view permission read all of it.
+    user.is_staff = True
+    user.save()
+    user.user_permissions.add(Permission.objects.get(codename="view_auditentry"))
+    keys.reset()
+    everything = client_for(api_key).get("/api/audit?limit=500").json()["entries"]
+    assert {e["team"] for e in everything} == {"ml", "other", None}  # the fixtures' keys: no team
+    assert client_for(api_key).get("/api/audit?team=nope").status_code == 404
+    assert client_for(api_key).get("/api/audit?before=x").status_code == 400

@@ -134,3 +134,21 @@ def test_the_trail_is_read_only_in_the_admin(admin_client):
         == 403
     )
     assert ApiKey.objects.count() == 0 and AuditEntry.objects.filter(pk=entry.pk).exists()
+
+
+@pytest.mark.django_db
+def test_a_users_limits_changed_are_in_the_trail(django_user_model):
+    from accounts.models import UserPolicy
+
+    root, alice = (
+        django_user_model.objects.create_superuser("root"),
+        django_user_model.objects.create_user("alice"),
+    )
+    policy = services.user_policy_save(policy=UserPolicy(user=alice, rpm=10), actor=root)
+    policy.total_usd_budget, policy.rpm = "50.00", 10
+    services.user_policy_save(policy=policy, actor=root)
+    services.user_policy_save(policy=policy, actor=root)  # nothing changed: no entry
+    entries = AuditEntry.objects.filter(action="user_limits_changed").order_by("pk")
+    assert [(e.actor_name, e.target) for e in entries] == [("root", "user alice")] * 2
+    assert entries[0].detail == {"rpm": [None, "10"]}
+    assert entries[1].detail == {"total_usd_budget": [None, "50.00"]}

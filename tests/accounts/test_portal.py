@@ -7,6 +7,7 @@ import io
 import re
 import shutil
 import subprocess
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -176,3 +177,90 @@ def test_the_translations_are_compiled(tmp_path):
     compiled = tmp_path / "django.mo"
     subprocess.run(["msgfmt", "-o", str(compiled), str(folder / "django.po")], check=True)
     assert compiled.read_bytes() == (folder / "django.mo").read_bytes()
+
+
+def test_a_team_admin_invites_by_email_and_the_invitation_is_sent(client, people, settings):
+    from django.core import mail
+
+    settings.EMAIL_URL = "smtp://localhost"  # email on (pytest-django keeps the locmem backend)
+    ml = Team.objects.get(name="ml")
+    client = signed_in(client, people["alice"])
+    client.post(f"/portal/teams/{ml.pk}/", {"add_member": "Carol@Corp.example", "role": "admin"})
+    invitation = ml.invitations.get()
+    assert (invitation.email, invitation.role, invitation.invited_by) == (
+        "carol@corp.example",
+        "admin",
+        people["alice"],
+    )
+    [message] = mail.outbox
+    assert message.to == ["carol@corp.example"] and "http://testserver/accounts/login/" in message.body
+    page = client.get(f"/portal/teams/{ml.pk}/").content.decode()
+    assert 'data-email="carol@corp.example"' in page
+    assert AuditEntry.objects.filter(action="member_invited", team=ml, target="carol@corp.example").exists()
+    client.post(f"/portal/teams/{ml.pk}/", {"add_member": "not-a-user", "role": "member"})
+    client.post(f"/portal/teams/{ml.pk}/", {"cancel_invitation": invitation.pk})
+    assert not ml.invitations.exists()
+    assert AuditEntry.objects.filter(action="invitation_cancelled", team=ml).exists()
+    # Another team's admin cannot cancel this team's invitations.
+    again = services.team_invite(team=ml, email="carol@corp.example")
+    dave = signed_in(client, people["dave"])
+    assert dave.post(f"/portal/teams/{ml.pk}/", {"cancel_invitation": again.pk}).status_code == 404
+    assert ml.invitations.count() == 1
+
+
+def test_a_team_admin_changes_roles_and_removes_members_but_not_themselves(client, people):
+    ml = Team.objects.get(name="ml")
+    bobs, _ = services.api_key_create(user=people["bob"], team=ml)
+    client = signed_in(client, people["alice"])
+    client.post(f"/portal/teams/{ml.pk}/", {"set_role": people["bob"].pk, "role": "admin"})
+    assert TeamMember.objects.get(team=ml, user=people["bob"]).role == "admin"
+    client.post(f"/portal/teams/{ml.pk}/", {"set_role": people["alice"].pk, "role": "member"})
+    client.post(f"/portal/teams/{ml.pk}/", {"remove_member": people["alice"].pk})
+    assert TeamMember.objects.get(team=ml, user=people["alice"]).role == "admin"
+    client.post(f"/portal/teams/{ml.pk}/", {"remove_member": people["bob"].pk})
+    assert not TeamMember.objects.filter(team=ml, user=people["bob"]).exists()
+    bobs.refresh_from_db()
+    assert bobs.status == "revoked"
+    assert AuditEntry.objects.filter(action="member_removed", actor_name="alice").count() == 1
+    # dave (another team's admin) cannot remove alice from ml.
+    dave = signed_in(client, people["dave"])
+    assert dave.post(f"/portal/teams/{ml.pk}/", {"remove_member": people["alice"].pk}).status_code == 404
+
+
+def test_every_cap_of_a_key_stays_within_the_teams_cap_per_member(client, people):
+    ml = Team.objects.get(name="ml")
+    ml.member_tpm, ml.member_usd_budget = 1000, "5.00"
+    services.team_update(team=ml)
+    client = signed_in(client, people["bob"])
+    refused = client.post("/portal/keys/", {"team": ml.pk, "tpm": "2000", "usd_budget": "9.50"})
+    assert refused.content.decode().count("the team&#x27;s cap per member") == 2
+    fields = {"team": ml.pk, "tpm": "500", "usd_budget": "2.50", "max_parallel": "3"}
+    assert client.post("/portal/keys/", fields).status_code == 302
+    key = ApiKey.objects.get()
+    assert (key.tpm, str(key.usd_budget), key.max_parallel) == (500, "2.50", 3)
+    # The team admin's caps on it are bounded the same way.
+    alice = signed_in(client, people["alice"])
+    alice.post(f"/portal/teams/{ml.pk}/", {"cap_key": key.pk, "tpm": "5000", "usd_budget": "1"})
+    key.refresh_from_db()
+    assert key.tpm == 500  # refused: over the member cap
+    alice.post(f"/portal/teams/{ml.pk}/", {"cap_key": key.pk, "tpm": "800", "max_parallel": "2"})
+    key.refresh_from_db()
+    assert (key.tpm, key.usd_budget, key.max_parallel) == (800, None, 2)
+
+
+def test_my_keys_shows_my_own_caps_on_all_my_keys_with_this_months_use(client, people):
+    from accounts.models import UserPolicy
+
+    services.user_policy_save(policy=UserPolicy(user=people["bob"], total_rpm=30, total_usd_budget="4.00"))
+    first, _ = services.api_key_create(user=people["bob"])
+    second, _ = services.api_key_create(user=people["bob"])
+    make_usage(first, "m", cost="1.00")
+    make_usage(second, "m", cost="2.00")
+    make_usage(services.api_key_create(user=people["alice"])[0], "m", cost="9.00")  # not bob's
+    page = signed_in(client, people["bob"]).get("/portal/keys/")
+    assert [(row["limit"], row["used"], row["percent"]) for row in page.context["totals"]] == [
+        (30, None, None),
+        (Decimal("4.00"), Decimal("3.00"), 75),
+    ]
+    assert "$3.00 / $4.00 (75 %)" in page.content.decode()
+    assert signed_in(client, people["alice"]).get("/portal/keys/").context["totals"] == []

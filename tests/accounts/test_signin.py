@@ -283,3 +283,39 @@ def test_a_hugging_face_sign_in_joins_its_organisations_teams(settings, django_u
     bob = django_user_model.objects.create_user("bob")
     assert signin.join_teams(bob, other) == [] and not TeamMember.objects.filter(user=bob).exists()
     assert ml.members.count() == 1
+
+
+def test_an_invited_address_may_join_whatever_the_rules(providers):
+    from accounts import services
+    from accounts.models import Team
+
+    team = services.team_create(name="guests")
+    services.team_invite(team=team, email="Guest@Elsewhere.org")
+    assert refusal(sociallogin("corp", email="guest@elsewhere.org", email_verified=True)) is None
+    assert refusal(sociallogin("corp", email="guest@elsewhere.org")) == "not_allowed"  # not verified
+    assert refusal(sociallogin("corp", email="other@elsewhere.org", email_verified=True)) == "not_allowed"
+    assert Team.objects.count() == 1
+
+
+def test_signing_in_accepts_the_invitations_of_a_verified_address(client, people):
+    from allauth.account.models import EmailAddress
+
+    from accounts import services
+    from accounts.models import AuditEntry, TeamMember
+
+    ml, other = services.team_create(name="ml"), services.team_create(name="other")
+    services.team_invite(team=ml, email="ann@corp.example", admin=True, actor=people["root"])
+    services.team_invite(team=other, email="unverified@corp.example")
+    ann = get_user_model().objects.create_user("ann", password=PASSWORD)
+    SocialAccount.objects.create(user=ann, provider="corp", uid="ann")
+    EmailAddress.objects.create(user=ann, email="ANN@corp.example", verified=True)
+    EmailAddress.objects.create(user=ann, email="unverified@corp.example", verified=False)
+    sign_in(client, "ann")
+    assert signed_in(client) == "ann"
+    assert list(TeamMember.objects.filter(user=ann).values_list("team__name", "role")) == [("ml", "admin")]
+    assert ml.invitations.get().accepted_by == ann and other.invitations.get().accepted_at is None
+    entry = AuditEntry.objects.get(action="member_added", team=ml)
+    assert (entry.actor_name, entry.target) == ("root", "user ann")
+    client.logout()
+    sign_in(client, "ann")  # accepted once
+    assert AuditEntry.objects.filter(action="member_added").count() == 1

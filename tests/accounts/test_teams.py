@@ -12,7 +12,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
 from accounts import keys, runtime, services
-from accounts.models import ApiKey, Team, UsageRecord
+from accounts.models import ApiKey, Team, UsageRecord, UserPolicy
 from accounts.usage import writer
 from tests.accounts.test_admin import text_of
 from tests.support.answers import completion, sse_response, standard_stream
@@ -218,3 +218,60 @@ def test_the_dashboard_shows_one_teams_usage(team, admin_client):
     assert (mine.requests, mine.tokens) == (1, 7)
     assert [row["model_requested"] for row in mine.top_models] == ["team-model"]
     assert f'<option value="{team.pk}" selected>ml</option>' in page.content.decode()
+
+
+def set_user_totals(username: str, **totals) -> None:
+    user = get_user_model().objects.get(username=username)
+    policy, _ = UserPolicy.objects.get_or_create(user=user)
+    for name, value in totals.items():
+        setattr(policy, name, value)
+    services.user_policy_save(policy=policy)
+
+
+async def test_a_users_own_limits_span_all_their_keys(team, anonymous_client, hf):
+    hf.post("/chat/completions").respond(200, json=completion())
+    team.token_budget = None
+    await sync_to_async(services.team_update)(team=team)
+    await sync_to_async(set_user_totals)("bob", total_rpm=2)
+    on_team = await sync_to_async(team_key)("bob")
+    own = (await sync_to_async(command)("create_api_key", "bob")).splitlines()[-1]
+    alice = await sync_to_async(team_key)("alice")
+    statuses = [(await chat(anonymous_client, key)).status_code for key in (on_team, own, on_team, alice)]
+    assert statuses == [200, 200, 429, 200]  # bob's keys share his two; alice has no such limit
+    refused = await chat(anonymous_client, own)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["message"].startswith(
+        "User bob (all keys): Rate limit reached: 2 requests per minute."
+    )
+
+
+async def test_a_burst_cannot_overshoot_a_users_budget_across_keys(team, anonymous_client, hf):
+    def answer(request):
+        return sse_response(standard_stream(usage=(5, 5)), delay=0.002)[0]
+
+    hf.post("/chat/completions").mock(side_effect=answer)
+    team.token_budget = None
+    await sync_to_async(services.team_update)(team=team)
+    await sync_to_async(set_user_totals)("bob", total_token_budget=60)
+    bobs = [await sync_to_async(team_key)("bob")] + [
+        (await sync_to_async(command)("create_api_key", "bob")).splitlines()[-1] for _ in range(2)
+    ]
+    # Records of an earlier key count from the database: 20 of bob's 60 tokens are used.
+    earlier = await ApiKey.objects.filter(user__username="bob").alast()
+    await sync_to_async(make_usage)(earlier, "m", tokens=(10, 10))
+    in_flight = asyncio.Semaphore(6)
+
+    async def one(i: int) -> int:
+        async with in_flight:
+            response = await chat(anonymous_client, bobs[i % 3], stream=True, max_tokens=10)
+            if response.status_code == 200:
+                b"".join([part async for part in response.streaming_content])
+            await runtime.background()
+            return response.status_code
+
+    statuses = await asyncio.gather(*(one(i) for i in range(30)))
+    assert set(statuses) == {200, 429}
+    assert 20 + statuses.count(200) * 10 <= 60
+    assert await writer.flush(10)
+    used = sum([r.total_tokens or 0 async for r in UsageRecord.objects.filter(user__username="bob")])
+    assert used <= 60

@@ -30,6 +30,9 @@ ACCOUNTS = {
         "name": "Tess",
         "preferred_username": "tess",
     },
+    # Outside SIGNUP_EMAIL_DOMAINS: ivy is invited, eve is not.
+    "ivy": {"email": "ivy@elsewhere.org", "email_verified": True, "name": "Ivy", "preferred_username": "ivy"},
+    "eve": {"email": "eve@elsewhere.org", "email_verified": True, "name": "Eve", "preferred_username": "eve"},
 }
 MODEL = "openai/gpt-oss-120b"
 
@@ -78,7 +81,7 @@ def screenshot(page, tmp_path, name: str) -> None:
 
 
 @contextlib.contextmanager
-def signed_in(servers, login: str):
+def signed_in(servers, login: str, lands_on: str = "/portal/"):
     """A browser page signed in as `login` through the provider's login and consent pages."""
     with local_page(
         servers["site"],
@@ -95,7 +98,7 @@ def signed_in(servers, login: str):
         page.click("button[type=submit]")
         page.wait_for_url(servers["issuer"] + "/interaction/**")
         page.click("button[type=submit]")  # consent
-        page.wait_for_url(servers["site"] + "/portal/")
+        page.wait_for_url(servers["site"] + lands_on)
         yield page
 
 
@@ -163,3 +166,28 @@ def test_a_member_makes_a_key_uses_it_and_their_team_admin_revokes_it(servers, t
             break
         assert time.monotonic() < deadline, "the revoked key still works"
         time.sleep(0.2)
+
+
+def test_a_team_admin_invites_an_address_and_its_owner_joins_at_sign_in(servers, tmp_path):
+    env = servers["env"]
+    with signed_in(servers, "tess") as page:
+        manage("add_team_member", "ml", "tess", "--admin", env=env)
+        page.goto(servers["site"] + "/portal/")
+        page.click("text=Team ml")
+        page.wait_for_url("**/portal/teams/*/")
+        page.fill("input[name=add_member]", "ivy@elsewhere.org")
+        page.click("#members ~ form button[type=submit]")
+        page.wait_for_url("**/portal/teams/*/")
+        assert page.locator("#invitations tr[data-email='ivy@elsewhere.org']").count() == 1
+        screenshot(page, tmp_path, "team-flow-invitation.png")
+    # Not invited, outside the allowed domains: refused with a page that says why.
+    with signed_in(servers, "eve", lands_on="/accounts/oidc/company/login/callback/**") as page:
+        assert page.locator("h1").count() == 1 and "/portal/" not in page.url
+    with signed_in(servers, "ivy") as page:  # invited: she joins, and may put a key on the team
+        page.goto(servers["site"] + "/portal/keys/")
+        assert "ml" in page.locator("select[name=team]").inner_text()
+    with signed_in(servers, "tess") as page:
+        page.click("text=Team ml")
+        page.wait_for_url("**/portal/teams/*/")
+        assert page.locator("#members tr[data-member='ivy']").count() == 1
+        assert page.locator("#invitations").count() == 0
