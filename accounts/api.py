@@ -16,14 +16,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from django.contrib.auth import get_user_model
-from django.db.models.functions import TruncDate
 from rest_framework import exceptions, serializers
 from rest_framework.decorators import api_view
 from rest_framework.response import Response
 
-from accounts import permissions
+from accounts import permissions, rollups
 from accounts.models import ApiKey, AuditEntry, Team
-from accounts.selectors import USAGE_TOTALS, usage_in
+from accounts.selectors import USAGE_TOTALS, usernames
 
 
 class KeySerializer(serializers.ModelSerializer):
@@ -111,30 +110,31 @@ def usage(request):
         hour=0, minute=0, second=0, microsecond=0
     ) - timedelta(days=30)
     if team is not None:
-        by_member = _by_day(usage_in(since=since, team_id=team.pk), "user__username")
+        by_member = _by_day(since=since, team_id=team.pk, by_member=True)
         return Response({"team": team.name, "since": since.date().isoformat(), "usage": by_member})
-    rows = _by_day(usage_in(since=since, user_id=user.pk))
+    rows = _by_day(since=since, user_id=user.pk)
     return Response({"user": user.get_username(), "since": since.date().isoformat(), "usage": rows})
 
 
-def _by_day(records, *columns: str) -> list[dict]:
-    """Records summed by day and model (and `columns`: a team's by member)."""
-    rows = (
-        records.annotate(day=TruncDate("created_at"))
-        .values("day", "model_requested", *columns)
-        .annotate(**USAGE_TOTALS)
-        .order_by("day", "model_requested", *columns)
+def _by_day(*, since: datetime, by_member: bool = False, **whose) -> list[dict]:
+    """Usage summed by day (UTC) and model (and, `by_member`, user), from the rollups."""
+    found = rollups.totals(
+        since=since,
+        bucket=rollups.day_of,
+        by=("model_requested", "user_id") if by_member else ("model_requested",),
+        **whose,
     )
-    names = {"user__username": "user"}
-    return [
+    names = usernames(group[2] for group in found) if by_member else {}
+    rows = [
         {
-            "day": row.pop("day").isoformat(),
-            "model": row.pop("model_requested"),
-            **{names[column]: row.pop(column) for column in columns},
-            **row,
+            "day": group[0].isoformat(),
+            "model": group[1],
+            **({"user": names[group[2]]} if by_member else {}),
+            **{name: total[name] for name in USAGE_TOTALS},
         }
-        for row in rows
+        for group, total in found.items()
     ]
+    return sorted(rows, key=lambda row: (row["day"], row["model"], row.get("user", "")))
 
 
 AUDIT_PAGE = 500

@@ -1,25 +1,26 @@
 """The usage dashboard's figures, every one computed by the database (`accounts.dashboard_page`
 lays them out for the page).
 
-A page costs a fixed number of queries, whatever the number of rows: one for the time series
-(whose buckets also give the totals), one per top list, and one per percentile. Each is shaped
-so that both SQLite and PostgreSQL answer it from an index in one pass, without sorting the
-period's rows (see `usage_series` and `percentile`); bench/dashboard.py measures them.
+A page costs a fixed number of queries, whatever the number of rows: a few for the time series
+(whose buckets also give the totals) and for each top list, read from the hourly and daily
+rollups (accounts.rollups), and one per percentile, read from the records. Each is shaped so
+that both SQLite and PostgreSQL answer it from an index in one pass, without sorting the
+period's rows (see `percentile`); bench/dashboard.py measures them.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from django.contrib.auth import get_user_model
-from django.db.models import Count, Q, QuerySet, Sum, Value
+from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from accounts import rollups
 from accounts.models import Outcome
 from accounts.selectors import UPSTREAM_FAILURES, cost_sum, usage_in
 
@@ -78,45 +79,49 @@ def usage_series(
     team_id: int | None = None,
     user_id: int | None = None,
 ) -> list[dict]:
-    """TOTALS and the requests with a time to first token, per hour or day since `since`: one query.
+    """TOTALS and the requests with a time to first token, per hour or day since `since`.
 
-    One aggregate per bucket, joined by UNION ALL, rather than GROUP BY a truncated time:
-    each bucket is a range of the time index, so no database sorts the period's rows (SQLite
-    would: it groups by sorting, and Django's time truncation on SQLite runs in Python, once a
-    row). Building each part costs Python time, hence at most a few dozen buckets a period.
-    The last bucket has no end, so the series counts the same rows as the other queries.
-    """
+    From the rollups (accounts.rollups): each bucket but the first starts on a multiple of
+    `step`, so holds whole hours (whole days when `step` is days), and the first bucket's
+    ragged start is read from the records. The last bucket has no end, so the series counts
+    the same rows as the other queries."""
     edges = bucket_edges(since, until, step)
-    parts = [
-        usage_in(since=start, team_id=team_id, user_id=user_id)
-        .filter(created_at__lt=end)
-        .order_by()
-        .annotate(bucket=Value(index))
-        .values("bucket")
-        .annotate(**SERIES_TOTALS)
-        for index, (start, end) in enumerate(itertools.pairwise(edges))
-    ]
-    parts.append(
-        usage_in(since=edges[-1], team_id=team_id, user_id=user_id)
-        .order_by()
-        .annotate(bucket=Value(len(parts)))
-        .values("bucket")
-        .annotate(**SERIES_TOTALS)
+    found = rollups.totals(
+        since=since,
+        bucket=rollups.in_buckets(edges),
+        grain=rollups.DAY if step % rollups.DAY == timedelta(0) else rollups.HOUR,
+        team_id=team_id,
+        user_id=user_id,
     )
-    found = {row["bucket"]: row for row in parts[0].union(*parts[1:], all=True)}
     return [
-        {"start": start, **dict.fromkeys(SERIES_TOTALS, 0), **found.get(index, {})}
+        {
+            "start": start,
+            **_named(found.get((index,))),
+            "with_ttft": found.get((index,), {}).get("with_ttft", 0),
+        }
         for index, start in enumerate(edges)
     ]
 
 
+def _named(total: dict | None) -> dict:
+    """A rollups total in TOTALS' names."""
+    total = total or rollups.nothing()
+    return {
+        "requests": total["requests"],
+        "tokens": total["total_tokens"],
+        "cost": total["cost_usd"],
+        "errors": total["errors"],
+        "refused": total["refused"],
+        "bad_requests": total["bad_requests"],
+    }
+
+
 def usage_top(*, since: datetime, by: str, limit: int = 10, team_id: int | None = None) -> list[dict]:
     """The `limit` biggest callers (by="user_id") or models (by="model_requested") since `since`."""
-    # Bounded on one side only, here and in the percentiles: without statistics on the time
-    # column, SQLite takes a two-sided range for a small one and sorts it instead of walking
-    # the covering index.
-    records = usage_in(since=since, team_id=team_id)
-    return list(records.values(by).annotate(**TOTALS).order_by("-requests", by)[:limit])
+    found = rollups.totals(since=since, by=(by,), team_id=team_id)
+    rows = [{by: group[0], **_named(total)} for group, total in found.items()]
+    rows.sort(key=lambda row: (-row["requests"], row[by]))
+    return rows[:limit]
 
 
 def percentile(records: QuerySet, field_name: str, fraction: float, count: int) -> int | None:

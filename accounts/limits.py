@@ -36,8 +36,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from django.conf import settings
-from django.db.models import Subquery, Sum, Value
-from django.db.models.functions import Coalesce
 
 from accounts import counters, offloop, runtime
 from accounts.counters import Op, Unavailable
@@ -87,15 +85,10 @@ class Scope:
         return f"team{self.team_id}" if self.user_id is None else f"team{self.team_id}u{self.user_id}"
 
     def total(self, since: datetime, column: str) -> Decimal | int:
-        """Its records' `column` summed since then (a month: records are kept longer)."""
-        from accounts.models import UsageRecord
+        """Its records' `column` (total_tokens, cost_usd) summed since then, from the rollups."""
+        from accounts import rollups
 
-        rows = UsageRecord.objects.filter(created_at__gte=since)
-        if self.team_id is not None:
-            rows = rows.filter(team_id=self.team_id)
-        if self.user_id is not None:
-            rows = rows.filter(user_id=self.user_id)
-        return rows.aggregate(t=Sum(column))["t"] or 0
+        return rollups.total(since=since, team_id=self.team_id, user_id=self.user_id)[column]
 
 
 class Refusal(Exception):
@@ -150,22 +143,12 @@ def _month_of_minute(minute: int) -> tuple[str, datetime, float]:
 
 
 def _sum_in_db(key_id: int, since: datetime | None, column: str) -> Decimal | int:
-    """The key's `column` summed since then: its records, and the daily sums of pruned ones
-    (whole days), in one statement, so that a prune committing meanwhile cannot count a day twice."""
-    from accounts.models import ApiKey, UsageDaily, UsageRecord
+    """The key's `column` (total_tokens, cost_usd) summed since then, from the rollups: they
+    count pruned records too, and pruning leaves them as they are, so it cannot make a total
+    count a day twice or miss one."""
+    from accounts import rollups
 
-    records = UsageRecord.objects.filter(api_key_id=key_id)
-    days = UsageDaily.objects.filter(api_key_id=key_id)
-    if since is not None:
-        records = records.filter(created_at__gte=since)
-        days = days.filter(day__gte=since.date())
-
-    def total(rows):
-        summed = rows.values("api_key_id").annotate(t=Sum(column)).values("t")
-        return Coalesce(Subquery(summed), Value(0), output_field=rows.model._meta.get_field(column))
-
-    found = ApiKey.objects.filter(pk=key_id).values_list(total(records) + total(days), flat=True).first()
-    return found or 0
+    return rollups.total(since=since, api_key_ids=[key_id])[column]
 
 
 def _tokens_in_db(key_id: int, since: datetime | None) -> int:

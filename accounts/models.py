@@ -521,6 +521,79 @@ class UsageDaily(models.Model):
         return f"{self.day} {self.model_requested} {self.outcome}: {self.requests}"
 
 
+class UsageRollup(models.Model):
+    """Usage records summed per hour and per day (`span`), per key, user, team, endpoint, model
+    and outcome: what the dashboard, the reports, the API, the portal and budget seeding read
+    instead of the records (accounts.rollups). Maintained by the database itself, in the
+    transaction that inserts the records (a trigger: migration 0011), so the sums are exact
+    whoever writes; pruning records leaves them as they are."""
+
+    class Span(models.TextChoices):
+        HOUR = "h", "hour"
+        DAY = "d", "day"
+
+    span = models.CharField(max_length=1, choices=Span.choices)
+    start = models.DateTimeField(help_text="The hour's or the day's first instant (UTC).")
+    # No constraints: a rollup outlives its records, and checking them would cost every insert.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+        db_index=False,
+    )
+    api_key = models.ForeignKey(
+        ApiKey, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+", db_index=False
+    )
+    team_id = models.PositiveIntegerField(default=0, help_text="The record's team; 0: none.")
+    endpoint = models.CharField(max_length=40)
+    model_requested = models.CharField(max_length=200, blank=True)
+    outcome = models.CharField(max_length=24, choices=Outcome.choices)
+    requests = models.PositiveBigIntegerField(default=0)
+    streams = models.PositiveBigIntegerField(default=0)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    total_tokens = models.PositiveBigIntegerField(default=0)
+    cached_tokens = models.PositiveBigIntegerField(default=0)
+    reasoning_tokens = models.PositiveBigIntegerField(default=0)
+    units = models.DecimalField(max_digits=20, decimal_places=3, default=0)
+    cost_usd = models.DecimalField(max_digits=20, decimal_places=8, default=0, verbose_name="cost (USD)")
+    # Sums, for averages: milliseconds of latency, and of time to first token over `with_ttft`.
+    latency_ms = models.PositiveBigIntegerField(default=0)
+    ttft_ms = models.PositiveBigIntegerField(default=0)
+    with_ttft = models.PositiveBigIntegerField(default=0)
+
+    GROUP = ("span", "start", "api_key", "user", "team_id", "endpoint", "model_requested", "outcome")
+
+    class Meta:
+        verbose_name = "usage rollup"
+        constraints = [
+            models.UniqueConstraint(
+                fields=[
+                    "span",
+                    "start",
+                    "api_key",
+                    "user",
+                    "team_id",
+                    "endpoint",
+                    "model_requested",
+                    "outcome",
+                ],
+                name="usage_rollup_one_row_a_group",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["span", "user", "start"], name="usage_rollup_user"),
+            models.Index(fields=["span", "team_id", "start"], name="usage_rollup_team"),
+            models.Index(fields=["span", "api_key", "start"], name="usage_rollup_key"),
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.start:%Y-%m-%d %H:%M} {self.span} {self.model_requested} {self.outcome}: {self.requests}"
+        )
+
+
 class AuditEntry(models.Model):
     """One event of the audit trail (accounts.audit): never a secret."""
 

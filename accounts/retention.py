@@ -1,9 +1,10 @@
 """Retention: usage records older than N days become daily sums (`UsageDaily`), then go.
 
 A day at a time, each in one transaction: its records are summed per key, endpoint, model and
-outcome into the day's rows (added to, should a day be pruned twice), then deleted. Lifetime
-budgets and usage reports count those rows; monthly budgets and the 30-day dashboard read the
-records themselves, hence the floor on N.
+outcome into the day's rows (added to, should a day be pruned twice), then deleted. The rows
+say what was pruned; every total (budgets, reports, the API, the dashboard) reads the rollups
+(`UsageRollup`), which pruning leaves as they are. The dashboard's percentiles read a month of
+records, hence the floor on N.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db.models import (
     Count,
@@ -25,8 +26,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts import allowlist, keys
-from accounts.models import REJECTED_TOKEN, ApiKey, Outcome, UsageDaily, UsageRecord, UserPolicy
-from accounts.prices import CENT_MILLIONTHS
+from accounts.models import REJECTED_TOKEN, ApiKey, Outcome, UsageRecord, UsageRollup, UserPolicy
 
 # --- Keys --------------------------------------------------------------------------------------
 
@@ -58,16 +58,25 @@ def api_key_allowed_models(api_key: ApiKey) -> tuple[str, ...]:
 RECENT = timedelta(days=30)
 
 
-def _key_usage(column, since: datetime) -> Coalesce:
-    # A correlated subquery: the database computes it for the keys on the page only.
-    recent = (
-        UsageRecord.objects.filter(api_key=OuterRef("pk"), created_at__gte=since)
-        .order_by()
-        .values("api_key")
-        .annotate(value=column)
-        .values("value")
-    )
-    return Coalesce(Subquery(recent, output_field=IntegerField()), 0)
+def _key_usage(column: str, since: datetime):
+    """A key's `column` ("requests" or a summed one) since `since`: correlated subqueries, which
+    the database computes for the keys on the page only, over the records of the ragged first
+    hour, then the hourly and daily rollups (accounts.rollups)."""
+    from accounts import rollups
+
+    parts = []
+    for piece in rollups.pieces(since, None):
+        if piece.source == "records":
+            rows = UsageRecord.objects.filter(created_at__gte=piece.start, created_at__lt=piece.end)
+            value = Count("*") if column == "requests" else Sum(column)
+        else:
+            rows = UsageRollup.objects.filter(span=piece.source, start__gte=piece.start)
+            if piece.end is not None:
+                rows = rows.filter(start__lt=piece.end)
+            value = Sum(column)
+        summed = rows.filter(api_key=OuterRef("pk")).order_by().values("api_key").annotate(value=value)
+        parts.append(Coalesce(Subquery(summed.values("value"), output_field=IntegerField()), 0))
+    return sum(parts[1:], parts[0])
 
 
 def with_recent_usage(api_keys: QuerySet[ApiKey]) -> QuerySet[ApiKey]:
@@ -76,10 +85,10 @@ def with_recent_usage(api_keys: QuerySet[ApiKey]) -> QuerySet[ApiKey]:
     one query."""
     now = timezone.now()
     return api_keys.annotate(
-        requests_30d=_key_usage(Count("*"), now - RECENT),
-        tokens_30d=_key_usage(Sum("total_tokens"), now - RECENT),
+        requests_30d=_key_usage("requests", now - RECENT),
+        tokens_30d=_key_usage("total_tokens", now - RECENT),
         tokens_this_month=_key_usage(
-            Sum("total_tokens"), now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+            "total_tokens", now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
         ),
     )
 
@@ -123,54 +132,28 @@ def usage_in(
     return records
 
 
-DAILY_TOTALS = {  # `errors` first: once annotated, `requests` names the sum, not the column
-    "errors": Coalesce(Sum("requests", filter=UPSTREAM_FAILURES), 0),
-    "refused": Coalesce(Sum("requests", filter=Q(outcome=Outcome.REFUSED)), 0),
-    "requests": Coalesce(Sum("requests"), 0),
-    "prompt_tokens": Coalesce(Sum("prompt_tokens"), 0),
-    "completion_tokens": Coalesce(Sum("completion_tokens"), 0),
-    "total_tokens": Coalesce(Sum("total_tokens"), 0),
-    "cost_usd": cost_sum(),
-}
-
-
-def pruned_usage_in(
-    *, since: datetime | None = None, user_id: int | None = None, team_id: int | None = None
-) -> QuerySet[UsageDaily]:
-    days = UsageDaily.objects.all()
-    if since is not None:
-        days = days.filter(day__gte=since.date())
-    if user_id is not None:
-        days = days.filter(user_id=user_id)
-    if team_id is not None:  # pruned days keep no team: their keys' team now
-        days = days.filter(api_key__team_id=team_id)
-    return days
-
-
 def usage_by_user_and_model(
     *, since: datetime | None = None, user_id: int | None = None, team_id: int | None = None
 ) -> list[dict]:
     """One row per (user, model requested): requests, tokens, errors (of requests that reached
-    the router) and refusals, summed by the database
-    over the records and the daily sums of pruned records."""
-    totals: dict[tuple[str, str], dict] = {}
-    for rows in (
-        usage_in(since=since, user_id=user_id, team_id=team_id)
-        .values("user__username", "model_requested")
-        .annotate(**USAGE_TOTALS),
-        pruned_usage_in(since=since, user_id=user_id, team_id=team_id)
-        .values("user__username", "model_requested")
-        .annotate(**DAILY_TOTALS),
-    ):
-        for row in rows.order_by():
-            key = (row.pop("user__username"), row.pop("model_requested"))
-            total = totals.setdefault(key, dict.fromkeys(USAGE_TOTALS, 0))
-            for name, value in row.items():
-                total[name] += value
-    for total in totals.values():
-        # SQLite sums decimals as floats: back to the column's exact cents-millionths.
-        total["cost_usd"] = Decimal(total["cost_usd"]).quantize(CENT_MILLIONTHS)
-    return [{"user": user, "model": model, **total} for (user, model), total in sorted(totals.items())]
+    the router) and refusals, summed from the rollups, which count pruned records too."""
+    from accounts import rollups
+
+    found = rollups.totals(since=since, user_id=user_id, team_id=team_id, by=("user_id", "model_requested"))
+    names = usernames(user for user, _ in found)
+    rows = [
+        {"user": names[user], "model": model, **{name: total[name] for name in USAGE_TOTALS}}
+        for (user, model), total in found.items()
+    ]
+    return sorted(rows, key=lambda row: (row["user"], row["model"]))
+
+
+def usernames(user_ids) -> dict[int, str]:
+    """Each user's username by id ("#id" for a user deleted since)."""
+    user_ids = set(user_ids)
+    user_model = get_user_model()
+    found = dict(user_model.objects.filter(pk__in=user_ids).values_list("pk", user_model.USERNAME_FIELD))
+    return {user_id: found.get(user_id, f"#{user_id}") for user_id in user_ids}
 
 
 # --- Hugging Face tokens the router refused ----------------------------------------------------

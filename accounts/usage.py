@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import logging
 import time
 import uuid
@@ -32,7 +33,6 @@ from django.db import (
     connections,
     transaction,
 )
-from django.db.models import Q
 
 from accounts import journal, limits, metrics, offloop, prices, runtime
 
@@ -288,7 +288,7 @@ def _ended(entry: UsageEntry) -> datetime:
 
 
 def _write(batch: list[UsageEntry]) -> None:
-    from accounts.models import ApiKey, UsageRecord
+    from accounts.models import UsageRecord
 
     # This thread's connection may be stale (the database restarted): drop it if so.
     close_old_connections()
@@ -296,23 +296,81 @@ def _write(batch: list[UsageEntry]) -> None:
         table = prices.table()
         for entry in batch:
             prices.price_entry(entry, table)
-        records = [UsageRecord(**vars(entry)) for entry in batch]
         last_used: dict[int, datetime] = {}
-        for record in records:
-            if record.api_key_id not in last_used or record.created_at > last_used[record.api_key_id]:
-                last_used[record.api_key_id] = record.created_at
+        for entry in batch:
+            if entry.api_key_id not in last_used or entry.created_at > last_used[entry.api_key_id]:
+                last_used[entry.api_key_id] = entry.created_at
         with transaction.atomic():
-            UsageRecord.objects.bulk_create(records, ignore_conflicts=True)
-            # In ascending key order: two workers' batches then lock shared keys in the same
-            # order, and cannot deadlock each other.
-            for key_id, when in sorted(last_used.items()):
-                ApiKey.objects.filter(pk=key_id).filter(
-                    Q(last_used_at__isnull=True) | Q(last_used_at__lt=when)
-                ).update(last_used_at=when)
+            if connection.vendor == "postgresql":
+                _insert(batch)
+            else:
+                UsageRecord.objects.bulk_create(
+                    [UsageRecord(**vars(e)) for e in batch], ignore_conflicts=True
+                )
+            _touch(last_used)
     except Exception:
         connection.close()  # reconnect on the next attempt
         offloop.drop_dead_connections()
         raise
+
+
+_COLUMNS = tuple(field.name for field in dataclasses.fields(UsageEntry))
+
+
+def _insert(batch: list[UsageEntry]) -> None:
+    """The batch in one INSERT (PostgreSQL): a column's values as one array each, unnested, so
+    the statement is the same short text whatever the batch's size (psycopg parses it once,
+    and no model instance or query is built per record as bulk_create does). A record already
+    written (a retried batch) is skipped, and so not rolled up twice."""
+    from accounts.models import UsageRecord
+
+    global _INSERT
+    if _INSERT is None:
+        fields = [UsageRecord._meta.get_field(name) for name in _COLUMNS]
+        arrays = ", ".join(f"%s::{field.db_type(connection)}[]" for field in fields)
+        _INSERT = (
+            f"INSERT INTO accounts_usagerecord ({', '.join(f.column for f in fields)})"
+            f" SELECT * FROM unnest({arrays}) ON CONFLICT DO NOTHING"
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(_INSERT, [[getattr(entry, name) for entry in batch] for name in _COLUMNS])
+
+
+_INSERT: str | None = None
+
+
+def _touch(last_used: dict[int, datetime]) -> None:
+    """Move the keys' `last_used_at` on to their last record's time, never back: one statement
+    for the batch, whatever its number of keys. On PostgreSQL the keys are locked in ascending
+    order first, so that two workers' batches sharing keys cannot deadlock each other."""
+    if not last_used:
+        return
+    ops = connection.ops
+    params = [
+        value
+        for key_id, when in sorted(last_used.items())
+        for value in (key_id, ops.adapt_datetimefield_value(when))
+    ]
+    if connection.vendor == "postgresql":
+        wanted = ", ".join(["(%s::bigint, %s::timestamptz)"] * len(last_used))
+        sql = (
+            f"WITH wanted (id, used) AS (VALUES {wanted}), "
+            "locked AS (SELECT k.id FROM accounts_apikey k JOIN wanted w ON w.id = k.id"
+            " WHERE k.last_used_at IS NULL OR k.last_used_at < w.used ORDER BY k.id FOR UPDATE OF k) "
+            "UPDATE accounts_apikey k SET last_used_at = w.used FROM wanted w"
+            " WHERE k.id = w.id AND k.id IN (SELECT id FROM locked)"
+            " AND (k.last_used_at IS NULL OR k.last_used_at < w.used)"
+        )
+    else:  # SQLite: one writer at a time, no order to keep
+        wanted = ", ".join(["(%s, %s)"] * len(last_used))
+        sql = (
+            "UPDATE accounts_apikey SET last_used_at = w.used"
+            f" FROM (SELECT column1 AS id, column2 AS used FROM (VALUES {wanted})) AS w"
+            " WHERE accounts_apikey.id = w.id"
+            " AND (accounts_apikey.last_used_at IS NULL OR accounts_apikey.last_used_at < w.used)"
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
 
 
 def _write_each(batch: list[UsageEntry]) -> tuple[list, list]:

@@ -15,7 +15,6 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.db.models import Sum
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -24,11 +23,11 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_POST
 
-from accounts import crypto, dashboard, permissions, selectors, services
+from accounts import crypto, dashboard, permissions, rollups, selectors, services
 from accounts.admin.export import usage_csv_response
 from accounts.admin.snippets import example_model, usage_snippets
 from accounts.dashboard_page import bar_chart
-from accounts.models import ApiKey, Team, TeamMember, UsageRecord, UserPolicy
+from accounts.models import ApiKey, Team, TeamMember, UserPolicy
 
 # The session's keys created and not shown yet: {primary key: the key, encrypted}.
 NEW_KEYS_SESSION = "hfproxy_portal_new_keys"
@@ -122,9 +121,8 @@ def _my_totals(user) -> list[dict]:
     policy = UserPolicy.objects.filter(user=user).first()
     if policy is None:
         return []
-    used = UsageRecord.objects.filter(user=user, created_at__gte=_month_start()).aggregate(
-        tokens=Sum("total_tokens"), cost=Sum("cost_usd")
-    )
+    month = rollups.total(since=_month_start(), user_id=user.pk)
+    used = {"tokens": month["total_tokens"], "cost": month["cost_usd"]}
     rows = []
     for label, limit, value in (
         (_("Requests per minute"), policy.total_rpm, None),
@@ -142,16 +140,10 @@ def _my_totals(user) -> list[dict]:
 def _with_month(api_keys) -> list[ApiKey]:
     """The keys, each with this month's tokens and cost (`month_tokens`, `month_cost`)."""
     api_keys = list(api_keys)
-    since = timezone.now().astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    sums = {
-        row["api_key_id"]: row
-        for row in UsageRecord.objects.filter(api_key__in=api_keys, created_at__gte=since)
-        .values("api_key_id")
-        .annotate(tokens=Sum("total_tokens"), cost=Sum("cost_usd"))
-    }
+    sums = rollups.totals(since=_month_start(), api_key_ids=[key.pk for key in api_keys], by=("api_key_id",))
     for key in api_keys:
-        row = sums.get(key.pk, {})
-        key.month_tokens, key.month_cost = row.get("tokens") or 0, row.get("cost") or 0
+        total = sums.get((key.pk,)) or rollups.nothing()
+        key.month_tokens, key.month_cost = total["total_tokens"], total["cost_usd"]
     return api_keys
 
 
@@ -202,15 +194,19 @@ def _days_ago(days: int) -> datetime:
 
 
 def _usage_context(records, *, tab: str, user_id: int | None = None, team_id: int | None = None) -> dict:
-    """Charts by day, sums by model, the last requests: of a user's or a team's records."""
+    """Charts by day, sums by model (from the rollups), the last requests (`records`): of a
+    user's or a team's usage."""
     until, since = timezone.now(), _days_ago(30)
     series = dashboard.usage_series(
         since=since, until=until, step=timedelta(days=1), team_id=team_id, user_id=user_id
     )
-    by_model = list(
-        records.values("model_requested")
-        .annotate(**selectors.USAGE_TOTALS)
-        .order_by("-requests", "model_requested")
+    found = rollups.totals(since=since, by=("model_requested",), team_id=team_id, user_id=user_id)
+    by_model = sorted(
+        (
+            {"model_requested": model, **{name: total[name] for name in selectors.USAGE_TOTALS}}
+            for (model,), total in found.items()
+        ),
+        key=lambda row: (-row["requests"], row["model_requested"]),
     )
     return {
         "charts": [bar_chart(series, key, "day") for key in ("requests", "tokens")],
@@ -234,8 +230,8 @@ def team(request: HttpRequest, pk: int) -> HttpResponse:
         return redirect("portal:team", pk)
     members = found.members.select_related("user").order_by("user__username")
     records = selectors.usage_in(since=_days_ago(30), team_id=found.pk)
-    month = selectors.usage_in(since=_month_start(), team_id=found.pk)
-    used = month.aggregate(tokens=Sum("total_tokens"), cost=Sum("cost_usd"))
+    month = rollups.total(since=_month_start(), team_id=found.pk)
+    used = {"tokens": month["total_tokens"], "cost": month["cost_usd"]}
     team_keys = (
         ApiKey.objects.filter(team=found).select_related("user").order_by("user__username", "-created_at")
     )

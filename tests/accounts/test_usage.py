@@ -2,11 +2,12 @@
 and the others written when the database refuses one."""
 
 import asyncio
+import dataclasses
 import json
 import logging
 import re
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -263,9 +264,9 @@ async def test_a_record_the_database_refuses_does_not_hold_back_the_others(api_k
 
 
 @pytest.mark.django_db
-def test_a_batch_updates_its_keys_last_use_in_one_order_whatever_order_records_came_in(user):
+def test_a_batch_updates_its_keys_last_use_in_one_statement_and_one_order(user):
     # Two workers' batches that lock the same keys in opposite orders deadlock (issue 16, point 5):
-    # every batch locks them in ascending id order.
+    # every batch locks them in ascending id order; and one statement does it, however many keys.
     from django.db import connection as db
     from django.test.utils import CaptureQueriesContext
 
@@ -274,9 +275,10 @@ def test_a_batch_updates_its_keys_last_use_in_one_order_whatever_order_records_c
     made = [services.api_key_create(user=user, name=f"k{n}")[0] for n in range(3)]
     ids = [key.id for key in made]
     arrival = [ids[2], ids[0], ids[1], ids[2]]
+    start = datetime.now(UTC).replace(microsecond=0)
     batch = [
         usage.UsageEntry(
-            id=uuid.uuid4(), created_at=datetime.now(UTC), request_id=f"r{n}", user_id=user.id,
+            id=uuid.uuid4(), created_at=start + timedelta(seconds=n), request_id=f"r{n}", user_id=user.id,
             api_key_id=key_id, endpoint="chat_completions", status=200, outcome="ok",
             usage_source="missing", latency_ms=1,
         )
@@ -284,10 +286,12 @@ def test_a_batch_updates_its_keys_last_use_in_one_order_whatever_order_records_c
     ]  # fmt: skip
     with CaptureQueriesContext(db) as queries:
         usage._write(batch)
-    updated = [
-        int(found)
-        for query in queries.captured_queries
-        if query["sql"].startswith('UPDATE "accounts_apikey"')
-        for found in re.findall(r'"accounts_apikey"\."id" = (\d+)', query["sql"])
-    ]
-    assert updated == sorted(ids)
+    touching = [query["sql"] for query in queries.captured_queries if "accounts_apikey" in query["sql"]]
+    assert len(touching) == 1
+    assert [int(found) for found in re.findall(r"\((\d+)(?:::bigint)?, ", touching[0])] == sorted(ids)
+    used = dict(ApiKey.objects.filter(pk__in=ids).values_list("pk", "last_used_at"))
+    assert used == {ids[0]: start + timedelta(seconds=1), ids[1]: start + timedelta(seconds=2),
+                    ids[2]: start + timedelta(seconds=3)}  # fmt: skip
+    late = dataclasses.replace(batch[0], id=uuid.uuid4(), created_at=start - timedelta(hours=1))
+    usage._write([late])  # an older record, written late, moves nothing back
+    assert ApiKey.objects.get(pk=ids[2]).last_used_at == start + timedelta(seconds=3)
