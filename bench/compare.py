@@ -64,8 +64,9 @@ PORTKEY_OVERRIDES = {"@hono/node-server": "1.13.8"}
 PORTKEY_WARM_UP = 3000  # requests before measuring: Node's JIT needs a few thousand
 SCENARIOS = [(c, mode) for c in (1, 32) for mode in load.MODES]
 # The Responses and Messages APIs are measured for the router, hfproxy and Portkey (both relay
-# them); the LiteLLM proxy's are its own implementations over chat: not the same work.
-CHAT_ONLY = {"litellm"}
+# them); the LiteLLM proxy's are its own implementations over chat: not the same work. The
+# baseline (another revision of hfproxy, for before/after figures) runs chat only, to save time.
+CHAT_ONLY = {"litellm", "baseline"}
 
 
 def _log(stack: contextlib.ExitStack, name: str):
@@ -86,26 +87,37 @@ def start_router(stack: contextlib.ExitStack, port: int) -> subprocess.Popen:
     return process
 
 
-def start_hfproxy(stack: contextlib.ExitStack, port: int, router: str, database_url: str, redis_url: str):
+def start_hfproxy(
+    stack: contextlib.ExitStack,
+    port: int,
+    router: str,
+    database_url: str,
+    redis_url: str,
+    checkout: Path = ROOT,
+    name: str = "hfproxy",
+):
+    """hfproxy from `checkout` (another revision's files, for `--baseline`), as `name`."""
     folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
     database = stack.enter_context(scratch_database(folder, database_url))
-    env = proxy_env(router, database, REDIS_URL=redis_url)
+    # Each hfproxy its own counters: both have a key number 1.
+    env = proxy_env(router, database, REDIS_URL=redis_url, REDIS_KEY_PREFIX=f"hfproxy:limits:{name}:")
     if redis_url:
         from accounts import counters
 
         counters.delete_all(redis_url)  # our counters only: never the rest of that database
-    manage("migrate", "--verbosity", "0", env=env)
+    manage("migrate", "--verbosity", "0", env=env, cwd=checkout)
     # Limits on, none reached: every request pays for the counting.
     key = manage(
         "create_api_key", "bench", "--rpm", "10000000", "--tpm", "1000000000",
-        "--token-budget", "1000000000000", "--max-parallel", "100000", env=env,
+        "--token-budget", "1000000000000", "--max-parallel", "100000", env=env, cwd=checkout,
     ).splitlines()[-1]  # fmt: skip
     process = start(
         ["manage.py", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
         env,
         f"http://127.0.0.1:{port}/health",
         cpus=PROXY_CPUS,
-        output=_log(stack, "hfproxy"),
+        output=_log(stack, name),
+        cwd=checkout,
     )
     stack.callback(stop, process)
     return process, key, database
@@ -255,7 +267,7 @@ def _merge(results: list[load.Result]) -> dict:
 
 async def measure(targets: dict, args) -> tuple[list[dict], dict]:
     runs: dict[tuple, list[load.Result]] = {}
-    sent = 0
+    sent = dict.fromkeys(targets, 0)  # requests sent to each target
     records = {"runs_checked": 0, "mismatches": [], "sent": 0, "recorded": None}
     connector = aiohttp.TCPConnector(limit=64)
     async with aiohttp.ClientSession(
@@ -269,7 +281,7 @@ async def measure(targets: dict, args) -> tuple[list[dict], dict]:
                     target["url"], target["key"], mode, each, 32, session=session,
                     headers=target.get("headers", {}).get(mode),
                 )  # fmt: skip
-                sent += each if name == "hfproxy" else 0
+                sent[name] += each
         for round_no in range(args.rounds):
             for concurrency, mode in SCENARIOS:
                 if mode not in args.modes:
@@ -280,7 +292,7 @@ async def measure(targets: dict, args) -> tuple[list[dict], dict]:
                         continue
                     found = None
 
-                    async def flushed(target=target, expected=sent + requests):
+                    async def flushed(target=target, expected=sent[name] + requests):
                         # Every request leaves its record: counted after each run, and the
                         # CPU that writing them took is the run's.
                         nonlocal found
@@ -293,14 +305,17 @@ async def measure(targets: dict, args) -> tuple[list[dict], dict]:
                         headers=target.get("headers", {}).get(mode),
                     )  # fmt: skip
                     runs.setdefault((name, concurrency, mode), []).append(result)
-                    if name == "hfproxy":
-                        sent += requests
+                    sent[name] += requests
+                    if "database" in target:
                         records["runs_checked"] += 1
-                        if found != sent:
-                            records["mismatches"].append(f"{mode} c={concurrency}: {found} for {sent}")
+                        if found != sent[name]:
+                            records["mismatches"].append(
+                                f"{name} {mode} c={concurrency}: {found} for {sent[name]}"
+                            )
             print(f"round {round_no + 1}/{args.rounds} done", file=sys.stderr, flush=True)
-    if "hfproxy" in targets:
-        records.update(sent=sent, recorded=count_records(targets["hfproxy"]["database"]))
+    records.update(sent=sent["hfproxy"], recorded=count_records(targets["hfproxy"]["database"]))
+    if "baseline" in targets:
+        records["baseline"] = (sent["baseline"], count_records(targets["baseline"]["database"]))
     order = list(targets)
     rows = [
         _merge(runs[(name, c, mode)])
@@ -378,6 +393,11 @@ def main() -> None:
     parser.add_argument(
         "--modes", nargs="+", choices=load.MODES, default=list(load.MODES), help="default: all"
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="also hfproxy as served from this folder: another revision's files (git archive REV | tar -x -C DIR)",
+    )
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/test")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/13", help="'' for in-process counters")
     parser.add_argument("--soak", type=float, default=0, help="seconds of mixed load afterwards (memory)")
@@ -407,6 +427,17 @@ def main() -> None:
                 pid = service_pid(name)
                 if pid:
                     targets["hfproxy"]["pids"][name.removesuffix("-server")] = pid
+        if args.baseline:
+            port = free_port()
+            before, before_key, before_database = start_hfproxy(
+                stack, port, router_url, args.database_url, redis_url, args.baseline.resolve(), "baseline"
+            )
+            targets["baseline"] = {
+                "url": f"http://127.0.0.1:{port}/v1",
+                "key": before_key,
+                "pids": {"baseline": before.pid, "router": router.pid},
+                "database": before_database,
+            }
         if args.portkey:
             port = free_port()
             portkey = start_portkey(stack, port)
@@ -460,6 +491,10 @@ def main() -> None:
         f"counted after each of {records['runs_checked']} runs: "
         + ("; ".join(records["mismatches"]) or "every run matched")
     )
+    if "baseline" in records:
+        print(
+            "baseline's usage records: {1} in the database for {0} requests sent".format(*records["baseline"])
+        )
     if soaked:
         print(
             f"soak {soaked['seconds']} s, {soaked['requests']} requests: RSS {soaked['rss_mib_after_1_min']} MiB "
@@ -498,6 +533,10 @@ def _ratios(rows: list[dict]) -> list[str]:
                 f"CPU per request, c=32, {mode}: hfproxy {ours:.2f} ms, portkey {theirs:.2f} ms "
                 f"(hfproxy/portkey {ours / theirs:.2f})"
             )
+    for mode in load.MODES:
+        ours, before = cpu("hfproxy", 32, mode), cpu("baseline", 32, mode)
+        if ours and before:
+            lines.append(f"CPU per request, c=32, {mode}: hfproxy/baseline {ours / before:.2f}")
     for other in ("portkey", "litellm"):
         for mode in ("non-stream", "stream"):
             ours, theirs = rate("hfproxy", 32, mode), rate(other, 32, mode)
