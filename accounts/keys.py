@@ -7,6 +7,7 @@ effect on every worker within AUTH_CACHE_TTL (expiry is also checked on every re
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -85,6 +86,7 @@ class _Lookups:
 
 
 _lookups = _Lookups()
+_loading = runtime.PerLoop(dict)  # (digest, generation) → the query under way, on each loop
 
 
 @runtime.resettable
@@ -102,6 +104,16 @@ async def aresolve(key: str) -> Caller | None:
     found = _from_cache(key)
     if not isinstance(found, _Miss):
         return found
+    # The requests that miss together (an entry expired under load) share one query: one
+    # begun before a reset (a revocation) is not joined.
+    loading, lookup = _loading.get(), (found.digest, found.generation)
+    if lookup not in loading:
+        loading[lookup] = asyncio.ensure_future(_looked_up(found))
+        loading[lookup].add_done_callback(lambda task: loading.pop(lookup, None) and task.exception())
+    return _unexpired(await asyncio.shield(loading[lookup]))
+
+
+async def _looked_up(found: _Miss) -> Caller | None:
     return found.keep(await offloop.run(_load, found.digest))
 
 

@@ -449,7 +449,7 @@ async def asettle(admission: Admission, tokens: int, microdollars: int = 0) -> N
             ops.append(("bump", key, used - amount))
     if ops:
         try:
-            await store.run(ops)
+            await store.run_together(ops)  # one Redis call for the settlements of a loop's turn
         except Unavailable:
             if slot:
                 _give_back_later(store, slot, admission.slot, ttl)

@@ -3,8 +3,9 @@
     python -m bench.load http://127.0.0.1:8000/v1 --key hfp_… --mode stream \
         --requests 2000 --concurrency 32 --pid 1234 [--json]
 
-Sends N chat completions at concurrency C (non-stream or stream; `--mode responses-stream`: N
-Responses API streams, as Codex CLI sends them) over aiohttp with keep-alive,
+Sends N chat completions at concurrency C (non-stream or stream; `--mode responses`,
+`responses-stream`: the Responses API, as Codex CLI calls it; `messages`, `messages-stream`:
+Anthropic's Messages API, as Claude Code calls it) over aiohttp with keep-alive,
 and reports requests/s, p50/p90/p99 latency, p50 time to first token (streams: the first
 content event), errors, and the CPU seconds each `--pid` (with its child processes) spent
 during the run, read from /proc. Speed is never asserted; `bench.compare` builds on this.
@@ -127,22 +128,45 @@ def _has_content(line: bytes) -> bool:
     return bool((choices[0].get("delta") or {}).get("content"))
 
 
-def _body(mode: str) -> bytes:
-    if mode == RESPONSES_STREAM:
-        return json.dumps({"model": MODEL, "input": PROMPT, "stream": True, "max_output_tokens": 64}).encode()
-    return json.dumps(
-        {"model": MODEL, "messages": PROMPT, "stream": mode == "stream", "max_tokens": 64}
-    ).encode()
-
-
-# A Responses API stream (what Codex CLI sends): typed events, done at response.completed.
+# Beside chat completions (non-stream, stream): the Responses API (what Codex CLI sends) and
+# Anthropic's Messages API (what Claude Code sends), each answered whole or streamed.
+RESPONSES = "responses"
 RESPONSES_STREAM = "responses-stream"
-MODES = ("non-stream", "stream", RESPONSES_STREAM)
+MESSAGES = "messages"
+MESSAGES_STREAM = "messages-stream"
+MODES = ("non-stream", "stream", RESPONSES, RESPONSES_STREAM, MESSAGES, MESSAGES_STREAM)
+# Each mode's path under the API root and the field every whole answer has.
+_PATHS = {
+    RESPONSES: "/responses",
+    RESPONSES_STREAM: "/responses",
+    MESSAGES: "/messages",
+    MESSAGES_STREAM: "/messages",
+}
+_ANSWER_FIELDS = {RESPONSES: "output", MESSAGES: "content"}
+
+
+def streams(mode: str) -> bool:
+    return mode in ("stream", RESPONSES_STREAM, MESSAGES_STREAM)
+
+
+def path(mode: str) -> str:
+    return _PATHS.get(mode, "/chat/completions")
+
+
+def _body(mode: str) -> bytes:
+    stream = streams(mode)
+    if mode in (RESPONSES, RESPONSES_STREAM):
+        return json.dumps(
+            {"model": MODEL, "input": PROMPT, "stream": stream, "max_output_tokens": 64}
+        ).encode()
+    return json.dumps({"model": MODEL, "messages": PROMPT, "stream": stream, "max_tokens": 64}).encode()
 
 
 def _first_text(line: bytes, mode: str) -> bool:
     if mode == RESPONSES_STREAM:
         return line.startswith(b"data: {") and b'"response.output_text.delta"' in line
+    if mode == MESSAGES_STREAM:
+        return line.startswith(b"data: {") and b'"text_delta"' in line
     return _has_content(line)
 
 
@@ -153,11 +177,13 @@ def _last_event(line: bytes, mode: str) -> bool:
             and b"response.completed" in line
             and json.loads(line[6:]).get("type") == "response.completed"
         )
+    if mode == MESSAGES_STREAM:
+        return line.startswith(b"data: ") and b"message_stop" in line
     return line.startswith(b"data: [DONE]")
 
 
 async def _one(session: aiohttp.ClientSession, url: str, headers: dict, body: bytes, mode: str, result):
-    stream = mode != "non-stream"
+    stream = streams(mode)
     started = time.perf_counter()
     try:
         async with session.post(url, data=body, headers=headers) as response:
@@ -165,8 +191,9 @@ async def _one(session: aiohttp.ClientSession, url: str, headers: dict, body: by
                 payload = await response.read()
                 if response.status != 200:
                     raise RuntimeError(f"{response.status}: {payload[:200]!r}")
-                if "choices" not in json.loads(payload):  # a real answer, not just bytes
-                    raise RuntimeError("no choices in the answer")
+                field = _ANSWER_FIELDS.get(mode, "choices")
+                if field not in json.loads(payload):  # a real answer, not just bytes
+                    raise RuntimeError(f"no {field} in the answer")
                 result.ttfts_ms.append((time.perf_counter() - started) * 1000)
             else:
                 if response.status != 200:
@@ -178,7 +205,9 @@ async def _one(session: aiohttp.ClientSession, url: str, headers: dict, body: by
                     if _last_event(line, mode):
                         done = True
                 if not done:
-                    raise RuntimeError("stream ended without its last event ([DONE], response.completed)")
+                    raise RuntimeError(
+                        "stream ended without its last event ([DONE], response.completed, message_stop)"
+                    )
                 result.ttfts_ms.append(((first or time.perf_counter()) - started) * 1000)
     except Exception as exc:  # counted and reported, never raised: a benchmark goes on
         result.errors += 1
@@ -197,11 +226,12 @@ async def run(
     target: str = "",
     session: aiohttp.ClientSession | None = None,
     after=None,
+    headers: dict[str, str] | None = None,
 ) -> Result:
-    """N chat completions at concurrency C against `base_url` (…/v1); the server CPU of `pids`
-    (read once `after()`, if given, has been awaited)."""
-    url = base_url.rstrip("/") + ("/responses" if mode == RESPONSES_STREAM else "/chat/completions")
-    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    """N requests of `mode` at concurrency C against `base_url` (…/v1), with `headers` beside the
+    key's; the server CPU of `pids` (read once `after()`, if given, has been awaited)."""
+    url = base_url.rstrip("/") + path(mode)
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json", **(headers or {})}
     body = _body(mode)
     result = Result(target=target or base_url, mode=mode, concurrency=concurrency, requests=requests)
     owned = session is None

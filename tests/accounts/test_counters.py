@@ -140,6 +140,49 @@ async def test_a_batchs_reservations_are_all_or_nothing(counters):
     assert await counters.run([("bump", "tokens", -25), ("get", "tokens")]) == [None, 75]
 
 
+async def test_batches_run_together_get_their_own_replies(counters):
+    first, second, third = await asyncio.gather(
+        counters.run_together([("add", "t", 2, 60), ("get", "t")]),
+        counters.run_together([("add", "t", 3, 60)]),
+        counters.run_together([("bump", "t", 10), ("get", "t"), ("get", "nothing")]),
+    )
+    assert (first, second, third) == ([2, 2], [5], [None, 15, None])
+
+
+async def test_batches_run_together_are_one_redis_call():
+    require(REDIS_URL)
+    store = storage.RedisCounters(REDIS_URL, prefix=f"hfproxy-test:{uuid.uuid4().hex}:")
+    calls = []
+    run = store.run
+
+    async def counted(ops):
+        calls.append(len(ops))
+        return await run(ops)
+
+    store.run = counted
+    try:
+        counts = await asyncio.gather(*(store.run_together([("add", "joined", 1, 60)]) for _ in range(50)))
+        assert sorted(count for [count] in counts) == list(range(1, 51))
+        assert calls == [50]
+        # A batch with reserves keeps its own call: they are all or nothing within it.
+        assert await store.run_together([("reserve", "joined", 1, 100)]) == [51]
+        assert calls == [50, 1]
+    finally:
+        await store.aclose()
+
+
+async def test_batches_run_together_each_hear_that_redis_is_unavailable():
+    store = storage.RedisCounters(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5)
+    try:
+        calls = await asyncio.gather(
+            *(store.run_together([("free", "slots", "holder")]) for _ in range(3)), return_exceptions=True
+        )
+        assert all(isinstance(call, storage.Unavailable) for call in calls)
+        assert len({id(call) for call in calls}) == 3
+    finally:
+        await store.aclose()
+
+
 async def test_an_unreachable_redis_fails_at_once_after_the_first_try():
     port = free_port()  # nothing listens there
     store = storage.RedisCounters(f"redis://127.0.0.1:{port}/0", timeout=0.5)

@@ -1,6 +1,7 @@
 """Keys and tokens: how they are stored, recognised, cached and revoked."""
 
 import asyncio
+import threading
 import time
 
 import psycopg
@@ -218,6 +219,37 @@ async def test_a_cache_hit_costs_no_query(api_key):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(keys, "_load", lambda digest: pytest.fail("a cache hit must not query"))
         assert await keys.aresolve(api_key) is not None
+
+
+async def test_the_requests_that_miss_together_share_one_query(api_key, monkeypatch):
+    calls, load = [], keys._load
+
+    def counted(digest):
+        calls.append(digest)
+        time.sleep(0.1)  # the query takes a while: the others miss meanwhile
+        return load(digest)
+
+    monkeypatch.setattr(keys, "_load", counted)
+    callers = await asyncio.gather(*(keys.aresolve(api_key) for _ in range(20)))
+    assert len(calls) == 1 and all(caller is not None for caller in callers)
+    assert await keys.aresolve(api_key) is callers[0]  # and it was cached
+
+
+async def test_a_lookup_begun_before_a_revocation_is_not_joined(monkeypatch):
+    calls, querying = [], threading.Event()
+
+    def slow(digest):
+        calls.append(digest)
+        querying.set()
+        time.sleep(0.2)
+
+    monkeypatch.setattr(keys, "_load", slow)
+    key = "hfp_" + "r" * 44
+    before = asyncio.ensure_future(keys.aresolve(key))
+    assert await asyncio.to_thread(querying.wait, 10)
+    keys.reset()  # a revocation: what the first lookup read may be stale
+    await asyncio.gather(before, keys.aresolve(key))
+    assert len(calls) == 2
 
 
 async def test_expiry_is_checked_on_every_request_even_when_cached(api_key):

@@ -352,6 +352,8 @@ async def test_a_slot_whose_settlement_failed_is_given_back_once_the_store_answe
                 raise counters.Unavailable("down")
             return await memory.run(ops)
 
+        run_together = run
+
     monkeypatch.setattr(counters, "store", Flaky)
     rules = KeyLimits(max_parallel=1)
     admission = await limits.admit(1, user.pk, rules)

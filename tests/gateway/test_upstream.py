@@ -268,3 +268,18 @@ async def test_a_caller_s_header_cannot_stand_beside_ours_in_another_case(hf):
     sent = route.calls.last.request.headers
     assert sent.get_list("authorization") == ["Bearer hf_ours"]
     assert sent["anthropic-version"] == "2023-06-01"
+
+
+async def test_a_cookie_the_router_sets_never_goes_back_with_another_request(hf):
+    route = hf.post("/chat/completions").respond(200, json={}, headers={"Set-Cookie": "session=one-user"})
+    for request_id in ("r1", "r2"):
+        response = await upstream.send(
+            "POST",
+            "/chat/completions",
+            token="hf_x",
+            request_id=request_id,
+            deadline=upstream.deadline(),
+            body=b"{}",
+        )
+        await response.aclose()
+    assert "cookie" not in route.calls.last.request.headers

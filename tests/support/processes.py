@@ -94,13 +94,14 @@ def start(
     cpus: set[int] | None = None,
     python: str = sys.executable,
     output=None,
+    cwd: Path = ROOT,
 ) -> subprocess.Popen:
-    """Run `python ARGS` from the project root and wait until `ready_url` answers.
+    """Run `python ARGS` from the project root (or `cwd`) and wait until `ready_url` answers.
     `cpus` pins the process (as `taskset` would) to those CPUs; `output`: a file for its
     stdout and stderr (default: ours)."""
     pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
     process = subprocess.Popen(
-        [python, *args], cwd=ROOT, env=env, preexec_fn=pin, stdout=output, stderr=output
+        [python, *args], cwd=cwd, env=env, preexec_fn=pin, stdout=output, stderr=output
     )
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -146,10 +147,10 @@ def scratch_database(folder: Path, base: str | None = None) -> Iterator[str]:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def manage(*args: str, env: dict[str, str]) -> str:
-    """Run `manage.py ARGS` from the project root; its stdout."""
+def manage(*args: str, env: dict[str, str], cwd: Path = ROOT) -> str:
+    """Run `manage.py ARGS` from the project root (or `cwd`); its stdout."""
     result = subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+        [sys.executable, "manage.py", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
     )
     if result.returncode != 0:
         raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stderr}")
