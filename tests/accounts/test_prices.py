@@ -14,7 +14,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from accounts import counters, limits, prices, runtime, services
-from accounts.models import ModelPrice, UsageDaily, UsageRecord
+from accounts.models import ModelPrice, UsageRecord
 from accounts.prices import Price
 from accounts.usage import writer
 from tests.support.answers import completion
@@ -253,19 +253,19 @@ async def test_a_usd_budget_counts_images_at_their_price_each(usd_key, hf, usage
     assert [(r.units, r.usage_source, r.cost_usd) for r in records] == [(2, "provider", Decimal("0.006"))] * 2
 
 
-def test_the_usd_budget_seed_sums_records_and_pruned_days(user):
+def test_the_usd_budget_seed_sums_the_months_records_rounded_up(user):
     key, _ = services.api_key_create(user=user, name="k")
     base = {"user": user, "api_key": key, "endpoint": "chat_completions", "outcome": "ok"}
-    UsageRecord.objects.create(
-        request_id="a",
-        status=200,
-        usage_source="provider",
-        latency_ms=1,
-        total_tokens=1,
-        cost_usd=Decimal("0.00000151"),
-        **base,
-    )
-    UsageDaily.objects.create(day=timezone.now().date(), requests=1, cost_usd=Decimal("2.5"), **base)
+    for request_id, cost in (("a", "0.00000151"), ("b", "2.5")):
+        UsageRecord.objects.create(
+            request_id=request_id,
+            status=200,
+            usage_source="provider",
+            latency_ms=1,
+            total_tokens=1,
+            cost_usd=Decimal(cost),
+            **base,
+        )
     month_start = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     assert limits._microdollars_in_db(key.pk, month_start) == 2_500_002  # rounded up, never down
 
