@@ -27,6 +27,7 @@ import httpx
 import pytest
 
 from tests.support.harness import Database, Router
+from tests.support.nginx import nginx
 from tests.support.processes import ROOT, answers, free_port, manage, proxy_env, require, scratch_database
 
 pytestmark = [
@@ -175,33 +176,16 @@ def _nginx(folder: Path, ports: list[int]):
     replica gave it (X-Upstream)."""
     port = free_port()
     servers = "".join(f"    server 127.0.0.1:{p};\n" for p in ports)
-    user = "user root;\n" if os.geteuid() == 0 else ""  # its workers write the temporary files
-    (folder / "nginx.conf").write_text(
-        f"{user}daemon off;\npid {folder}/nginx.pid;\nerror_log {folder}/nginx-error.log;\n"
-        "events {}\nhttp {\n  access_log off;\n"
-        f"  client_body_temp_path {folder}/body;\n  proxy_temp_path {folder}/proxy;\n"
+    http = (
         f"  upstream hfproxy {{\n{servers}    keepalive 16;\n  }}\n"
         f"  server {{\n    listen 127.0.0.1:{port};\n    location / {{\n"
         "      proxy_pass http://hfproxy;\n      proxy_http_version 1.1;\n"
         '      proxy_set_header Connection "";\n      proxy_set_header Host $host;\n'
         "      proxy_buffering off;\n      proxy_next_upstream off;\n      proxy_read_timeout 60s;\n"
-        "      add_header X-Upstream $upstream_addr always;\n    }\n  }\n}\n"
+        "      add_header X-Upstream $upstream_addr always;\n    }\n  }\n"
     )
-    process = subprocess.Popen(["nginx", "-c", str(folder / "nginx.conf")], stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                httpx.get(url + "/health", timeout=1)
-                break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"nginx did not come up: {process.stderr.read().decode()}")
-            time.sleep(0.1)
+    with nginx(folder, port, http) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def _migrate_and_create_keys(env: dict[str, str], specs: dict[str, tuple[str, list[str]]]) -> dict[str, str]:

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
-import subprocess
 import time
 from types import SimpleNamespace
 
@@ -19,6 +17,7 @@ import openai
 import pytest
 
 from tests.support.harness import chat, scratch_proxy
+from tests.support.nginx import nginx
 from tests.support.processes import ROOT, free_port
 from tests.support.slowclients import HALF_HEADER, connect_raw, still_open
 
@@ -44,27 +43,8 @@ def _nginx(folder, upstream: str):
     site = site.replace("listen 80;", f"listen 127.0.0.1:{port};")
     site = site.replace("server web:8000;", f"server {upstream};")
     (folder / "default.conf").write_text(site)
-    user = "user root;\n" if os.geteuid() == 0 else ""  # its workers write the temporary files
-    (folder / "nginx.conf").write_text(
-        f"{user}daemon off;\npid {folder}/nginx.pid;\nerror_log {folder}/error.log;\nevents {{}}\n"
-        f"http {{\n  access_log off;\n  client_body_temp_path {folder}/body;\n"
-        f"  proxy_temp_path {folder}/proxy;\n  include {folder}/default.conf;\n}}\n"
-    )
-    process = subprocess.Popen(["nginx", "-c", str(folder / "nginx.conf")], stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                httpx.get(url + "/health", timeout=1)
-                break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"nginx did not come up: {process.stderr.read().decode()}")
-            time.sleep(0.1)
+    with nginx(folder, port, f"  include {folder}/default.conf;\n") as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 @pytest.fixture(scope="module")
