@@ -109,7 +109,7 @@ async def aresolve(key: str) -> Caller | None:
     loading, lookup = _loading.get(), (found.digest, found.generation)
     if lookup not in loading:
         loading[lookup] = asyncio.ensure_future(_looked_up(found))
-        loading[lookup].add_done_callback(lambda task: loading.pop(lookup, None) and task.exception())
+        loading[lookup].add_done_callback(lambda _: loading.pop(lookup, None))
     return _unexpired(await asyncio.shield(loading[lookup]))
 
 
