@@ -42,6 +42,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 from django.conf import settings
 
 from accounts import runtime
@@ -69,8 +70,15 @@ def _owner(path: Path) -> str | None:
 
 
 def _line(kind: str, fields: dict[str, Any]) -> bytes:
-    # json escapes newlines and, with ensure_ascii, anything odd a client sent: one line each.
-    return json.dumps({"k": kind, **fields}, default=str, separators=(",", ":")).encode() + b"\n"
+    # Two lines a request, on the event loop: orjson writes them several times faster than the
+    # json module. Both escape newlines (and every control character) in strings: one line each.
+    # UUIDs and datetimes are orjson's own (a datetime ISO 8601 with its "T", as fromisoformat
+    # reads back); a Decimal becomes its string, as before.
+    line = {"k": kind, **fields}
+    try:
+        return orjson.dumps(line, default=str, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:  # a lone surrogate (valid as a JSON escape, not UTF-8) that a client sent
+        return json.dumps(line, default=str, separators=(",", ":")).encode() + b"\n"
 
 
 class _Held:
@@ -175,12 +183,18 @@ class Journal:
         return last  # past its size: grown rather than not written
 
     def _append(self, kind: str, fields: dict[str, Any]) -> _File | None:
-        # Failing, the records are in memory only, as before the journal.
-        with self._disk("write"):
+        # Failing, the records are in memory only, as before the journal. (`_disk("write")`
+        # spelled out: twice a request, a context manager's generator costs more than the rest.)
+        try:
             file = self._current()
             file.append(_line(kind, fields))
-            return file
-        return None
+        except OSError:
+            if "write" not in self._failing:
+                logger.exception("Cannot %s the usage journal in %s", "write", self.folder)
+            self._failing.add("write")
+            return None
+        self._failing.discard("write")
+        return file
 
     def started(self, entry_id: uuid.UUID, fields: dict[str, Any]) -> None:
         """A request is admitted: what its record would say, should the process die before it ends."""

@@ -6,7 +6,9 @@ import json
 import os
 import uuid
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -33,6 +35,17 @@ async def test_a_record_is_on_disk_until_the_database_has_it(async_client, hf, s
     assert (finished["outcome"], finished["total_tokens"]) == ("ok", 7)
     assert await usage.writer.flush(10)
     assert _lines(tmp_path) == []  # the file is emptied, not grown forever
+
+
+@pytest.mark.parametrize("model", ["org/m \u00e9\u4e2d\n\u2028", "org/\ud83d lone surrogate"])
+def test_a_record_comes_back_from_its_line_as_it_went_in(model):
+    key = SimpleNamespace(user_id=1, pk=2)
+    made = entry(key, model_requested=model, units=Decimal("1.5"), cost_usd=Decimal("0.000012"), ttft_ms=7)
+    line = journal._line(journal.FINISHED, vars(made))
+    assert line.endswith(b"\n") and line.count(b"\n") == 1  # one line, whatever a client sent
+    parsed = json.loads(line)
+    assert parsed.pop("k") == journal.FINISHED
+    assert usage._decoded(parsed) == made
 
 
 def _orphan(folder, *lines: dict, owner: str | None = None) -> Path:
