@@ -232,11 +232,11 @@ async def admit(
     `reservation` against every budget, all in one batch; or raise `Refusal`. `holder`: who holds
     its slot (the request's record id: a dead worker's replay gives it back, `free_slots`)."""
     scopes = tuple(scope for scope in scopes if scope.limits != NO_LIMITS)
+    # The holder's id as the slot's, when given: no fresh one made to be thrown away.
+    held_by = {"slot": holder} if holder else {}
     admission = Admission(
-        key_id=key_id, user_id=user_id, limits=limits, reservation=reservation, scopes=scopes
+        key_id=key_id, user_id=user_id, limits=limits, reservation=reservation, scopes=scopes, **held_by
     )
-    if holder:
-        admission.slot = holder
     if limits == NO_LIMITS and not scopes:
         return admission
     now = time.time()
