@@ -229,11 +229,14 @@ class RedisCounters:
         # One retry on a connection found closed (Redis restarted, or a proxy on the way cut
         # it): the batch did not run. None after a timeout: that batch may have run, and
         # re-sent it would count twice.
-        pool = redis.asyncio.BlockingConnectionPool.from_url(
+        # A plain pool: `turns` already holds the calls to `max_connections`, so it never runs
+        # short (the blocking pool's condition and timer on every call bought nothing). No
+        # socket timeout either: redis-py then wraps every write in `asyncio.wait_for` (a task
+        # per call) and every read in a timer; one deadline per call (`_tried`) bounds both.
+        pool = redis.asyncio.ConnectionPool.from_url(
             url,
             max_connections=max_connections,
-            timeout=timeout,
-            socket_timeout=timeout,
+            socket_timeout=None,
             socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 1, supported_errors=(ConnectionError,)),
         )
@@ -301,11 +304,14 @@ class RedisCounters:
 
     async def _call(self, call):
         self._fail_fast(probe=False)  # not even waiting for a turn
-        try:
-            async with asyncio.timeout(self.TURN_WAITS * self.timeout):
-                await self.turns.acquire()
-        except TimeoutError:
-            raise Unavailable("every connection to Redis stayed busy") from None
+        if self.turns.locked():  # a turn to wait for (a free one is taken without a timer)
+            try:
+                async with asyncio.timeout(self.TURN_WAITS * self.timeout):
+                    await self.turns.acquire()
+            except TimeoutError:
+                raise Unavailable("every connection to Redis stayed busy") from None
+        else:
+            await self.turns.acquire()
         try:
             self._fail_fast(probe=True)
             return await self._tried(call)
@@ -323,12 +329,18 @@ class RedisCounters:
         from redis import exceptions
 
         try:
-            result = await call()
-        except exceptions.RedisError as exc:
+            # A `timeout` to connect and one for the answer, as redis-py's socket timeouts gave,
+            # as one deadline. A call cut off by it drops its connection (redis-py disconnects
+            # one whose command was cancelled).
+            async with asyncio.timeout(2 * self.timeout):
+                result = await call()
+        except (exceptions.RedisError, TimeoutError) as exc:
+            timed_out = isinstance(exc, (exceptions.TimeoutError, TimeoutError))
             if not self.down_until:
-                logger.warning("Redis does not answer (%s): limited keys are %s", exc, _policy())
+                reason = str(exc) or "no answer in time"
+                logger.warning("Redis does not answer (%s): limited keys are %s", reason, _policy())
             self.down_until = time.monotonic() + self.DOWN_FOR
-            raise Unavailable(str(exc), maybe_ran=isinstance(exc, exceptions.TimeoutError)) from exc
+            raise Unavailable(str(exc) or "Redis did not answer in time", maybe_ran=timed_out) from exc
         if self.down_until:
             logger.warning("Redis answers again")
             self.down_until = 0.0
