@@ -438,7 +438,13 @@ def main() -> None:
         if args.baseline:
             port = free_port()
             before, before_key, before_database = start_hfproxy(
-                stack, port, router_url, args.database_url, redis_url, args.baseline.resolve(), "baseline"
+                stack,
+                port,
+                router_url,
+                args.database_url,
+                redis_url,
+                checkout=args.baseline.resolve(),
+                name="baseline",
             )
             targets["baseline"] = {
                 "url": f"http://127.0.0.1:{port}/v1",
