@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from django.conf import settings
 
@@ -62,6 +63,16 @@ class MemoryCounters:
         self._slots: dict[str, dict[str, float]] = {}  # key → holder → deadline (monotonic)
 
     async def run(self, ops: list[Op]) -> list[int | None]:
+        return self.run_now(ops)
+
+    async def run_together(self, ops: list[Op]) -> list[int | None]:
+        return self.run_now(ops)  # no I/O to share
+
+    def send_together(self, ops: list[Op], unavailable: Callable[[], None]) -> None:
+        self.run_now(ops)  # memory is never unavailable
+
+    def run_now(self, ops: list[Op]) -> list[int | None]:
+        """`run`, from synchronous code: nothing here waits."""
         now = time.monotonic()
         # The batch's reserves are all or nothing: first, whether every one fits.
         fits = all(
@@ -78,9 +89,6 @@ class MemoryCounters:
             else:
                 out.append(self._one(now, *op))
         return out
-
-    async def run_together(self, ops: list[Op]) -> list[int | None]:
-        return await self.run(ops)  # no I/O to share
 
     def _count(self, now: float, key: str) -> int | None:
         found = self._counts.get(key)
@@ -248,7 +256,9 @@ class RedisCounters:
         # failed meanwhile, and a long wait is not mistaken for Redis failing.
         self.turns = asyncio.Semaphore(max_connections)
         self.down_until = 0.0  # 0: Redis answered last time
-        self._joining: list[tuple[list[Op], asyncio.Future]] | None = None  # run_together's next call
+        # run_together's next call: each batch with its future, or the callback of a batch
+        # sent without waiting (send_together) for when the call fails.
+        self._joining: list[tuple[list[Op], asyncio.Future | Callable[[], None]]] | None = None
 
     async def run(self, ops: list[Op]) -> list[int | None]:
         keys, args = [], []
@@ -265,37 +275,50 @@ class RedisCounters:
         if any(op[0] == "reserve" for op in ops):
             return await self.run(ops)
         future = asyncio.get_running_loop().create_future()
+        self._join(ops, future)
+        return await future
+
+    def send_together(self, ops: list[Op], unavailable: Callable[[], None]) -> None:
+        """`run_together` without waiting for the replies, from synchronous code (a request's
+        settlement, as it finishes: no task of its own); `unavailable()` if the call fails."""
+        self._join(ops, unavailable)
+
+    def _join(self, ops: list[Op], waiter: asyncio.Future | Callable[[], None]) -> None:
         if self._joining is None:
             self._joining = []
             runtime.spawn(self._send_joined())
-        self._joining.append((ops, future))
-        return await future
+        self._joining.append((ops, waiter))
 
     async def _send_joined(self) -> None:
         # One turn of the loop first: the settlements of the requests that end in the same
         # turn (their answers came in one read of the sockets) join this call.
         await asyncio.sleep(0)
         joined, self._joining = self._joining or [], None
+        futures = [waiter for _, waiter in joined if isinstance(waiter, asyncio.Future)]
         try:
             replies = await self.run([op for ops, _ in joined for op in ops])
         except Unavailable as exc:
-            for _, future in joined:
-                if not future.done():  # each its own: raised in as many tasks
-                    future.set_exception(Unavailable(str(exc), maybe_ran=exc.maybe_ran))
+            for _, waiter in joined:
+                if not isinstance(waiter, asyncio.Future):
+                    waiter()
+                elif not waiter.done():  # each its own: raised in as many tasks
+                    waiter.set_exception(Unavailable(str(exc), maybe_ran=exc.maybe_ran))
             return
         except asyncio.CancelledError:
-            for _, future in joined:
+            for future in futures:
                 future.cancel()
             raise
         except Exception as exc:
-            for _, future in joined:
+            for future in futures:
                 if not future.done():
                     future.set_exception(exc)
+            if len(futures) < len(joined):
+                raise  # logged by the loop: a settlement sent without waiting has no one to tell
             return
         start = 0
-        for ops, future in joined:
-            if not future.done():
-                future.set_result(replies[start : start + len(ops)])
+        for ops, waiter in joined:
+            if isinstance(waiter, asyncio.Future) and not waiter.done():
+                waiter.set_result(replies[start : start + len(ops)])
             start += len(ops)
 
     async def ping(self) -> None:

@@ -37,7 +37,7 @@ from decimal import Decimal
 
 from django.conf import settings
 
-from accounts import counters, offloop, runtime
+from accounts import counters, offloop
 from accounts.counters import Op, Unavailable
 
 
@@ -427,12 +427,11 @@ async def free_slots(held: list[tuple[int, str]]) -> None:
             await counters.store().run([("free", _parallel(key_id)[0], holder) for key_id, holder in held])
 
 
-async def asettle(admission: Admission, tokens: int, microdollars: int = 0) -> None:
-    """The request is over: give back its slot, count its tokens per minute, and replace its
-    reservation by what it used (one batch, where it was admitted). Redis unavailable: the slot
-    is given back later, the rest goes uncounted."""
+def _settlement(admission: Admission, tokens: int, microdollars: int) -> tuple[list[Op], str | None, int]:
+    """A finished request's counter operations: its slot back, its tokens per minute counted,
+    its reservation replaced by what it used (in the month it was admitted in, as its record
+    counts); and its slot's key and lifetime, if it held one."""
     key_id = admission.key_id
-    store = admission.store or counters.store()
     ops: list[Op] = []
     slot, ttl = _parallel(key_id) if admission.holds_slot else (None, 0)
     if slot:
@@ -441,12 +440,20 @@ async def asettle(admission: Admission, tokens: int, microdollars: int = 0) -> N
     if tokens:
         minute = int(time.time() // 60)
         ops += [("add", f"tpm:{namespace}:{minute}", tokens, 120) for namespace in admission.tpm_counters]
-    # In the month the request was admitted in, as its record counts.
     reserved, admission.reserved = admission.reserved, {}
     for key, amount in reserved.items():
         used = microdollars if key.startswith("usd:") else tokens
         if used != amount:
             ops.append(("bump", key, used - amount))
+    return ops, slot, ttl
+
+
+async def asettle(admission: Admission, tokens: int, microdollars: int = 0) -> None:
+    """The request is over: give back its slot, count its tokens per minute, and replace its
+    reservation by what it used (one batch, where it was admitted). Redis unavailable: the slot
+    is given back later, the rest goes uncounted."""
+    store = admission.store or counters.store()
+    ops, slot, ttl = _settlement(admission, tokens, microdollars)
     if ops:
         try:
             await store.run_together(ops)  # one Redis call for the settlements of a loop's turn
@@ -456,9 +463,20 @@ async def asettle(admission: Admission, tokens: int, microdollars: int = 0) -> N
 
 
 def settle(admission: Admission | None, tokens: int, microdollars: int = 0) -> None:
-    """`asettle` from synchronous code (a request's finish), without waiting for it."""
+    """`asettle` from synchronous code (a request's finish), without waiting for it: its batch
+    joins the loop's turn's call (`send_together`), with no task of its own."""
     if admission is None or (admission.limits == NO_LIMITS and not admission.scopes):
         return
     if not admission.holds_slot and not admission.reserved and not (tokens and admission.tpm_counters):
         return
-    runtime.spawn(asettle(admission, tokens, microdollars))
+    store = admission.store or counters.store()
+    ops, slot, ttl = _settlement(admission, tokens, microdollars)
+    if not ops:
+        return
+    holder = admission.slot
+
+    def unavailable() -> None:
+        if slot:
+            _give_back_later(store, slot, holder, ttl)
+
+    store.send_together(ops, unavailable)

@@ -171,6 +171,35 @@ async def test_batches_run_together_are_one_redis_call():
         await store.aclose()
 
 
+async def test_batches_sent_without_waiting_join_the_same_call_and_hear_of_a_failure():
+    require(REDIS_URL)
+    store = storage.RedisCounters(REDIS_URL, prefix=f"hfproxy-test:{uuid.uuid4().hex}:")
+    calls = []
+    run = store.run
+
+    async def counted(ops):
+        calls.append(len(ops))
+        return await run(ops)
+
+    store.run = counted
+    failed = []
+    try:
+        for _ in range(3):
+            store.send_together([("add", "sent", 1, 60)], lambda: failed.append(1))
+        assert await store.run_together([("get", "sent")]) == [3]
+        assert calls == [4] and failed == []
+    finally:
+        await store.aclose()
+    unreachable = storage.RedisCounters(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5)
+    try:
+        unreachable.send_together([("free", "slots", "holder")], lambda: failed.append("told"))
+        with pytest.raises(storage.Unavailable):
+            await unreachable.run_together([("get", "a")])
+        assert failed == ["told"]
+    finally:
+        await unreachable.aclose()
+
+
 async def test_batches_run_together_each_hear_that_redis_is_unavailable():
     store = storage.RedisCounters(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5)
     try:
