@@ -275,8 +275,9 @@ async def send(
     taken = {name.lower() for name in ours} | {"host", "content-length"}
     headers = {**{k: v for k, v in (headers or {}).items() if k.lower() not in taken}, **ours}
     http = client()
-    url = (base or settings.HF_BASE_URL) + path
-    request = http.build_request(method, url, content=body, headers=headers)
+    request = http.build_request(
+        method, _url((base or settings.HF_BASE_URL) + path), content=body, headers=headers
+    )
     try:
         tried()
         return await _send_once(http, request, deadline)
@@ -291,6 +292,13 @@ async def send(
     except UpstreamError as error:
         error.retried = True
         raise
+
+
+@functools.lru_cache(maxsize=256)
+def _url(url: str) -> httpx.URL:
+    # Parsed once: the few endpoints' URLs come back on every request (httpx parses a string
+    # afresh each time, and takes a URL as it is).
+    return httpx.URL(url)
 
 
 def _worth_retrying(error: UpstreamError) -> bool:
