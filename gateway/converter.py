@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from gateway import sse
 
 
@@ -88,10 +90,21 @@ class Follower:
         raise NotImplementedError
 
 
+def router_json(data: bytes) -> Any:
+    """The router's JSON (an answer, a stream event): orjson's parse, several times faster than
+    the json module's; what orjson refuses goes to the json module, so that whatever it took
+    still is (NaN, UTF-16, a lone surrogate) and the rest fails as it did. (An integer past 64
+    bits comes back a float: no count either way.)"""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
+
+
 def event_payload(data: bytes) -> dict[str, Any]:
     """A stream event's JSON object, or `BadAnswer`."""
     try:
-        payload = json.loads(data)
+        payload = router_json(data)
     except (ValueError, RecursionError):
         raise BadAnswer("a stream event is not JSON") from None
     if not isinstance(payload, dict):
@@ -514,7 +527,7 @@ def completion_chars(answer: dict[str, Any]) -> int:
 def parse_answer(raw: bytes) -> Any:
     """A whole (non-streamed) router answer: JSON or `BadAnswer`."""
     try:
-        return json.loads(raw)
+        return router_json(raw)
     except (ValueError, RecursionError):
         raise BadAnswer("the answer is not JSON") from None
 

@@ -317,3 +317,29 @@ def test_completion_must_be_an_object():
     with pytest.raises(BadAnswer) as caught:
         converter.parse_completion(b'{"error": "model is loading"}')
     assert caught.value.error == {"error": "model is loading"}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"usage": {"total_tokens": 3}, "x": [1.5, "\\u00e9"]}',
+        b'{"a": NaN, "b": -Infinity}',  # not JSON, and the json module takes it: so does the relay
+        '{"utf16": "é"}'.encode("utf-16"),
+        b'{"lone": "\\ud83d"}',
+    ],
+)
+def test_the_routers_json_reads_as_the_json_module_reads_it(raw):
+    assert repr(converter.router_json(raw)) == repr(json.loads(raw))
+
+
+def test_the_routers_json_that_is_none_is_refused():
+    with pytest.raises(ValueError):
+        converter.router_json(b'{"a": ')
+
+
+def test_a_count_past_64_bits_is_no_count():
+    # orjson reads such an integer as a float, the json module as an int: neither is a count.
+    usage = converter.router_json(
+        b'{"prompt_tokens": 123456789012345678901234567890, "completion_tokens": 2}'
+    )
+    assert converter.Usage.of(usage) == converter.Usage(None, 2, None)
