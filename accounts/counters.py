@@ -221,7 +221,8 @@ class RedisCounters:
     slow to hand turns on, and that is not Redis failing), never a failure for want of a
     connection. Once Redis failed, calls fail at once for DOWN_FOR seconds, those waiting their
     turn included; then one call at a time tries it until one gets through: a Redis that drops
-    packets costs one `timeout` a second, not one per request."""
+    packets costs one call's deadline (`timeout` to connect, `timeout` for the answer) at a
+    time, not one per request."""
 
     DOWN_FOR = 1.0
     TURN_WAITS = 10
