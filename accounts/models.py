@@ -594,6 +594,44 @@ class UsageRollup(models.Model):
         )
 
 
+# Buckets a UsageHistogram row counts: a band of 24, each 10^(1/24) (10 %) wider than the last.
+HISTOGRAM_BAND = 24
+
+
+class UsageHistogram(models.Model):
+    """Latencies and times to first token counted per hour and per day (`span`) and team, in
+    log-spaced buckets (accounts.histograms): what the dashboard's percentiles read instead of
+    the records. Kept like the rollups, by a trigger in the inserting transaction (migration
+    0012), and left as they are by pruning. A row holds HISTOGRAM_BAND neighbouring buckets,
+    `band` × HISTOGRAM_BAND + 0 … 23: a batch of records touches a few rows, not one per bucket."""
+
+    class Metric(models.TextChoices):
+        LATENCY = "latency_ms", "latency"
+        TTFT = "ttft_ms", "time to first token"
+
+    span = models.CharField(max_length=1, choices=UsageRollup.Span.choices)
+    start = models.DateTimeField(help_text="The hour's or the day's first instant (UTC).")
+    team_id = models.PositiveIntegerField(default=0, help_text="The record's team; 0: none.")
+    metric = models.CharField(max_length=10, choices=Metric.choices)
+    band = models.PositiveSmallIntegerField()
+    # b0 … b23: the records in each bucket of the band. Named in a loop: 24 lines that differ
+    # only by a digit would say less.
+    for _position in range(HISTOGRAM_BAND):
+        locals()[f"b{_position}"] = models.PositiveBigIntegerField(default=0)
+    del _position
+
+    class Meta:
+        verbose_name = "usage histogram"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["span", "start", "team_id", "metric", "band"], name="usage_histogram_one_row_a_band"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.start:%Y-%m-%d %H:%M} {self.span} {self.metric} band {self.band}"
+
+
 class AuditEntry(models.Model):
     """One event of the audit trail (accounts.audit): never a secret."""
 
