@@ -18,6 +18,7 @@ from accounts import dashboard, dashboard_page
 from accounts.admin.display import ListsFitMedia, ReadOnlyAdmin, shortened, timestamp
 from accounts.admin.drilldown import DrilldownChangeList
 from accounts.admin.export import usage_csv_response
+from accounts.admin.paginator import EstimatedCountPaginator
 from accounts.models import Outcome, Team, UsageDaily, UsageRecord
 from accounts.templatetags.hfproxy_format import duration, short_count, usd_cell
 
@@ -86,6 +87,7 @@ class UsageRecordAdmin(UsageAdminBase):
     date_hierarchy = "created_at"
     actions = ["export_selected_csv"]
     show_full_result_count = False  # a second COUNT(*) over every row on each filtered page
+    paginator = EstimatedCountPaginator  # and the first one only while it is quick
     # On the record's page too, these fields show as in the list.
     shown_as = {"created_at": "created", "stream": "streamed"}
     readonly_fields = tuple(shown_as.values())
