@@ -464,9 +464,6 @@ class UsageRecord(models.Model):
             models.Index(fields=["team", "created_at", "user", "total_tokens", "cost_usd"]),
             models.Index(fields=["model_requested", "created_at", "outcome", "total_tokens", "cost_usd"]),
             models.Index(fields=["outcome", "created_at"]),
-            # Percentiles: values walked in order, other periods' rows skipped from the index.
-            models.Index(fields=["latency_ms", "created_at"]),
-            models.Index(fields=["ttft_ms", "created_at"]),
             models.Index(
                 fields=["hf_token", "created_at"],
                 condition=Q(error_code=REJECTED_TOKEN),
