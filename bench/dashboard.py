@@ -70,9 +70,11 @@ def fill(rows: int, days: int) -> None:
     from accounts.models import ApiKey, Outcome, Team, TeamMember, UsageRecord, UsageSource
 
     UsageRecord.objects.all().delete()
-    with connection.cursor() as cursor:  # what pruning leaves, if the rollups exist
-        if "accounts_usagerollup" in connection.introspection.table_names(cursor):
-            cursor.execute("DELETE FROM accounts_usagerollup")
+    with connection.cursor() as cursor:  # what pruning leaves, if the tables exist
+        tables = connection.introspection.table_names(cursor)
+        for table in ("accounts_usagerollup", "accounts_usagehistogram"):
+            if table in tables:
+                cursor.execute(f"DELETE FROM {table}")
     ApiKey.objects.all().delete()
     TeamMember.objects.all().delete()
     Team.objects.filter(name__startswith="bench-").delete()
@@ -347,7 +349,7 @@ def _sizes() -> None:
         return
     print("\ntable sizes (pg_total_relation_size: table, indexes, TOAST)")
     with connection.cursor() as cursor:
-        for name in ("usagerecord", "usagerollup", "usagedaily"):
+        for name in ("usagerecord", "usagerollup", "usagehistogram", "usagedaily"):
             table = f"accounts_{name}"
             if not any(model._meta.db_table == table for model in apps.get_models()):
                 continue
@@ -390,9 +392,10 @@ def main() -> None:
             # What autovacuum does soon after a load: statistics, and the visibility map
             # that index-only scans need.
             with connections["default"].cursor() as cursor:
-                cursor.execute("VACUUM ANALYZE accounts_usagerecord")
-                if "accounts_usagerollup" in connections["default"].introspection.table_names(cursor):
-                    cursor.execute("VACUUM ANALYZE accounts_usagerollup")
+                tables = connections["default"].introspection.table_names(cursor)
+                for table in ("accounts_usagerecord", "accounts_usagerollup", "accounts_usagehistogram"):
+                    if table in tables:
+                        cursor.execute(f"VACUUM ANALYZE {table}")
         measure(options.repeat)
         connections.close_all()  # before a scratch PostgreSQL database is dropped
 
