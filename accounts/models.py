@@ -528,6 +528,10 @@ class UsageRollup(models.Model):
     class Span(models.TextChoices):
         HOUR = "h", "hour"
         DAY = "d", "day"
+        # Every key's usage, per team and outcome only (no key, user, endpoint or model):
+        # what the dashboard's series read (migration 0013).
+        TOTAL_HOUR = "H", "hour, every key"
+        TOTAL_DAY = "D", "day, every key"
 
     span = models.CharField(max_length=1, choices=Span.choices)
     start = models.DateTimeField(help_text="The hour's or the day's first instant (UTC).")
@@ -606,7 +610,7 @@ class UsageHistogram(models.Model):
         LATENCY = "latency_ms", "latency"
         TTFT = "ttft_ms", "time to first token"
 
-    span = models.CharField(max_length=1, choices=UsageRollup.Span.choices)
+    span = models.CharField(max_length=1, choices=UsageRollup.Span.choices[:2])
     start = models.DateTimeField(help_text="The hour's or the day's first instant (UTC).")
     team_id = models.PositiveIntegerField(default=0, help_text="The record's team; 0: none.")
     metric = models.CharField(max_length=10, choices=Metric.choices)

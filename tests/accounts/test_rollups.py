@@ -93,8 +93,15 @@ def _expected(records) -> dict[tuple, dict]:
         hour = record.created_at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
         group = (record.api_key_id, record.user_id, record.team_id or 0, record.endpoint)
         group += (record.model_requested, record.outcome)
-        for span, start in (("h", hour), ("d", hour.replace(hour=0))):
-            row = rows[(span, start, *group)]
+        every_key = (0, 0, record.team_id or 0, "", "", record.outcome)
+        day = hour.replace(hour=0)
+        for span, start, grouped in (
+            ("h", hour, group),
+            ("d", day, group),
+            ("H", hour, every_key),
+            ("D", day, every_key),
+        ):
+            row = rows[(span, start, *grouped)]
             row["requests"] += 1
             row["streams"] += int(record.stream)
             row["with_ttft"] += int(record.ttft_ms is not None)
