@@ -109,7 +109,10 @@ def _query(piece: Piece, by: tuple[str, ...], per_start: bool, filters: dict[str
     # the rows to send and add up).
     columns = (*by, *(("start",) if per_start and piece.source != "records" else ()))
     # Aliased: an annotation may not take a column's name.
-    return rows.order_by().values(*columns).annotate(**{f"sum_{name}": value for name, value in sums.items()})
+    aliased = {f"sum_{name}": value for name, value in sums.items()}
+    if not columns:  # one total (values() without columns would group by every column)
+        return [rows.order_by().aggregate(**aliased)]
+    return rows.order_by().values(*columns).annotate(**aliased)
 
 
 def totals(
