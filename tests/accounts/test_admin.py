@@ -743,6 +743,20 @@ def test_a_slow_count_gives_way_to_the_planners_estimate(admin_client, key_and_p
         assert cursor.fetchone()[0] == before
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite always counts exactly")
+def test_a_list_the_planner_expects_long_is_not_counted(admin_client, key_and_plaintext, monkeypatch):
+    from accounts.admin import paginator
+
+    for _ in range(3):
+        record(key_and_plaintext[0])
+    monkeypatch.setattr(paginator, "ESTIMATE_ABOVE", 1)
+    with CaptureQueriesContext(connection) as captured:
+        response = admin_client.get("/admin/accounts/usagerecord/")
+    assert response.context["cl"].paginator.estimated
+    assert len(response.context["cl"].result_list) == 3
+    assert not any("COUNT(*)" in query["sql"] for query in captured.captured_queries)
+
+
 def csv_rows(response) -> list[dict]:
     assert response["content-type"] == "text/csv; charset=utf-8"
     assert response["content-disposition"].startswith('attachment; filename="usage-')
