@@ -6,9 +6,10 @@ Feeds one worker's writer (`accounts.usage.UsageWriter`) records as the gateway 
 (`record()`: the journal line, the queue) and times the flushes that write them, in batches of
 BATCH_SIZE: records per second, and per record the writer thread's wall time and the database
 backend's CPU time (read from /proc: the server must be on this machine). Then the same batches
-written straight with `usage._write`, with the records' triggers off, the rollups' on, and the
-histograms' on too: what each adds to an insert. Without `--database`, a scratch PostgreSQL database when DATABASE_URL names a
-PostgreSQL server (else a SQLite file), removed at the end. Speed is never asserted.
+written straight with `usage._write`, with the records' triggers off, then the rollups', the
+histograms' and the totals' added in turn: what each adds to an insert. Without `--database`, a
+scratch PostgreSQL database when DATABASE_URL names a PostgreSQL server (else a SQLite file),
+removed at the end. Speed is never asserted.
 """
 
 from __future__ import annotations
@@ -143,7 +144,11 @@ def _straight(entries: list, *, triggers: tuple[str, ...]) -> tuple[float, float
     return time.perf_counter() - started, _backend_cpu(pid) - cpu, time.process_time() - own
 
 
-TRIGGERS = ("accounts_usage_rollup", "accounts_usage_histogram")  # migrations 0011, 0012
+TRIGGERS = (
+    "accounts_usage_rollup",
+    "accounts_usage_histogram",
+    "accounts_usage_totals",
+)  # migrations 0011-0013
 
 
 def _triggers() -> tuple[str, ...]:
@@ -205,7 +210,7 @@ def main() -> None:
             options.records,
             *asyncio.run(_through_the_writer(_entries(options.records, keys, rng))),
         )
-        # Each trigger added in turn (none, the rollups', then the histograms' too), twice.
+        # Each trigger added in turn (none, the rollups', the histograms', the totals'), twice.
         steps = [present[:n] for n in range(len(present) + 1)] * 2 if present else [(), ()]
         for triggers in steps:
             figures = _straight(_entries(options.records, keys, rng), triggers=triggers)
