@@ -464,9 +464,6 @@ class UsageRecord(models.Model):
             models.Index(fields=["team", "created_at", "user", "total_tokens", "cost_usd"]),
             models.Index(fields=["model_requested", "created_at", "outcome", "total_tokens", "cost_usd"]),
             models.Index(fields=["outcome", "created_at"]),
-            # Percentiles: values walked in order, other periods' rows skipped from the index.
-            models.Index(fields=["latency_ms", "created_at"]),
-            models.Index(fields=["ttft_ms", "created_at"]),
             models.Index(
                 fields=["hf_token", "created_at"],
                 condition=Q(error_code=REJECTED_TOKEN),
@@ -531,6 +528,10 @@ class UsageRollup(models.Model):
     class Span(models.TextChoices):
         HOUR = "h", "hour"
         DAY = "d", "day"
+        # Every key's usage, per team and outcome only (no key, user, endpoint or model):
+        # what the dashboard's series read (migration 0013).
+        TOTAL_HOUR = "H", "hour, every key"
+        TOTAL_DAY = "D", "day, every key"
 
     span = models.CharField(max_length=1, choices=Span.choices)
     start = models.DateTimeField(help_text="The hour's or the day's first instant (UTC).")
@@ -592,6 +593,44 @@ class UsageRollup(models.Model):
         return (
             f"{self.start:%Y-%m-%d %H:%M} {self.span} {self.model_requested} {self.outcome}: {self.requests}"
         )
+
+
+# Buckets a UsageHistogram row counts: a band of 24, each 10^(1/24) (10 %) wider than the last.
+HISTOGRAM_BAND = 24
+
+
+class UsageHistogram(models.Model):
+    """Latencies and times to first token counted per hour and per day (`span`) and team, in
+    log-spaced buckets (accounts.histograms): what the dashboard's percentiles read instead of
+    the records. Kept like the rollups, by a trigger in the inserting transaction (migration
+    0012), and left as they are by pruning. A row holds HISTOGRAM_BAND neighbouring buckets,
+    `band` × HISTOGRAM_BAND + 0 … 23: a batch of records touches a few rows, not one per bucket."""
+
+    class Metric(models.TextChoices):
+        LATENCY = "latency_ms", "latency"
+        TTFT = "ttft_ms", "time to first token"
+
+    span = models.CharField(max_length=1, choices=UsageRollup.Span.choices[:2])
+    start = models.DateTimeField(help_text="The hour's or the day's first instant (UTC).")
+    team_id = models.PositiveIntegerField(default=0, help_text="The record's team; 0: none.")
+    metric = models.CharField(max_length=10, choices=Metric.choices)
+    band = models.PositiveSmallIntegerField()
+    # b0 … b23: the records in each bucket of the band. Named in a loop: 24 lines that differ
+    # only by a digit would say less.
+    for _position in range(HISTOGRAM_BAND):
+        locals()[f"b{_position}"] = models.PositiveBigIntegerField(default=0)
+    del _position
+
+    class Meta:
+        verbose_name = "usage histogram"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["span", "start", "team_id", "metric", "band"], name="usage_histogram_one_row_a_band"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.start:%Y-%m-%d %H:%M} {self.span} {self.metric} band {self.band}"
 
 
 class AuditEntry(models.Model):

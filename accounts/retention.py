@@ -3,8 +3,8 @@
 A day at a time, each in one transaction: its records are summed per key, endpoint, model and
 outcome into the day's rows (added to, should a day be pruned twice), then deleted. The rows
 say what was pruned; every total (budgets, reports, the API, the dashboard) reads the rollups
-(`UsageRollup`), which pruning leaves as they are. The dashboard's percentiles read a month of
-records, hence the floor on N.
+(`UsageRollup`), and the dashboard's percentiles the histograms (`UsageHistogram`), which
+pruning leaves as they are. The floor on N keeps a month of records for the admin's usage list.
 """
 
 from __future__ import annotations

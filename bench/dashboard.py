@@ -70,9 +70,11 @@ def fill(rows: int, days: int) -> None:
     from accounts.models import ApiKey, Outcome, Team, TeamMember, UsageRecord, UsageSource
 
     UsageRecord.objects.all().delete()
-    with connection.cursor() as cursor:  # what pruning leaves, if the rollups exist
-        if "accounts_usagerollup" in connection.introspection.table_names(cursor):
-            cursor.execute("DELETE FROM accounts_usagerollup")
+    with connection.cursor() as cursor:  # what pruning leaves, if the tables exist
+        tables = connection.introspection.table_names(cursor)
+        for table in ("accounts_usagerollup", "accounts_usagehistogram"):
+            if table in tables:
+                cursor.execute(f"DELETE FROM {table}")
     ApiKey.objects.all().delete()
     TeamMember.objects.all().delete()
     Team.objects.filter(name__startswith="bench-").delete()
@@ -222,20 +224,22 @@ def _show(name: str, function: Callable[[], object], repeat: int) -> None:
 
 
 def measure_period(key: str, now, repeat: int) -> None:
-    from accounts import dashboard
+    from accounts import dashboard, histograms
 
     period = dashboard.PERIODS[key]
     since = now - period.span
     records = dashboard.usage_in(since=since)
-    count, with_ttft = records.count(), records.filter(ttft_ms__isnull=False).count()
+    count = records.count()
     figures = {
         "series": lambda: dashboard.usage_series(since=since, until=now, step=period.step),
         "top users": lambda: dashboard.usage_top(since=since, by="user_id"),
         "top models": lambda: dashboard.usage_top(since=since, by="model_requested"),
     }
-    for name, fraction in (("p50", 0.5), ("p95", 0.95)):
-        figures[f"latency {name}"] = lambda f=fraction: dashboard.percentile(records, "latency_ms", f, count)
-        figures[f"ttft {name}"] = lambda f=fraction: dashboard.percentile(records, "ttft_ms", f, with_ttft)
+    figures["4 percentiles"] = lambda: [
+        histograms.percentile(counted, fraction)
+        for counted in histograms.counts(since=since).values()
+        for fraction in (0.5, 0.95)
+    ]
     figures["whole dashboard"] = lambda: dashboard.usage_dashboard(period=key, now=now)
     print(f"\n{key} ({count:,} rows in the period)")
     for name, function in figures.items():
@@ -264,6 +268,8 @@ def measure(repeat: int) -> None:
     )
     client = Client()
     client.force_login(admin)
+    heaviest = get_user_model().objects.get(username="bench-000")
+    team_id = heaviest.api_keys.values_list("team_id", flat=True).first()
     pages = {
         "dashboard page 24h": "/admin/accounts/usagerecord/dashboard/?period=24h",
         "dashboard page 7d": "/admin/accounts/usagerecord/dashboard/?period=7d",
@@ -272,6 +278,9 @@ def measure(repeat: int) -> None:
         "usage list": "/admin/accounts/usagerecord/",
         "usage list, 1 day": "/admin/accounts/usagerecord/?created_at__gte="
         + (now - timedelta(days=1)).strftime("%Y-%m-%d+00:00:00%%2B00:00"),
+        "usage list, a user": f"/admin/accounts/usagerecord/?user__id__exact={heaviest.pk}",
+        "usage list, a model": f"/admin/accounts/usagerecord/?model_requested={MODELS[0]}",
+        "usage list, a team": f"/admin/accounts/usagerecord/?team__id__exact={team_id}",
     }
     print("\nadmin pages (whole request)")
     for name, url in pages.items():
@@ -340,7 +349,7 @@ def _sizes() -> None:
         return
     print("\ntable sizes (pg_total_relation_size: table, indexes, TOAST)")
     with connection.cursor() as cursor:
-        for name in ("usagerecord", "usagerollup", "usagedaily"):
+        for name in ("usagerecord", "usagerollup", "usagehistogram", "usagedaily"):
             table = f"accounts_{name}"
             if not any(model._meta.db_table == table for model in apps.get_models()):
                 continue
@@ -383,9 +392,10 @@ def main() -> None:
             # What autovacuum does soon after a load: statistics, and the visibility map
             # that index-only scans need.
             with connections["default"].cursor() as cursor:
-                cursor.execute("VACUUM ANALYZE accounts_usagerecord")
-                if "accounts_usagerollup" in connections["default"].introspection.table_names(cursor):
-                    cursor.execute("VACUUM ANALYZE accounts_usagerollup")
+                tables = connections["default"].introspection.table_names(cursor)
+                for table in ("accounts_usagerecord", "accounts_usagerollup", "accounts_usagehistogram"):
+                    if table in tables:
+                        cursor.execute(f"VACUUM ANALYZE {table}")
         measure(options.repeat)
         connections.close_all()  # before a scratch PostgreSQL database is dropped
 

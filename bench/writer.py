@@ -6,9 +6,10 @@ Feeds one worker's writer (`accounts.usage.UsageWriter`) records as the gateway 
 (`record()`: the journal line, the queue) and times the flushes that write them, in batches of
 BATCH_SIZE: records per second, and per record the writer thread's wall time and the database
 backend's CPU time (read from /proc: the server must be on this machine). Then the same batches
-written straight with `usage._write`, with the rollups' trigger on and off: what the rollups
-add to an insert. Without `--database`, a scratch PostgreSQL database when DATABASE_URL names a
-PostgreSQL server (else a SQLite file), removed at the end. Speed is never asserted.
+written straight with `usage._write`, with the records' triggers off, then the rollups', the
+histograms' and the totals' added in turn: what each adds to an insert. Without `--database`, a
+scratch PostgreSQL database when DATABASE_URL names a PostgreSQL server (else a SQLite file),
+removed at the end. Speed is never asserted.
 """
 
 from __future__ import annotations
@@ -125,16 +126,17 @@ async def _through_the_writer(entries: list) -> tuple[float, float]:
     return elapsed, cpu, own
 
 
-def _straight(entries: list, *, trigger: bool) -> tuple[float, float]:
-    """Wall seconds to write `entries` with `usage._write` in batches, and the backend's CPU."""
+def _straight(entries: list, *, triggers: tuple[str, ...]) -> tuple[float, float]:
+    """Wall seconds to write `entries` with `usage._write` in batches, and the backend's CPU,
+    with only `triggers` of the records' on."""
     from django.db import connection
 
     from accounts import usage
 
     with connection.cursor() as cursor:
-        if _has_trigger():
-            state = "ENABLE" if trigger else "DISABLE"
-            cursor.execute(f"ALTER TABLE accounts_usagerecord {state} TRIGGER accounts_usage_rollup")
+        for name in _triggers():
+            state = "ENABLE" if name in triggers else "DISABLE"
+            cursor.execute(f"ALTER TABLE accounts_usagerecord {state} TRIGGER {name}")
     pid = _backend_pid()
     cpu, own, started = _backend_cpu(pid), time.process_time(), time.perf_counter()
     for first in range(0, len(entries), usage.BATCH_SIZE):
@@ -142,15 +144,23 @@ def _straight(entries: list, *, trigger: bool) -> tuple[float, float]:
     return time.perf_counter() - started, _backend_cpu(pid) - cpu, time.process_time() - own
 
 
-def _has_trigger() -> bool:
-    """The rollups' trigger is there to switch (PostgreSQL, since migration 0011)."""
+TRIGGERS = (
+    "accounts_usage_rollup",
+    "accounts_usage_histogram",
+    "accounts_usage_totals",
+)  # migrations 0011-0013
+
+
+def _triggers() -> tuple[str, ...]:
+    """Which of TRIGGERS are there to switch (PostgreSQL)."""
     from django.db import connection
 
     if connection.vendor != "postgresql":
-        return False
+        return ()
     with connection.cursor() as cursor:
-        cursor.execute("SELECT 1 FROM pg_trigger WHERE tgname = 'accounts_usage_rollup'")
-        return cursor.fetchone() is not None
+        cursor.execute("SELECT tgname FROM pg_trigger WHERE tgname = ANY(%s)", [list(TRIGGERS)])
+        found = {row[0] for row in cursor.fetchall()}
+    return tuple(name for name in TRIGGERS if name in found)
 
 
 def _report(label: str, count: int, seconds: float, cpu: float, own: float) -> None:
@@ -193,16 +203,21 @@ def main() -> None:
             f"database: {connection.vendor}; {options.records:,} records over {options.keys} keys,"
             f" batches of {usage.BATCH_SIZE}"
         )
-        _straight(_entries(2 * usage.BATCH_SIZE, keys, rng), trigger=True)  # warm-up
+        present = _triggers()
+        _straight(_entries(2 * usage.BATCH_SIZE, keys, rng), triggers=present)  # warm-up
         _report(
             "UsageWriter: record() + flush()",
             options.records,
             *asyncio.run(_through_the_writer(_entries(options.records, keys, rng))),
         )
-        for trigger in (False, True, False, True) if _has_trigger() else (True, True):
-            figures = _straight(_entries(options.records, keys, rng), trigger=trigger)
-            label = "_write, rollups " + ("on" if trigger else "off (trigger disabled)")
-            _report(label if _has_trigger() else "_write (no rollups)", options.records, *figures)
+        # Each trigger added in turn (none, the rollups', the histograms', the totals'), twice.
+        steps = [present[:n] for n in range(len(present) + 1)] * 2 if present else [(), ()]
+        for triggers in steps:
+            figures = _straight(_entries(options.records, keys, rng), triggers=triggers)
+            label = "_write, triggers: " + (
+                " + ".join(t.removeprefix("accounts_usage_") for t in triggers) or "none"
+            )
+            _report(label if present else "_write (no triggers)", options.records, *figures)
         connections.close_all()
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
+from django.db import connection
 from django.db.models import QuerySet
 from django.http import HttpRequest, StreamingHttpResponse
 from django.shortcuts import redirect
@@ -18,6 +19,7 @@ from accounts import dashboard, dashboard_page
 from accounts.admin.display import ListsFitMedia, ReadOnlyAdmin, shortened, timestamp
 from accounts.admin.drilldown import DrilldownChangeList
 from accounts.admin.export import usage_csv_response
+from accounts.admin.paginator import EstimatedCountPaginator
 from accounts.models import Outcome, Team, UsageDaily, UsageRecord
 from accounts.templatetags.hfproxy_format import duration, short_count, usd_cell
 
@@ -49,14 +51,26 @@ class ModelFilter(admin.AllValuesFieldListFilter):
 
     def __init__(self, field, request, params, model, model_admin, field_path) -> None:
         super().__init__(field, request, params, model, model_admin, field_path)
-        # The (model_requested, created_at, outcome, …) index, read in order until enough.
-        self.lookup_choices = list(
-            model_admin.get_queryset(request)
-            .filter(outcome=Outcome.OK)
-            .order_by(field_path)
-            .values_list(field_path, flat=True)
-            .distinct()[: self.MODEL_CHOICES]
+        self.lookup_choices = _successful_models(model, field_path, self.MODEL_CHOICES)
+
+
+def _successful_models(model, column: str, limit: int) -> list[str]:
+    """The first `limit` values of `column` with an ok request, in order: one probe of the
+    (model_requested, …) index per value, each from the last one found (a skip scan). A
+    DISTINCT read the whole index when there were fewer values than `limit` (4.5 s at ten
+    million records with eight models)."""
+    table, quoted = model._meta.db_table, connection.ops.quote_name(column)
+    # SQLite would pick the outcome index and sort every ok row: "+" keeps it off that one.
+    outcome = "+outcome" if connection.vendor == "sqlite" else "outcome"
+    first = f"SELECT {quoted} FROM {table} WHERE {outcome} = %s {{}} ORDER BY {quoted} LIMIT 1"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH RECURSIVE found(name) AS (SELECT ({first.format('')}) UNION ALL "
+            f"SELECT ({first.format(f'AND {quoted} > found.name')}) FROM found WHERE found.name IS NOT NULL) "
+            "SELECT name FROM found WHERE name IS NOT NULL LIMIT %s",
+            [Outcome.OK, Outcome.OK, limit],
         )
+        return [name for (name,) in cursor.fetchall()]
 
 
 @admin.register(UsageRecord)
@@ -86,6 +100,7 @@ class UsageRecordAdmin(UsageAdminBase):
     date_hierarchy = "created_at"
     actions = ["export_selected_csv"]
     show_full_result_count = False  # a second COUNT(*) over every row on each filtered page
+    paginator = EstimatedCountPaginator  # and the first one only while it is quick
     # On the record's page too, these fields show as in the list.
     shown_as = {"created_at": "created", "stream": "streamed"}
     readonly_fields = tuple(shown_as.values())

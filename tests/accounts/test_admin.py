@@ -706,6 +706,57 @@ def test_the_usage_list_costs_the_same_queries_for_more_rows(admin_client, key_a
     assert queries() == few
 
 
+def test_the_usage_list_counts_its_rows_exactly_while_that_is_quick(admin_client, key_and_plaintext):
+    for _ in range(3):
+        record(key_and_plaintext[0])
+    response = admin_client.get("/admin/accounts/usagerecord/?outcome__exact=ok")
+    assert (response.context["cl"].result_count, response.context["cl"].paginator.estimated) == (3, False)
+    assert re.search(r"\n3 usage records", response.content.decode())
+    assert "about" not in response.content.decode()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite always counts exactly")
+def test_a_slow_count_gives_way_to_the_planners_estimate(admin_client, key_and_plaintext, monkeypatch):
+    from django.db.models import QuerySet
+
+    for _ in range(3):
+        record(key_and_plaintext[0])
+    exact = QuerySet.count
+
+    def slow(queryset):
+        if queryset.model is UsageRecord:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_sleep(2)")
+        return exact(queryset)
+
+    monkeypatch.setattr(QuerySet, "count", slow)
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW statement_timeout")
+        before = cursor.fetchone()[0]
+    response = admin_client.get("/admin/accounts/usagerecord/?outcome__exact=ok")
+    changelist = response.context["cl"]
+    assert changelist.paginator.estimated and changelist.result_count >= 1
+    assert len(changelist.result_list) == 3  # the page itself is read as ever
+    assert f"about {changelist.result_count} usage record" in response.content.decode()
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW statement_timeout")
+        assert cursor.fetchone()[0] == before
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite always counts exactly")
+def test_a_list_the_planner_expects_long_is_not_counted(admin_client, key_and_plaintext, monkeypatch):
+    from accounts.admin import paginator
+
+    for _ in range(3):
+        record(key_and_plaintext[0])
+    monkeypatch.setattr(paginator, "ESTIMATE_ABOVE", 1)
+    with CaptureQueriesContext(connection) as captured:
+        response = admin_client.get("/admin/accounts/usagerecord/")
+    assert response.context["cl"].paginator.estimated
+    assert len(response.context["cl"].result_list) == 3
+    assert not any("COUNT(*)" in query["sql"] for query in captured.captured_queries)
+
+
 def csv_rows(response) -> list[dict]:
     assert response["content-type"] == "text/csv; charset=utf-8"
     assert response["content-disposition"].startswith('attachment; filename="usage-')

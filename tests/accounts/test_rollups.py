@@ -1,4 +1,5 @@
-"""Usage rollups: after random traffic, retried batches and pruning, their sums are the records'."""
+"""Usage rollups and histograms: after random traffic, retried batches and pruning, their sums
+and counts are the records'."""
 
 from __future__ import annotations
 
@@ -12,8 +13,17 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.db.models import Sum
 
-from accounts import retention, services, usage
-from accounts.models import ApiKey, ModelPrice, Outcome, Team, UsageDaily, UsageRecord, UsageRollup
+from accounts import histograms, retention, services, usage
+from accounts.models import (
+    ApiKey,
+    ModelPrice,
+    Outcome,
+    Team,
+    UsageDaily,
+    UsageHistogram,
+    UsageRecord,
+    UsageRollup,
+)
 from accounts.prices import CENT_MILLIONTHS
 
 NOW = datetime.now(UTC).replace(minute=30, second=0, microsecond=0)
@@ -83,8 +93,15 @@ def _expected(records) -> dict[tuple, dict]:
         hour = record.created_at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
         group = (record.api_key_id, record.user_id, record.team_id or 0, record.endpoint)
         group += (record.model_requested, record.outcome)
-        for span, start in (("h", hour), ("d", hour.replace(hour=0))):
-            row = rows[(span, start, *group)]
+        every_key = (0, 0, record.team_id or 0, "", "", record.outcome)
+        day = hour.replace(hour=0)
+        for span, start, grouped in (
+            ("h", hour, group),
+            ("d", day, group),
+            ("H", hour, every_key),
+            ("D", day, every_key),
+        ):
+            row = rows[(span, start, *grouped)]
             row["requests"] += 1
             row["streams"] += int(record.stream)
             row["with_ttft"] += int(record.ttft_ms is not None)
@@ -106,12 +123,34 @@ def _rollups() -> dict[tuple, dict]:
     }
 
 
+def _expected_histograms(records) -> dict[tuple, int]:
+    """(span, start, team, metric, bucket): how many of `records` (UsageRecord-like) it holds."""
+    found: dict[tuple, int] = defaultdict(int)
+    for record in records:
+        hour = record.created_at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        for metric in histograms.METRICS:
+            value = getattr(record, metric)
+            if value is None:
+                continue
+            for span, start in (("h", hour), ("d", hour.replace(hour=0))):
+                found[(span, start, record.team_id or 0, metric, histograms.bucket_of(value))] += 1
+    return dict(found)
+
+
+def _histograms() -> dict[tuple, int]:
+    return {
+        (row["span"], row["start"], row["team_id"], row["metric"], bucket): count
+        for row in UsageHistogram.objects.values()
+        for bucket, count in histograms.in_band(row).items()
+    }
+
+
 def _sums_only(rows: dict[tuple, dict]) -> dict[tuple, dict]:
     return {group: {name: row[name] for name in SUMS} for group, row in rows.items()}
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_rollups_are_the_records_sums_after_random_traffic_retries_and_pruning():
+def test_the_rollups_and_histograms_are_the_records_after_random_traffic_retries_and_pruning():
     rng = random.Random(19)
     ModelPrice.objects.create(model="m/a", provider="p", input_per_million="0.15", output_per_million="0.6")
     ModelPrice.objects.create(model="m/b", provider="p", input_per_million="3", output_per_million="15")
@@ -132,10 +171,13 @@ def test_the_rollups_are_the_records_sums_after_random_traffic_retries_and_pruni
     expected = _expected(written)  # the entries carry the cost the writer priced them at
     assert any(entry.cost_usd for entry in written)
     assert _sums_only(_rollups()) == expected
+    counted = _expected_histograms(written)
+    assert _histograms() == counted
 
     pruned = retention.prune(35, now=NOW)
     assert pruned.records > 150 and UsageRecord.objects.count() > 250
     assert _sums_only(_rollups()) == expected, "pruning changed the rollups"
+    assert _histograms() == counted, "pruning changed the histograms"
 
     # What is left of the records, plus the daily sums of the pruned ones: the daily rollups.
     left = defaultdict(lambda: defaultdict(int))
