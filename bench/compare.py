@@ -104,13 +104,14 @@ def start_hfproxy(
     folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
     database = stack.enter_context(scratch_database(folder, database_url))
     # Each hfproxy its own counters: both have a key number 1.
-    env = proxy_env(
-        router, database, REDIS_URL=redis_url, REDIS_KEY_PREFIX=f"hfproxy:limits:{name}:", **(settings or {})
-    )
+    prefix = f"hfproxy:limits:{name}:"
+    env = proxy_env(router, database, REDIS_URL=redis_url, **{"REDIS_KEY_PREFIX": prefix, **(settings or {})})
     if redis_url:
         from accounts import counters
 
-        counters.delete_all(redis_url)  # our counters only: never the rest of that database
+        # Its own counters only: another benchmark running beside it keeps its own (deleting
+        # every hfproxy counter made that one's budgets look spent: spurious 429s).
+        counters.delete_all(redis_url, env["REDIS_KEY_PREFIX"])
     manage("migrate", "--verbosity", "0", env=env, cwd=checkout)
     # Limits on, none reached: every request pays for the counting.
     key = manage(

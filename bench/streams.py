@@ -56,6 +56,10 @@ from tests.support.processes import answers, free_port, server_env, start, stop
 MODEL = "slow/bench"  # the fake router's long answer: TTFB, then a token per SLOW seconds
 # What marks a content event, in the fake router's JSON (json.dumps' separators) or compact.
 CONTENT = (b'"content": "tok', b'"content":"tok')
+NAME = "hfproxy-streams"  # its log's name (.bench/NAME.log)
+# Its counters, outside bench.compare's prefix: a bench.compare of an older revision, run beside
+# it, deletes every counter under that prefix (budgets seen as spent: spurious 429s).
+REDIS_KEY_PREFIX = "hfproxy-streams:limits:"
 
 
 def raise_file_limit(wanted: int) -> int:
@@ -251,6 +255,7 @@ def proxy_settings(most: int) -> dict[str, str]:
         # Generous beside the benchmark's waits: a loaded machine must not time them out.
         "READ_TIMEOUT": "600",
         "REQUEST_TIMEOUT": "900",
+        "REDIS_KEY_PREFIX": REDIS_KEY_PREFIX,
     }
 
 
@@ -272,7 +277,7 @@ def measure(args) -> dict:
         start_routers(stack, router_port, args)
         port = free_port()
         proxy, key, database = compare.start_hfproxy(
-            stack, port, router_url, database_url, redis_url, proxy_settings(most)
+            stack, port, router_url, database_url, redis_url, proxy_settings(most), name=NAME
         )
         pid = proxy.pid
         proxy_url = f"http://127.0.0.1:{port}/v1/chat/completions"
@@ -402,7 +407,14 @@ def trace(args) -> str:
         start_routers(stack, router_port, args)
         port = free_port()
         proxy, key, _ = compare.start_hfproxy(
-            stack, port, router_url, database_url, redis_url, settings, runner=("-m", "bench.traced")
+            stack,
+            port,
+            router_url,
+            database_url,
+            redis_url,
+            settings,
+            runner=("-m", "bench.traced"),
+            name=NAME,
         )
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         run_stage(url, key, 10, args, proxy.pid, compare.DRIVER_CPUS, load.MODEL)
