@@ -12,7 +12,7 @@ streams are opened at `--open-rate` per second (so that the listening queues kee
 the drivers add by themselves), then through hfproxy, started as `bench.compare` starts it (one
 uvicorn worker, DEBUG off, a real key with limits on, usage recorded in PostgreSQL when it
 answers, else SQLite) with its connection caps raised to fit (MAX_CONNECTIONS,
-UPSTREAM_MAX_CONNECTIONS, KEY_MAX_IN_FLIGHT: their defaults hold 200 streams per worker; two
+UPSTREAM_MAX_CONNECTIONS, KEY_MAX_IN_FLIGHT: their defaults hold 2,000 streams per worker; two
 open files per stream), REDIS_TIMEOUT at 10 s, READ_TIMEOUT at 600 s.
 The router runs as `--routers` processes sharing one port (SO_REUSEPORT). hfproxy is pinned to
 CPU 0, the router and the drivers to CPU 1 when there are two.
@@ -240,15 +240,15 @@ def start_routers(stack: contextlib.ExitStack, port: int, args) -> list[subproce
 
 
 def proxy_settings(most: int) -> dict[str, str]:
-    """The caps that must fit `most` streams on one worker (their defaults hold 200), within
+    """The caps that must fit `most` streams on one worker (their defaults hold 2,000), within
     the open files the worker may have (two per stream, and gateway.connections' reserve)."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     fits = (hard - connections.OTHER_FILE_DESCRIPTORS) // 2 if hard != resource.RLIM_INFINITY else most * 2
     room = str(min(most + most // 10 + 100, fits))
     return {
-        "MAX_CONNECTIONS": room,  # client connections per worker (default 1000)
-        "UPSTREAM_MAX_CONNECTIONS": room,  # router connections per worker (default 200)
-        "KEY_MAX_IN_FLIGHT": "0",  # one key's share of the worker (default 100): one key here
+        "MAX_CONNECTIONS": room,  # client connections per worker (default 4000)
+        "UPSTREAM_MAX_CONNECTIONS": room,  # router connections per worker (default 2000)
+        "KEY_MAX_IN_FLIGHT": "0",  # one key's share of the worker (default 1000): one key here
         # Redis's answers wait behind a busy event loop: on a shared machine, past the default
         # second, and then every request is refused (503) for the next second.
         "REDIS_TIMEOUT": "10",
