@@ -107,9 +107,9 @@ CLIENT_BODY_TIMEOUT = env.float("CLIENT_BODY_TIMEOUT", default=60.0)
 # "aiohttp" (httpx-aiohttp, fast) or "httpx" (httpx's own transport).
 UPSTREAM_TRANSPORT = env.str("UPSTREAM_TRANSPORT", default="aiohttp")
 # Router connections per worker: one per request in flight, a stream's for its whole length.
-# Coding agents hold streams for minutes; one worker holds 2,000 waiting streams in ~120 MiB with
-# their first tokens on time (bench.streams, docs/benchmarks.md "Long streams"). Each takes two
-# open files (its client's and this): `serve` checks that they fit in `ulimit -n`.
+# Coding agents hold streams for minutes; one worker holds thousands of waiting streams at ~57 KiB
+# each (2,000: ~112 MiB), far fewer generating ones (CPU per event: docs/benchmarks.md "Long
+# streams"). Each takes two open files (its client's and this): `serve` checks that they fit.
 UPSTREAM_MAX_CONNECTIONS = env.int("UPSTREAM_MAX_CONNECTIONS", default=2000)
 # Requests one key may have in flight on each worker (gateway.share): by default half the
 # worker's router connections, so that no key can take them all; 0 = no such share.
