@@ -104,14 +104,15 @@ def start_hfproxy(
     folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
     database = stack.enter_context(scratch_database(folder, database_url))
     # Each hfproxy its own counters (both have a key number 1), and each run its own: another
-    # run beside this one (on the same Redis database) neither shares nor deletes them.
+    # run beside this one (on the same Redis database) neither shares nor deletes them (deleting
+    # every hfproxy counter made that one's budgets look spent: spurious 429s).
     prefix = f"hfproxy:limits:{name}:{os.getpid()}:"
-    env = proxy_env(router, database, REDIS_URL=redis_url, REDIS_KEY_PREFIX=prefix, **(settings or {}))
+    env = proxy_env(router, database, REDIS_URL=redis_url, **{"REDIS_KEY_PREFIX": prefix, **(settings or {})})
     if redis_url:
         from accounts import counters
 
-        counters.delete_all(redis_url, prefix)  # this run's counters only: never the rest of that database
-        stack.callback(counters.delete_all, redis_url, prefix)
+        counters.delete_all(redis_url, env["REDIS_KEY_PREFIX"])  # never the rest of that database
+        stack.callback(counters.delete_all, redis_url, env["REDIS_KEY_PREFIX"])
     manage("migrate", "--verbosity", "0", env=env, cwd=checkout)
     # Limits on, none reached: every request pays for the counting.
     key = manage(

@@ -12,7 +12,7 @@ streams are opened at `--open-rate` per second (so that the listening queues kee
 the drivers add by themselves), then through hfproxy, started as `bench.compare` starts it (one
 uvicorn worker, DEBUG off, a real key with limits on, usage recorded in PostgreSQL when it
 answers, else SQLite) with its connection caps raised to fit (MAX_CONNECTIONS,
-UPSTREAM_MAX_CONNECTIONS, KEY_MAX_IN_FLIGHT: their defaults hold 200 streams per worker; two
+UPSTREAM_MAX_CONNECTIONS, KEY_MAX_IN_FLIGHT: their defaults hold 2,000 streams per worker; two
 open files per stream), REDIS_TIMEOUT at 10 s, READ_TIMEOUT at 600 s.
 The router runs as `--routers` processes sharing one port (SO_REUSEPORT). hfproxy is pinned to
 CPU 0, the router and the drivers to CPU 1 when there are two.
@@ -21,8 +21,9 @@ Per N: the most streams open at once (the drivers' count; "held": hfproxy's open
 hfproxy's RSS (VmRSS) before the ramp and at its highest during the run, and the growth per
 open stream; time to first token (the first content
 event) through hfproxy minus the router's measured directly at the same N, p50 and p99; hfproxy's
-CPU time (user + system, /proc) per event relayed; errors; and the usage records against the
-streams sent (each recorded once). Nothing is asserted: figures only.
+CPU time (user + system, /proc) per event relayed, over the whole stage (requests included) and
+while all N streams were open ("held": no request being handled, only events); errors; and the
+usage records against the streams sent (each recorded once). Nothing is asserted: figures only.
 
 `--tracemalloc N` instead serves hfproxy under tracemalloc (bench.traced), holds N streams open
 (a long `--ttfb-ms` is best: they are then all waiting at once) and prints the allocation sites
@@ -56,6 +57,11 @@ from tests.support.processes import answers, free_port, server_env, start, stop
 MODEL = "slow/bench"  # the fake router's long answer: TTFB, then a token per SLOW seconds
 # What marks a content event, in the fake router's JSON (json.dumps' separators) or compact.
 CONTENT = (b'"content": "tok', b'"content":"tok')
+NAME = "hfproxy-streams"  # its log's name (.bench/NAME.log)
+# Its counters, outside bench.compare's prefix (a bench.compare of an older revision, run beside
+# it, deletes every counter under that prefix: budgets seen as spent, spurious 429s), and this
+# run's own (another bench.streams beside it deletes its own at start, and this one at its end).
+REDIS_KEY_PREFIX = f"hfproxy-streams:{os.getpid()}:limits:"
 
 
 def raise_file_limit(wanted: int) -> int:
@@ -86,7 +92,11 @@ async def _stream(session, url: str, headers: dict, body: bytes, counters, out: 
                 seen = tail + data
                 if first is None and any(marker in seen for marker in CONTENT):
                     first = time.perf_counter()
-                events += seen.count(b"\n\n") - tail.count(b"\n\n")
+                new = seen.count(b"\n\n") - tail.count(b"\n\n")
+                events += new
+                if first is not None and new:
+                    with counters["events"].get_lock():
+                        counters["events"].value += new
                 if b"data: [DONE]" in seen:
                     done = True
                 tail = seen[-16:]
@@ -150,7 +160,11 @@ def run_stage(url: str, key: str, n: int, args, pid: int | None, cpus, model: st
         "max_tokens": args.tokens,
     }
     context = multiprocessing.get_context("spawn")
-    counters = {"opened": context.Value("i", 0), "closed": context.Value("i", 0)}
+    counters = {
+        "opened": context.Value("i", 0),
+        "closed": context.Value("i", 0),
+        "events": context.Value("q", 0),
+    }
     results = context.Queue()
     drivers_n = max(1, min(args.drivers, n // 50 or 1))
     interval = drivers_n / args.open_rate  # each driver's gap between two streams it opens
@@ -178,6 +192,7 @@ def run_stage(url: str, key: str, n: int, args, pid: int | None, cpus, model: st
     cpu_before = load.cpu_ticks(pid) if pid else None
     files_before = open_files(pid) if pid else 0
     peak_open, peak_rss, rss_at_peak_open, peak_files = 0, 0.0, 0.0, 0
+    held = []  # (CPU ticks, content events) while every stream is open: no request being handled
     outs = []
     while len(outs) < len(processes):
         with contextlib.suppress(Exception):
@@ -195,6 +210,8 @@ def run_stage(url: str, key: str, n: int, args, pid: int | None, cpus, model: st
         peak_files = max(peak_files, open_files(pid) if pid else 0)
         if open_now > peak_open:
             peak_open, rss_at_peak_open = open_now, rss
+        if pid and open_now >= n and counters["opened"].value == n:
+            held.append((load.cpu_ticks(pid), counters["events"].value))
     for process in processes:
         process.join()
     return {
@@ -209,6 +226,8 @@ def run_stage(url: str, key: str, n: int, args, pid: int | None, cpus, model: st
         "errors": sum(o["errors"] for o in outs),
         "first_error": next((o["first_error"] for o in outs if o["first_error"]), ""),
         "cpu_before": cpu_before,
+        "held_cpu_s": load.cpu_used(held[0][0], held[-1][0]) if len(held) > 1 else 0.0,
+        "held_events": held[-1][1] - held[0][1] if len(held) > 1 else 0,
     }
 
 
@@ -236,22 +255,31 @@ def start_routers(stack: contextlib.ExitStack, port: int, args) -> list[subproce
 
 
 def proxy_settings(most: int) -> dict[str, str]:
-    """The caps that must fit `most` streams on one worker (their defaults hold 200), within
+    """The caps that must fit `most` streams on one worker (their defaults hold 2,000), within
     the open files the worker may have (two per stream, and gateway.connections' reserve)."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     fits = (hard - connections.OTHER_FILE_DESCRIPTORS) // 2 if hard != resource.RLIM_INFINITY else most * 2
     room = str(min(most + most // 10 + 100, fits))
     return {
-        "MAX_CONNECTIONS": room,  # client connections per worker (default 1000)
-        "UPSTREAM_MAX_CONNECTIONS": room,  # router connections per worker (default 200)
-        "KEY_MAX_IN_FLIGHT": "0",  # one key's share of the worker (default 100): one key here
+        "MAX_CONNECTIONS": room,  # client connections per worker (default 4000)
+        "UPSTREAM_MAX_CONNECTIONS": room,  # router connections per worker (default 2000)
+        "KEY_MAX_IN_FLIGHT": "0",  # one key's share of the worker (default 1000): one key here
         # Redis's answers wait behind a busy event loop: on a shared machine, past the default
         # second, and then every request is refused (503) for the next second.
         "REDIS_TIMEOUT": "10",
         # Generous beside the benchmark's waits: a loaded machine must not time them out.
         "READ_TIMEOUT": "600",
         "REQUEST_TIMEOUT": "900",
+        "REDIS_KEY_PREFIX": REDIS_KEY_PREFIX,
     }
+
+
+def _forget_counters(stack: contextlib.ExitStack, redis_url: str) -> None:
+    """This run's counters are deleted at its end (they are its own: REDIS_KEY_PREFIX)."""
+    if redis_url:
+        from accounts import counters
+
+        stack.callback(counters.delete_all, redis_url, REDIS_KEY_PREFIX)
 
 
 def _percentiles(values: list[float]) -> tuple[float | None, float | None]:
@@ -272,9 +300,10 @@ def measure(args) -> dict:
         start_routers(stack, router_port, args)
         port = free_port()
         proxy, key, database = compare.start_hfproxy(
-            stack, port, router_url, database_url, redis_url, proxy_settings(most)
+            stack, port, router_url, database_url, redis_url, proxy_settings(most), name=NAME
         )
         pid = proxy.pid
+        _forget_counters(stack, redis_url)
         proxy_url = f"http://127.0.0.1:{port}/v1/chat/completions"
         direct_url = f"{router_url}/v1/chat/completions"
         sent = 0
@@ -312,6 +341,13 @@ def measure(args) -> dict:
                 "events": stage["events"],
                 "cpu_s": round(cpu, 2),
                 "cpu_us_per_event": round(cpu / max(1, stage["events"]) * 1e6, 1),
+                # Only while all N were open (no request being handled): what an event costs.
+                "held_events": stage["held_events"],
+                "held_cpu_us_per_event": (
+                    round(stage["held_cpu_s"] / stage["held_events"] * 1e6, 1)
+                    if stage["held_events"]
+                    else None
+                ),
                 "errors": stage["errors"],
                 "direct_errors": direct["errors"] if direct else None,
                 "first_error": stage["first_error"] or (direct["first_error"] if direct else ""),
@@ -351,7 +387,7 @@ def _setup(args, baseline, files, database_url, redis_url) -> str:
 def table(result: dict) -> str:
     head = (
         f"{'N':>7}{'open':>7}{'held':>7}{'RSS MiB':>9}{'KiB/strm':>10}{'TTFT p50':>10}{'p99':>9}"
-        f"{'added p50':>11}{'p99':>9}{'CPU us/ev':>11}{'errors':>8}  recorded"
+        f"{'added p50':>11}{'p99':>9}{'CPU us/ev':>11}{'held':>7}{'errors':>8}  recorded"
     )
     lines = [head, "-" * len(head)]
     for r in result["rows"]:
@@ -359,7 +395,8 @@ def table(result: dict) -> str:
             f"{r['n']:>7}{r['peak_open']:>7}{r['proxy_open']:>7}{r['rss_mib_peak']:>9.1f}{r['rss_kib_per_stream']:>10.1f}"
             f"{r['ttft_p50_ms'] or 0:>10.0f}{r['ttft_p99_ms'] or 0:>9.0f}"
             f"{r['added_ttft_p50_ms'] or 0:>11.1f}{r['added_ttft_p99_ms'] or 0:>9.1f}"
-            f"{r['cpu_us_per_event']:>11.1f}{r['errors']:>8}  {r['recorded']} of {r['n']}"
+            f"{r['cpu_us_per_event']:>11.1f}{r.get('held_cpu_us_per_event') or 0:>7.0f}{r['errors']:>8}"
+            f"  {r['recorded']} of {r['n']}"
         )
     for r in result["rows"]:
         if r["first_error"]:
@@ -402,8 +439,16 @@ def trace(args) -> str:
         start_routers(stack, router_port, args)
         port = free_port()
         proxy, key, _ = compare.start_hfproxy(
-            stack, port, router_url, database_url, redis_url, settings, runner=("-m", "bench.traced")
+            stack,
+            port,
+            router_url,
+            database_url,
+            redis_url,
+            settings,
+            runner=("-m", "bench.traced"),
+            name=NAME,
         )
+        _forget_counters(stack, redis_url)
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         run_stage(url, key, 10, args, proxy.pid, compare.DRIVER_CPUS, load.MODEL)
         before = _snapshot(proxy.pid, prefix, 1)

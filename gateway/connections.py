@@ -127,6 +127,7 @@ def reserve_file_descriptors() -> int:
         raise CommandError(
             f"MAX_CONNECTIONS={settings.MAX_CONNECTIONS} (plus UPSTREAM_MAX_CONNECTIONS="
             f"{settings.UPSTREAM_MAX_CONNECTIONS} and {OTHER_FILE_DESCRIPTORS} more) needs {needed} open "
-            f"files; this process may have {hard} (ulimit -n): lower MAX_CONNECTIONS or raise the limit."
+            f"files; this process may have {hard} (ulimit -n): lower MAX_CONNECTIONS (or "
+            "UPSTREAM_MAX_CONNECTIONS) or raise the limit."
         )
     return hard

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 
 from asgiref.sync import iscoroutinefunction
 from django.conf import settings
@@ -132,7 +133,7 @@ class ApiHandler(ApiStack, ASGIHandler):
         # task from being cancelled.
         tasks = [
             asyncio.create_task(self.listen_for_disconnect(receive)),
-            asyncio.create_task(self._respond(request, send)),
+            asyncio.create_task(self._respond(request, body_file, send)),
         ]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -153,11 +154,23 @@ class ApiHandler(ApiStack, ASGIHandler):
             response.close()  # sends request_finished
         body_file.close()
 
-    async def _respond(self, request, send):
+    async def _respond(self, request, body_file, send):
         response = await self.run_get_response(request)
+        if response.streaming:
+            _forget_body(request, body_file)
         with contextlib.suppress(asyncio.CancelledError):  # the client left meanwhile
             await self.send_response(response, send)
         return response
+
+
+def _forget_body(request, body_file) -> None:
+    """The view has returned a stream, which may last minutes, and every middleware is done with
+    the request: its body (Django's bytes and the file they were read from, two copies of a
+    coding agent's whole conversation) is needed no longer. What the stream may still need of it
+    the relay keeps (gateway.relay.Prompt)."""
+    body_file.close()
+    request._body = b""  # HttpRequest.body's cache (its stream: a BytesIO over the same bytes)
+    request._stream = io.BytesIO()
 
 
 async def _settle(tasks: list[asyncio.Task]) -> None:

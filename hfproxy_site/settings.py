@@ -97,15 +97,20 @@ MAX_REQUEST_BYTES = env.int("MAX_REQUEST_BYTES", default=10 * 1024 * 1024)
 # Each worker's connections (gateway.connections): a client must send a request's headers whole,
 # at most MAX_HEADER_BYTES, within HEADER_TIMEOUT seconds of connecting or of its previous
 # response; past MAX_CONNECTIONS a new connection evicts the one that has owed its headers longest.
+# 4,000: UPSTREAM_MAX_CONNECTIONS' streams, and as many idle or arriving connections beside them.
 HEADER_TIMEOUT = env.float("HEADER_TIMEOUT", default=10.0)
 MAX_HEADER_BYTES = env.int("MAX_HEADER_BYTES", default=32 * 1024)
-MAX_CONNECTIONS = env.int("MAX_CONNECTIONS", default=1000)
+MAX_CONNECTIONS = env.int("MAX_CONNECTIONS", default=4000)
 # Seconds a client may leave its request body unfinished without sending anything (nginx's
 # client_body_timeout): then 408.
 CLIENT_BODY_TIMEOUT = env.float("CLIENT_BODY_TIMEOUT", default=60.0)
 # "aiohttp" (httpx-aiohttp, fast) or "httpx" (httpx's own transport).
 UPSTREAM_TRANSPORT = env.str("UPSTREAM_TRANSPORT", default="aiohttp")
-UPSTREAM_MAX_CONNECTIONS = env.int("UPSTREAM_MAX_CONNECTIONS", default=200)
+# Router connections per worker: one per request in flight, a stream's for its whole length.
+# Coding agents hold streams for minutes; one worker holds thousands of waiting streams at ~57 KiB
+# each (2,000: ~112 MiB), far fewer generating ones (CPU per event: docs/benchmarks.md "Long
+# streams"). Each takes two open files (its client's and this): `serve` checks that they fit.
+UPSTREAM_MAX_CONNECTIONS = env.int("UPSTREAM_MAX_CONNECTIONS", default=2000)
 # Requests one key may have in flight on each worker (gateway.share): by default half the
 # worker's router connections, so that no key can take them all; 0 = no such share.
 KEY_MAX_IN_FLIGHT = env.int("KEY_MAX_IN_FLIGHT", default=max(1, UPSTREAM_MAX_CONNECTIONS // 2))

@@ -1,6 +1,8 @@
 """The ASGI layer (gateway.asgi): body limit on the bytes received, lifespan and shutdown."""
 
+import gc
 import json
+import weakref
 
 import pytest
 
@@ -11,6 +13,15 @@ from tests.support.asgi import asgi_request
 from tests.support.clients import bearer
 
 URL = "/v1/chat/completions"
+
+
+@pytest.fixture(autouse=True)
+def gc_as_it_was():
+    """A lifespan startup tunes this process's GC: the next tests get it back as it was."""
+    threshold = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*threshold)
 
 
 def payload(size: int) -> bytes:
@@ -92,6 +103,34 @@ async def test_lifespan_starts_and_closes_the_upstream_client():
     await GatewayASGI(django_app)({"type": "lifespan"}, receive, send)
     assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
     assert client.is_closed
+
+
+class Cycle:
+    itself = None
+
+
+async def test_startup_freezes_the_apps_objects_out_of_the_gcs_walks(monkeypatch):
+    from gateway import asgi
+
+    monkeypatch.setattr(asgi, "_die_with_parent", lambda: None)
+    messages = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+
+    async def receive():
+        return messages.pop(0)
+
+    async def send(message):
+        if message["type"] == "lifespan.startup.complete":
+            # What exists at startup (the app, its modules) is no longer walked by collections;
+            # what comes after is collected as before, less often in the youngest generation.
+            assert gc.get_freeze_count() > 1000
+            assert gc.get_threshold()[0] == asgi.GC_YOUNG_THRESHOLD
+            cycle = Cycle()
+            cycle.itself, gone = cycle, weakref.ref(cycle)  # only the GC frees a cycle
+            del cycle
+            gc.collect()
+            assert gone() is None
+
+    await GatewayASGI(None)({"type": "lifespan"}, receive, send)
 
 
 async def test_shutdown_lets_pending_cleanups_finish_before_the_records_are_written(monkeypatch):

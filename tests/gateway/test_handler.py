@@ -177,6 +177,64 @@ async def test_a_stream_cut_off_by_the_servers_shutdown_is_still_recorded(hf, ap
     assert upstream_stream.closed  # the router's stream was closed, not left running
 
 
+async def test_a_stream_holds_no_copy_of_its_request_body_of_djangos(hf, api_key):
+    """A stream may last minutes and an agent's request carries its whole conversation: once the
+    view has returned, Django's copies of the body (its bytes, the file read) are let go."""
+    import tracemalloc
+
+    from hfproxy_site.asgi import application
+
+    response, _ = sse_response(standard_stream(words=["a"] * 20), delay=0.05)
+    hf.post("/chat/completions").mock(return_value=response)
+    conversation = [{"role": "user", "content": "x" * 1000} for _ in range(2000)]
+    body = json.dumps({"messages": conversation, "stream": True}).encode()  # 2 MB
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+    del conversation
+    streaming, done = asyncio.Event(), asyncio.Event()
+    sent = 0
+
+    async def receive():
+        if messages:
+            return messages.pop(0)
+        await done.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        nonlocal sent
+        sent += 1
+        if sent == 3:  # the headers and a couple of events: the view has long returned
+            streaming.set()
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            done.set()
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": URL,
+        "raw_path": URL.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"authorization", f"Bearer {api_key}".encode())],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        served = asyncio.ensure_future(application(scope, receive, send))
+        await asyncio.wait_for(streaming.wait(), 5)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    await asyncio.wait_for(served, 10)
+    # The body sent to the router (rewritten, held for the one retry and the prompt's estimate)
+    # is one copy; Django's two more were another 4 MB.
+    assert held < 1.5 * len(body), f"{held / len(body):.1f} times the body held mid-stream"
+
+
 def test_no_middleware_on_the_api_path_is_sync_only():
     for path in settings.API_MIDDLEWARE:
         middleware = import_string(path)

@@ -38,6 +38,13 @@ def test_serve_limits_connections_with_its_own_protocol(monkeypatch):
     assert _options(monkeypatch)["http"] == "gateway.connections:LimitedHttpToolsProtocol"
 
 
+def test_serve_queues_as_many_new_connections_as_it_may_hold(monkeypatch, settings):
+    settings.MAX_CONNECTIONS = 5000
+    assert _options(monkeypatch)["backlog"] == 5000
+    settings.MAX_CONNECTIONS = 300
+    assert _options(monkeypatch)["backlog"] == 2048  # uvicorn's own, at least
+
+
 def test_serve_believes_forwarded_headers_only_from_forwarded_allow_ips(monkeypatch, settings):
     settings.FORWARDED_ALLOW_IPS = []
     assert _options(monkeypatch)["proxy_headers"] is False  # uvicorn's default trusts 127.0.0.1

@@ -59,6 +59,10 @@ class Command(BaseCommand):
             reload=reload,
             lifespan="on",
             http="gateway.connections:LimitedHttpToolsProtocol",
+            # Connections the kernel queues until the worker accepts them (capped by
+            # net.core.somaxconn): past it a connection's SYN is dropped and its client waits
+            # 1, 3, 7… s to try again, which a stalled loop (a full GC) must not cost a burst.
+            backlog=max(2048, settings.MAX_CONNECTIONS),
             access_log=access_log,
             log_level="info",
             # SIGTERM: stop accepting, let in-flight requests finish for this long, cut off the
