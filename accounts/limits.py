@@ -272,18 +272,21 @@ async def admit(
     seen = await _count(admission, ops)
     store = admission.store
 
-    def check() -> None:
-        _check(limits, seen, admission.headers, reset, until_next_month, reservation)
+    def check(counts: dict) -> None:
+        _check(limits, counts, admission.headers, reset, until_next_month, reservation)
         for scope in scopes:
-            _check(scope.limits, seen, {}, reset, until_next_month, reservation, scope)
+            _check(scope.limits, counts, {}, reset, until_next_month, reservation, scope)
 
     try:
         _reserved(admission, ops, seen)
-        check()
+        budgets = {name: op for name, op in ops.items() if op[0] == "reserve"}
+        uncounted = any(seen[name] is None for name in budgets)
+        # With a budget not counted yet, none was reserved (all or nothing), so the others'
+        # answers say nothing about whether they fit: only the rate and slot checks stand now.
+        check({**seen, **dict.fromkeys(budgets)} if uncounted else seen)
         # A budget not yet counted here starts from what the database has recorded; then the
         # reservation is made (nothing was: a batch's reservations are all or nothing).
-        budgets = {name: op for name, op in ops.items() if op[0] == "reserve"}
-        if any(seen[name] is None for name in budgets):
+        if uncounted:
             for name in budgets:
                 if seen[name] is None:
                     counted = await offloop.run(_seed, name, key_id, scopes, month_start)
@@ -291,7 +294,7 @@ async def admit(
                     await store.run([("seed", ops[name][1], counted, ttl)])
             seen.update(zip(budgets, await store.run(list(budgets.values())), strict=True))
             _reserved(admission, budgets, seen)
-            check()
+            check(seen)
     except BaseException:  # refused, the database failed, or the client left meanwhile
         # Shielded: a cancelled request must still give its slot and its reservation back.
         await asyncio.shield(_undo(admission, parallel_key, parallel_ttl))

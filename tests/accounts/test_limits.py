@@ -101,6 +101,31 @@ async def counted(key: str) -> int:
     return (await counters.store().run([("get", month_counter(api_key.pk))]))[0]
 
 
+async def test_a_budget_counter_gone_beside_one_still_counted_is_seeded_not_refused(
+    anonymous_client, user, hf
+):
+    """The lifetime counter lives 30 days, the month's until the month ends (and a team's or a
+    user's budget may be set later): one can be gone while the other is counted."""
+    from accounts import counters
+
+    hf.post("/chat/completions").respond(200, json=completion(usage=(30, 20)))
+    key = await new_key(user, token_budget=100_000, lifetime_token_budget=100_000)
+    api_key = await ApiKey.objects.aget(digest=keys.digest(key))
+    assert (await chat(anonymous_client, key)).status_code == 200
+    await settled()
+    store, life = counters.store(), f"life:{api_key.pk}"
+    if isinstance(store, counters.MemoryCounters):
+        del store._counts[life]
+    else:
+        await sync_to_async(counters.delete_all)(settings.REDIS_URL, store.prefix + life)
+    assert (await store.run([("get", life)]))[0] is None
+    await sync_to_async(make_usage)(api_key, "m", tokens=(600, 400))  # what seeding finds
+    response = await chat(anonymous_client, key)
+    assert response.status_code == 200, response.json()
+    await settled()
+    assert (await store.run([("get", life)]))[0] >= 1_000 + 50
+
+
 async def test_a_burst_cannot_overshoot_the_budget(anonymous_client, user, hf):
     def answer(request):
         return sse_response(standard_stream(usage=(5, 5)), delay=0.002)[0]
