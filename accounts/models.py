@@ -481,43 +481,6 @@ class UsageRecord(models.Model):
         return f"{self.request_id} {self.model_requested} {self.outcome}"
 
 
-class UsageDaily(models.Model):
-    """Usage records past the retention period, summed per day (`manage.py prune_usage`):
-    what lifetime budgets and reports still count once the records themselves are gone."""
-
-    day = models.DateField()
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", db_index=False
-    )
-    api_key = models.ForeignKey(ApiKey, on_delete=models.PROTECT, related_name="+", db_index=False)
-    endpoint = models.CharField(max_length=40)
-    model_requested = models.CharField(max_length=200, blank=True)
-    outcome = models.CharField(max_length=24, choices=Outcome.choices)
-    requests = models.PositiveBigIntegerField(default=0)
-    prompt_tokens = models.PositiveBigIntegerField(default=0)
-    completion_tokens = models.PositiveBigIntegerField(default=0)
-    total_tokens = models.PositiveBigIntegerField(default=0)
-    cached_tokens = models.PositiveBigIntegerField(default=0)
-    reasoning_tokens = models.PositiveBigIntegerField(default=0)
-    units = models.DecimalField(max_digits=20, decimal_places=3, default=0)
-    cost_usd = models.DecimalField(max_digits=20, decimal_places=8, default=0, verbose_name="cost (USD)")
-
-    class Meta:
-        verbose_name = "daily usage (pruned records)"
-        verbose_name_plural = "daily usage (pruned records)"
-        ordering = ["-day"]
-        constraints = [
-            models.UniqueConstraint(
-                fields=["api_key", "day", "endpoint", "model_requested", "outcome"],
-                name="usage_daily_one_row_a_group",
-            ),
-        ]
-        indexes = [models.Index(fields=["user", "day"])]
-
-    def __str__(self) -> str:
-        return f"{self.day} {self.model_requested} {self.outcome}: {self.requests}"
-
-
 class UsageRollup(models.Model):
     """Usage records summed per hour and per day (`span`), per key, user, team, endpoint, model
     and outcome: what the dashboard, the reports, the API, the portal and budget seeding read

@@ -349,7 +349,7 @@ def _sizes() -> None:
         return
     print("\ntable sizes (pg_total_relation_size: table, indexes, TOAST)")
     with connection.cursor() as cursor:
-        for name in ("usagerecord", "usagerollup", "usagehistogram", "usagedaily"):
+        for name in ("usagerecord", "usagerollup", "usagehistogram"):
             table = f"accounts_{name}"
             if not any(model._meta.db_table == table for model in apps.get_models()):
                 continue

@@ -1,5 +1,5 @@
 """Usage in the admin, read-only (the gateway and prune_usage write it): the records' list with
-its date drill-down and CSV export, the daily sums, and the usage dashboard's page."""
+its date drill-down and CSV export, and the usage dashboard's page."""
 
 from __future__ import annotations
 
@@ -20,15 +20,8 @@ from accounts.admin.display import ListsFitMedia, ReadOnlyAdmin, shortened, time
 from accounts.admin.drilldown import DrilldownChangeList
 from accounts.admin.export import usage_csv_response
 from accounts.admin.paginator import EstimatedCountPaginator
-from accounts.models import Outcome, Team, UsageDaily, UsageRecord
+from accounts.models import Outcome, Team, UsageRecord
 from accounts.templatetags.hfproxy_format import duration, short_count, usd_cell
-
-
-class UsageAdminBase(ReadOnlyAdmin):
-    @admin.display(description="API key", ordering="api_key__prefix")
-    def key_prefix(self, row) -> str:
-        return row.api_key.prefix
-
 
 # The outcomes in a list's narrow column; the full label is in the filter and on the record's page.
 SHORT_OUTCOMES = {
@@ -74,7 +67,7 @@ def _successful_models(model, column: str, limit: int) -> list[str]:
 
 
 @admin.register(UsageRecord)
-class UsageRecordAdmin(UsageAdminBase):
+class UsageRecordAdmin(ReadOnlyAdmin):
     # One line a record, on a laptop's screen; every field is on the record's page.
     list_display = (
         "created",
@@ -107,6 +100,10 @@ class UsageRecordAdmin(UsageAdminBase):
     Media = ListsFitMedia
 
     created = timestamp("created_at", "time")
+
+    @admin.display(description="API key", ordering="api_key__prefix")
+    def key_prefix(self, row: UsageRecord) -> str:
+        return row.api_key.prefix
 
     def get_fields(self, request, obj=None):
         fields = [name for name in super().get_fields(request, obj) if name not in self.readonly_fields]
@@ -205,24 +202,3 @@ class UsageRecordAdmin(UsageAdminBase):
             **dashboard_page.page(dashboard.usage_dashboard(period=period, team_id=team_id)),
         }
         return TemplateResponse(request, "admin/accounts/usage_dashboard.html", context)
-
-
-@admin.register(UsageDaily)
-class UsageDailyAdmin(UsageAdminBase):
-    """What `prune_usage` kept of records past the retention period."""
-
-    list_display = (
-        "day",
-        "user",
-        "key_prefix",
-        "endpoint",
-        "model_requested",
-        "outcome",
-        "requests",
-        "total_tokens",
-        "cost_usd",
-    )
-    list_select_related = ("user", "api_key")
-    list_filter = ("user", ("model_requested", ModelFilter), "outcome")
-    search_fields = ("model_requested",)
-    date_hierarchy = "day"

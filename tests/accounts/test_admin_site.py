@@ -16,8 +16,7 @@ def test_admin_site_is_hfproxys_and_holds_every_model():
     assert apps.get_app_config("admin").name == "django.contrib.admin"  # the stock app, configured
     registered = {model._meta.label for model in admin.site._registry}
     assert {
-        f"accounts.{name}"
-        for name in ("ApiKey", "HuggingFaceToken", "ModelPrice", "UsageRecord", "UsageDaily")
+        f"accounts.{name}" for name in ("ApiKey", "HuggingFaceToken", "ModelPrice", "UsageRecord")
     } <= registered
     assert isinstance(admin.site._registry[get_user_model()], HfproxyUserAdmin)
     assert not admin.site.enable_nav_sidebar

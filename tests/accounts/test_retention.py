@@ -1,4 +1,4 @@
-"""prune_usage: old records become daily sums, and nothing that counts usage notices."""
+"""prune_usage: old records go, and nothing that counts usage notices (it reads the rollups)."""
 
 import io
 from datetime import UTC, datetime, timedelta
@@ -8,7 +8,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from accounts import keys, limits, retention, services
-from accounts.models import ApiKey, UsageDaily, UsageRecord
+from accounts.models import ApiKey, UsageRecord, UsageRollup
 from accounts.selectors import usage_by_user_and_model
 from tests.support.factories import make_usage
 
@@ -30,36 +30,28 @@ def history(user):
     return key
 
 
-def test_old_days_become_daily_sums_and_the_totals_do_not_change(history):
+def test_old_days_go_and_the_totals_do_not_change(history):
     report_before = usage_by_user_and_model()
     assert report_before[0]["cost_usd"] == Decimal("2.50012345")  # m1's costs, summed exactly
     lifetime_before = limits._tokens_in_db(history.pk, None)
+    rollups_before = list(UsageRollup.objects.order_by("pk").values())
 
     pruned = retention.prune(35, now=NOW)
 
-    assert (pruned.days, pruned.records, pruned.groups) == (2, 4, 3)
-    assert UsageRecord.objects.count() == 1  # the recent one stays
-    day = (NOW - timedelta(days=40)).date()
-    rows = {(r.day, r.model_requested, r.outcome): r for r in UsageDaily.objects.all()}
-    ok = rows[(day, "m1", "ok")]
-    assert (ok.requests, ok.prompt_tokens, ok.completion_tokens, ok.total_tokens) == (2, 17, 8, 25)
-    assert rows[(day, "m1", "upstream_error")].requests == 1
-    assert rows[(day - timedelta(days=1), "m2", "ok")].total_tokens == 150
-    assert {r.user_id for r in rows.values()} == {history.user_id}
-
+    assert (pruned.days, pruned.records) == (2, 4)
+    assert list(UsageRecord.objects.values_list("model_requested", flat=True)) == ["m1"]  # the recent one
+    assert list(UsageRollup.objects.order_by("pk").values()) == rollups_before
     assert usage_by_user_and_model() == report_before
     assert limits._tokens_in_db(history.pk, None) == lifetime_before == 25 + 150 + 2
     since = NOW - timedelta(days=40, hours=1)
     assert limits._tokens_in_db(history.pk, since) == 25 + 2  # a budget period's start counts too
 
 
-def test_pruning_again_adds_to_a_days_sums(history):
+def test_a_late_arrival_is_pruned_the_next_time_and_still_counted(history):
     retention.prune(35, now=NOW)
-    make_usage(history, "m1", when=NOW - timedelta(days=40), tokens=(5, 5))  # a late arrival
-    retention.prune(35, now=NOW)
-    day = (NOW - timedelta(days=40)).date()
-    row = UsageDaily.objects.get(day=day, model_requested="m1", outcome="ok")
-    assert (row.requests, row.total_tokens) == (3, 35)
+    make_usage(history, "m1", when=NOW - timedelta(days=40), tokens=(5, 5))
+    assert retention.prune(35, now=NOW).records == 1
+    assert limits._tokens_in_db(history.pk, None) == 25 + 150 + 2 + 10
 
 
 def test_only_whole_days_older_than_n_days(history):
@@ -71,35 +63,11 @@ def test_only_whole_days_older_than_n_days(history):
 def test_the_command_its_dry_run_and_its_floor(history):
     out = io.StringIO()
     call_command("prune_usage", "--days", "32", "--dry-run", stdout=out)
-    assert "Would sum and delete 4 records of 2 days" in out.getvalue()
+    assert "Would delete 4 records of 2 days" in out.getvalue()
     assert UsageRecord.objects.count() == 5
     out = io.StringIO()
     call_command("prune_usage", "--days", "32", stdout=out)
-    assert "Summed 4 records of 2 days" in out.getvalue()
+    assert "Deleted 4 records of 2 days" in out.getvalue()
     assert UsageRecord.objects.count() == 1
     with pytest.raises(CommandError, match="at least 32 days"):
         call_command("prune_usage", "--days", "7")
-
-
-def test_the_daily_sums_are_listed_read_only_in_the_admin(history, admin_client):
-    retention.prune(35, now=NOW)
-    page = admin_client.get("/admin/accounts/usagedaily/")
-    assert page.status_code == 200
-    assert b"m2" in page.content and history.prefix.encode() in page.content
-    assert admin_client.get("/admin/accounts/usagedaily/add/").status_code == 403
-
-
-def test_a_concurrent_prune_rolls_back_instead_of_counting_a_day_twice(history, monkeypatch):
-    from django.db.models.query import QuerySet
-
-    real_delete = QuerySet.delete
-
-    def another_prune_got_one_first(self):
-        self.order_by("created_at")[:1].get().delete()  # as if the other run deleted it
-        return real_delete(self)
-
-    monkeypatch.setattr(QuerySet, "delete", another_prune_got_one_first)
-    with pytest.raises(retention.ConcurrentPrune):
-        retention.prune(35, now=NOW)
-    monkeypatch.undo()
-    assert not UsageDaily.objects.exists()  # the day's sums were rolled back with it

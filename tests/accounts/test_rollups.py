@@ -11,7 +11,6 @@ from decimal import Decimal
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.db.models import Sum
 
 from accounts import histograms, retention, services, usage
 from accounts.models import (
@@ -19,7 +18,6 @@ from accounts.models import (
     ModelPrice,
     Outcome,
     Team,
-    UsageDaily,
     UsageHistogram,
     UsageRecord,
     UsageRollup,
@@ -178,27 +176,6 @@ def test_the_rollups_and_histograms_are_the_records_after_random_traffic_retries
     assert pruned.records > 150 and UsageRecord.objects.count() > 250
     assert _sums_only(_rollups()) == expected, "pruning changed the rollups"
     assert _histograms() == counted, "pruning changed the histograms"
-
-    # What is left of the records, plus the daily sums of the pruned ones: the daily rollups.
-    left = defaultdict(lambda: defaultdict(int))
-    for source, day_of in ((UsageRecord.objects.all(), "created_at"), (UsageDaily.objects.all(), "day")):
-        for row in source.values("api_key_id", "endpoint", "model_requested", "outcome", day_of).annotate(
-            **{name: Sum(name) for name in ("total_tokens", "cost_usd")},
-            requests=Sum(1) if source.model is UsageRecord else Sum("requests"),
-        ):
-            day = row[day_of]
-            day = day.date() if isinstance(day, datetime) else day
-            group = (day, row["api_key_id"], row["endpoint"], row["model_requested"], row["outcome"])
-            for name in ("requests", "total_tokens", "cost_usd"):
-                left[group][name] += Decimal(row[name] or 0) if name == "cost_usd" else row[name] or 0
-    daily = defaultdict(lambda: defaultdict(int))
-    for group, row in _rollups().items():
-        if group[0] == "d":
-            key = (group[1].date(), group[2], group[5], group[6], group[7])
-            for name in ("requests", "total_tokens", "cost_usd"):
-                daily[key][name] += row[name]
-    assert {g: {n: Decimal(v).quantize(CENT_MILLIONTHS) if n == "cost_usd" else v for n, v in r.items()}
-            for g, r in left.items()} == daily  # fmt: skip
 
 
 @pytest.mark.django_db(transaction=True)

@@ -109,7 +109,6 @@ def admin_text(proxy: Proxy) -> str:
             "/admin/accounts/usagerecord/",
             "/admin/accounts/usagerecord/?outcome=upstream_error",
             "/admin/accounts/usagerecord/dashboard/",
-            "/admin/accounts/usagedaily/",
             "/admin/auth/user/",
             *(f"/admin/accounts/apikey/{pk}/change/" for pk in ids["accounts_apikey"]),
             *(f"/admin/accounts/huggingfacetoken/{pk}/change/" for pk in ids["accounts_huggingfacetoken"]),

@@ -1,4 +1,4 @@
-"""`manage.py prune_usage --days N [--dry-run]`: usage records older than N days become daily sums."""
+"""`manage.py prune_usage --days N [--dry-run]`: usage records older than N days go; the rollups stay."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from accounts import retention
 
 class Command(BaseCommand):
     help = (
-        "Replace usage records older than N days (whole UTC days) by daily sums per key, endpoint, "
-        "model and outcome, which lifetime budgets and usage_report keep counting."
+        "Delete usage records older than N days (whole UTC days). Their hourly and daily rollups "
+        "stay: budgets, usage_report, the API and the dashboard keep counting them."
     )
 
     def add_arguments(self, parser) -> None:
@@ -22,15 +22,12 @@ class Command(BaseCommand):
     def handle(self, *args, days, dry_run, **options) -> None:
         try:
             pruned = retention.prune(days, dry_run=dry_run)
-        except (ValueError, retention.ConcurrentPrune) as error:
+        except ValueError as error:
             raise CommandError(str(error)) from None
         before = f"before {pruned.cutoff:%Y-%m-%d}"
         if dry_run:
-            self.stdout.write(
-                f"Would sum and delete {pruned.records} records of {pruned.days} days {before}."
-            )
+            self.stdout.write(f"Would delete {pruned.records} records of {pruned.days} days {before}.")
         else:
             self.stdout.write(
-                f"Summed {pruned.records} records of {pruned.days} days {before} into {pruned.groups} daily rows, "
-                "and deleted them."
+                f"Deleted {pruned.records} records of {pruned.days} days {before}; their rollups stay."
             )
