@@ -149,7 +149,8 @@ async def test_batches_run_together_get_their_own_replies(counters):
     assert (first, second, third) == ([2, 2], [5], [None, 15, None])
 
 
-async def test_batches_run_together_are_one_redis_call():
+def _counted_store() -> tuple[storage.RedisCounters, list[int]]:
+    """A Redis store of this test's own, and the size of every call it makes to Redis."""
     require(REDIS_URL)
     store = storage.RedisCounters(REDIS_URL, prefix=f"hfproxy-test:{uuid.uuid4().hex}:")
     calls = []
@@ -160,6 +161,11 @@ async def test_batches_run_together_are_one_redis_call():
         return await run(ops)
 
     store.run = counted
+    return store, calls
+
+
+async def test_batches_run_together_are_one_redis_call():
+    store, calls = _counted_store()
     try:
         counts = await asyncio.gather(*(store.run_together([("add", "joined", 1, 60)]) for _ in range(50)))
         assert sorted(count for [count] in counts) == list(range(1, 51))
@@ -172,16 +178,7 @@ async def test_batches_run_together_are_one_redis_call():
 
 
 async def test_batches_sent_without_waiting_join_the_same_call_and_hear_of_a_failure():
-    require(REDIS_URL)
-    store = storage.RedisCounters(REDIS_URL, prefix=f"hfproxy-test:{uuid.uuid4().hex}:")
-    calls = []
-    run = store.run
-
-    async def counted(ops):
-        calls.append(len(ops))
-        return await run(ops)
-
-    store.run = counted
+    store, calls = _counted_store()
     failed = []
     try:
         for _ in range(3):
