@@ -160,8 +160,6 @@ class LogFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         secrets = _in_use.get()
         if secrets:
-            message = record.getMessage()
-            scrubbed = text(message, secrets)
-            if scrubbed != message:
-                record.msg, record.args = scrubbed, None
+            # Kept formatted, scrubbed or not: the formatter would format the arguments again.
+            record.msg, record.args = text(record.getMessage(), secrets), None
         return True
