@@ -119,21 +119,14 @@ async def _shutdown(seconds: float, in_flight: set[asyncio.Task]) -> None:
     metrics.process_exited()
 
 
-# The cyclic GC's youngest generation: collected every this many (net) allocations of objects.
-GC_YOUNG_THRESHOLD = 10_000
-
-
 def _tune_gc() -> None:
     """The cyclic GC walks every object it tracks in each full collection, with the loop stopped:
     the app's own (Django, its modules, ~50,000 of them) and every open stream's (~150 each:
-    coroutines, tasks, contexts). Frozen, the app's are no longer walked; a larger youngest
-    generation promotes fewer of the objects that one request keeps only for its milliseconds,
-    so that fewer full collections come (one comes each time the old objects grew by a quarter).
-    Measured in bench.streams: with 3,000 streams opening, full collections took 2-4 s each."""
+    coroutines, tasks, contexts). Frozen, the app's are no longer walked. (A larger youngest
+    generation made full collections rarer still, but let cycles holding streams' buffers wait
+    longer: 15-20 MiB more under tests/faults/test_load.py's 200 streams.)"""
     gc.collect()
     gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 _PR_SET_PDEATHSIG = 1
