@@ -162,11 +162,15 @@ class Journal:
         try:
             yield
         except OSError:
-            if doing not in self._failing:
-                logger.exception("Cannot %s the usage journal in %s", doing, self.folder)
-            self._failing.add(doing)
+            self._failed(doing)
         else:
             self._failing.discard(doing)
+
+    def _failed(self, doing: str) -> None:
+        """In an `except OSError:` block: log the error, the first time `doing` fails."""
+        if doing not in self._failing:
+            logger.exception("Cannot %s the usage journal in %s", doing, self.folder)
+        self._failing.add(doing)
 
     def _current(self) -> _File:
         """The file to append to: a new one once the last is past ROTATE_BYTES (or torn)."""
@@ -189,9 +193,7 @@ class Journal:
             file = self._current()
             file.append(_line(kind, fields))
         except OSError:
-            if "write" not in self._failing:
-                logger.exception("Cannot %s the usage journal in %s", "write", self.folder)
-            self._failing.add("write")
+            self._failed("write")
             return None
         self._failing.discard("write")
         return file
