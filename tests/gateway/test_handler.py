@@ -20,7 +20,7 @@ from django.utils.module_loading import import_string
 
 from gateway.handler import ApiHandler
 from tests.support.answers import completion, sse_response, standard_stream
-from tests.support.asgi import asgi_request
+from tests.support.asgi import asgi_request, http_scope
 from tests.support.clients import bearer
 
 URL = "/v1/chat/completions"
@@ -132,24 +132,6 @@ def test_an_async_request_signal_receiver_sends_every_path_through_djangos_route
         signals.request_finished.disconnect(receiver)
 
 
-def _scope(api_key: str) -> dict:
-    """An ASGI scope of a POST to URL with the key, as uvicorn hands it over."""
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": URL,
-        "raw_path": URL.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"authorization", f"Bearer {api_key}".encode())],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-    }
-
-
 async def test_a_stream_cut_off_by_the_servers_shutdown_is_still_recorded(hf, api_key, reports):
     """uvicorn cancels requests still running when its graceful-shutdown timeout ends; the
     request must end (and be recorded) then, not be left running until the loop closes."""
@@ -172,7 +154,7 @@ async def test_a_stream_cut_off_by_the_servers_shutdown_is_still_recorded(hf, ap
         if len(received) >= 3:  # headers and a couple of events
             streaming.set()
 
-    scope = _scope(api_key)
+    scope = http_scope("POST", URL, {"authorization": f"Bearer {api_key}"})
     served = asyncio.ensure_future(application(scope, receive, send))
     await asyncio.wait_for(streaming.wait(), 5)
     served.cancel()  # what uvicorn does at the end of its graceful-shutdown timeout
@@ -212,7 +194,7 @@ async def test_a_stream_holds_no_copy_of_its_request_body_of_djangos(hf, api_key
         if message["type"] == "http.response.body" and not message.get("more_body"):
             done.set()
 
-    scope = _scope(api_key)
+    scope = http_scope("POST", URL, {"authorization": f"Bearer {api_key}"})
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]

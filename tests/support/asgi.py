@@ -22,6 +22,24 @@ class AsgiResult:
         return json.loads(self.body)
 
 
+def http_scope(method: str, path: str, headers: dict[str, str] | None = None) -> dict:
+    """An ASGI scope of an HTTP request, as uvicorn hands it over."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+
+
 async def asgi_request(
     method: str,
     path: str,
@@ -62,20 +80,7 @@ async def asgi_request(
             if disconnect_after_chunks is not None and len(result.chunks) >= disconnect_after_chunks:
                 gone.set()
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-    }
+    scope = http_scope(method, path, headers)
     if disconnect_after_seconds is not None:
         asyncio.get_running_loop().call_later(disconnect_after_seconds, gone.set)
     await asyncio.wait_for(application(scope, receive, send), timeout=10)
